@@ -1,0 +1,43 @@
+"""The ``mssgw`` command: one parser, sub-commands registered by the modules of this package.
+
+Each module exposes ``register(subparsers)`` and sets ``handler=`` on its parsers; a handler returns the exit
+code. This is the only place that turns exceptions into exit codes (0 ok, 1 unexpected, 65 bad input,
+78 configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_INPUT = 65
+EXIT_CONFIG = 78
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Assemble the parser from every sub-command module."""
+    from gateway.cli import documents
+
+    parser = argparse.ArgumentParser(prog="mssgw", description="MSSanté mail gateway")
+    parser.add_argument("--version", action="version", version=f"mssgw {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (documents,):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
