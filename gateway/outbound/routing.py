@@ -1,0 +1,72 @@
+"""Which next hop a recipient's mail goes to: static routes, then the smarthost (client mode) or the
+recipient domain's MX (operator mode).
+Pure: no DNS here, an MX destination is resolved by the transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gateway.settings import RouteSettings, Security, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A next hop; equal destinations share one transport and its connections."""
+
+    kind: Literal["smtp", "mx", "folder"]
+    host: str = ""
+    port: int = 25
+    security: Security = "starttls"
+    path: Path | None = None
+    authenticate: bool = False
+
+    def __str__(self) -> str:
+        if self.kind == "folder":
+            return f"folder:{self.path}"
+        return f"{self.kind}:{self.host}:{self.port}"
+
+
+class Router:
+    """Maps recipients to destinations, following the configuration's routes in a fixed order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.exact: dict[str, RouteSettings] = {}
+        self.suffixes: list[tuple[str, RouteSettings]] = []
+        self.wildcard: RouteSettings | None = None
+        for route in settings.routes:
+            domain = route.domain.lower().rstrip(".")
+            if domain == "*":
+                self.wildcard = route
+            elif domain.startswith("."):
+                self.suffixes.append((domain, route))
+            else:
+                self.exact[domain] = route
+        self.suffixes.sort(key=lambda item: len(item[0]), reverse=True)
+        self.mode = settings.gateway.mode
+        host = settings.smarthost
+        self.smarthost = (
+            Destination("smtp", host.host, host.port, host.security, authenticate=bool(host.username))
+            if host.host
+            else None
+        )
+
+    def destination(self, recipient: str) -> Destination:
+        """The next hop for ``recipient`` (an address whose domain part follows the last ``@``)."""
+        domain = recipient.rpartition("@")[2].lower().rstrip(".")
+        route = self.exact.get(domain)
+        if route is None:
+            route = next((r for suffix, r in self.suffixes if domain.endswith(suffix)), self.wildcard)
+        if route is not None:
+            return _from_route(route)
+        if self.mode == "client" and self.smarthost is not None:
+            return self.smarthost
+        return Destination("mx", domain, 25, "starttls")
+
+
+def _from_route(route: RouteSettings) -> Destination:
+    if route.transport == "folder":
+        return Destination("folder", path=route.path)
+    return Destination("smtp", route.host, route.port, route.security)

@@ -1,0 +1,266 @@
+"""A small ESMTP client over asyncio streams: EHLO, STARTTLS, AUTH, and pipelined transactions.
+
+Written here rather than taken from aiosmtplib because the relay needs RFC 2920 PIPELINING (MAIL, every
+RCPT and DATA in one write; aiosmtplib reads one reply per command) and per-recipient replies. It refuses to
+go on in clear text: STARTTLS is mandatory unless the connection is implicit TLS. No queue or SQL here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_REPLY_LINE_LIMIT = 4096
+_PERIOD_AT_LINE_START = re.compile(rb"(?m)^\.")
+_BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class SmtpError(Exception):
+    """The session cannot go on (network, TLS, protocol); the connection must be dropped."""
+
+
+class SmtpReplyError(SmtpError):
+    """The server refused a session-level command (EHLO, STARTTLS, AUTH)."""
+
+    def __init__(self, command: str, reply: Reply) -> None:
+        self.reply = reply
+        super().__init__(f"{command} refused: {reply}")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply; ``text`` joins the lines of a multi-line reply with spaces."""
+
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+    @property
+    def is_positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionReplies:
+    """What the server answered to MAIL, to each RCPT, and to DATA or the message.
+
+    ``data`` is the final reply to the message, or the refusal of the DATA command; None when no recipient
+    was accepted so nothing was sent.
+    """
+
+    mail: Reply
+    rcpts: tuple[Reply, ...]
+    data: Reply | None
+
+
+def prepare_content(content: bytes) -> bytes:
+    """CRLF line ends, dot-stuffing (RFC 5321 §4.5.2) and the terminating ``.`` line."""
+    normalised = _BARE_LINE_END.sub(b"\r\n", content)
+    if not normalised.endswith(b"\r\n"):
+        normalised += b"\r\n"
+    return _PERIOD_AT_LINE_START.sub(b"..", normalised) + b".\r\n"
+
+
+class SmtpConnection:
+    """One open ESMTP session with a next hop."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        command_timeout: float,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.command_timeout = command_timeout
+        self.extensions: dict[str, str] = {}
+        self.transactions = 0
+        self.broken = False
+        self.content_sent = False
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        implicit_tls: bool,
+        tls_context: ssl.SSLContext,
+        local_hostname: str,
+        connect_timeout: float,
+        command_timeout: float,
+    ) -> SmtpConnection:
+        """Connect, greet and secure the session; raise ``SmtpError`` or ``OSError`` on any failure."""
+        peer = f"{host}:{port}"
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host,
+                port,
+                ssl=tls_context if implicit_tls else None,
+                server_hostname=host if implicit_tls else None,
+                limit=_REPLY_LINE_LIMIT * 4,
+            ),
+            connect_timeout,
+        )
+        connection = cls(reader, writer, peer, command_timeout)
+        try:
+            greeting = await connection.read_reply()
+            if greeting.code != 220:
+                raise SmtpReplyError("greeting", greeting)
+            await connection.ehlo(local_hostname)
+            if not implicit_tls:
+                if "STARTTLS" not in connection.extensions:
+                    raise SmtpError(f"{peer} does not offer STARTTLS; refusing to send in clear text")
+                reply = await connection.command(b"STARTTLS")
+                if reply.code != 220:
+                    raise SmtpReplyError("STARTTLS", reply)
+                await asyncio.wait_for(writer.start_tls(tls_context, server_hostname=host), connect_timeout)
+                await connection.ehlo(local_hostname)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @property
+    def max_size(self) -> int | None:
+        """The peer's SIZE limit (RFC 1870), when it announces one."""
+        value = self.extensions.get("SIZE", "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    async def ehlo(self, local_hostname: str) -> None:
+        reply_lines = await self._command_lines(b"EHLO " + local_hostname.encode("ascii"))
+        code, lines = reply_lines
+        if code != 250:
+            raise SmtpReplyError("EHLO", Reply(code, " ".join(lines)))
+        self.extensions = {}
+        for line in lines[1:]:
+            keyword, _, params = line.partition(" ")
+            self.extensions[keyword.upper()] = params
+
+    async def authenticate(self, username: str, password: str) -> None:
+        """AUTH PLAIN (or LOGIN when PLAIN is not offered); only ever called on a TLS session."""
+        mechanisms = self.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in mechanisms:
+            token = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+            reply = await self.command(b"AUTH PLAIN " + token.encode("ascii"))
+        elif "LOGIN" in mechanisms:
+            reply = await self.command(b"AUTH LOGIN")
+            if reply.code == 334:
+                reply = await self.command(base64.b64encode(username.encode()))
+            if reply.code == 334:
+                reply = await self.command(base64.b64encode(password.encode()))
+        else:
+            raise SmtpError(f"{self.peer} offers no AUTH mechanism we use (PLAIN, LOGIN)")
+        if reply.code != 235:
+            raise SmtpReplyError("AUTH", reply)
+
+    async def transaction(
+        self,
+        mail_from: str,
+        mail_params: Sequence[str],
+        recipients: Sequence[tuple[str, Sequence[str]]],
+        content: bytes,
+    ) -> TransactionReplies:
+        """Run one mail transaction, pipelined when the peer allows it (RFC 2920)."""
+        self.transactions += 1
+        self.content_sent = False
+        mail = _command_bytes("MAIL FROM:", mail_from, mail_params)
+        rcpts = [_command_bytes("RCPT TO:", address, params) for address, params in recipients]
+        if "PIPELINING" in self.extensions:
+            self._write(mail + b"".join(rcpts) + b"DATA\r\n")
+            mail_reply = await self.read_reply()
+            rcpt_replies = tuple([await self.read_reply() for _ in rcpts])
+            data_reply = await self.read_reply()
+        else:
+            mail_reply = await self.command(mail)
+            if not mail_reply.is_positive:
+                return TransactionReplies(mail_reply, (), None)
+            rcpt_replies = tuple([await self.command(line) for line in rcpts])
+            if not any(r.is_positive for r in rcpt_replies):
+                await self.command(b"RSET")
+                return TransactionReplies(mail_reply, rcpt_replies, None)
+            data_reply = await self.command(b"DATA")
+        accepted = mail_reply.is_positive and any(r.is_positive for r in rcpt_replies)
+        if data_reply.code != 354:
+            if mail_reply.is_positive:
+                await self.command(b"RSET")
+            return TransactionReplies(mail_reply, rcpt_replies, data_reply if accepted else None)
+        if not accepted:
+            # RFC 2920 §3.1: a server may answer 354 although every RCPT failed; end the empty message.
+            self._write(b".\r\n")
+            await self.read_reply()
+            return TransactionReplies(mail_reply, rcpt_replies, None)
+        self.content_sent = True
+        self._write(prepare_content(content))
+        final = await self.read_reply()
+        return TransactionReplies(mail_reply, rcpt_replies, final)
+
+    async def quit(self) -> None:
+        """Say goodbye politely; errors do not matter any more."""
+        try:
+            if not self.broken:
+                await self.command(b"QUIT")
+        except (SmtpError, OSError, TimeoutError):
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.broken = True
+        if not self.writer.is_closing():
+            self.writer.close()
+
+    async def command(self, line: bytes) -> Reply:
+        code, lines = await self._command_lines(line)
+        return Reply(code, " ".join(lines))
+
+    async def _command_lines(self, line: bytes) -> tuple[int, list[str]]:
+        self._write(line + b"\r\n")
+        return await self._read_lines()
+
+    def _write(self, data: bytes) -> None:
+        if self.broken or self.writer.is_closing():
+            raise SmtpError(f"connection to {self.peer} is closed")
+        self.writer.write(data)
+
+    async def read_reply(self) -> Reply:
+        code, lines = await self._read_lines()
+        return Reply(code, " ".join(lines))
+
+    async def _read_lines(self) -> tuple[int, list[str]]:
+        try:
+            return await asyncio.wait_for(self._read_reply_lines(), self.command_timeout)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
+            self.close()
+            raise SmtpError(f"no valid reply from {self.peer}: {error or type(error).__name__}") from error
+
+    async def _read_reply_lines(self) -> tuple[int, list[str]]:
+        await self.writer.drain()
+        lines: list[str] = []
+        while True:
+            raw = await self.reader.readuntil(b"\n")
+            if len(raw) > _REPLY_LINE_LIMIT or len(raw) < 4 or not raw[:3].isdigit():
+                raise ValueError(f"malformed reply line {raw[:80]!r}")
+            lines.append(raw[4:].decode("utf-8", "replace").strip())
+            if raw[3:4] != b"-":
+                return int(raw[:3]), lines
+
+
+def _command_bytes(verb: str, address: str, params: Sequence[str]) -> bytes:
+    for part in (address, *params):
+        if any(ord(c) < 32 or ord(c) == 127 for c in part):
+            raise SmtpError(f"control character in envelope value {part!r}")
+    text = f"{verb}<{address}>" + "".join(f" {p}" for p in params) + "\r\n"
+    return text.encode("utf-8")

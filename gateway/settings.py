@@ -1,0 +1,381 @@
+"""Typed settings, read once from one TOML file and validated as a whole before anything starts.
+
+Every section is a frozen dataclass; the loader walks the dataclasses, converts each value and collects every
+problem (unknown key, wrong type, missing file, key file readable by others …) into one ``ConfigError`` that
+names each key. Nothing here opens a socket or the database. ``config/mssgw.example.toml`` documents every key
+and a test keeps it loadable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import stat
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from gateway.errors import ConfigError
+
+
+class _Marker:
+    """Tags an annotated type with how its value is read and checked."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_DURATION = _Marker("duration")
+_READABLE_FILE = _Marker("readable file")
+_SECRET_FILE = _Marker("secret file")
+
+Seconds = Annotated[float, _DURATION]
+"""A duration written ``30s``, ``5m``, ``1h``, ``5d`` (or a number of seconds)."""
+ReadableFile = Annotated[Path, _READABLE_FILE]
+SecretFile = Annotated[Path, _SECRET_FILE]
+"""A file holding a secret (private key, password): it must not be readable by group or others."""
+
+Security = Literal["starttls", "tls"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Identity and mode of this gateway instance."""
+
+    hostname: str = field(default_factory=socket.getfqdn)
+    instance_name: str = ""
+    mode: Literal["client", "operator"] = "client"
+    state_dir: Path = Path("/var/lib/mssgw")
+    nil_reference: str = ""
+    test_mode: bool = False
+    postmaster: str = ""
+    shutdown_timeout: Seconds = 30.0
+
+    @property
+    def owner(self) -> str:
+        """The name leases are taken under: ``instance_name`` or, by default, the host name."""
+        return self.instance_name or self.hostname
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where the store (and so the queue) lives."""
+
+    url: str = ""
+    group_commit_max: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS material used towards MSSanté peers (the BAL applicative's certificate, IGC-Santé CAs)."""
+
+    ca_bundle: ReadableFile | None = None
+    client_certificate: ReadableFile | None = None
+    client_key: SecretFile | None = None
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
+@dataclass(frozen=True, slots=True)
+class SmarthostSettings:
+    """The operator's submission server: the default next hop in client mode."""
+
+    host: str = ""
+    port: int = 587
+    security: Security = "starttls"
+    username: str = ""
+    password_file: SecretFile | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSettings:
+    """A static route: mail for ``domain`` (or ``.suffix`` for sub-domains) goes to this next hop."""
+
+    domain: str
+    transport: Literal["smtp", "folder"] = "smtp"
+    host: str = ""
+    port: int = 25
+    security: Security = "starttls"
+    path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """How the outbound queue is worked: concurrency, connection reuse, leases and retries."""
+
+    concurrency: int = 16
+    connections_per_destination: int = 4
+    messages_per_connection: int = 1000
+    connection_idle: Seconds = 30.0
+    connect_timeout: Seconds = 30.0
+    command_timeout: Seconds = 120.0
+    claim_batch: int = 200
+    lease: Seconds = 600.0
+    retry_schedule: tuple[Seconds, ...] = (60.0, 300.0, 900.0, 3600.0, 14400.0)
+    max_lifetime: Seconds = 5 * 86400.0
+    crash_limit: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """DKIM signing of outgoing mail; off while ``private_key_file`` is unset."""
+
+    domain: str = ""
+    selector: str = ""
+    private_key_file: SecretFile | None = None
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    headers: tuple[str, ...] = (
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "disposition-notification-to",
+        "x-mss-codecda",
+        "x-mss-ins",
+        "x-mss-nil",
+        "x-mss-mes",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Signing happens only when a key is configured."""
+        return self.private_key_file is not None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """Log format and level; logs always go to stderr (journald under systemd)."""
+
+    format: Literal["logfmt", "json"] = "logfmt"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration; ``source`` is the file it was read from."""
+
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    smarthost: SmarthostSettings = field(default_factory=SmarthostSettings)
+    routes: tuple[RouteSettings, ...] = ()
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    source: str = ""
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the store: the configured one or SQLite in the state directory."""
+        return self.store.url or f"sqlite:///{self.gateway.state_dir / 'mssgw.db'}"
+
+
+def load(path: str | Path) -> Settings:
+    """Read and validate the configuration file; raise ``ConfigError`` listing every problem."""
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(source, [f"cannot read the file: {error.strerror}"]) from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, [f"not valid TOML: {error}"]) from error
+    return from_mapping(raw, source=source)
+
+
+def from_mapping(raw: dict[str, Any], *, source: str = "<settings>") -> Settings:
+    """Validate an already-parsed TOML document (tests build settings this way)."""
+    problems: list[str] = []
+    base = Path(source).parent if source and not source.startswith("<") else Path.cwd()
+    reader = _Reader(problems, base)
+    values = reader.read_dataclass(Settings, raw, "", skip={"source"})
+    if problems:
+        raise ConfigError(source, problems)
+    settings = dataclasses.replace(typing.cast(Settings, values), source=source)
+    _check_consistency(settings, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return settings
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class _Reader:
+    """Converts TOML values to the annotated types, appending a sentence per problem."""
+
+    def __init__(self, problems: list[str], base: Path) -> None:
+        self.problems = problems
+        self.base = base
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}")
+
+    def read_dataclass(
+        self, cls: type[Any], raw: object, prefix: str, skip: frozenset[str] | set[str] = frozenset()
+    ) -> object | None:
+        if not isinstance(raw, dict):
+            self.fail(prefix or "(top level)", f"expected a table, got {_kind(raw)}")
+            return None
+        hints = typing.get_type_hints(cls, include_extras=True)
+        known = {f.name for f in dataclasses.fields(cls)} - set(skip)
+        for key in sorted(set(raw) - known):
+            self.fail(_join(prefix, key), "unknown key (misspelt, or in the wrong section?)")
+        kwargs: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            if item.name not in known:
+                continue
+            key = _join(prefix, item.name)
+            if item.name in raw:
+                kwargs[item.name] = self.convert(raw[item.name], hints[item.name], key)
+            elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+                self.fail(key, "required key is missing")
+        if any(v is _INVALID for v in kwargs.values()) or (set(raw) & known) != set(kwargs):
+            return None
+        try:
+            instance: object = cls(**kwargs)
+        except TypeError:
+            # A required key was missing; it has been reported above.
+            return None
+        return instance
+
+    def convert(self, value: object, hint: Any, key: str) -> Any:
+        marker = None
+        if typing.get_origin(hint) is Annotated:
+            hint, marker = typing.get_args(hint)[0], typing.get_args(hint)[1]
+        origin = typing.get_origin(hint)
+        if origin in (types.UnionType, typing.Union):
+            options = [a for a in typing.get_args(hint) if a is not type(None)]
+            return self.convert(value, options[0], key)
+        if origin is Literal:
+            allowed = typing.get_args(hint)
+            if value not in allowed:
+                choices = ", ".join(repr(a) for a in allowed)
+                self.fail(key, f"{value!r} is not one of {choices}")
+                return _INVALID
+            return value
+        if origin is tuple:
+            item_hint = typing.get_args(hint)[0]
+            if not isinstance(value, list):
+                self.fail(key, f"expected a list, got {_kind(value)}")
+                return _INVALID
+            items = [self.convert(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value)]
+            return tuple(items) if _INVALID not in items else _INVALID
+        if dataclasses.is_dataclass(hint):
+            result = self.read_dataclass(typing.cast(type[Any], hint), value, key)
+            return _INVALID if result is None else result
+        if isinstance(marker, _Marker):
+            return self.convert_marked(value, marker, key)
+        return self.convert_plain(value, hint, key)
+
+    def convert_plain(self, value: object, hint: Any, key: str) -> Any:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+        elif hint is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value < 0:
+                    self.fail(key, f"{value} must not be negative")
+                    return _INVALID
+                return value
+        elif hint is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        elif hint is str:
+            if isinstance(value, str):
+                return value
+        elif hint is Path and isinstance(value, str) and value:
+            return self.base / value
+        expected = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+        self.fail(key, f"expected {expected.get(hint, 'a path')}, got {_kind(value)}")
+        return _INVALID
+
+    def convert_marked(self, value: object, marker: _Marker, key: str) -> Any:
+        if marker is _DURATION:
+            return self.duration(value, key)
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"expected a file path, got {_kind(value)}")
+            return _INVALID
+        path = self.base / value
+        if not path.is_file():
+            self.fail(key, f"file {path} does not exist")
+            return _INVALID
+        if not os.access(path, os.R_OK):
+            self.fail(key, f"file {path} is not readable by this user")
+            return _INVALID
+        if marker is _SECRET_FILE:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                self.fail(
+                    key,
+                    f"secret file {path} has mode {mode:04o}: it must not be accessible to "
+                    "group or others (chmod 600)",
+                )
+                return _INVALID
+        return path
+
+    def duration(self, value: object, key: str) -> float | object:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        match = _DURATION_RE.match(value) if isinstance(value, str) else None
+        if match is None:
+            self.fail(key, f"{value!r} is not a duration (write e.g. 30s, 5m, 1h, 5d)")
+            return _INVALID
+        return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+
+
+_INVALID = object()
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _kind(value: object) -> str:
+    names = {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "a number"}
+    return f"{names.get(type(value), type(value).__name__)} ({value!r})"
+
+
+def _check_consistency(settings: Settings, problems: list[str]) -> None:
+    """Rules that span several keys; each sentence names the key to change."""
+    tls = settings.tls
+    uses_smtp = bool(settings.smarthost.host) or any(r.transport == "smtp" for r in settings.routes)
+    if uses_smtp and tls.ca_bundle is None:
+        problems.append(
+            "tls.ca_bundle: required when mail leaves by SMTP (peer certificates are always verified)"
+        )
+    if (tls.client_certificate is None) != (tls.client_key is None):
+        problems.append("tls.client_key: client_certificate and client_key go together")
+    if settings.smarthost.username and settings.smarthost.password_file is None:
+        problems.append("smarthost.password_file: required when smarthost.username is set")
+    for index, route in enumerate(settings.routes):
+        key = f"routes[{index}]"
+        if route.transport == "smtp" and not route.host:
+            problems.append(f"{key}.host: required for an smtp route")
+        if route.transport == "folder" and route.path is None:
+            problems.append(f"{key}.path: required for a folder route")
+    has_default = settings.smarthost.host or any(r.domain == "*" for r in settings.routes)
+    if settings.gateway.mode == "client" and not has_default:
+        problems.append('smarthost.host: required in client mode (or a route with domain = "*")')
+    dkim = settings.dkim
+    if dkim.enabled and not (dkim.domain and dkim.selector):
+        problems.append("dkim.selector: dkim.domain and dkim.selector are required with a key")
+    if not settings.relay.retry_schedule:
+        problems.append("relay.retry_schedule: needs at least one delay")
+    if settings.relay.crash_limit < 1:
+        problems.append("relay.crash_limit: must be at least 1")
+    if settings.relay.concurrency < 1:
+        problems.append("relay.concurrency: must be at least 1")

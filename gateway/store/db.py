@@ -1,0 +1,84 @@
+"""Opening the store: engine, SQLite pragmas, schema creation with a version row.
+
+SQLite (WAL, ``synchronous=FULL`` so a commit survives a power cut, ``BEGIN IMMEDIATE`` so concurrent
+writers queue instead of failing) is the embedded default; PostgreSQL is used through psycopg 3.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.errors import StoreError
+from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
+
+
+def normalise_url(url: str) -> str:
+    """Pick psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy would otherwise look for psycopg2)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_store_engine(url: str) -> Engine:
+    """Create the engine with the settings each backend needs for a durable queue."""
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 60},
+            pool_size=8,
+            max_overflow=8,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin" below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        # A deferred transaction that reads then writes can fail with SQLITE_BUSY when another
+        # writer got there first; taking the write lock up front makes writers wait their turn.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def open_store(url: str) -> sessionmaker[Session]:
+    """Open the store, creating the schema on first start and checking its version afterwards."""
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as connection:
+            if not inspect(connection).has_table("schema_version"):
+                Base.metadata.create_all(connection)
+                connection.execute(
+                    insert(SchemaVersion).values(version=SCHEMA_VERSION, applied_at=datetime.now(UTC))
+                )
+            else:
+                found = connection.execute(select(SchemaVersion.version)).scalar()
+                if found != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the store has schema version {found}, this mssgw expects {SCHEMA_VERSION}"
+                    )
+    except StoreError:
+        engine.dispose()
+        raise
+    except Exception as error:
+        engine.dispose()
+        raise StoreError(f"cannot open the store at {make_url(normalise_url(url))!r}: {error}") from error
+    return sessionmaker(engine, expire_on_commit=False)

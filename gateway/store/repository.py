@@ -1,0 +1,455 @@
+"""Writing messages into the store and working the outbound queue, in short transactions.
+
+Every function here is synchronous and runs in a worker thread (``asyncio.to_thread``); callers above the
+store see value types only. Two rules hold everywhere: a batch of messages is committed as one transaction
+(group commit), and a delivery leaves ``sending`` only through ``record_outcomes`` or a lease expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.store.states import WAITING, DeliveryState
+from gateway.store.tables import (
+    Attachment,
+    AuditEvent,
+    Delivery,
+    DeliveryAttempt,
+    Message,
+    Patient,
+)
+from mappers.patient import Patient as PatientRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """An envelope recipient with its RFC 3461 DSN parameters."""
+
+    address: str
+    notify: str | None = None
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    """Description of an attachment kept beside the raw message for the store's readers."""
+
+    filename: str
+    content_type: str
+    content: bytes
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to commit; ``recipients`` become queue rows when the message goes out."""
+
+    raw: bytes
+    envelope_from: str
+    direction: str
+    source: str
+    recipients: tuple[Recipient, ...] = ()
+    message_id: str | None = None
+    kind: str = "message"
+    envid: str | None = None
+    ret: str | None = None
+    patient: PatientRecord | None = None
+    attachments: tuple[AttachmentInfo, ...] = ()
+    related_message_pk: int | None = None
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the raw bytes: with the Message-ID, what makes two copies the same message."""
+        return hashlib.sha256(self.raw).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """What the store did with a ``NewMessage``: its id, and whether it already had it."""
+
+    pk: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A queue row leased to this instance until ``claimed_until``."""
+
+    pk: int
+    message_pk: int
+    recipient: str
+    notify: str | None
+    orcpt: str | None
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The stored message a delivery carries: envelope, identifiers and raw bytes."""
+
+    pk: int
+    envelope_from: str
+    message_id: str | None
+    envid: str | None
+    ret: str | None
+    created_at: datetime
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What became of one claimed delivery; ``state`` is SENT, DEFERRED, FAILED or HELD."""
+
+    delivery_pk: int
+    state: DeliveryState
+    at: datetime
+    code: int | None = None
+    reply: str | None = None
+    peer: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A DSN written for the sender, closing the failed deliveries it reports on."""
+
+    message: NewMessage
+    delivery_pks: tuple[int, ...] = field(default_factory=tuple)
+
+
+class Repository:
+    """The store's write and queue operations over one session factory."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def add_messages(self, batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
+        """Commit a batch of messages and their queue rows in one transaction.
+
+        A message whose Message-ID and digest are already stored is not stored again: it gets the
+        existing id and ``duplicate=True`` (a client that lost our 250 and sent again).
+        """
+        results: list[StoredMessage] = []
+        with self.sessions.begin() as session:
+            for new in batch:
+                existing = self._find_duplicate(session, new)
+                if existing is not None:
+                    results.append(StoredMessage(existing, duplicate=True))
+                    continue
+                pk = self._insert_message(session, new, now)
+                results.append(StoredMessage(pk, duplicate=False))
+        return results
+
+    @staticmethod
+    def _find_duplicate(session: Session, new: NewMessage) -> int | None:
+        if new.message_id is None:
+            return None
+        query = select(Message.id).where(Message.message_id == new.message_id, Message.digest == new.digest)
+        return session.execute(query.limit(1)).scalar()
+
+    def _insert_message(self, session: Session, new: NewMessage, now: datetime) -> int:
+        patient_pk = self._upsert_patient(session, new.patient) if new.patient else None
+        pk: int = session.execute(
+            insert(Message)
+            .values(
+                direction=new.direction,
+                source=new.source,
+                kind=new.kind,
+                state="stored",
+                message_id=new.message_id,
+                digest=new.digest,
+                envelope_from=new.envelope_from,
+                envid=new.envid,
+                ret=new.ret,
+                size=len(new.raw),
+                raw=new.raw,
+                patient_id=patient_pk,
+                related_message_id=new.related_message_pk,
+                created_at=now,
+            )
+            .returning(Message.id)
+        ).scalar_one()
+        if new.attachments:
+            session.execute(
+                insert(Attachment),
+                [
+                    {
+                        "message_pk": pk,
+                        "filename": a.filename,
+                        "content_type": a.content_type,
+                        "size": len(a.content),
+                        "sha1": hashlib.sha1(a.content, usedforsecurity=False).hexdigest(),
+                        "metadata_json": a.metadata,
+                    }
+                    for a in new.attachments
+                ],
+            )
+        if new.recipients:
+            session.execute(
+                insert(Delivery),
+                [
+                    {
+                        "message_pk": pk,
+                        "recipient": r.address,
+                        "notify": r.notify,
+                        "orcpt": r.orcpt,
+                        "state": DeliveryState.QUEUED.value,
+                        "attempts": 0,
+                        "crashes": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for r in new.recipients
+                ],
+            )
+        _audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})
+        return pk
+
+    @staticmethod
+    def _upsert_patient(session: Session, patient: PatientRecord) -> int:
+        found = session.execute(
+            select(Patient).where(Patient.matricule == patient.matricule, Patient.oid == patient.oid)
+        ).scalar()
+        if found is None:
+            found = Patient(matricule=patient.matricule, oid=patient.oid)
+            session.add(found)
+        found.birth_name = patient.birth_name
+        found.given_name = patient.given_name
+        found.birth_date = patient.birth_date
+        found.sex = patient.sex.value
+        session.flush()
+        return found.id
+
+    def claim_due(
+        self, owner: str, now: datetime, lease: timedelta, limit: int, crash_limit: int
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries to ``owner``, first reclaiming expired leases.
+
+        On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED`` so several instances can share
+        the queue without waiting on each other; SQLite serialises writers with ``BEGIN IMMEDIATE``.
+        """
+        with self.sessions.begin() as session:
+            self._reclaim(
+                session,
+                and_(Delivery.state == DeliveryState.SENDING.value, Delivery.claimed_until < now),
+                now,
+                crash_limit,
+            )
+            due = (
+                select(Delivery.id)
+                .where(
+                    Delivery.state.in_([s.value for s in WAITING]),
+                    Delivery.next_attempt_at <= now,
+                )
+                .order_by(Delivery.next_attempt_at, Delivery.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(session.execute(due).scalars())
+            if not ids:
+                return []
+            rows = session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids))
+                .values(
+                    state=DeliveryState.SENDING.value,
+                    claimed_by=owner,
+                    claimed_until=now + lease,
+                    attempts=Delivery.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(
+                    Delivery.id,
+                    Delivery.message_pk,
+                    Delivery.recipient,
+                    Delivery.notify,
+                    Delivery.orcpt,
+                    Delivery.attempts,
+                    Delivery.created_at,
+                )
+            ).all()
+        claimed = [ClaimedDelivery(*row) for row in rows]
+        claimed.sort(key=lambda c: (c.message_pk, c.pk))
+        return claimed
+
+    def recover_owner(self, owner: str, now: datetime, crash_limit: int) -> int:
+        """At start-up, take back the leases a previous (dead) incarnation of ``owner`` held.
+
+        They count as a crash: a message that kills the daemon ``crash_limit`` times is held.
+        """
+        with self.sessions.begin() as session:
+            return self._reclaim(
+                session,
+                and_(Delivery.state == DeliveryState.SENDING.value, Delivery.claimed_by == owner),
+                now,
+                crash_limit,
+            )
+
+    @staticmethod
+    def _reclaim(session: Session, condition: ColumnElement[bool], now: datetime, crash_limit: int) -> int:
+        rows = session.execute(
+            select(Delivery.id, Delivery.message_pk, Delivery.crashes).where(condition)
+        ).all()
+        for pk, message_pk, crashes in rows:
+            held = crashes + 1 >= crash_limit
+            state = DeliveryState.HELD if held else DeliveryState.QUEUED
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == pk)
+                .values(
+                    state=state.value,
+                    crashes=crashes + 1,
+                    claimed_by=None,
+                    claimed_until=None,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+            _audit(session, now, "held" if held else "lease-reclaimed", message_pk, pk)
+        return len(rows)
+
+    def release_claims(self, owner: str, now: datetime) -> int:
+        """On a clean stop, give back unfinished leases without counting a crash."""
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Delivery)
+                .where(Delivery.state == DeliveryState.SENDING.value, Delivery.claimed_by == owner)
+                .values(
+                    state=DeliveryState.QUEUED.value,
+                    claimed_by=None,
+                    claimed_until=None,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def load_envelopes(self, message_pks: Iterable[int]) -> dict[int, Envelope]:
+        """The raw messages and envelopes behind a set of claimed deliveries."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(
+                    Message.id,
+                    Message.envelope_from,
+                    Message.message_id,
+                    Message.envid,
+                    Message.ret,
+                    Message.created_at,
+                    Message.raw,
+                ).where(Message.id.in_(set(message_pks)))
+            ).all()
+        return {row[0]: Envelope(*row) for row in rows}
+
+    def record_outcomes(
+        self, outcomes: Sequence[DeliveryOutcome], notices: Sequence[Notice], now: datetime
+    ) -> list[int]:
+        """Record what the next hops answered, and write DSNs, in one transaction.
+
+        Returns the ids of the notice messages written. A delivery that was taken from this instance
+        meanwhile (its lease expired and another claimed it) is left alone.
+        """
+        notice_pks: list[int] = []
+        with self.sessions.begin() as session:
+            for outcome in outcomes:
+                values: dict[str, object] = {
+                    "state": outcome.state.value,
+                    "last_code": outcome.code,
+                    "last_reply": outcome.reply,
+                    "claimed_by": None,
+                    "claimed_until": None,
+                    "updated_at": outcome.at,
+                }
+                if outcome.next_attempt_at is not None:
+                    values["next_attempt_at"] = outcome.next_attempt_at
+                if outcome.state is DeliveryState.SENT:
+                    values["sent_at"] = outcome.at
+                changed = session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == outcome.delivery_pk, Delivery.state == DeliveryState.SENDING.value)
+                    .values(**values)
+                    .returning(Delivery.message_pk)
+                ).scalar()
+                if changed is None:
+                    continue
+                session.execute(
+                    insert(DeliveryAttempt).values(
+                        delivery_pk=outcome.delivery_pk,
+                        at=outcome.at,
+                        outcome=outcome.state.value,
+                        code=outcome.code,
+                        reply=outcome.reply,
+                        peer=outcome.peer,
+                    )
+                )
+                _audit(
+                    session,
+                    outcome.at,
+                    outcome.state.value,
+                    changed,
+                    outcome.delivery_pk,
+                    {"code": outcome.code} if outcome.code else None,
+                )
+            for notice in notices:
+                pk = self._insert_message(session, notice.message, now)
+                notice_pks.append(pk)
+                session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.id.in_(notice.delivery_pks),
+                        Delivery.state == DeliveryState.FAILED.value,
+                    )
+                    .values(state=DeliveryState.NOTIFIED.value, notice_pk=pk)
+                )
+        return notice_pks
+
+    def next_wakeup(self) -> datetime | None:
+        """When the relay must look again: the earliest due retry or lease expiry."""
+        with self.sessions() as session:
+            due = session.execute(
+                select(func.min(Delivery.next_attempt_at)).where(
+                    Delivery.state.in_([s.value for s in WAITING])
+                )
+            ).scalar()
+            lease = session.execute(
+                select(func.min(Delivery.claimed_until)).where(Delivery.state == DeliveryState.SENDING.value)
+            ).scalar()
+        times = [t for t in (due, lease) if t is not None]
+        return min(times) if times else None
+
+    def queue_depth(self) -> dict[str, int]:
+        """Number of deliveries per state that still needs the relay."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Delivery.state, func.count())
+                .where(Delivery.state.in_([*(s.value for s in WAITING), "sending", "held"]))
+                .group_by(Delivery.state)
+            ).all()
+        return {state: count for state, count in rows}
+
+
+def _audit(
+    session: Session,
+    at: datetime,
+    kind: str,
+    message_pk: int | None,
+    delivery_pk: int | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
+    session.execute(
+        insert(AuditEvent).values(
+            at=at,
+            kind=kind,
+            message_pk=message_pk,
+            delivery_pk=delivery_pk,
+            detail=json.dumps(detail, sort_keys=True) if detail else None,
+        )
+    )

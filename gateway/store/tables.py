@@ -1,0 +1,195 @@
+"""SQLAlchemy tables of the store: messages, attachments, patients, deliveries (the queue), attempts,
+citizen channels, audit events and IMAP cursors.
+
+Raw messages are kept as received or built (a BLOB), so what leaves is byte-for-byte what was accepted.
+Times are stored in UTC and always read back timezone-aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+"""Bumped with every change to these tables; stored in ``schema_version`` on first start."""
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A datetime stored as naive UTC (SQLite has no time zones) and read back aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the store's tables."""
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("matricule", "oid"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    matricule: Mapped[str] = mapped_column(String(15))
+    oid: Mapped[str] = mapped_column(String(64))
+    birth_name: Mapped[str] = mapped_column(String(200))
+    given_name: Mapped[str] = mapped_column(String(200))
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    sex: Mapped[str] = mapped_column(String(1))
+
+
+class Message(Base):
+    """One message, inbound or outbound, with its raw bytes and its envelope."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_dedup", "message_id", "digest"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16), default="message")
+    state: Mapped[str] = mapped_column(String(16), default="stored")
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    digest: Mapped[str] = mapped_column(String(64))
+    envelope_from: Mapped[str] = mapped_column(String(320))
+    envid: Mapped[str | None] = mapped_column(String(100))
+    ret: Mapped[str | None] = mapped_column(String(4))
+    size: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    related_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Attachment(Base):
+    """What a message carries, described for the store's readers (the bytes stay in ``messages.raw``)."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    sha1: Mapped[str] = mapped_column(String(40))
+    metadata_json: Mapped[dict[str, str] | None] = mapped_column(JSON)
+
+
+class Delivery(Base):
+    """One (message, recipient) pair: a row of the outbound queue."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    notify: Mapped[str | None] = mapped_column(String(40))
+    orcpt: Mapped[str | None] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    crashes: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_code: Mapped[int | None] = mapped_column(Integer)
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    notice_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+
+
+class DeliveryAttempt(Base):
+    """One try at a delivery and what the next hop answered."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    delivery_pk: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    outcome: Mapped[str] = mapped_column(String(10))
+    code: Mapped[int | None] = mapped_column(Integer)
+    reply: Mapped[str | None] = mapped_column(Text)
+    peer: Mapped[str | None] = mapped_column(String(300))
+
+
+class Channel(Base):
+    """A citizen channel: a professional mailbox × a patient, open until [FIN] or expiry."""
+
+    __tablename__ = "channels"
+    __table_args__ = (Index("ix_channels_pair", "mailbox", "patient_matricule"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(320))
+    patient_matricule: Mapped[str] = mapped_column(String(15))
+    state: Mapped[str] = mapped_column(String(8))
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_activity_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(998))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEvent(Base):
+    """The per-message trail: accepted, queued, delivered, deferred, bounced, channel changes."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    message_pk: Mapped[int | None] = mapped_column(Id, index=True)
+    delivery_pk: Mapped[int | None] = mapped_column(Id)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ImapCursor(Base):
+    """How far the IMAP bridge has read one folder of one account."""
+
+    __tablename__ = "imap_cursors"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
