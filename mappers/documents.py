@@ -54,3 +54,20 @@ class Document:
     healthcare_facility_type: Code | None = None
     practice_setting: Code | None = None
     language: str = "fr-FR"
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionSet:
+    """The XDS SubmissionSet of an XDM package: who sent the documents, when, under which ids.
+
+    ``source_id`` is the OID of the sending system (a setting of the gateway); ``unique_id`` the OID of this
+    submission. ``content_type`` uses the French code system 1.2.250.1.213.2.2 (MSSANTE.md §5.4).
+    """
+
+    unique_id: str
+    source_id: str
+    submission_time: datetime
+    author: Author | None = None
+    content_type: Code | None = None
+    title: str | None = None
+    comments: str | None = None

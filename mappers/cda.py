@@ -1,0 +1,342 @@
+"""CDA R2 level 1 documents: wrap a PDF with its patient and metadata, and read a CDA header back.
+
+Outbound, an application that only hands a PDF still gets a complete XDM package (DESIGN.md §6); inbound,
+the header's INS, traits and ``code`` are checked against METADATA.XML and feed ``X-MSS-CODECDA``.
+Header template ids: HL7 France, CI-SIS and IHE XDS-SD only, as the ANS N1 example (MSSANTE.md §5.7). Pure;
+parsing only through ``mappers.safe_xml``.
+
+Public API (stable):
+    wrap_pdf(pdf: bytes, patient: Patient, *, title: str, type_code: Code, effective_time: datetime,
+             document_id: str, author: Author | None = None, set_id: str | None = None, version: int = 1,
+             service_start: datetime | None = None, service_stop: datetime | None = None,
+             language: str = "fr-FR") -> bytes
+    pdf_document(pdf: bytes, patient: Patient, *, title, type_code, effective_time, document_id,
+                 author=None, class_code=None, confidentiality=(), service_start=None, service_stop=None,
+                 healthcare_facility_type=None, practice_setting=None) -> Document
+    read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader
+"""
+
+from __future__ import annotations
+
+import base64
+import xml.etree.ElementTree as ET  # noqa: S405 - only builds XML; parsing goes through defusedxml
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Final
+
+from mappers import ins, xds
+from mappers.documents import Author, Code, Document
+from mappers.errors import MappingError
+from mappers.patient import Patient, Sex
+from mappers.safe_xml import parse_xml
+
+HL7_NS: Final = "urn:hl7-org:v3"
+TEMPLATE_IDS: Final = ("2.16.840.1.113883.2.8.2.1", "1.2.250.1.213.1.1.1.1", "1.3.6.1.4.1.19376.1.2.20")
+GENDER_OID: Final = "2.16.840.1.113883.5.1"
+_GENDERS: Final = {Sex.FEMALE: ("F", "Féminin"), Sex.MALE: ("M", "Masculin"), Sex.UNKNOWN: ("UN", "Inconnu")}
+_N: Final = {"h": HL7_NS}
+
+
+class CdaError(MappingError):
+    """A document that is not a usable CDA R2 (wrong root, not a PDF to wrap …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CdaHeader:
+    """What the header of a CDA says; ``patient`` is ``None`` when no INS identifier is present."""
+
+    patient: Patient | None
+    code: Code | None
+    title: str | None
+    effective_time: datetime | None
+    unique_id: str | None
+    author: Author | None
+
+
+def _ts(moment: datetime) -> str:
+    """CDA TS with an explicit UTC offset, so the reader needs no guess."""
+    if moment.tzinfo is None:
+        raise CdaError(f"time {moment.isoformat()} has no time zone")
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    """A CDA TS (``AAAAMMJJ[hhmm[ss]][±zzzz]``); without an offset it is read as UTC."""
+    if not value:
+        return None
+    text, offset = value.strip(), timedelta(0)
+    for sign in "+-":
+        if sign in text:
+            text, _, zone = text.partition(sign)
+            if len(zone) == 4 and zone.isdigit():
+                minutes = int(zone[:2]) * 60 + int(zone[2:])
+                offset = timedelta(minutes=minutes if sign == "+" else -minutes)
+    text = text.split(".")[0]
+    try:
+        moment = xds.parse_time(text)
+    except xds.MetadataValueError:
+        return None
+    return moment.replace(tzinfo=timezone(offset)).astimezone(UTC)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attributes)
+    element.text = text
+    return element
+
+
+def _ii(parent: ET.Element, tag: str, identifier: str) -> None:
+    """An II from ``root`` or ``root^extension`` (the XDS uniqueId form)."""
+    root, _, extension = identifier.partition("^")
+    element = _sub(parent, tag, root=root)
+    if extension:
+        element.set("extension", extension)
+
+
+def _record_target(parent: ET.Element, patient: Patient) -> None:
+    role = _sub(_sub(parent, "recordTarget"), "patientRole")
+    _sub(role, "id", root=patient.oid, extension=patient.matricule)
+    if patient.local_id and patient.local_id_root:
+        _sub(role, "id", root=patient.local_id_root, extension=patient.local_id)
+    person = _sub(role, "patient", classCode="PSN")
+    name = _sub(person, "name")
+    _sub(name, "family", patient.birth_name, qualifier="BR")
+    _sub(name, "given", patient.given_name, qualifier="BR")
+    if patient.other_given_names:
+        _sub(name, "given", patient.other_given_names)
+    if patient.used_name:
+        _sub(name, "family", patient.used_name, qualifier="CL")
+    code, label = _GENDERS[patient.sex]
+    _sub(person, "administrativeGenderCode", code=code, displayName=label, codeSystem=GENDER_OID)
+    if patient.birth_date:
+        _sub(person, "birthTime", value=xds.format_date(patient.birth_date))
+    if patient.birth_place_code:
+        place = _sub(_sub(person, "birthplace"), "place")
+        _sub(_sub(place, "addr"), "county", patient.birth_place_code)
+
+
+def _organization(parent: ET.Element, tag: str, author: Author | None) -> None:
+    organization = _sub(parent, tag)
+    if author and author.institution_id:
+        _sub(organization, "id", root=xds.STRUCTURE_OID, extension=author.institution_id)
+    else:
+        _sub(organization, "id", nullFlavor="UNK")
+    if author and author.institution_name:
+        _sub(organization, "name", author.institution_name)
+
+
+def _author(parent: ET.Element, author: Author | None, when: str) -> None:
+    element = _sub(parent, "author")
+    _sub(element, "time", value=when)
+    assigned = _sub(element, "assignedAuthor")
+    if author and author.rpps:
+        _sub(assigned, "id", root=xds.RPPS_OID, extension=author.rpps)
+    else:
+        _sub(assigned, "id", nullFlavor="UNK")
+    if author and author.specialty:
+        specialty = author.specialty
+        _sub(assigned, "code", code=specialty.code, displayName=specialty.label)
+        assigned[-1].set("codeSystem", specialty.scheme)
+    if author and (author.family_name or author.given_name):
+        name = _sub(_sub(assigned, "assignedPerson"), "name")
+        _sub(name, "given", author.given_name or "")
+        _sub(name, "family", author.family_name or "")
+    if author and (author.institution_name or author.institution_id):
+        _organization(assigned, "representedOrganization", author)
+
+
+def wrap_pdf(
+    pdf: bytes,
+    patient: Patient,
+    *,
+    title: str,
+    type_code: Code,
+    effective_time: datetime,
+    document_id: str,
+    author: Author | None = None,
+    set_id: str | None = None,
+    version: int = 1,
+    service_start: datetime | None = None,
+    service_stop: datetime | None = None,
+    language: str = "fr-FR",
+) -> bytes:
+    """A CDA R2 level 1 document whose non-structured body is the PDF (base64)."""
+    if not pdf.startswith(b"%PDF-"):
+        raise CdaError("the content to wrap is not a PDF (it does not start with %PDF-)")
+    if not patient.matricule or not patient.oid:
+        raise CdaError("the patient has no INS matricule or OID")
+    when = _ts(effective_time)
+    root = ET.Element("ClinicalDocument", {"xmlns": HL7_NS})
+    _sub(root, "realmCode", code="FR")
+    _sub(root, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
+    for template in TEMPLATE_IDS:
+        _sub(root, "templateId", root=template)
+    _ii(root, "id", document_id)
+    _sub(root, "code", code=type_code.code, displayName=type_code.label, codeSystem=type_code.scheme)
+    _sub(root, "title", title)
+    _sub(root, "effectiveTime", value=when)
+    normal = xds.NORMAL
+    _sub(root, "confidentialityCode", code=normal.code, displayName=normal.label)
+    root[-1].set("codeSystem", normal.scheme)
+    _sub(root, "languageCode", code=language)
+    _ii(root, "setId", set_id or document_id)
+    _sub(root, "versionNumber", value=str(version))
+    _record_target(root, patient)
+    _author(root, author, when)
+    custodian = _sub(_sub(root, "custodian"), "assignedCustodian")
+    _organization(custodian, "representedCustodianOrganization", author)
+    if service_start or service_stop:
+        event = _sub(_sub(root, "documentationOf"), "serviceEvent")
+        period = _sub(event, "effectiveTime")
+        if service_start:
+            _sub(period, "low", value=_ts(service_start))
+        if service_stop:
+            _sub(period, "high", value=_ts(service_stop))
+    body = _sub(_sub(root, "component"), "nonXMLBody")
+    text = _sub(body, "text", base64.b64encode(pdf).decode("ascii"))
+    text.set("mediaType", "application/pdf")
+    text.set("representation", "B64")
+    ET.indent(root, space="  ")
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode").encode()
+
+
+def pdf_document(
+    pdf: bytes,
+    patient: Patient,
+    *,
+    title: str,
+    type_code: Code,
+    effective_time: datetime,
+    document_id: str,
+    author: Author | None = None,
+    class_code: Code | None = None,
+    confidentiality: tuple[Code, ...] = (),
+    service_start: datetime | None = None,
+    service_stop: datetime | None = None,
+    healthcare_facility_type: Code | None = None,
+    practice_setting: Code | None = None,
+) -> Document:
+    """The PDF wrapped in a CDA, as a ``Document`` ready for ``xdm.build_package`` (format XDS-SD PDF)."""
+    content = wrap_pdf(
+        pdf,
+        patient,
+        title=title,
+        type_code=type_code,
+        effective_time=effective_time,
+        document_id=document_id,
+        author=author,
+        service_start=service_start,
+        service_stop=service_stop,
+    )
+    return Document(
+        filename="DOC0001.XML",
+        content=content,
+        mime_type="text/xml",
+        title=title,
+        type_code=type_code,
+        creation_time=effective_time,
+        unique_id=document_id,
+        class_code=class_code,
+        format_code=xds.PDF_FORMAT,
+        service_start=service_start,
+        service_stop=service_stop,
+        author=author,
+        confidentiality=confidentiality,
+        healthcare_facility_type=healthcare_facility_type,
+        practice_setting=practice_setting,
+    )
+
+
+def _text(element: ET.Element | None) -> str:
+    return (element.text or "").strip() if element is not None else ""
+
+
+def _read_patient(root: ET.Element) -> Patient | None:
+    role = root.find("h:recordTarget/h:patientRole", _N)
+    if role is None:
+        return None
+    ins_id = local = None
+    for ident in role.findall("h:id", _N):
+        if ins.is_ins_oid(ident.get("root", "")) and ins_id is None:
+            ins_id = ident
+        elif local is None and ident.get("extension") and ident.get("root") != "1.2.250.1.213.1.4.2":
+            local = ident
+    if ins_id is None:
+        return None
+    person = role.find("h:patient", _N)
+    name = person.find("h:name", _N) if person is not None else None
+    families = name.findall("h:family", _N) if name is not None else []
+    givens = name.findall("h:given", _N) if name is not None else []
+
+    def pick(items: list[ET.Element], qualifier: str) -> str:
+        chosen = [e for e in items if e.get("qualifier") == qualifier] or items[:1]
+        return _text(chosen[0]) if chosen else ""
+
+    given = pick(givens, "BR")
+    others = " ".join(_text(g) for g in givens if g.get("qualifier") is None)
+    used = [_text(f) for f in families if f.get("qualifier") == "CL"]
+    gender = person.find("h:administrativeGenderCode", _N) if person is not None else None
+    sex = {"F": Sex.FEMALE, "M": Sex.MALE}.get(gender.get("code", "") if gender is not None else "")
+    birth = person.find("h:birthTime", _N) if person is not None else None
+    born = _parse_ts(birth.get("value")) if birth is not None else None
+    county = person.find("h:birthplace/h:place/h:addr/h:county", _N) if person is not None else None
+    return Patient(
+        matricule=ins_id.get("extension", ""),
+        oid=ins_id.get("root", ""),
+        birth_name=pick(families, "BR"),
+        given_name=given,
+        birth_date=born.date() if born else None,
+        sex=sex or Sex.UNKNOWN,
+        used_name=used[0] if used else None,
+        other_given_names=others if others and others != given else None,
+        birth_place_code=_text(county) or None,
+        local_id=local.get("extension") if local is not None else None,
+        local_id_root=local.get("root") if local is not None else None,
+    )
+
+
+def _read_author(root: ET.Element) -> Author | None:
+    assigned = root.find("h:author/h:assignedAuthor", _N)
+    if assigned is None:
+        return None
+    rpps = next(
+        (i.get("extension") for i in assigned.findall("h:id", _N) if i.get("root") == xds.RPPS_OID),
+        None,
+    )
+    code = assigned.find("h:code", _N)
+    organization = assigned.find("h:representedOrganization", _N)
+    org_id = organization.find("h:id", _N) if organization is not None else None
+    return Author(
+        rpps=rpps,
+        family_name=_text(assigned.find("h:assignedPerson/h:name/h:family", _N)) or None,
+        given_name=_text(assigned.find("h:assignedPerson/h:name/h:given", _N)) or None,
+        institution_name=_text(organization.find("h:name", _N)) or None if organization is not None else None,
+        institution_id=org_id.get("extension") if org_id is not None else None,
+        specialty=Code(code.get("code", ""), code.get("displayName", ""), code.get("codeSystem", ""))
+        if code is not None
+        else None,
+    )
+
+
+def read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader:
+    """Identity, ``code``, title, date, id and author of a CDA R2 document (body ignored)."""
+    root = parse_xml(data, what=what)
+    if root.tag != f"{{{HL7_NS}}}ClinicalDocument":
+        raise CdaError(f"{what} is not a CDA R2 document (root {root.tag!r})")
+    code = root.find("h:code", _N)
+    ident = root.find("h:id", _N)
+    unique_id = None
+    if ident is not None and ident.get("root"):
+        extension = ident.get("extension")
+        unique_id = f"{ident.get('root')}^{extension}" if extension else ident.get("root")
+    effective = root.find("h:effectiveTime", _N)
+    return CdaHeader(
+        patient=_read_patient(root),
+        code=Code(code.get("code", ""), code.get("displayName", ""), code.get("codeSystem", ""))
+        if code is not None
+        else None,
+        title=_text(root.find("h:title", _N)) or None,
+        effective_time=_parse_ts(effective.get("value")) if effective is not None else None,
+        unique_id=unique_id,
+        author=_read_author(root),
+    )

@@ -1,0 +1,323 @@
+"""IHE XDM packages (IHE_XDM.zip): build one for a patient's documents, read any one back and check it.
+
+Outbound, ``build_package`` turns a record's patient and documents into the ZIP attached to the mail;
+inbound, ``parse_package`` vets the archive (``mappers.archive``), reads every ``IHE_XDM/*/METADATA.XML`` and
+reports inconsistencies (hash, size, patient) as ``problems`` instead of refusing: MSSANTE.md §5.8 says a
+receiver keeps such a package for a person to reconcile. Pure: bytes in, bytes or records out; no disk.
+
+Public API (stable):
+    build_package(patient: Patient, documents: Sequence[Document], *, now: datetime | None = None,
+                  source_id: str = DEFAULT_SOURCE_ID, unique_id: str | None = None,
+                  author: Author | None = None, content_type: Code | None = None,
+                  title: str | None = None, comments: str | None = None,
+                  sender: str = "", application: str = "mssgw") -> bytes
+    parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPackage
+    XdmPackage(.patient, .documents, .submission, .problems, .cda_patient, .ins_qualified, .cda_codes)
+    cda_codes(documents: Sequence[Document]) -> tuple[str, ...]
+    package_cda_codes(package: XdmPackage) -> tuple[str, ...]
+    package_filenames(documents: Sequence[Document]) -> tuple[str, ...]     # DOC0001.XML, DOC0002.PDF …
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Final
+
+from mappers import cda, ins
+from mappers.archive import ArchiveLimits, read_members, write_archive
+from mappers.documents import Author, Code, Document, SubmissionSet
+from mappers.errors import MappingError
+from mappers.metadata import Entry, build_metadata, parse_metadata
+from mappers.packagetext import index_htm, readme_txt
+from mappers.patient import Patient
+from mappers.safe_xml import XmlSyntaxError
+
+SUBSET: Final = "SUBSET01"
+PACKAGE_FILENAME: Final = "IHE_XDM.zip"
+# A valid OID (2.25 = UUID arc) so that an unconfigured gateway still writes well-formed metadata;
+# deployments should set their own sourceId OID.
+DEFAULT_SOURCE_ID: Final = "2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:mssgw:source").int)
+
+_METADATA = re.compile(r"^IHE_XDM/([^/]+)/METADATA\.XML$", re.IGNORECASE)
+_XML_TYPES: Final = frozenset({"text/xml", "application/xml", "application/hl7-v3+xml"})
+_EXTENSIONS: Final = {"application/pdf": "PDF", **dict.fromkeys(_XML_TYPES, "XML")}
+
+
+class XdmError(MappingError):
+    """A package that cannot be read as IHE XDM at all (no METADATA.XML, wrong root …)."""
+
+
+class XdmBuildError(MappingError):
+    """Records that cannot be packaged (no document, no patient id, naive times …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class XdmPackage:
+    """What a received IHE_XDM.zip says, and what is inconsistent in it.
+
+    ``patient`` comes from METADATA.XML (patientId + sourcePatientInfo), ``cda_patient`` from the first CDA
+    header. Documents carry their file name in the package (``DOC0001.XML``) as ``filename``.
+    """
+
+    patient: Patient | None
+    documents: tuple[Document, ...]
+    submission: SubmissionSet | None
+    problems: tuple[str, ...] = ()
+    cda_patient: Patient | None = None
+    cda_codes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ins_qualified(self) -> bool:
+        """``X-MSS-INS: O``: the CDA (or, without CDA, the metadata) holds a qualified INS (ECO.2.4.2)."""
+        return ins.is_qualified(self.cda_patient or self.patient)
+
+
+def _extension(document: Document) -> str:
+    known = _EXTENSIONS.get(document.mime_type.lower())
+    if known:
+        return known
+    suffix = document.filename.rpartition(".")[2] if "." in document.filename else ""
+    cleaned = "".join(ch for ch in suffix.upper() if ch.isascii() and ch.isalnum())[:3]
+    return cleaned or "BIN"
+
+
+def package_filenames(documents: Sequence[Document]) -> tuple[str, ...]:
+    """ISO 9660 level 1 style names (8.3, upper case) used inside the package (MSSANTE.md §5.2)."""
+    return tuple(f"DOC{n:04d}.{_extension(d)}" for n, d in enumerate(documents, start=1))
+
+
+def _submission_unique_id(source_id: str, patient: Patient, documents: Sequence[Document], when: str) -> str:
+    """A 2.25 OID derived from the inputs, so the same package built twice has the same id."""
+    seed = "|".join([source_id, patient.oid, patient.matricule, when, *(d.unique_id for d in documents)])
+    return "2.25." + str(uuid.uuid5(uuid.NAMESPACE_OID, seed).int)
+
+
+def build_package(
+    patient: Patient,
+    documents: Sequence[Document],
+    *,
+    now: datetime | None = None,
+    source_id: str = DEFAULT_SOURCE_ID,
+    unique_id: str | None = None,
+    author: Author | None = None,
+    content_type: Code | None = None,
+    title: str | None = None,
+    comments: str | None = None,
+    sender: str = "",
+    application: str = "mssgw",
+) -> bytes:
+    """The IHE_XDM.zip bytes for one patient's documents (README.TXT, INDEX.HTM, SUBSET01/…).
+
+    ``now`` (timezone-aware; default: the current time) is the submission time and the ZIP time stamp;
+    given ``now``, the output is byte-for-byte reproducible. ``author`` defaults to the first document's.
+    """
+    if not documents:
+        raise XdmBuildError("an XDM package needs at least one document")
+    if not patient.matricule or not patient.oid:
+        raise XdmBuildError("the patient has no INS matricule or no OID: patientId cannot be written")
+    when = now or datetime.now(UTC)
+    for document in documents:
+        for label, moment in (
+            ("creation_time", document.creation_time),
+            ("service_start", document.service_start),
+            ("service_stop", document.service_stop),
+        ):
+            if moment is not None and moment.tzinfo is None:
+                raise XdmBuildError(f"{label} of {document.title!r} has no time zone")
+        if not document.unique_id:
+            raise XdmBuildError(f"document {document.title!r} has no unique id")
+    if when.tzinfo is None:
+        raise XdmBuildError("the submission time has no time zone")
+    stamp = when.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    submission = SubmissionSet(
+        unique_id=unique_id or _submission_unique_id(source_id, patient, documents, stamp),
+        source_id=source_id,
+        submission_time=when,
+        author=author or next((d.author for d in documents if d.author), None),
+        content_type=content_type,
+        title=title,
+        comments=comments,
+    )
+    names = package_filenames(documents)
+    metadata = build_metadata(patient, list(zip(documents, names, strict=True)), submission)
+    folder = f"IHE_XDM/{SUBSET}/"
+    members = [
+        ("README.TXT", readme_txt(documents, names, when=when, sender=sender, application=application)),
+        ("INDEX.HTM", index_htm(documents, names, folder=folder)),
+        (folder + "METADATA.XML", metadata),
+        *((folder + name, d.content) for name, d in zip(names, documents, strict=True)),
+    ]
+    return write_archive(members, when=when)
+
+
+def _lookup(members: dict[str, bytes]) -> dict[str, str]:
+    return {name.casefold(): name for name in members}
+
+
+def _resolve(uri: str, subset: str, index: dict[str, str]) -> str | None:
+    """The member a DocumentEntry URI names: relative to its subset, to IHE_XDM/, or to the root."""
+    cleaned = uri.strip().replace("\\", "/").lstrip("./")
+    for candidate in (f"IHE_XDM/{subset}/{cleaned}", f"IHE_XDM/{cleaned}", cleaned):
+        found = index.get(candidate.casefold())
+        if found:
+            return found
+    return None
+
+
+def _check_entry(entry: Entry, content: bytes, where: str) -> list[str]:
+    problems = []
+    actual = hashlib.sha1(content, usedforsecurity=False).hexdigest()
+    if entry.sha1 is None:
+        problems.append(f"{where}: METADATA.XML gives no hash")
+    elif entry.sha1 != actual:
+        problems.append(f"{where}: SHA-1 in METADATA.XML is {entry.sha1}, the file's is {actual}")
+    if entry.size is None:
+        problems.append(f"{where}: METADATA.XML gives no size")
+    elif entry.size != len(content):
+        problems.append(f"{where}: size in METADATA.XML is {entry.size} bytes, the file has {len(content)}")
+    return problems
+
+
+def _identity(patient: Patient | None) -> str:
+    if patient is None:
+        return "no patient"
+    return f"{ins.mask(patient.matricule)} ({ins.oid_name(patient.oid) or patient.oid})"
+
+
+def _same_ins(left: Patient, right: Patient) -> bool:
+    return ins.normalize(left.matricule) == ins.normalize(right.matricule) and (
+        left.oid.strip() == right.oid.strip()
+    )
+
+
+def _compare_traits(reference: Patient, other: Patient, where: str) -> list[str]:
+    """Trait differences, named but not shown: problems may end up in logs (DESIGN.md §3.4)."""
+    checks = (
+        ("birth name", reference.birth_name.casefold(), other.birth_name.casefold()),
+        ("first given name", reference.given_name.casefold(), other.given_name.casefold()),
+        ("birth date", reference.birth_date, other.birth_date),
+        ("sex", reference.sex, other.sex),
+    )
+    return [f"{where}: {name} differs from METADATA.XML" for name, a, b in checks if a != b]
+
+
+def _read_cda(document: Document, where: str, problems: list[str]) -> cda.CdaHeader | None:
+    if document.mime_type.lower() not in _XML_TYPES:
+        return None
+    try:
+        return cda.read_header(document.content, what=where)
+    except XmlSyntaxError as error:
+        problems.append(str(error))
+    except cda.CdaError as error:
+        problems.append(f"{where}: {error}")
+    return None
+
+
+def parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPackage:
+    """Vet, read and cross-check an IHE_XDM.zip; raises only for unsafe or unreadable input.
+
+    Unsafe archives raise ``UnsafeArchiveError``, unsafe XML ``UnsafeXmlError`` (also in a CDA), a package
+    without METADATA.XML ``XdmError``; everything else inconsistent is listed in ``problems``.
+    """
+    members = read_members(data, limits=limits)
+    metadata_names = sorted(name for name in members if _METADATA.match(name))
+    if not metadata_names:
+        raise XdmError("the archive has no IHE_XDM/<subset>/METADATA.XML: it is not an XDM package")
+    index = _lookup(members)
+    problems: list[str] = []
+    documents: list[Document] = []
+    headers: list[cda.CdaHeader] = []
+    patient: Patient | None = None
+    submission: SubmissionSet | None = None
+    reference_id: str | None = None
+    for metadata_name in metadata_names:
+        match = _METADATA.match(metadata_name)
+        subset = match.group(1) if match else SUBSET
+        metadata = parse_metadata(members[metadata_name])
+        problems.extend(metadata.problems)
+        submission = submission or metadata.submission
+        if metadata.patient_id is None:
+            problems.append(f"{metadata_name}: the SubmissionSet has no patientId")
+        reference_id = reference_id or metadata.patient_id
+        for entry in metadata.entries:
+            where = entry.uri or entry.document.unique_id or "a DocumentEntry"
+            if entry.patient is not None and patient is None:
+                patient = entry.patient
+            if entry.patient_id is None:
+                problems.append(f"{where}: the DocumentEntry has no patientId")
+            elif reference_id is not None and entry.patient_id.strip() != reference_id.strip():
+                problems.append(f"{where}: patientId differs from the SubmissionSet's")
+            elif entry.patient and patient and entry.patient is not patient:
+                problems.extend(_compare_traits(patient, entry.patient, where))
+            if entry.uri is None:
+                problems.append(f"{where}: the DocumentEntry has no URI")
+                continue
+            member = _resolve(entry.uri, subset, index)
+            if member is None:
+                problems.append(f"{where}: listed in METADATA.XML but missing from the archive")
+                continue
+            content = members[member]
+            problems.extend(_check_entry(entry, content, where))
+            document = replace(entry.document, content=content)
+            documents.append(document)
+            header = _read_cda(document, where, problems)
+            if header is not None:
+                headers.append(header)
+                problems.extend(_check_cda(header, patient, where))
+    cda_patient = next((h.patient for h in headers if h.patient), None)
+    codes = _unique(h.code.code for h in headers if h.code and h.code.code)
+    return XdmPackage(
+        patient=patient,
+        documents=tuple(documents),
+        submission=submission,
+        problems=tuple(problems),
+        cda_patient=cda_patient,
+        cda_codes=codes,
+    )
+
+
+def _check_cda(header: cda.CdaHeader, patient: Patient | None, where: str) -> list[str]:
+    """ECO.2.1.2 / MSSANTE.md §5.8: the CDA must name the same patient as METADATA.XML."""
+    if header.patient is None:
+        return [f"{where}: the CDA header has no INS identifier"]
+    if patient is None:
+        return []
+    if not _same_ins(header.patient, patient):
+        return [
+            f"{where}: the CDA names patient {_identity(header.patient)}, METADATA.XML {_identity(patient)}"
+        ]
+    return _compare_traits(patient, header.patient, f"{where} (CDA header)")
+
+
+def _unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+def cda_codes(documents: Sequence[Document]) -> tuple[str, ...]:
+    """``X-MSS-CODECDA`` values: the header ``code`` of each CDA document, in order, without repeats.
+
+    Documents that are not XML are not CDA and are skipped; an XML document whose header cannot be read
+    falls back to its XDS typeCode (the same LOINC in French packages).
+    """
+    codes: list[str] = []
+    for document in documents:
+        if document.mime_type.lower() not in _XML_TYPES:
+            continue
+        try:
+            header = cda.read_header(document.content, what=document.filename or "document")
+        except MappingError:
+            header = None
+        code = header.code.code if header and header.code else document.type_code.code
+        if code:
+            codes.append(code)
+    return _unique(codes)
+
+
+def package_cda_codes(package: XdmPackage) -> tuple[str, ...]:
+    """``X-MSS-CODECDA`` values of a parsed package."""
+    return package.cda_codes or cda_codes(package.documents)
