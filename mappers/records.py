@@ -36,7 +36,8 @@ class MessageRecord:
 
     ``author`` is the From mailbox; ``on_behalf_of`` the person writing for an organisational mailbox (the
     ``Sender`` header). ``documents`` and ``patient`` travel in the IHE_XDM.zip; ``end_of_exchange`` is
-    ``X-MSS-MES: FIN``.
+    ``X-MSS-MES: FIN``. ``problems`` lists what a received message got wrong without being unreadable
+    (an XDM hash that disagrees, an X-MSS-INS that contradicts the package); it is empty when sending.
     """
 
     author: Mailbox
@@ -55,3 +56,4 @@ class MessageRecord:
     documents: tuple[Document, ...] = field(default_factory=tuple)
     disposition_notification_to: Mailbox | None = None
     end_of_exchange: bool = False
+    problems: tuple[str, ...] = field(default_factory=tuple)

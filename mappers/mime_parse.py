@@ -1,0 +1,235 @@
+"""Received MIME bytes → store record, with the parsing policy for untrusted mail.
+
+Policy: the size is checked before parsing; ``email.policy.default`` parses (``folding.READ_POLICY``
+also reads Disposition-Notification-To as addresses), and the tree is then
+walked iteratively with a bounded depth and part count (a ``RecursionError`` inside the email package
+is reported the same way). The body is the first ``text/plain`` body part; its ``text/html``
+alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by
+name, case-insensitively, and read by ``mappers.xdm``; the PDF copies of its documents are dropped,
+every other leaf becomes an attachment whose file name is reduced to a bare name. Header values are
+taken as decoded by the email package. Every refusal is a ``MimeError`` (or another ``MappingError``
+from the XDM reader); inconsistencies that do not prevent reading go to ``MessageRecord.problems``.
+Nothing here writes a file, logs, or trusts a declared size.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.message import EmailMessage, Message, MIMEPart
+from email.parser import BytesParser
+
+from mappers import headers
+from mappers.addresses import from_header_address
+from mappers.errors import MappingError
+from mappers.folding import READ_POLICY
+from mappers.records import Attachment, Mailbox, MessageRecord
+
+_MSG_ID = re.compile(r"<[^<>\s]+>")
+_EXTENSIONS = {"text/plain": ".txt", "text/html": ".html", "application/pdf": ".pdf"}
+
+
+class MimeError(MappingError):
+    """A received message that cannot be read safely (too large, too deep, too many parts, no From)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MimeLimits:
+    """Bounds on what a received message may make the parser do.
+
+    The defaults leave room for Mon espace santé's 25 MB limit after base64 (×4/3) and for ordinary
+    mail structures (a few levels, tens of parts), and stop hostile nesting long before it costs much.
+    """
+
+    max_bytes: int = 40 * 1024 * 1024
+    max_depth: int = 10
+    max_parts: int = 250
+
+
+DEFAULT_LIMITS = MimeLimits()
+
+
+def canonical_body(text: str) -> str:
+    """The body text as it reads back after a trip through MIME: LF line ends, no final line end.
+
+    ``set_content`` always ends a text part with a line end, so the final one carries no meaning and
+    is dropped on parsing; stores and round-trip tests compare this form.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> MessageRecord:
+    """Read a received message into a record, refusing it with a ``MimeError`` when it is unsafe."""
+    if len(data) > limits.max_bytes:
+        raise MimeError(f"message of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
+    try:
+        message = BytesParser(policy=READ_POLICY).parsebytes(data)
+        _check_structure(message, limits)
+        return _to_record(message, limits)
+    except MappingError:
+        raise
+    except RecursionError as exc:
+        raise MimeError(
+            f"MIME structure nested too deeply to parse (limit {limits.max_depth} levels)"
+        ) from exc
+    except (MessageError, ValueError, LookupError, TypeError, AttributeError, IndexError) as exc:
+        # The email package has raised these on malformed headers it cannot model; an unreadable
+        # message is refused like any other, with the reason, and never crashes the caller.
+        raise MimeError(f"unreadable message: {type(exc).__name__}: {exc}") from exc
+
+
+def _children(part: Message) -> list[Message]:
+    payload = part.get_payload() if part.is_multipart() else None
+    return [child for child in payload if isinstance(child, Message)] if payload else []
+
+
+def _check_structure(message: Message, limits: MimeLimits) -> None:
+    stack: list[tuple[Message, int]] = [(message, 1)]
+    count = 0
+    while stack:
+        part, depth = stack.pop()
+        count += 1
+        if count > limits.max_parts:
+            raise MimeError(f"message has more than {limits.max_parts} MIME parts")
+        if depth > limits.max_depth:
+            raise MimeError(f"MIME parts nested {depth} levels deep; the limit is {limits.max_depth} levels")
+        stack.extend((child, depth + 1) for child in _children(part))
+
+
+def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
+    authors = _addresses(message, "From")
+    if not authors:
+        raise MimeError("message has no From address")
+    problems: list[str] = []
+    body, skipped = _body(message)
+    leaves = [leaf for leaf in _leaves(message) if not any(leaf is s for s in skipped)]
+    attachments = [_attachment(leaf, index) for index, leaf in enumerate(leaves, start=1)]
+    body_text = "" if body is None else canonical_body(_text(body))
+    subject = str(message.get("Subject", "") or "")
+    return MessageRecord(
+        author=authors[0],
+        to=tuple(_addresses(message, "To")),
+        subject=subject,
+        body_text=body_text,
+        message_id=_first_id(message.get("Message-ID")),
+        date=_date(message),
+        cc=tuple(_addresses(message, "Cc")),
+        on_behalf_of=_first(_addresses(message, "Sender")),
+        reply_to=_first(_addresses(message, "Reply-To")),
+        in_reply_to=_first_id(message.get("In-Reply-To")),
+        references=tuple(_MSG_ID.findall(str(message.get("References", "") or ""))),
+        attachments=tuple(attachments),
+        disposition_notification_to=_first(_addresses(message, "Disposition-Notification-To")),
+        end_of_exchange=headers.is_end_of_exchange(_header(message, headers.X_MSS_MES)),
+        problems=tuple(problems),
+    )
+
+
+def _header(message: EmailMessage, name: str) -> str | None:
+    value = message.get(name)
+    return None if value is None else str(value)
+
+
+def _addresses(message: EmailMessage, name: str) -> list[Mailbox]:
+    header = message.get(name)
+    if header is None:
+        return []
+    found: tuple[Address, ...] = getattr(header, "addresses", ())
+    mailboxes: list[Mailbox] = []
+    for address in found:
+        if address.username or address.domain:
+            mailboxes.append(from_header_address(address))
+    return mailboxes
+
+
+def _first(mailboxes: list[Mailbox]) -> Mailbox | None:
+    return mailboxes[0] if mailboxes else None
+
+
+def _first_id(value: object) -> str | None:
+    if value is None:
+        return None
+    found = _MSG_ID.findall(str(value))
+    if found:
+        return str(found[0])
+    text = str(value).strip()
+    return text or None
+
+
+def _date(message: EmailMessage) -> datetime | None:
+    header = message.get("Date")
+    moment: datetime | None = getattr(header, "datetime", None) if header is not None else None
+    if moment is not None and moment.tzinfo is None:
+        # RFC 5322 § 3.3: "-0000" means UTC with no information about the local zone.
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _body(message: EmailMessage) -> tuple[MIMEPart | None, list[Message]]:
+    """The plain-text body, and the parts that only render it differently (its HTML alternatives)."""
+    plain = message.get_body(preferencelist=("plain",))
+    if plain is None:
+        return None, []
+    skipped: list[Message] = [plain]
+    for container in message.walk():
+        if container.get_content_type() == "multipart/alternative" and _contains(container, plain):
+            skipped.extend(part for part in container.walk() if part is not container)
+    return plain, skipped
+
+
+def _contains(container: Message, target: Message) -> bool:
+    return any(part is target for part in container.walk())
+
+
+def _leaves(message: Message) -> list[Message]:
+    """Leaf parts in document order; a message/rfc822 part is one leaf (a forwarded mail)."""
+    leaves: list[Message] = []
+    stack: list[Message] = [message]
+    while stack:
+        part = stack.pop()
+        if part.get_content_maintype() == "multipart":
+            stack.extend(reversed(_children(part)))
+        else:
+            leaves.append(part)
+    return leaves
+
+
+def _text(part: MIMEPart) -> str:
+    try:
+        content = part.get_content()
+    except LookupError:
+        # An unknown charset: the bytes are still shown rather than the body lost.
+        raw = part.get_payload(decode=True)
+        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else ""
+    return content if isinstance(content, str) else ""
+
+
+def _content(part: Message) -> bytes:
+    if part.get_content_maintype() == "message":
+        inner = _children(part)
+        return inner[0].as_bytes(policy=READ_POLICY) if inner else b""
+    raw = part.get_payload(decode=True)
+    return raw if isinstance(raw, bytes) else b""
+
+
+def safe_filename(name: str | None, index: int, content_type: str) -> str:
+    """A bare file name from an untrusted one: no directory part, no control character, never empty."""
+    name = (name or "").replace("\\", "/").rpartition("/")[2]
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")).strip()
+    if name in ("", ".", ".."):
+        name = f"attachment-{index}{_EXTENSIONS.get(content_type, '.bin')}"
+    return name
+
+
+def _attachment(part: Message, index: int) -> Attachment:
+    content_type = part.get_content_type()
+    return Attachment(
+        filename=safe_filename(part.get_filename(), index, content_type),
+        content_type=content_type,
+        content=_content(part),
+    )
