@@ -12,12 +12,20 @@ import stat
 import threading
 from pathlib import Path
 
+import dkim as dkimpy
 import pytest
 import sqlalchemy
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.support import pg
+from tests.support.dkim import (
+    KeyKind,
+    RsaFormat,
+    combined_dnsfunc,
+    dkimpy_private_key,
+    make_dkim_key,
+)
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory, refused_port
 from tests.support.pki import Pki
 
@@ -320,3 +328,61 @@ def _schema_count(url: str, schema: str) -> int:
         admin.dispose()
     assert isinstance(count, int)
     return count
+
+
+# -- DKIM --------------------------------------------------------------------------------------------
+
+SIGNED = (
+    b"From: Dr A <dr.a@hopital.test.mssante.fr>\r\n"
+    b"To: dr.b@x.mssante.fr\r\n"
+    b"Subject: Compte rendu\r\n"
+    b"Message-ID: <1@hopital.test.mssante.fr>\r\n"
+    b"\r\n"
+    b"Bonjour,\r\n"
+)
+
+
+@pytest.mark.parametrize(("kind", "rsa_format"), [("rsa", "pkcs8"), ("rsa", "pkcs1"), ("ed25519", "pkcs8")])
+def test_dkim_sign_verify_round_trip_with_the_key_file(
+    tmp_path: Path, kind: KeyKind, rsa_format: RsaFormat
+) -> None:
+    key = make_dkim_key(tmp_path, kind, rsa_format=rsa_format)
+    assert stat.S_IMODE(key.private_key.stat().st_mode) == 0o600
+    assert key.txt_record.startswith(f"v=DKIM1; k={kind}; p=".encode())
+
+    # Sign the way the gateway will: dkimpy fed from the key file.
+    header = dkimpy.sign(
+        SIGNED,
+        key.selector.encode(),
+        key.domain.encode(),
+        dkimpy_private_key(key.private_key.read_bytes()),
+        signature_algorithm=key.algorithm,
+    )
+    signed = header + SIGNED
+
+    assert key.verify(signed), key.failure(signed)
+    assert not key.verify(signed.replace(b"Bonjour", b"Bonsoir"))
+    assert not key.verify(SIGNED)
+    assert key.failure(SIGNED) == "no DKIM-Signature header"
+
+
+def test_dkim_rsa_pem_is_accepted_by_dkimpy_as_written(tmp_path: Path) -> None:
+    # The RSA file goes to dkimpy unchanged; dkimpy_private_key is only needed for ed25519.
+    key = make_dkim_key(tmp_path, "rsa")
+    header = dkimpy.sign(SIGNED, key.selector.encode(), key.domain.encode(), key.private_key.read_bytes())
+    assert key.verify(header + SIGNED)
+
+
+def test_dkim_verify_rejects_another_key_and_other_names(tmp_path: Path) -> None:
+    ours = make_dkim_key(tmp_path / "a", "rsa")
+    other = make_dkim_key(tmp_path / "b", "rsa", selector="other")
+    signed = other.sign(SIGNED)
+
+    assert other.verify(signed)
+    assert not ours.verify(signed)
+    assert ours.dnsfunc(b"mssgw._domainkey.hopital.test.mssante.fr.") == ours.txt_record
+    assert ours.dnsfunc("MSSGW._domainkey.hopital.test.mssante.fr") == ours.txt_record
+    assert ours.dnsfunc(b"x._domainkey.hopital.test.mssante.fr.") is None
+    assert combined_dnsfunc(ours, other)(b"other._domainkey.hopital.test.mssante.fr.", 5) == (
+        other.txt_record
+    )

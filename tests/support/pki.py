@@ -73,11 +73,16 @@ def _write(path: Path, data: bytes, mode: int) -> Path:
     return path
 
 
+def write_private(path: Path, data: bytes) -> Path:
+    """Write a private key readable by its owner only (the gateway refuses any wider mode)."""
+    return _write(path, data, 0o600)
+
+
 def _write_leaf(directory: Path, name: str, leaf: trustme.LeafCert) -> CertKey:
     chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
     return CertKey(
         cert=_write(directory / f"{name}.crt", chain, 0o644),
-        key=_write(directory / f"{name}.key", leaf.private_key_pem.bytes(), 0o600),
+        key=write_private(directory / f"{name}.key", leaf.private_key_pem.bytes()),
     )
 
 
