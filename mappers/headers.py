@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
+from mappers import ins, xdm
 from mappers.documents import Document
 from mappers.errors import MappingError
 from mappers.patient import Patient
@@ -31,12 +32,6 @@ PARIS = ZoneInfo("Europe/Paris")
 # The MIME types under which an XDM package carries a CDA R2 document (IHE XDS formatCode aside, the
 # DocumentEntry mimeType is the only hint every producer fills in).
 CDA_MIME_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-v3+xml"})
-
-# Assigning authorities of an INS matricule (MSSANTE.md §6.1): NIR, NIA, test, demo. An identity whose
-# identifier comes from any other authority (an IPP, an INS-C) is not an INS, let alone a qualified one.
-INS_OIDS = frozenset(
-    {"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"}
-)
 
 _TITLES = frozenset({"dr", "pr", "docteur", "professeur", "mme", "mlle", "m", "m.", "mr", "me"})
 _FIN = re.compile(r"\[\s*FIN\s*\]", re.IGNORECASE)
@@ -100,33 +95,27 @@ def is_cda(document: Document) -> bool:
     return document.mime_type.lower() in CDA_MIME_TYPES
 
 
-def is_ins_qualified(patient: Patient) -> bool:
-    """ECO.2.4.2: matricule and an INS OID and the four traits; the OID must name an INS authority."""
-    return patient.is_qualified and patient.oid in INS_OIDS
-
-
 def codecda_value(documents: Sequence[Document]) -> str | None:
     """Value of X-MSS-CODECDA (ECO.2.4.1), or ``None`` when no CDA travels and the header must be absent.
 
-    The ANS text only says "multi-valué"; the comma list without spaces follows the connector examples
-    (MSSANTE.md §4.2). A code repeated by several documents is written once, in first-seen order.
+    The codes are those of the CDA headers (``mappers.xdm.cda_codes``). The ANS text only says
+    "multi-valué"; the comma list without spaces follows the connector examples (MSSANTE.md §4.2).
     """
-    codes: list[str] = []
-    for document in documents:
-        if is_cda(document):
-            code = check_header_value(document.type_code.code.strip(), field=X_MSS_CODECDA)
-            if not code or "," in code:
-                raise HeaderValueError(f"{X_MSS_CODECDA}: document type code {code!r} is not usable")
-            if code not in codes:
-                codes.append(code)
+    codes = [check_header_value(code.strip(), field=X_MSS_CODECDA) for code in xdm.cda_codes(documents)]
+    for code in codes:
+        if not code or any(char == "," or char.isspace() for char in code):
+            raise HeaderValueError(f"{X_MSS_CODECDA}: CDA code {code!r} cannot be written in the header")
     return ",".join(codes) if codes else None
 
 
 def ins_value(patient: Patient | None, documents: Sequence[Document]) -> str | None:
-    """Value of X-MSS-INS (ECO.2.4.2): ``O``/``N`` when a CDA travels, ``None`` (absent) otherwise."""
+    """Value of X-MSS-INS (ECO.2.4.2): ``O``/``N`` when a CDA travels, ``None`` (absent) otherwise.
+
+    ``O`` needs matricule (with a valid key), an INS OID and the four traits (``mappers.ins``).
+    """
     if not any(is_cda(document) for document in documents):
         return None
-    return "O" if patient is not None and is_ins_qualified(patient) else "N"
+    return "O" if ins.is_qualified(patient) else "N"
 
 
 def nil_value(reference: str) -> str:

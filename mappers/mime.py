@@ -1,8 +1,9 @@
 """Store record → MSSanté ``EmailMessage`` (outbound), and the entry point of the reverse direction.
 
-``build_message(record, *, nil_reference, hostname, now, file_number=None) -> EmailMessage`` is called by
-the relay and ``mssgw send``; ``parse_message(data, *, limits=MimeLimits()) -> MessageRecord`` lives in
-``mappers.mime_parse`` and is re-exported here. Header rules come from ``mappers.headers``, the package
+``build_message(record, *, nil_reference, hostname, now, file_number=None, source_id=None,
+require_pdf_copies=True) -> EmailMessage`` is called by the relay and ``mssgw send``;
+``parse_message(data, *, limits=MimeLimits()) -> MessageRecord`` lives in ``mappers.mime_parse`` and is
+re-exported here. Header rules come from ``mappers.headers``, the package
 from ``mappers.xdm``. No I/O, no settings lookup, no logging: the caller passes the clock and hostname.
 """
 
@@ -15,11 +16,12 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.policy import EmailPolicy
 
-from mappers import headers
+from mappers import headers, xdm
 from mappers.addresses import to_header_address
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY, set_header
-from mappers.mime_parse import MimeError, MimeLimits, canonical_body, parse_message
+from mappers.mime_parse import XDM_FILENAME, MimeError, MimeLimits, canonical_body, parse_message
+from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
 from mappers.records import Attachment, Mailbox, MessageRecord
 
 __all__ = [
@@ -37,7 +39,6 @@ __all__ = [
 # RFC 5322 line ends, and a 7-bit body: quoted-printable or base64 instead of 8bit parts, because the
 # MSSanté operators are not required to offer 8BITMIME and a relay must not have to downgrade.
 MESSAGE_POLICY: EmailPolicy[EmailMessage] = READ_POLICY.clone(cte_type="7bit", linesep="\r\n")
-XDM_FILENAME = "IHE_XDM.zip"
 
 _MSG_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*")
@@ -56,6 +57,8 @@ def build_message(
     hostname: str,
     now: datetime,
     file_number: str | None = None,
+    source_id: str | None = None,
+    require_pdf_copies: bool = True,
 ) -> EmailMessage:
     """Build the message a peer will receive for ``record``.
 
@@ -64,6 +67,8 @@ def build_message(
         hostname: the right-hand side of a generated Message-ID (the gateway's own domain).
         now: the Date when the record has none; it must be timezone-aware.
         file_number: the optional ``<numéro de dossier>`` of PDF copy names (ECO.2.1.6).
+        source_id: the sending system's OID for the XDM SubmissionSet (``xdm.build_package``).
+        require_pdf_copies: refuse a document without a PDF copy (ECO.2.1.1); False attaches none.
 
     Raises:
         HeaderInjectionError, AddressError, HeaderValueError, MessageBuildError: the record cannot be sent
@@ -97,7 +102,14 @@ def build_message(
     ):
         set_header(message, name, value)
     message.set_content(_body_for_wire(record.body_text), subtype="plain", charset="utf-8")
-    for attachment in _document_attachments(record, file_number=file_number):
+    documents = _document_attachments(
+        record,
+        when=record.date or now,
+        file_number=file_number,
+        source_id=source_id,
+        require_pdf_copies=require_pdf_copies,
+    )
+    for attachment in documents:
         _attach(message, attachment)
     for attachment in record.attachments:
         _attach(message, attachment)
@@ -119,10 +131,48 @@ def effective_subject(record: MessageRecord) -> str:
     return subject.strip()
 
 
-def _document_attachments(record: MessageRecord, *, file_number: str | None) -> list[Attachment]:
+def _document_attachments(
+    record: MessageRecord,
+    *,
+    when: datetime,
+    file_number: str | None,
+    source_id: str | None,
+    require_pdf_copies: bool,
+) -> list[Attachment]:
+    """ECO.2.1.1: the IHE_XDM.zip, then one PDF copy per document, named per ECO.2.1.6."""
     if not record.documents:
         return []
-    raise MessageBuildError("documents: IHE_XDM packaging is not available yet (issue 3)")
+    patient = record.patient
+    if patient is None:
+        raise MessageBuildError("a message with documents must name its patient (ECO.2.1.1)")
+    package = xdm.build_package(
+        patient,
+        record.documents,
+        now=when,
+        source_id=source_id or xdm.DEFAULT_SOURCE_ID,
+        sender=record.author.display_name or record.author.address,
+    )
+    attachments = [Attachment(XDM_FILENAME, "application/zip", package)]
+    names: set[str] = set()
+    for document in record.documents:
+        pdf = pdf_copy(document)
+        if pdf is None:
+            if require_pdf_copies:
+                raise MessageBuildError(
+                    f"document {document.title!r} has no PDF copy (ECO.2.1.1 requires one next to "
+                    "the XDM package); a structured CDA needs its PDF rendering"
+                )
+            continue
+        name = headers.document_pdf_name(document, patient, file_number=file_number)
+        stem, counter = name.removesuffix(".pdf"), 1
+        while name in names:
+            # Two documents of the same type on the same day for the same patient: the rule's name is
+            # ambiguous, and a reader saving both must not overwrite the first.
+            counter += 1
+            name = f"{stem} ({counter}).pdf"
+        names.add(name)
+        attachments.append(Attachment(name, PDF_MIME_TYPE, pdf))
+    return attachments
 
 
 def _optional(mailbox: Mailbox | None) -> tuple[Mailbox, ...]:

@@ -23,13 +23,16 @@ from email.headerregistry import Address
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
 
-from mappers import headers
+from mappers import headers, xdm
 from mappers.addresses import from_header_address
+from mappers.archive import ArchiveLimits
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
+from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
 from mappers.records import Attachment, Mailbox, MessageRecord
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
+XDM_FILENAME = "IHE_XDM.zip"
 _EXTENSIONS = {"text/plain": ".txt", "text/html": ".html", "application/pdf": ".pdf"}
 
 
@@ -43,11 +46,13 @@ class MimeLimits:
 
     The defaults leave room for Mon espace santé's 25 MB limit after base64 (×4/3) and for ordinary
     mail structures (a few levels, tens of parts), and stop hostile nesting long before it costs much.
+    ``archive`` bounds the IHE_XDM.zip (``None``: the defaults of ``mappers.archive``).
     """
 
     max_bytes: int = 40 * 1024 * 1024
     max_depth: int = 10
     max_parts: int = 250
+    archive: ArchiveLimits | None = None
 
 
 DEFAULT_LIMITS = MimeLimits()
@@ -105,17 +110,32 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
     authors = _addresses(message, "From")
     if not authors:
         raise MimeError("message has no From address")
-    problems: list[str] = []
     body, skipped = _body(message)
     leaves = [leaf for leaf in _leaves(message) if not any(leaf is s for s in skipped)]
     attachments = [_attachment(leaf, index) for index, leaf in enumerate(leaves, start=1)]
-    body_text = "" if body is None else canonical_body(_text(body))
     subject = str(message.get("Subject", "") or "")
+    problems: list[str] = []
+    packages = [a for a in attachments if a.filename.casefold() == XDM_FILENAME.casefold()]
+    package: xdm.XdmPackage | None = None
+    if packages:
+        if len(packages) > 1:
+            problems.append(
+                f"{len(packages)} {XDM_FILENAME} attachments: only the first is read (ECO.2.1.1 allows one)"
+            )
+        package = xdm.parse_package(packages[0].content, limits=limits.archive)
+        problems.extend(package.problems)
+        copies = {copy for copy in (pdf_copy(d) for d in package.documents) if copy is not None}
+        attachments = [
+            a
+            for a in attachments
+            if a is not packages[0] and not (a.content_type == PDF_MIME_TYPE and a.content in copies)
+        ]
+    problems.extend(_check_mss_headers(message, subject, package))
     return MessageRecord(
         author=authors[0],
         to=tuple(_addresses(message, "To")),
         subject=subject,
-        body_text=body_text,
+        body_text="" if body is None else canonical_body(_text(body)),
         message_id=_first_id(message.get("Message-ID")),
         date=_date(message),
         cc=tuple(_addresses(message, "Cc")),
@@ -124,10 +144,42 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
         in_reply_to=_first_id(message.get("In-Reply-To")),
         references=tuple(_MSG_ID.findall(str(message.get("References", "") or ""))),
         attachments=tuple(attachments),
+        patient=None if package is None else package.patient or package.cda_patient,
+        documents=() if package is None else package.documents,
         disposition_notification_to=_first(_addresses(message, "Disposition-Notification-To")),
         end_of_exchange=headers.is_end_of_exchange(_header(message, headers.X_MSS_MES)),
         problems=tuple(problems),
     )
+
+
+def _check_mss_headers(message: EmailMessage, subject: str, package: xdm.XdmPackage | None) -> list[str]:
+    """What the X-MSS headers and the subject claim, against what the package holds (ECO.2.4.x)."""
+    problems: list[str] = []
+    announced = headers.parse_codecda(_header(message, headers.X_MSS_CODECDA))
+    ins_flag = headers.parse_ins_flag(_header(message, headers.X_MSS_INS))
+    if package is None:
+        if announced:
+            problems.append(f"{headers.X_MSS_CODECDA} announces CDA documents but no {XDM_FILENAME}")
+        return problems
+    codes = xdm.package_cda_codes(package)
+    if codes and set(announced) != set(codes):
+        problems.append(
+            f"{headers.X_MSS_CODECDA} says {','.join(announced) or 'nothing'}, "
+            f"the CDA headers say {','.join(codes)}"
+        )
+    if codes and ins_flag is not None and ins_flag != package.ins_qualified:
+        problems.append(
+            f"{headers.X_MSS_INS} says {'O' if ins_flag else 'N'} but the package "
+            f"{'holds' if package.ins_qualified else 'does not hold'} a qualified INS"
+        )
+    try:
+        fields = headers.parse_document_subject(subject, patient=package.patient)
+    except headers.SubjectError as error:
+        problems.append(str(error))
+    else:
+        if fields is None:
+            problems.append(f"the subject does not start with {headers.SUBJECT_MARKER} (ECO.2.1.3)")
+    return problems
 
 
 def _header(message: EmailMessage, name: str) -> str | None:
