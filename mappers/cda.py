@@ -28,7 +28,7 @@ from mappers import ins, xds
 from mappers.documents import Author, Code, Document
 from mappers.errors import MappingError
 from mappers.patient import Patient, Sex
-from mappers.safe_xml import parse_xml
+from mappers.safe_xml import parse_xml, sanitize_tree
 
 HL7_NS: Final = "urn:hl7-org:v3"
 TEMPLATE_IDS: Final = ("2.16.840.1.113883.2.8.2.1", "1.2.250.1.213.1.1.1.1", "1.3.6.1.4.1.19376.1.2.20")
@@ -196,6 +196,7 @@ def wrap_pdf(
     text = _sub(body, "text", base64.b64encode(pdf).decode("ascii"))
     text.set("mediaType", "application/pdf")
     text.set("representation", "B64")
+    sanitize_tree(root)
     ET.indent(root, space="  ")
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode").encode()
 

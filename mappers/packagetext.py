@@ -39,7 +39,7 @@ def readme_txt(
         *(f"  IHE_XDM/SUBSET01/{name}  ({d.mime_type})" for name, d in zip(names, documents, strict=True)),
         "",
     ]
-    return "\r\n".join(lines).encode("utf-8")
+    return "\r\n".join(lines).encode("utf-8", errors="replace")
 
 
 def index_htm(documents: Sequence[Document], names: Sequence[str], *, folder: str) -> bytes:
@@ -55,4 +55,4 @@ def index_htm(documents: Sequence[Document], names: Sequence[str], *, folder: st
         f"<ul>\n{rows}\n</ul>\n"
         '<p><a href="README.TXT">README.TXT</a></p>\n</body>\n</html>\n'
     )
-    return page.encode("utf-8")
+    return page.encode("utf-8", errors="replace")

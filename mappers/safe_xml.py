@@ -5,11 +5,13 @@ syntax errors become ``XmlSyntaxError`` with the line. Never parse XML from the 
 
 Public API (stable):
     parse_xml(data: bytes, *, what: str) -> xml.etree.ElementTree.Element
+    sanitize_tree(root: Element) -> None    # before serialising values that came from the store
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Final
 
 import defusedxml
 import defusedxml.ElementTree as DefusedET
@@ -18,6 +20,10 @@ from mappers.errors import MappingError
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
+
+
+# Characters XML 1.0 §2.2 does not allow (C0 controls except tab/LF/CR, surrogates, U+FFFE/U+FFFF).
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class XmlError(MappingError):
@@ -57,3 +63,18 @@ def parse_xml(data: bytes, *, what: str) -> Element:
     except DefusedET.ParseError as error:
         raise XmlSyntaxError(f"{what} is not well-formed XML: {error}") from error
     return root
+
+
+def sanitize_tree(root: Element) -> None:
+    """Replace characters XML cannot carry by U+FFFD, in every text and attribute of a built tree.
+
+    Values come from the hospital's store (titles, names); a stray control character must neither produce
+    a document no receiver can parse nor block the message.
+    """
+    for element in root.iter():
+        if element.text:
+            element.text = _NOT_XML.sub("\ufffd", element.text)
+        if element.tail:
+            element.tail = _NOT_XML.sub("\ufffd", element.tail)
+        for name, value in element.attrib.items():
+            element.set(name, _NOT_XML.sub("\ufffd", value))

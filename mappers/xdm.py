@@ -94,7 +94,8 @@ def package_filenames(documents: Sequence[Document]) -> tuple[str, ...]:
 def _submission_unique_id(source_id: str, patient: Patient, documents: Sequence[Document], when: str) -> str:
     """A 2.25 OID derived from the inputs, so the same package built twice has the same id."""
     seed = "|".join([source_id, patient.oid, patient.matricule, when, *(d.unique_id for d in documents)])
-    return "2.25." + str(uuid.uuid5(uuid.NAMESPACE_OID, seed).int)
+    digest = hashlib.sha1(seed.encode("utf-8", "surrogatepass"), usedforsecurity=False).digest()
+    return "2.25." + str(uuid.UUID(bytes=digest[:16], version=5).int)
 
 
 def build_package(
@@ -195,11 +196,16 @@ def _same_ins(left: Patient, right: Patient) -> bool:
     )
 
 
+def _fold(name: str) -> str:
+    """Names compared as a person would: case and runs of white space do not count."""
+    return " ".join(name.split()).casefold()
+
+
 def _compare_traits(reference: Patient, other: Patient, where: str) -> list[str]:
     """Trait differences, named but not shown: problems may end up in logs (DESIGN.md §3.4)."""
     checks = (
-        ("birth name", reference.birth_name.casefold(), other.birth_name.casefold()),
-        ("first given name", reference.given_name.casefold(), other.given_name.casefold()),
+        ("birth name", _fold(reference.birth_name), _fold(other.birth_name)),
+        ("first given name", _fold(reference.given_name), _fold(other.given_name)),
         ("birth date", reference.birth_date, other.birth_date),
         ("sex", reference.sex, other.sex),
     )

@@ -1,0 +1,137 @@
+"""CDA R2 level 1 wrapping of a PDF and reading of CDA headers (MSSANTE.md §5.7)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import defusedxml.ElementTree as DefusedET
+import pytest
+
+from mappers import cda, xds
+from mappers.patient import Sex
+from mappers.safe_xml import UnsafeXmlError
+
+from .samples import CR_IMAGERIE, NOW, PDF, author, patient
+
+HL7 = "{urn:hl7-org:v3}"
+
+
+def _wrap(**changes: object) -> bytes:
+    values: dict[str, object] = {
+        "title": "CR d'imagerie - Scanner",
+        "type_code": CR_IMAGERIE,
+        "effective_time": NOW,
+        "document_id": "1.2.250.1.213.1.1.1.45.2^7",
+        "author": author(),
+        "service_start": datetime(2024, 1, 16, 9, 22, tzinfo=UTC),
+    }
+    values.update(changes)
+    return cda.wrap_pdf(PDF, patient(), **values)  # type: ignore[arg-type]
+
+
+def test_round_trip_of_identity_code_and_title() -> None:
+    header = cda.read_header(_wrap())
+    assert header.patient == patient()
+    assert header.code == CR_IMAGERIE
+    assert header.title == "CR d'imagerie - Scanner"
+    assert header.effective_time == NOW
+    assert header.unique_id == "1.2.250.1.213.1.1.1.45.2^7"
+    assert header.author == author()
+
+
+def test_structure_of_the_wrapped_document() -> None:
+    root = DefusedET.fromstring(_wrap())
+    assert root.tag == f"{HL7}ClinicalDocument"
+    templates = [t.get("root") for t in root.findall(f"{HL7}templateId")]
+    assert templates == ["2.16.840.1.113883.2.8.2.1", "1.2.250.1.213.1.1.1.1", "1.3.6.1.4.1.19376.1.2.20"]
+    ins_id = root.find(f"{HL7}recordTarget/{HL7}patientRole/{HL7}id")
+    assert (ins_id.get("root"), ins_id.get("extension")) == ("1.2.250.1.213.1.4.10", "279035121518989")
+    name = root.find(f"{HL7}recordTarget/{HL7}patientRole/{HL7}patient/{HL7}name")
+    assert [(e.tag.removeprefix(HL7), e.get("qualifier"), e.text) for e in name] == [
+        ("family", "BR", "PAT-TROIS"),
+        ("given", "BR", "DOMINIQUE"),
+        ("family", "CL", "MARTIN"),
+    ]
+    code = root.find(f"{HL7}code")
+    assert (code.get("code"), code.get("codeSystem")) == ("18748-4", xds.LOINC_OID)
+    assert root.find(f"{HL7}effectiveTime").get("value") == "20240116151112+0000"
+    rpps = root.find(f"{HL7}author/{HL7}assignedAuthor/{HL7}id")
+    assert (rpps.get("root"), rpps.get("extension")) == ("1.2.250.1.71.4.2.1", "899700367909")
+    text = root.find(f"{HL7}component/{HL7}nonXMLBody/{HL7}text")
+    assert (text.get("mediaType"), text.get("representation")) == ("application/pdf", "B64")
+    assert base64.b64decode(text.text) == PDF
+
+
+def test_only_pdfs_are_wrapped() -> None:
+    with pytest.raises(cda.CdaError, match="not a PDF"):
+        cda.wrap_pdf(b"<html/>", patient(), title="x", type_code=CR_IMAGERIE, effective_time=NOW,
+                     document_id="1.2.3")  # fmt: skip
+
+
+def test_naive_times_are_refused() -> None:
+    with pytest.raises(cda.CdaError, match="no time zone"):
+        _wrap(effective_time=datetime(2024, 1, 1))
+
+
+def test_reads_the_ans_example_header() -> None:
+    """The identity block of the ANS N1 example (MSSANTE.md §5.7), with its offset time."""
+    data = """<?xml version="1.0" encoding="utf-8"?>
+<ClinicalDocument xmlns="urn:hl7-org:v3">
+  <id root="1.2.250.1.213.1.1.1.45.2"/>
+  <code code="18748-4" displayName="CR d’imagerie médicale" codeSystem="2.16.840.1.113883.6.1"/>
+  <title>CR d’imagerie médicale</title>
+  <effectiveTime value="20210108111700+0100"/>
+  <recordTarget><patientRole>
+    <id extension="279035121518989" root="1.2.250.1.213.1.4.10"/>
+    <id extension="1234567890121" root="1.2.3.4.567.8.9.10" />
+    <patient classCode="PSN">
+      <name>
+        <family qualifier="BR">PAT-TROIS</family>
+        <given qualifier="BR">DOMINIQUE</given>
+        <given>DOMINIQUE</given>
+        <family qualifier="CL">PAT-TROIS</family>
+        <given qualifier="CL">DOMINIQUE</given>
+      </name>
+      <administrativeGenderCode code="F" codeSystem="2.16.840.1.113883.5.1" />
+      <birthTime value="19790328"/>
+      <birthplace><place><addr><county>63220</county></addr></place></birthplace>
+    </patient>
+  </patientRole></recordTarget>
+</ClinicalDocument>""".encode()
+    header = cda.read_header(data)
+    assert header.patient is not None
+    assert header.patient.matricule == "279035121518989"
+    assert header.patient.sex is Sex.FEMALE
+    assert header.patient.other_given_names is None
+    assert header.patient.local_id == "1234567890121"
+    assert header.effective_time == datetime(2021, 1, 8, 10, 17, tzinfo=UTC)
+    assert header.unique_id == "1.2.250.1.213.1.1.1.45.2"
+    assert header.code is not None and header.code.code == "18748-4"
+
+
+def test_header_without_ins_has_no_patient() -> None:
+    data = b'<ClinicalDocument xmlns="urn:hl7-org:v3"><recordTarget><patientRole>' \
+        b'<id root="1.2.3" extension="42"/></patientRole></recordTarget></ClinicalDocument>'  # fmt: skip
+    assert cda.read_header(data).patient is None
+
+
+def test_not_a_cda() -> None:
+    with pytest.raises(cda.CdaError, match="not a CDA R2 document"):
+        cda.read_header(b"<ClinicalDocument/>")
+
+
+def test_xml_attacks_are_refused() -> None:
+    data = b'<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]><ClinicalDocument>&x;</ClinicalDocument>'
+    with pytest.raises(UnsafeXmlError, match="external entity"):
+        cda.read_header(data, what="DOC0001.XML")
+
+
+def test_pdf_document_carries_xds_metadata() -> None:
+    document = cda.pdf_document(
+        PDF, patient(), title="T", type_code=CR_IMAGERIE, effective_time=NOW, document_id="1.2.3^4"
+    )
+    assert document.mime_type == "text/xml"
+    assert document.format_code == xds.PDF_FORMAT
+    assert document.unique_id == "1.2.3^4"
+    assert cda.read_header(document.content).code == CR_IMAGERIE

@@ -1,0 +1,315 @@
+"""IHE XDM packages: round trip, golden METADATA.XML, §5.3 UUIDs, inconsistencies flagged, XML attacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import defusedxml.ElementTree as DefusedET
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mappers import archive, xdm, xds
+from mappers.documents import Code, Document
+from mappers.patient import Patient, Sex
+from mappers.safe_xml import UnsafeXmlError, XmlSyntaxError
+
+from .samples import NOW, author, cda_document, patient, pdf_document
+
+GOLDEN = Path(__file__).parents[2] / "data" / "xdm" / "expected_METADATA.XML"
+METADATA = "IHE_XDM/SUBSET01/METADATA.XML"
+RIM = "{urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0}"
+
+
+def _package() -> bytes:
+    return xdm.build_package(
+        patient(),
+        [cda_document(), pdf_document()],
+        now=NOW,
+        source_id="1.2.250.1.999.1.1.8121",
+        sender="Hopital A - Imagerie",
+        title="Envoi de documents",
+        content_type=Code("04", "Hospitalisation de jour", xds.CONTENT_TYPE_OID),
+    )
+
+
+def _rebuild(data: bytes, changes: dict[str, bytes]) -> bytes:
+    """The same package with some members replaced (name → content)."""
+    members = archive.read_members(data)
+    members.update(changes)
+    return archive.write_archive(list(members.items()), when=NOW)
+
+
+def _without_filename(document: Document) -> Document:
+    return dataclasses.replace(document, filename="")
+
+
+def test_round_trip_gives_the_same_patient_documents_and_metadata() -> None:
+    documents = [cda_document(), pdf_document()]
+    package = xdm.parse_package(_package())
+    assert package.problems == ()
+    assert package.patient == patient()
+    assert package.cda_patient == patient()
+    assert [d.filename for d in package.documents] == ["DOC0001.XML", "DOC0002.PDF"]
+    assert [_without_filename(d) for d in package.documents] == [_without_filename(d) for d in documents]
+    for parsed, original in zip(package.documents, documents, strict=True):
+        assert hashlib.sha256(parsed.content).digest() == hashlib.sha256(original.content).digest()
+    assert package.submission is not None
+    assert package.submission.source_id == "1.2.250.1.999.1.1.8121"
+    assert package.submission.submission_time == NOW
+    assert package.submission.author == author()
+    assert package.submission.title == "Envoi de documents"
+    assert package.submission.content_type == Code("04", "Hospitalisation de jour", "1.2.250.1.213.2.2")
+    assert package.ins_qualified
+    assert xdm.package_cda_codes(package) == ("18748-4",)
+
+
+def test_building_is_deterministic_and_ids_derive_from_inputs() -> None:
+    assert _package() == _package()
+    other = xdm.build_package(patient(), [cda_document()], now=NOW)
+    first = xdm.parse_package(_package()).submission
+    second = xdm.parse_package(other).submission
+    assert first is not None and second is not None
+    assert first.unique_id != second.unique_id
+    assert first.unique_id.startswith("2.25.")
+
+
+def test_layout_of_the_zip() -> None:
+    members = archive.read_members(_package())
+    assert list(members) == [
+        "README.TXT",
+        "INDEX.HTM",
+        METADATA,
+        "IHE_XDM/SUBSET01/DOC0001.XML",
+        "IHE_XDM/SUBSET01/DOC0002.PDF",
+    ]
+    readme = members["README.TXT"].decode()
+    assert "Hopital A - Imagerie" in readme and "\r\n" in readme
+    index = members["INDEX.HTM"].decode()
+    assert 'href="IHE_XDM/SUBSET01/DOC0001.XML"' in index
+    assert "CR d&#x27;imagerie - Scanner" in index
+
+
+def test_metadata_matches_the_golden_file() -> None:
+    assert archive.read_members(_package())[METADATA].decode() == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_metadata_is_well_formed_and_uses_the_ihe_uuids() -> None:
+    root = DefusedET.fromstring(archive.read_members(_package())[METADATA])
+    assert root.tag == "{urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0}SubmitObjectsRequest"
+    schemes = {e.get("classificationScheme") for e in root.iter(f"{RIM}Classification")}
+    assert {
+        "urn:uuid:a7058bb9-b4e4-4307-ba5b-e3f0ab85e12d",
+        "urn:uuid:aa543740-bdda-424e-8c96-df4873be8500",
+        "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d",
+        "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a",
+        "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983",
+        "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f",
+        "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d",
+        "urn:uuid:f33fb8ac-18af-42cc-ae0e-ed0b0bdb91e1",
+        "urn:uuid:cccf5598-8b07-4b77-a05e-ae952c785ead",
+    } <= schemes
+    nodes = {e.get("classificationNode") for e in root.iter(f"{RIM}Classification")}
+    assert "urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd" in nodes
+    identifiers = {
+        e.get("identificationScheme"): e.get("value") for e in root.iter(f"{RIM}ExternalIdentifier")
+    }
+    cx = "279035121518989^^^&1.2.250.1.213.1.4.10&ISO^NH"
+    assert identifiers["urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446"] == cx
+    assert identifiers["urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"] == cx
+    assert "urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832" in identifiers
+    assert "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8" in identifiers
+    assert "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" in identifiers
+    entries = list(root.iter(f"{RIM}ExtrinsicObject"))
+    assert {e.get("objectType") for e in entries} == {"urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"}
+    associations = list(root.iter(f"{RIM}Association"))
+    assert len(associations) == 2
+    assert {a.get("associationType") for a in associations} == {
+        "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
+    }
+    confidentiality = {
+        (e.get("nodeRepresentation"), e.find(f"{RIM}Slot/{RIM}ValueList/{RIM}Value").text)
+        for e in root.iter(f"{RIM}Classification")
+        if e.get("classificationScheme") == "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f"
+    }
+    assert {
+        ("N", "2.16.840.1.113883.5.25"),
+        ("MASQUE_PS", "1.2.250.1.213.1.1.4.13"),
+        ("INVISIBLE_PATIENT", "1.2.250.1.213.1.1.4.13"),
+    } <= confidentiality
+
+
+def test_hash_mismatch_is_kept_and_flagged() -> None:
+    data = _rebuild(_package(), {"IHE_XDM/SUBSET01/DOC0002.PDF": b"%PDF-1.4 tampered\n"})
+    package = xdm.parse_package(data)
+    assert len(package.documents) == 2
+    assert any("DOC0002.PDF: SHA-1 in METADATA.XML is" in p for p in package.problems)
+    assert any("DOC0002.PDF: size in METADATA.XML is" in p for p in package.problems)
+
+
+def test_patient_id_disagreeing_is_kept_and_flagged() -> None:
+    members = archive.read_members(_package())
+    metadata = members[METADATA].decode()
+    other = "146026322000196^^^&amp;1.2.250.1.213.1.4.10&amp;ISO^NH"
+    # Only the second DocumentEntry names someone else.
+    head, _, tail = metadata.rpartition("279035121518989^^^&amp;1.2.250.1.213.1.4.10&amp;ISO^NH")
+    members[METADATA] = (head + other + tail).encode()
+    package = xdm.parse_package(archive.write_archive(list(members.items()), when=NOW))
+    assert len(package.documents) == 2
+    assert "DOC0002.PDF: patientId differs from the SubmissionSet's" in package.problems
+
+
+def test_cda_naming_another_patient_is_flagged_with_masked_ins() -> None:
+    stranger = patient(matricule="146026322000196", birth_name="PAT-UN", sex=Sex.MALE)
+    documents = [cda_document(stranger)]
+    data = xdm.build_package(patient(), documents, now=NOW)
+    package = xdm.parse_package(data)
+    assert package.problems == (
+        "DOC0001.XML: the CDA names patient 1************96 (INS-NIR-TEST), "
+        "METADATA.XML 2************89 (INS-NIR-TEST)",
+    )
+    assert "146026322000196" not in " ".join(package.problems)
+
+
+def test_cda_traits_disagreeing_are_named_not_shown() -> None:
+    data = xdm.build_package(patient(), [cda_document(patient(birth_name="AUTRE"))], now=NOW)
+    (problem,) = xdm.parse_package(data).problems
+    assert problem == "DOC0001.XML (CDA header): birth name differs from METADATA.XML"
+    assert "AUTRE" not in problem
+
+
+def test_missing_document_file_is_flagged() -> None:
+    members = archive.read_members(_package())
+    del members["IHE_XDM/SUBSET01/DOC0002.PDF"]
+    package = xdm.parse_package(archive.write_archive(list(members.items()), when=NOW))
+    assert [d.filename for d in package.documents] == ["DOC0001.XML"]
+    assert "DOC0002.PDF: listed in METADATA.XML but missing from the archive" in package.problems
+
+
+def test_any_subset_name_and_case_are_found() -> None:
+    members = archive.read_members(_package())
+    renamed = [
+        (name.replace("IHE_XDM/SUBSET01/", "ihe_xdm/SS000001/").replace("METADATA.XML", "metadata.xml"), c)
+        for name, c in members.items()
+    ]
+    package = xdm.parse_package(archive.write_archive(renamed, when=NOW))
+    assert package.problems == ()
+    assert len(package.documents) == 2
+
+
+def test_a_zip_without_metadata_is_not_xdm() -> None:
+    data = archive.write_archive([("README.TXT", b"hi")], when=NOW)
+    with pytest.raises(xdm.XdmError, match="no IHE_XDM/<subset>/METADATA.XML"):
+        xdm.parse_package(data)
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol9 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+]>
+<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
+ >&lol9;</lcm:SubmitObjectsRequest>
+"""
+
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE r [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
+<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
+ >&secret;</lcm:SubmitObjectsRequest>
+"""
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (BILLION_LAUGHS, "METADATA.XML declares the entity 'lol'.*billion laughs"),
+        (EXTERNAL_ENTITY, "METADATA.XML declares the external entity 'secret'"),
+    ],
+)
+def test_xml_attacks_in_metadata_are_refused(metadata: bytes, message: str, tmp_path: Path) -> None:
+    data = _rebuild(_package(), {METADATA: metadata})
+    with pytest.raises(UnsafeXmlError, match=message):
+        xdm.parse_package(data)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_xml_attack_in_a_cda_document_is_refused() -> None:
+    data = _rebuild(_package(), {"IHE_XDM/SUBSET01/DOC0001.XML": BILLION_LAUGHS})
+    with pytest.raises(UnsafeXmlError, match="DOC0001.XML declares the entity"):
+        xdm.parse_package(data)
+
+
+def test_malformed_metadata_is_a_syntax_error() -> None:
+    data = _rebuild(_package(), {METADATA: b"<lcm:SubmitObjectsRequest"})
+    with pytest.raises(XmlSyntaxError, match="METADATA.XML is not well-formed"):
+        xdm.parse_package(data)
+
+
+def test_build_refuses_what_it_cannot_package() -> None:
+    with pytest.raises(xdm.XdmBuildError, match="at least one document"):
+        xdm.build_package(patient(), [], now=NOW)
+    with pytest.raises(xdm.XdmBuildError, match="no INS matricule"):
+        xdm.build_package(patient(matricule=""), [pdf_document()], now=NOW)
+    naive = dataclasses.replace(pdf_document(), creation_time=datetime(2024, 1, 1))
+    with pytest.raises(xdm.XdmBuildError, match="has no time zone"):
+        xdm.build_package(patient(), [naive], now=NOW)
+
+
+def test_cda_codes_skip_non_cda_documents() -> None:
+    bio = cda_document(type_code=Code("11502-2", "CR d'examens biologiques", xds.LOINC_OID))
+    assert xdm.cda_codes([cda_document(), pdf_document(), bio, cda_document()]) == (
+        "18748-4",
+        "11502-2",
+    )
+
+
+def test_unqualified_identity_is_reported() -> None:
+    incomplete = patient(birth_date=None)
+    package = xdm.parse_package(xdm.build_package(incomplete, [cda_document(incomplete)], now=NOW))
+    assert not package.ins_qualified
+
+
+names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=20
+).filter(lambda s: s.strip() == s and " " not in s)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    birth_name=names,
+    given_name=names,
+    sex=st.sampled_from(Sex),
+    content=st.binary(max_size=200),
+    title=st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=40),
+    when=st.datetimes(
+        min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
+    ).map(lambda d: d.replace(microsecond=0)),
+)
+def test_round_trip_property(
+    birth_name: str, given_name: str, sex: Sex, content: bytes, title: str, when: datetime
+) -> None:
+    person = Patient("279035121518989", "1.2.250.1.213.1.4.8", birth_name, given_name, None, sex)
+    document = dataclasses.replace(
+        pdf_document(), content=content, title=title, creation_time=when, filename="DOC0001.PDF"
+    )
+    package = xdm.parse_package(xdm.build_package(person, [document], now=when))
+    assert package.problems == ()
+    assert package.patient == person
+    assert package.documents == (document,)
+
+
+def test_characters_xml_cannot_carry_are_replaced_not_fatal() -> None:
+    document = dataclasses.replace(pdf_document(), title="CR\x08 \ud800 final")
+    package = xdm.parse_package(xdm.build_package(patient(), [document], now=NOW))
+    assert package.documents[0].title == "CR\ufffd \ufffd final"
+
+
+def test_white_space_and_case_in_names_are_not_problems() -> None:
+    spaced = patient(given_name="Dominique ", birth_name="pat-trois")
+    data = xdm.build_package(patient(), [cda_document(spaced)], now=NOW)
+    assert xdm.parse_package(data).problems == ()

@@ -1,0 +1,178 @@
+"""``mssgw ins check``, ``mssgw xdm show`` and ``mssgw xdm build`` through ``gateway.cli.main``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from mappers import archive, xdm
+
+from .mappers.samples import NOW, cda_document, patient, pdf_document
+from .mappers.test_archive import _set_declared_size, _zip
+from .mappers.test_xdm import BILLION_LAUGHS
+
+
+def test_ins_check_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ins", "check", "2 79 03 51 215 189 89", "--oid", "1.2.250.1.213.1.4.10"]) == 0
+    out = capsys.readouterr().out
+    assert "279035121518989: valid INS matricule" in out
+    assert "woman, born 1979-03, department 51" in out
+    assert "INS-NIR-TEST (1.2.250.1.213.1.4.10) - test data only" in out
+    assert "citizen address: 279035121518989@patient.mssante.fr" in out
+
+
+def test_ins_check_born_abroad(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ins", "check", "288079921600129"]) == 0
+    assert "woman, born 1988-07, department 99 (born abroad" in capsys.readouterr().out
+
+
+def test_ins_check_citizen_address(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ins", "check", "146026322000196@PATIENT.MSSANTE.FR"]) == 0
+    assert "man, born 1946-02, department 63" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("279035121518988", "key 89 expected, got 88"),
+        ("2790351215189", "2-digit key is missing"),
+        ("279135121518989", "month 13 is not a month"),
+        ("279035121518989@mssante.fr", "is not patient.mssante.fr"),
+    ],
+)
+def test_ins_check_invalid_exits_65(value: str, reason: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ins", "check", value]) == 65
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "invalid INS matricule" in captured.err and reason in captured.err
+
+
+def test_ins_check_unknown_oid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ins", "check", "279035121518989", "--oid", "1.2.3"]) == 65
+    assert "not an INS assigning authority" in capsys.readouterr().err
+
+
+def _package_file(tmp_path: Path) -> Path:
+    path = tmp_path / "IHE_XDM.zip"
+    path.write_bytes(xdm.build_package(patient(), [cda_document(), pdf_document()], now=NOW))
+    return path
+
+
+def test_xdm_show_masks_the_ins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["xdm", "show", str(_package_file(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "Patient: PAT-TROIS DOMINIQUE, sex F, born 1979-03-28, INS 2************89 (INS-NIR-TEST)" in out
+    assert "279035121518989" not in out
+    assert "Qualified INS (X-MSS-INS): O" in out
+    assert "Documents (2):" in out and "1. DOC0001.XML  text/xml" in out
+    assert "masking: MASQUE_PS, INVISIBLE_PATIENT" in out
+    assert "CDA codes (X-MSS-CODECDA): 18748-4" in out
+    assert "Problems: none" in out
+
+
+def test_xdm_show_reveal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["xdm", "show", "--reveal", str(_package_file(tmp_path))]) == 0
+    assert "INS 279035121518989 (INS-NIR-TEST)" in capsys.readouterr().out
+
+
+def test_xdm_show_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    members = archive.read_members(_package_file(tmp_path).read_bytes())
+    members["IHE_XDM/SUBSET01/DOC0002.PDF"] = b"%PDF-1.4 tampered"
+    path = tmp_path / "tampered.zip"
+    path.write_bytes(archive.write_archive(list(members.items()), when=NOW))
+    assert main(["xdm", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Problems (2):" in out and "DOC0002.PDF: SHA-1 in METADATA.XML is" in out
+    assert main(["xdm", "show", "--strict", str(path)]) == 65
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (_zip(("../../evil.sh", b"#!/bin/sh")), "climbs out of the archive"),
+        (_set_declared_size(_zip(("IHE_XDM/S/DOC0001.XML", b"x")), 1 << 30), "1073741824 bytes"),
+        (_zip(("IHE_XDM/SUBSET01/METADATA.XML", BILLION_LAUGHS)), "billion laughs"),
+        (b"not a zip", "not a readable ZIP"),
+    ],
+)
+def test_xdm_show_refuses_malicious_packages(
+    content: bytes, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "evil.zip"
+    path.write_bytes(content)
+    assert main(["xdm", "show", str(path)]) == 65
+    err = capsys.readouterr().err
+    assert "refused" in err and reason in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["evil.zip"]
+
+
+def test_xdm_show_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["xdm", "show", str(tmp_path / "nope.zip")]) == 65
+    assert "cannot read package" in capsys.readouterr().err
+
+
+def _patient_json(tmp_path: Path, **changes: object) -> Path:
+    data = {
+        "matricule": "279035121518989",
+        "oid": "1.2.250.1.213.1.4.10",
+        "birth_name": "PAT-TROIS",
+        "given_name": "DOMINIQUE",
+        "birth_date": "1979-03-28",
+        "sex": "F",
+    }
+    data.update(changes)
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_xdm_build_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pdf = tmp_path / "lettre.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    cda_file = tmp_path / "cr.xml"
+    cda_file.write_bytes(cda_document().content)
+    out = tmp_path / "out.zip"
+    argv = [
+        "xdm", "build", "--patient", str(_patient_json(tmp_path)),
+        "--doc", str(pdf), "--doc", str(cda_file),
+        "--type-code", "11490-0", "--type-label", "Lettre de liaison",
+        "--date", "2024-01-16T16:11:12+01:00", "--author-rpps", "899700367909",
+        "--author-family", "KIT", "--confidentiality", "MASQUE_PS", "-o", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    package = xdm.parse_package(out.read_bytes())
+    assert package.problems == ()
+    assert package.ins_qualified
+    assert [d.type_code.code for d in package.documents] == ["11490-0", "18748-4"]
+    assert package.documents[0].creation_time == NOW
+    assert package.documents[0].confidentiality[0].code == "MASQUE_PS"
+    assert xdm.package_cda_codes(package) == ("11490-0", "18748-4")
+    assert main(argv) == 65
+    assert "exists (use --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"matricule": "279035121518988"}, "key 89 expected, got 88"),
+        ({"oid": "1.2.3"}, "not an INS assigning authority"),
+        ({"sex": "X"}, "sex M/F/U"),
+        ({"given_name": ""}, "'given_name' is required"),
+        ({"colour": "blue"}, "unknown keys colour"),
+    ],
+)
+def test_xdm_build_refuses_bad_patients(
+    changes: dict[str, object], reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pdf = tmp_path / "a.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n")
+    out = tmp_path / "out.zip"
+    argv = ["xdm", "build", "--patient", str(_patient_json(tmp_path, **changes)), "--doc", str(pdf),
+            "--type-code", "11490-0", "--type-label", "Lettre", "-o", str(out)]  # fmt: skip
+    assert main(argv) == 65
+    assert reason in capsys.readouterr().err
+    assert not out.exists()
