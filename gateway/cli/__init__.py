@@ -2,7 +2,7 @@
 
 Each module exposes ``register(subparsers)`` and sets ``handler=`` on its parsers; a handler returns the exit
 code. This is the only place that turns exceptions into exit codes (0 ok, 1 unexpected, 65 bad input,
-78 configuration).
+66 no such item, 75 store unavailable, 78 configuration).
 """
 
 from __future__ import annotations
@@ -12,21 +12,24 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
+from gateway.errors import ConfigError, InputError, NotFoundError, StoreError
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 65
+EXIT_NOT_FOUND = 66
+EXIT_TEMPORARY = 75
 EXIT_CONFIG = 78
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Assemble the parser from every sub-command module."""
-    from gateway.cli import documents
+    from gateway.cli import daemon, documents, queue, send
 
     parser = argparse.ArgumentParser(prog="mssgw", description="MSSanté mail gateway")
     parser.add_argument("--version", action="version", version=f"mssgw {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (documents,):
+    for module in (daemon, send, queue, documents):
         module.register(subparsers)
     return parser
 
@@ -35,7 +38,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as error:
+        print(f"mssgw: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except InputError as error:
+        print(f"mssgw: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NotFoundError as error:
+        print(f"mssgw: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except StoreError as error:
+        print(f"mssgw: store unavailable: {error}", file=sys.stderr)
+        return EXIT_TEMPORARY
     return code
 
 

@@ -211,7 +211,7 @@ class Repository:
                     for r in new.recipients
                 ],
             )
-        _audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})
+        write_audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})
         return pk
 
     @staticmethod
@@ -314,7 +314,7 @@ class Repository:
                     updated_at=now,
                 )
             )
-            _audit(session, now, "held" if held else "lease-reclaimed", message_pk, pk)
+            write_audit(session, now, "held" if held else "lease-reclaimed", message_pk, pk)
         return len(rows)
 
     def release_claims(self, owner: str, now: datetime) -> int:
@@ -390,7 +390,7 @@ class Repository:
                         peer=outcome.peer,
                     )
                 )
-                _audit(
+                write_audit(
                     session,
                     outcome.at,
                     outcome.state.value,
@@ -436,7 +436,7 @@ class Repository:
         return {state: count for state, count in rows}
 
 
-def _audit(
+def write_audit(
     session: Session,
     at: datetime,
     kind: str,
@@ -444,6 +444,7 @@ def _audit(
     delivery_pk: int | None = None,
     detail: dict[str, object] | None = None,
 ) -> None:
+    """Add one event to the audit trail, inside the caller's transaction."""
     session.execute(
         insert(AuditEvent).values(
             at=at,

@@ -1,0 +1,33 @@
+"""``mssgw run`` and ``mssgw check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from gateway import logsetup
+from gateway.cli.common import add_config_option, load_settings
+from gateway.daemon import Daemon
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = subparsers.add_parser("run", help="run the gateway in the foreground (logs on stderr)")
+    add_config_option(run)
+    run.set_defaults(handler=_run)
+    check = subparsers.add_parser(
+        "check-config", help="validate the configuration file; exit 78 listing every problem"
+    )
+    add_config_option(check)
+    check.set_defaults(handler=_check)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(args, check_material=True)
+    logsetup.configure(settings.logging)
+    return asyncio.run(Daemon(args.config, settings).run())
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = load_settings(args, check_material=True)
+    print(f"{settings.source}: configuration is valid")
+    return 0

@@ -1,0 +1,140 @@
+"""``mssgw queue list|show|retry|hold|release|delete``: inspect and repair the outbound queue.
+
+A queue id is the id ``mssgw send`` printed (a message); ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import datetime
+
+from gateway import wake
+from gateway.cli.common import add_config_option, load_settings, now, open_sessions, stamp, to_json
+from gateway.store.queue_admin import PENDING, QueueAdmin, QueueEntry
+
+_ACTIONS = {
+    "retry": "make waiting or failed deliveries due now",
+    "hold": "put waiting deliveries aside until released",
+    "release": "send held deliveries again",
+    "delete": "remove the message and its deliveries",
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    queue = subparsers.add_parser("queue", help="inspect and repair the outbound queue")
+    actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="messages with deliveries still to do (or --all)")
+    listing.add_argument("--all", action="store_true", help="include delivered messages")
+    listing.add_argument("--state", action="append", choices=[*PENDING, "sent", "notified"])
+    listing.set_defaults(handler=_list)
+    show = actions.add_parser("show", help="one message: deliveries, attempts and audit trail")
+    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument("--raw", action="store_true", help="print the message itself, as stored")
+    show.set_defaults(handler=_show)
+    for name, description in _ACTIONS.items():
+        action = actions.add_parser(name, help=description)
+        action.add_argument("id", type=int, metavar="ID")
+        action.set_defaults(handler=_act)
+    for parser in (listing, show, *(actions.choices[n] for n in _ACTIONS)):
+        add_config_option(parser)
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _admin(args: argparse.Namespace) -> tuple[QueueAdmin, Callable[[], None]]:
+    settings = load_settings(args)
+    sessions = open_sessions(settings)
+    return QueueAdmin(sessions), sessions.kw["bind"].dispose
+
+
+def _list(args: argparse.Namespace) -> int:
+    admin, close = _admin(args)
+    try:
+        if args.state:
+            states = tuple(args.state)
+        elif args.all:
+            states = (*PENDING, "sent", "notified")
+        else:
+            states = PENDING
+        entries = admin.entries(states)
+    finally:
+        close()
+    if args.json:
+        print(to_json(entries))
+        return 0
+    if not entries:
+        print("queue is empty")
+        return 0
+    print(f"{'ID':>8}  {'QUEUED (UTC)':19}  {'SIZE':>9}  {'SENDER':30}  DELIVERIES")
+    for entry in entries:
+        summary = ", ".join(f"{d.state}:{d.recipient}" for d in entry.deliveries)
+        print(
+            f"{entry.id:>8}  {stamp(entry.created_at)}  {entry.size:>9}  {entry.envelope_from:30}  {summary}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    admin, close = _admin(args)
+    try:
+        if args.raw:
+            sys.stdout.buffer.write(admin.raw(args.id))
+            return 0
+        entry = admin.show(args.id)
+    finally:
+        close()
+    print(to_json(entry) if args.json else _describe(entry))
+    return 0
+
+
+def _describe(entry: QueueEntry) -> str:
+    lines = [
+        f"queue id:    {entry.id}",
+        f"message-id:  {entry.message_id or '-'}",
+        f"kind:        {entry.direction} {entry.kind}",
+        f"sender:      {entry.envelope_from or '<>'}",
+        f"queued:      {stamp(entry.created_at)} UTC",
+        f"size:        {entry.size} bytes",
+    ]
+    for d in entry.deliveries:
+        lines.append(f"delivery {d.id} to {d.recipient}: {d.state}, {d.attempts} attempt(s)")
+        if d.next_attempt_at:
+            lines.append(f"    next attempt {stamp(d.next_attempt_at)} UTC")
+        if d.sent_at:
+            lines.append(f"    delivered {stamp(d.sent_at)} UTC")
+        if d.notice_id:
+            lines.append(f"    delivery report written for the sender: queue id {d.notice_id}")
+        for attempt in d.history:
+            lines.append(
+                f"    {stamp(attempt.at)} {attempt.outcome:8} {attempt.peer or '-'}: {attempt.reply or '-'}"
+            )
+    if entry.events:
+        lines.append("audit trail:")
+        lines.extend(
+            f"    {stamp(at)} {kind}" + (f" (delivery {d})" if d else "") for at, kind, d in entry.events
+        )
+    return "\n".join(lines)
+
+
+def _act(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    sessions = open_sessions(settings)
+    admin = QueueAdmin(sessions)
+    actions: dict[str, Callable[[int, datetime], int]] = {
+        "retry": admin.retry,
+        "hold": admin.hold,
+        "release": admin.release,
+        "delete": admin.delete,
+    }
+    try:
+        count = actions[args.action](args.id, now())
+    finally:
+        sessions.kw["bind"].dispose()
+    if args.action in ("retry", "release"):
+        wake.ping(settings.gateway.state_dir)
+    if args.json:
+        print(to_json({"id": args.id, "action": args.action, "deliveries": count}))
+    else:
+        print(f"queue id {args.id}: {args.action} applied to {count} deliveries")
+    return 0

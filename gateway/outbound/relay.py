@@ -1,0 +1,220 @@
+"""The relay: claims due deliveries from the store, sends them, and records each outcome.
+
+It wakes when work arrives (``wake()``) or when the earliest retry or lease expiry is due; it never polls
+on a tick. Deliveries of one message to one destination go in one SMTP transaction, and the transports
+reuse connections. A delivery is marked sent only after the next hop's 250; a failure writes a DSN for the
+sender in the same transaction. An unexpected error while handling a message holds its deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gateway.batching import Batcher
+from gateway.logsetup import log_event
+from gateway.outbound.notices import FailedRecipient, build_failure_notice
+from gateway.outbound.retry import gives_up, next_attempt_at
+from gateway.outbound.routing import Destination, Router
+from gateway.outbound.signing import DkimSigner
+from gateway.outbound.transports.base import (
+    OutboundMessage,
+    OutboundRecipient,
+    Outcome,
+    RecipientResult,
+)
+from gateway.outbound.transports.registry import TransportRegistry
+from gateway.settings import Settings
+from gateway.store.repository import (
+    ClaimedDelivery,
+    DeliveryOutcome,
+    Envelope,
+    Notice,
+    Repository,
+)
+from gateway.store.states import DeliveryState
+
+log = logging.getLogger(__name__)
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """Outcomes of one transaction and the notice they call for, recorded together."""
+
+    outcomes: tuple[DeliveryOutcome, ...]
+    notice: Notice | None
+
+
+class Relay:
+    """Works the outbound queue until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: Repository,
+        transports: TransportRegistry,
+        signer: DkimSigner | None,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.router = Router(settings)
+        self.transports = transports
+        self.signer = signer
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._slots = asyncio.Semaphore(settings.relay.concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._recorder: Batcher[_Report, None] = Batcher(self._record, max_batch=200)
+
+    def wake(self) -> None:
+        """Tell the relay new work may be due (called after a commit, or by the wake socket)."""
+        self._wake.set()
+
+    def reload(self, settings: Settings, transports: TransportRegistry, signer: DkimSigner | None) -> None:
+        """Use new settings for the next claims; transactions in flight finish on the old ones."""
+        self.settings = settings
+        self.router = Router(settings)
+        self.transports = transports
+        self.signer = signer
+
+    async def run(self) -> None:
+        """Claim and dispatch until ``stop`` is called."""
+        relay = self.settings.relay
+        while not self._stopping:
+            self._wake.clear()
+            claimed = await asyncio.to_thread(
+                self.repository.claim_due,
+                self.settings.gateway.owner,
+                self.clock(),
+                timedelta(seconds=relay.lease),
+                relay.claim_batch,
+                relay.crash_limit,
+            )
+            if claimed:
+                await self._dispatch(claimed)
+                continue
+            await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        wake_at = await asyncio.to_thread(self.repository.next_wakeup)
+        timeout = None
+        if wake_at is not None:
+            # Leases are claimed by rows whose time has come; a tiny margin avoids waking a hair early.
+            timeout = max((wake_at - self.clock()).total_seconds(), 0.0) + 0.01
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _dispatch(self, claimed: Sequence[ClaimedDelivery]) -> None:
+        envelopes = await asyncio.to_thread(self.repository.load_envelopes, {c.message_pk for c in claimed})
+        groups: dict[tuple[int, Destination], list[ClaimedDelivery]] = defaultdict(list)
+        for claim in claimed:
+            groups[(claim.message_pk, self.router.destination(claim.recipient))].append(claim)
+        for (message_pk, destination), claims in groups.items():
+            await self._slots.acquire()
+            task = asyncio.create_task(self._deliver(envelopes[message_pk], destination, claims))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+
+    async def _deliver(
+        self, envelope: Envelope, destination: Destination, claims: list[ClaimedDelivery]
+    ) -> None:
+        try:
+            content = _LINE_END.sub(b"\r\n", envelope.raw)
+            if self.signer is not None:
+                content = await asyncio.to_thread(self.signer.sign, content)
+            message = OutboundMessage(
+                envelope_from=envelope.envelope_from,
+                recipients=tuple(OutboundRecipient(c.recipient, c.notify, c.orcpt) for c in claims),
+                content=content,
+                envid=envelope.envid,
+                ret=envelope.ret,
+                queue_id=envelope.pk,
+            )
+            results = await self.transports.get(destination).send(message)
+            await self._recorder.submit(self._report(envelope, claims, results))
+            # A deferral changes when the queue is next due: let the loop look again.
+            self.wake()
+        except Exception as error:
+            # A loop boundary (STYLE.md §5): whatever broke, hold the deliveries for a person to look at.
+            log.exception("event=delivery-crashed queue_id=%s", envelope.pk)
+            now = self.clock()
+            held = tuple(
+                DeliveryOutcome(c.pk, DeliveryState.HELD, now, reply=f"internal error: {error!r}")
+                for c in claims
+            )
+            await self._recorder.submit(_Report(held, None))
+
+    def _report(
+        self, envelope: Envelope, claims: list[ClaimedDelivery], results: list[RecipientResult]
+    ) -> _Report:
+        now = self.clock()
+        relay = self.settings.relay
+        outcomes: list[DeliveryOutcome] = []
+        failures: list[FailedRecipient] = []
+        for claim, result in zip(claims, results, strict=True):
+            state, retry_at = DeliveryState.SENT, None
+            if result.outcome is Outcome.TEMPORARY:
+                if gives_up(claim.created_at, now, relay.max_lifetime):
+                    state = DeliveryState.FAILED
+                else:
+                    state = DeliveryState.DEFERRED
+                    retry_at = next_attempt_at(now, claim.attempts, relay.retry_schedule)
+            elif result.outcome is Outcome.PERMANENT:
+                state = DeliveryState.FAILED
+            if state is DeliveryState.FAILED:
+                failures.append(FailedRecipient(claim, result))
+            outcomes.append(
+                DeliveryOutcome(claim.pk, state, now, result.code, result.reply, result.peer, retry_at)
+            )
+            log_event(
+                log,
+                state.value,
+                logging.INFO if state is DeliveryState.SENT else logging.WARNING,
+                queue_id=envelope.pk,
+                delivery=claim.pk,
+                attempt=claim.attempts,
+                peer=result.peer,
+                code=result.code,
+                retry_at=retry_at.isoformat(timespec="seconds") if retry_at else None,
+            )
+        notice = None
+        if failures and envelope.envelope_from:
+            # Never answer a bounce with a bounce (RFC 5321 §4.5.5): null senders get no DSN.
+            notice = build_failure_notice(envelope, failures, self.settings.gateway, now)
+        return _Report(tuple(outcomes), notice)
+
+    def _record(self, reports: Sequence[_Report]) -> list[None]:
+        outcomes = [o for report in reports for o in report.outcomes]
+        notices = [report.notice for report in reports if report.notice is not None]
+        self.repository.record_outcomes(outcomes, notices, self.clock())
+        return [None] * len(reports)
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, let transactions in flight finish for up to ``grace`` seconds, then give the
+        unfinished leases back so the next start (or another instance) sends them at once."""
+        self._stopping = True
+        self._wake.set()
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await asyncio.to_thread(self.repository.release_claims, self.settings.gateway.owner, self.clock())
+        await self.transports.close()

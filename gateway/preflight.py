@@ -1,0 +1,29 @@
+"""Checks of the TLS and DKIM material the settings point at, run by ``check-config`` and at start-up.
+
+The settings loader checks that files exist with safe permissions; this loads them, so a certificate that
+does not match its key, or a DKIM key of the wrong type, is reported before the daemon starts.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from gateway.outbound.signing import DkimKeyError, load_dkim_key
+from gateway.settings import Settings
+from gateway.tls import client_context
+
+
+def material_problems(settings: Settings) -> list[str]:
+    """One sentence per unusable file, naming its key."""
+    problems = []
+    try:
+        client_context(settings.tls)
+    except (ssl.SSLError, OSError) as error:
+        problems.append(f"tls.client_certificate: cannot use the certificate, key or CA bundle ({error})")
+    dkim = settings.dkim
+    if dkim.private_key_file is not None:
+        try:
+            load_dkim_key(dkim.private_key_file, dkim.algorithm)
+        except DkimKeyError as error:
+            problems.append(f"dkim.private_key_file: {error}")
+    return problems

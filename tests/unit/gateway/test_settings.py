@@ -1,0 +1,154 @@
+"""The configuration file: every mistake reported at once, each naming its key; defaults that work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway import settings
+from gateway.cli import main
+from gateway.errors import ConfigError
+
+EXAMPLE = Path(__file__).parents[3] / "config" / "mssgw.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mssgw.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def minimal(tmp_path: Path) -> dict[str, dict[str, object]]:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked by the loader", encoding="utf-8")
+    return {
+        "gateway": {"state_dir": str(tmp_path / "state")},
+        "tls": {"ca_bundle": str(ca)},
+        "smarthost": {"host": "smtp.operateur.test"},
+    }
+
+
+def test_a_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
+    loaded = settings.from_mapping(minimal(tmp_path))
+    assert loaded.relay.retry_schedule == (60.0, 300.0, 900.0, 3600.0, 14400.0)
+    assert loaded.relay.max_lifetime == 5 * 86400
+    assert loaded.smarthost.port == 587 and loaded.smarthost.security == "starttls"
+    assert loaded.store_url == f"sqlite:///{tmp_path / 'state' / 'mssgw.db'}"
+    assert loaded.gateway.owner == loaded.gateway.hostname
+
+
+def test_three_mistakes_are_reported_together_each_with_its_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[gateway]
+mode = "relay"
+[relay]
+retry_schedule = ["1m", "soon"]
+[smarthost]
+host = "smtp.operateur.test"
+prot = 25
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        settings.load(path)
+    problems = caught.value.problems
+    assert len(problems) == 3
+    assert problems == (
+        "gateway.mode: 'relay' is not one of 'client', 'operator'",
+        "smarthost.prot: unknown key (misspelt, or in the wrong section?)",
+        "relay.retry_schedule[1]: 'soon' is not a duration (write e.g. 30s, 5m, 1h, 5d)",
+    )
+
+
+def test_check_config_exits_78_and_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        """
+[gateway]
+mode = "relay"
+shutdown_timeout = "forever"
+[relay]
+concurrency = "many"
+""",
+    )
+    assert main(["check-config", "-c", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert "3 configuration problems" in err
+    for key in ("gateway.mode", "gateway.shutdown_timeout", "relay.concurrency"):
+        assert f"  - {key}: " in err
+
+
+def test_a_secret_readable_by_others_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "client.key"
+    key.write_text("secret", encoding="utf-8")
+    os.chmod(key, 0o644)
+    raw = minimal(tmp_path)
+    raw["tls"]["client_key"] = str(key)
+    raw["tls"]["client_certificate"] = str(raw["tls"]["ca_bundle"])
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    assert caught.value.problems == (
+        f"tls.client_key: secret file {key} has mode 0644: it must not be accessible to group or others "
+        "(chmod 600)",
+    )
+
+
+def test_missing_files_and_cross_key_rules_name_the_key_to_change(tmp_path: Path) -> None:
+    raw = minimal(tmp_path)
+    raw["tls"] = {"ca_bundle": str(tmp_path / "nowhere.pem")}
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    assert caught.value.problems == (f"tls.ca_bundle: file {tmp_path / 'nowhere.pem'} does not exist",)
+    raw = minimal(tmp_path)
+    raw["smarthost"] = {"host": ""}
+    raw["routes"] = [{"domain": "a.test", "transport": "smtp"}]
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    assert caught.value.problems == (
+        "routes[0].host: required for an smtp route",
+        'smarthost.host: required in client mode (or a route with domain = "*")',
+    )
+
+
+def test_relative_paths_are_read_from_the_folder_of_the_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    path = write(tmp_path, '[tls]\nca_bundle = "ca.pem"\n[smarthost]\nhost = "h.test"\n')
+    assert settings.load(path).tls.ca_bundle == tmp_path / "ca.pem"
+
+
+def test_the_example_file_documents_every_key() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for section in settings.Settings.__dataclass_fields__:
+        if section == "source":
+            continue
+        hint = settings.Settings.__dataclass_fields__[section]
+        assert f"[{section}]" in text or f"[[{section}]]" in text or f"# [[{section}]]" in text, hint
+    for section_name, cls in (
+        ("gateway", settings.GatewaySettings),
+        ("store", settings.StoreSettings),
+        ("tls", settings.TlsSettings),
+        ("smarthost", settings.SmarthostSettings),
+        ("relay", settings.RelaySettings),
+        ("dkim", settings.DkimSettings),
+        ("logging", settings.LoggingSettings),
+        ("routes", settings.RouteSettings),
+    ):
+        for key in cls.__dataclass_fields__:
+            assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{section_name}.{key} undocumented"
+
+
+def test_the_example_file_loads_once_its_files_exist(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for name in ("igc-sante-ca.pem", "bal-applicative.crt", "bal-applicative.key"):
+        target = tmp_path / name
+        target.write_text("x", encoding="utf-8")
+        os.chmod(target, 0o600)
+        text = text.replace(f"/etc/mssgw/tls/{name}", str(target))
+    loaded = settings.load(write(tmp_path, text))
+    assert loaded.gateway.mode == "client"
+    assert loaded.relay.lease == 600.0
