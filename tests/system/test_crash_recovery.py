@@ -1,0 +1,76 @@
+"""``kill -9`` in the middle of deliveries loses nothing: every queued message arrives after a restart, and
+only the transactions that were in flight at the moment of the kill may arrive twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway import wake
+from gateway.settings import load
+from gateway.store.db import open_store
+from gateway.store.repository import NewMessage, Recipient, Repository
+from tests.support.fake_operator import FakeOperatorFactory
+from tests.support.gateway import SENDER, Gateway, gateway_for
+from tests.support.pki import Pki
+
+COUNT = 200
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[Gateway]]:
+    started: list[Gateway] = []
+    yield started
+    for gateway in started:
+        gateway.cleanup()
+
+
+def queue_messages(gateway: Gateway, count: int) -> set[str]:
+    """Commit ``count`` messages through the store API, as an internal application does."""
+    sessions = open_store(load(gateway.config).store_url)
+    ids = {f"<crash-{n}@hopital.test.mssante.fr>" for n in range(count)}
+    batch = [
+        NewMessage(
+            raw=f"From: {SENDER}\r\nTo: dr@cabinet.test\r\nMessage-ID: {mid}\r\n\r\nbody\r\n".encode(),
+            envelope_from=SENDER,
+            direction="outbound",
+            source="api",
+            recipients=(Recipient("dr@cabinet.test"),),
+            message_id=mid,
+        )
+        for mid in sorted(ids)
+    ]
+    Repository(sessions).add_messages(batch, datetime.now(UTC))
+    sessions.kw["bind"].dispose()
+    wake.ping(gateway.state_dir)
+    return ids
+
+
+def test_sigkill_while_delivering_loses_nothing(
+    tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway]
+) -> None:
+    operator = fake_operator()
+    gateway = gateway_for(tmp_path / "gw", pki, operator, relay={"connections_per_destination": 4})
+    gateways.append(gateway)
+    gateway.start()
+    operator.hold()
+    expected = queue_messages(gateway, COUNT)
+    operator.wait_for_held(4)
+    in_flight = operator.held
+
+    gateway.kill()
+    operator.release()
+    gateway.start()
+
+    def delivered() -> list[str]:
+        return [str(m.message["Message-ID"]) for m in operator.messages]
+
+    operator.wait_until(lambda: set(delivered()) == expected, timeout=120, what=f"{COUNT} distinct messages")
+    assert gateway.stop() == 0
+    ids = delivered()
+    assert set(ids) == expected
+    assert len(ids) - COUNT <= in_flight
+    assert gateway.json("queue", "list") == []
