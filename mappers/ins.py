@@ -8,7 +8,8 @@ Public API (stable):
     is_valid_matricule(text: str) -> bool
     normalize(text: str) -> str
     compute_key(first13: str) -> int
-    mask(matricule: str) -> str
+    mask(matricule: str) -> str ; mask_address(address: str) -> str
+    check_patient_id(matricule: str, oid: str) -> str | None   # a sentence (masked) or None
     oid_name(oid: str) -> str | None ; is_ins_oid(oid: str) -> bool ; is_test_oid(oid: str) -> bool
     citizen_address(matricule: str) -> str ; parse_citizen_address(address: str) -> Matricule
     is_citizen_address(address: str) -> bool
@@ -214,6 +215,35 @@ def mask(matricule: str) -> str:
     if len(value) != MATRICULE_LENGTH:
         return "*" * len(value)
     return value[0] + "*" * (MATRICULE_LENGTH - 3) + value[-2:]
+
+
+def mask_address(address: str) -> str:
+    """A citizen address with its matricule masked; other addresses are returned unchanged."""
+    local, at, domain = address.rpartition("@")
+    if at and domain.lower().rstrip(".") == CITIZEN_DOMAIN:
+        return f"{mask(local.strip('<'))}@{domain.rstrip('>')}"
+    return address
+
+
+def check_patient_id(matricule: str, oid: str) -> str | None:
+    """What is wrong with an (INS, OID) pair received in metadata, as a sentence safe for logs.
+
+    ``None`` when the OID is an INS authority and the matricule checks; NIA matricules are only checked for
+    length (their key rule is not published, MSSANTE.md §6.2).
+    """
+    shown = mask(matricule)
+    if not is_ins_oid(oid):
+        return f"patient id {shown} is not an INS: OID {oid or '(none)'} is not an INS authority"
+    if oid.strip() == NIA_OID:
+        value = normalize(matricule)
+        if len(value) == MATRICULE_LENGTH:
+            return None
+        return f"INS-NIA {shown} has {len(value)} characters, not {MATRICULE_LENGTH}"
+    try:
+        parse_matricule(matricule)
+    except InsError as error:
+        return f"INS {shown} is not a valid matricule: {error}"
+    return None
 
 
 def oid_name(oid: str) -> str | None:

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
 
-from mappers import cda, ins
+from mappers import cda, ins, xds
 from mappers.archive import ArchiveLimits, read_members, write_archive
 from mappers.documents import Author, Code, Document, SubmissionSet
 from mappers.errors import MappingError
 from mappers.metadata import Entry, build_metadata, parse_metadata
 from mappers.packagetext import index_htm, readme_txt
-from mappers.patient import Patient
+from mappers.patient import Patient, Sex
 from mappers.safe_xml import XmlSyntaxError
 
 SUBSET: Final = "SUBSET01"
@@ -275,6 +275,12 @@ def parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPac
             if header is not None:
                 headers.append(header)
                 problems.extend(_check_cda(header, patient, where))
+    if patient is None and reference_id:
+        patient = _bare_patient(reference_id)
+    if patient is not None:
+        complaint = ins.check_patient_id(patient.matricule, patient.oid)
+        if complaint:
+            problems.append(f"METADATA.XML: {complaint}")
     cda_patient = next((h.patient for h in headers if h.patient), None)
     codes = _unique(h.code.code for h in headers if h.code and h.code.code)
     return XdmPackage(
@@ -285,6 +291,15 @@ def parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPac
         cda_patient=cda_patient,
         cda_codes=codes,
     )
+
+
+def _bare_patient(patient_id: str) -> Patient | None:
+    """The patient of a SubmissionSet patientId when no DocumentEntry describes the traits."""
+    try:
+        matricule, oid, _ = xds.parse_cx(patient_id)
+    except xds.MetadataValueError:
+        return None
+    return Patient(matricule, oid, "", "", None, Sex.UNKNOWN)
 
 
 def _check_cda(header: cda.CdaHeader, patient: Patient | None, where: str) -> list[str]:

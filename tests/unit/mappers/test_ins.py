@@ -216,3 +216,20 @@ def test_arbitrary_text_never_crashes(text: str) -> None:
         assert str(error)
     else:
         assert len(decoded.value) == 15
+
+
+def test_mask_address() -> None:
+    assert ins.mask_address("279035121518989@patient.mssante.fr") == "2************89@patient.mssante.fr"
+    assert ins.mask_address("dr.x@hopital.mssante.fr") == "dr.x@hopital.mssante.fr"
+
+
+def test_check_patient_id_sentences_are_masked() -> None:
+    assert ins.check_patient_id("279035121518989", ins.TEST_OID) is None
+    assert ins.check_patient_id("279035121518989", ins.NIA_OID) is None
+    assert ins.check_patient_id("279035121518988", ins.NIR_OID) == (
+        "INS 2************88 is not a valid matricule: key 89 expected, got 88"
+    )
+    assert ins.check_patient_id("1234", "1.2.3") == (
+        "patient id **** is not an INS: OID 1.2.3 is not an INS authority"
+    )
+    assert ins.check_patient_id("12", ins.NIA_OID) == "INS-NIA ** has 2 characters, not 15"

@@ -313,3 +313,27 @@ def test_white_space_and_case_in_names_are_not_problems() -> None:
     spaced = patient(given_name="Dominique ", birth_name="pat-trois")
     data = xdm.build_package(patient(), [cda_document(spaced)], now=NOW)
     assert xdm.parse_package(data).problems == ()
+
+
+def test_invalid_ins_in_metadata_is_flagged_masked() -> None:
+    wrong = patient(matricule="279035121518988")
+    package = xdm.parse_package(xdm.build_package(wrong, [pdf_document()], now=NOW))
+    assert package.problems == (
+        "METADATA.XML: INS 2************88 is not a valid matricule: key 89 expected, got 88",
+    )
+    assert not package.ins_qualified
+
+
+def test_patient_from_submission_set_when_entries_have_no_traits() -> None:
+    members = archive.read_members(_package())
+    text = members[METADATA].decode()
+    start = text.index('<Slot name="sourcePatientInfo">')
+    while start >= 0:
+        end = text.index("</Slot>", start) + len("</Slot>")
+        text = text[:start] + text[end:]
+        start = text.find('<Slot name="sourcePatientInfo">')
+    members[METADATA] = text.encode()
+    package = xdm.parse_package(archive.write_archive(list(members.items()), when=NOW))
+    assert package.patient is not None
+    assert package.patient.matricule == "279035121518989"
+    assert package.patient.birth_name == ""
