@@ -30,7 +30,7 @@ class LogfmtFormatter(logging.Formatter):
         pairs.update(getattr(record, _FIELDS, {}))
         if record.exc_info:
             pairs["exception"] = self.formatException(record.exc_info).replace("\n", " | ")
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items())
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items() if value is not None)
 
 
 class JsonFormatter(logging.Formatter):

@@ -198,7 +198,7 @@ def load(path: str | Path) -> Settings:
 def from_mapping(raw: dict[str, Any], *, source: str = "<settings>") -> Settings:
     """Validate an already-parsed TOML document (tests build settings this way)."""
     problems: list[str] = []
-    base = Path(source).parent if source and not source.startswith("<") else Path.cwd()
+    base = Path(source).resolve().parent if source and not source.startswith("<") else Path.cwd()
     reader = _Reader(problems, base)
     values = reader.read_dataclass(Settings, raw, "", skip={"source"})
     if problems:
@@ -298,7 +298,7 @@ class _Reader:
             if isinstance(value, str):
                 return value
         elif hint is Path and isinstance(value, str) and value:
-            return self.base / value
+            return Path(os.path.normpath(self.base / value))
         expected = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
         self.fail(key, f"expected {expected.get(hint, 'a path')}, got {_kind(value)}")
         return _INVALID
@@ -309,7 +309,7 @@ class _Reader:
         if not isinstance(value, str) or not value:
             self.fail(key, f"expected a file path, got {_kind(value)}")
             return _INVALID
-        path = self.base / value
+        path = Path(os.path.normpath(self.base / value))
         if not path.is_file():
             self.fail(key, f"file {path} does not exist")
             return _INVALID
