@@ -12,6 +12,7 @@ import stat
 import threading
 from pathlib import Path
 
+import aiosmtplib
 import dkim as dkimpy
 import pytest
 import sqlalchemy
@@ -229,6 +230,21 @@ def test_operator_hold_keeps_data_in_flight_until_release(
     sender.join(10)
     assert outcome == [{}]
     assert len(operator.messages) == 1
+
+
+async def test_operator_serves_async_clients_from_the_test_loop(
+    pki: Pki, fake_operator: FakeOperatorFactory
+) -> None:
+    # The operator has its own loop in its own thread, so an async test can await a client here.
+    operator = fake_operator()
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=operator.port, start_tls=True, tls_context=client_context(pki)
+    )
+    async with client:
+        await client.sendmail("a@b.test", ["c@d.test"], MESSAGE)
+
+    [received] = await operator.wait_for_messages_async(1)
+    assert received.peer_cn == pki.client_address
 
 
 def test_operator_stop_closes_open_sessions(pki: Pki) -> None:
