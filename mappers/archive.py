@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import stat
+import struct
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -163,9 +165,13 @@ def read_members(data: bytes, *, limits: ArchiveLimits | None = None) -> dict[st
                 remaining -= len(content)
                 members[info.filename.replace("\\", "/")] = content
             return members
+    except MappingError:
+        raise
     except zipfile.BadZipFile as error:
         raise ArchiveError(f"not a readable ZIP archive: {error}") from error
-    except (EOFError, OSError, NotImplementedError) as error:
+    except zlib.error as error:
+        raise ArchiveError(f"a member of the ZIP archive is corrupt: {error}") from error
+    except (EOFError, OSError, NotImplementedError, ValueError, struct.error) as error:
         raise ArchiveError(f"the ZIP archive cannot be read: {error}") from error
 
 

@@ -68,7 +68,7 @@ def _parse_ts(value: str | None) -> datetime | None:
     for sign in "+-":
         if sign in text:
             text, _, zone = text.partition(sign)
-            if len(zone) == 4 and zone.isdigit():
+            if len(zone) == 4 and zone.isascii() and zone.isdigit():
                 minutes = int(zone[:2]) * 60 + int(zone[2:])
                 offset = timedelta(minutes=minutes if sign == "+" else -minutes)
     text = text.split(".")[0]

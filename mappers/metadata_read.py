@@ -181,7 +181,7 @@ def _read_entry(element: ET.Element, extra: Sequence[ET.Element], problems: list
     size: int | None = None
     if slots.get("size"):
         text = slots["size"][0].strip()
-        size = int(text) if text.isdigit() else None
+        size = int(text) if text.isascii() and text.isdigit() else None
         if size is None:
             problems.append(f"{where}: size {text!r} is not a number")
     patient_id = ids.get(xds.DE_PATIENT_ID)

@@ -115,7 +115,7 @@ def test_xdm_show_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def _patient_json(tmp_path: Path, **changes: object) -> Path:
-    data = {
+    data: dict[str, object] = {
         "matricule": "279035121518989",
         "oid": "1.2.250.1.213.1.4.10",
         "birth_name": "PAT-TROIS",

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from mappers import archive, xdm, xds
 from mappers.documents import Code, Document
+from mappers.errors import MappingError
 from mappers.patient import Patient, Sex
 from mappers.safe_xml import UnsafeXmlError, XmlSyntaxError
 
@@ -337,3 +338,46 @@ def test_patient_from_submission_set_when_entries_have_no_traits() -> None:
     assert package.patient is not None
     assert package.patient.matricule == "279035121518989"
     assert package.patient.birth_name == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_damaged_packages_raise_only_mapping_errors(data: st.DataObject) -> None:
+    """Flipped bytes anywhere (headers, deflate streams, XML) give a package or a MappingError."""
+    original = bytearray(_package())
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(original) - 1))
+        original[position] = data.draw(st.integers(0, 255))
+    try:
+        xdm.parse_package(bytes(original))
+    except MappingError as error:
+        assert str(error)
+
+
+_xml_fragments = st.sampled_from(
+    [
+        "²", "-1", "", "abc", "1.2.3", "^^^&&^", "PID-5|", "PID-7|1979", "PID-7|19791399", "PID-8|X",
+        "PID-11|^", "2024", "20241399", "0" * 20, "&amp;", "\u00e9",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_odd_metadata_values_become_problems_not_crashes(data: st.DataObject) -> None:
+    """Every <Value> and attribute value replaced by odd strings: a package or a MappingError."""
+    members = archive.read_members(_package())
+    text = members[METADATA].decode()
+    for marker in ("<Value>", 'value="', 'nodeRepresentation="', 'mimeType="'):
+        pieces = text.split(marker)
+        text = pieces[0] + "".join(
+            marker + (data.draw(_xml_fragments) + piece if data.draw(st.booleans()) else piece)
+            for piece in pieces[1:]
+        )
+    members[METADATA] = text.encode()
+    try:
+        package = xdm.parse_package(archive.write_archive(list(members.items()), when=NOW))
+    except MappingError as error:
+        assert str(error)
+    else:
+        assert isinstance(package.problems, tuple)
