@@ -274,7 +274,7 @@ def parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPac
             header = _read_cda(document, where, problems)
             if header is not None:
                 headers.append(header)
-                problems.extend(_check_cda(header, patient, where))
+                problems.extend(_check_cda(header, document, patient, where))
     if patient is None and reference_id:
         patient = _bare_patient(reference_id)
     if patient is not None:
@@ -302,17 +302,24 @@ def _bare_patient(patient_id: str) -> Patient | None:
     return Patient(matricule, oid, "", "", None, Sex.UNKNOWN)
 
 
-def _check_cda(header: cda.CdaHeader, patient: Patient | None, where: str) -> list[str]:
-    """ECO.2.1.2 / MSSANTE.md §5.8: the CDA must name the same patient as METADATA.XML."""
+def _check_cda(header: cda.CdaHeader, document: Document, patient: Patient | None, where: str) -> list[str]:
+    """ECO.2.1.2 / MSSANTE.md §5.4, §5.8: the CDA names the patient and type METADATA.XML names."""
+    problems = []
+    if header.code and header.code.code and header.code.code != document.type_code.code:
+        problems.append(
+            f"{where}: typeCode {document.type_code.code or '(none)'} in METADATA.XML, "
+            f"code {header.code.code} in the CDA header"
+        )
     if header.patient is None:
-        return [f"{where}: the CDA header has no INS identifier"]
+        return [*problems, f"{where}: the CDA header has no INS identifier"]
     if patient is None:
-        return []
+        return problems
     if not _same_ins(header.patient, patient):
         return [
-            f"{where}: the CDA names patient {_identity(header.patient)}, METADATA.XML {_identity(patient)}"
+            *problems,
+            f"{where}: the CDA names patient {_identity(header.patient)}, METADATA.XML {_identity(patient)}",
         ]
-    return _compare_traits(patient, header.patient, f"{where} (CDA header)")
+    return [*problems, *_compare_traits(patient, header.patient, f"{where} (CDA header)")]
 
 
 def _unique(values: Iterable[str]) -> tuple[str, ...]:

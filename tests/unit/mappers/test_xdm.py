@@ -381,3 +381,14 @@ def test_odd_metadata_values_become_problems_not_crashes(data: st.DataObject) ->
         assert str(error)
     else:
         assert isinstance(package.problems, tuple)
+
+
+def test_type_code_differing_from_the_cda_code_is_flagged() -> None:
+    document = dataclasses.replace(
+        cda_document(), type_code=Code("11490-0", "Lettre de liaison", xds.LOINC_OID)
+    )
+    package = xdm.parse_package(xdm.build_package(patient(), [document], now=NOW))
+    assert package.problems == (
+        "DOC0001.XML: typeCode 11490-0 in METADATA.XML, code 18748-4 in the CDA header",
+    )
+    assert xdm.package_cda_codes(package) == ("18748-4",)
