@@ -2,8 +2,8 @@
 
 Outbound, ``build_package`` turns a record's patient and documents into the ZIP attached to the mail;
 inbound, ``parse_package`` vets the archive (``mappers.archive``), reads every ``IHE_XDM/*/METADATA.XML`` and
-reports inconsistencies (hash, size, patient) as ``problems`` instead of refusing: MSSANTE.md §5.8 says a
-receiver keeps such a package for a person to reconcile. Pure: bytes in, bytes or records out; no disk.
+reports inconsistencies (hash, size, patient) as ``problems`` instead of refusing: XDM expects a person to
+reconcile them (MSSANTE.md §5.1, §5.8). Pure: bytes in, bytes or records out; never writes to disk.
 
 Public API (stable):
     build_package(patient: Patient, documents: Sequence[Document], *, now: datetime | None = None,
