@@ -43,7 +43,7 @@ _ACTIONS: frozenset[str] = frozenset(get_args(Action))
 FULL_SIZE_LIMIT = 1024 * 1024
 
 _STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
-_SMTP_REPLY = re.compile(r"[2-5]\d\d(?:[ -].*)?", re.DOTALL)
+_SMTP_REPLY = re.compile(r"[2-5]\d\d(?: .*)?")
 # One token of printable US-ASCII: what an address, host name or envelope id may be in a DSN field.
 _TOKEN = re.compile(r"[\x21-\x7e]{1,998}")
 _REPLY_PREFIX = re.compile(r"([2-5]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3} )?")
@@ -160,8 +160,8 @@ def build_dsn(
 
     headers = _header_block(original)
     parsed = HeaderParser(policy=READ_POLICY).parsestr(headers)
-    original_id = _one_line(str(parsed.get("Message-ID", ""))) or None
-    subject = _one_line(str(parsed.get("Subject", "")), ascii_only=False)
+    original_id = _flat(str(parsed.get("Message-ID", ""))) or None
+    subject = _flat(str(parsed.get("Subject", "")))
 
     report = EmailMessage(policy=MESSAGE_POLICY)
     try:
@@ -181,7 +181,9 @@ def build_dsn(
     report["Content-Type"] = "multipart/report; report-type=delivery-status"
 
     full = ret == "FULL" and len(original) <= full_size_limit
-    text = _human_text(recipients, subject, reporting_mta, arrival_date, display_tz, ret, full)
+    text = _human_text(
+        recipients, subject, reporting_mta, arrival_date, display_tz, ret == "FULL" and not full
+    )
     human = MIMEPart(policy=MESSAGE_POLICY)
     human.set_content(text, charset="utf-8")
     # RFC 6522 § 3: the human-readable part, then the report, then the returned message.
@@ -226,20 +228,21 @@ def _aware(value: datetime | None, field: str) -> None:
         raise DsnError(f"{field}: give a timezone-aware datetime")
 
 
-def _one_line(text: str, *, ascii_only: bool = True) -> str:
-    """Fold a remote reply or header into one line of printable ASCII, fit for a DSN field."""
+def _flat(text: str) -> str:
+    """One line, single spaces, bounded: a header value can then never smuggle a line break."""
+    return " ".join(text.split())[:900]
+
+
+def _reply_line(text: str) -> str:
+    """A remote reply or local reason as one line of printable US-ASCII, fit for Diagnostic-Code."""
     lines = text.splitlines()
     first = _REPLY_PREFIX.match(lines[0]) if lines else None
     if first is not None:
         # A multi-line SMTP reply (RFC 5321 § 4.2.1) reads as one sentence: "550 5.1.1 A B", not
         # "550-5.1.1 A 550 5.1.1 B"; the code and enhanced code are said once.
         head = f"{first.group(1)} {first.group(2) or ''}{lines[0][first.end() :]}"
-        rest = [_CONTINUATION.sub("", line, count=1) for line in lines[1:]]
-        lines = [head, *rest]
-    flat = " ".join(" ".join(lines).split())
-    if ascii_only:
-        flat = flat.encode("ascii", "replace").decode("ascii")
-    return flat[:900]
+        lines = [head, *(_CONTINUATION.sub("", line, count=1) for line in lines[1:])]
+    return _flat(" ".join(lines)).encode("ascii", "replace").decode("ascii")
 
 
 def _header_block(original: bytes) -> str:
@@ -306,7 +309,7 @@ def _status_part(
         )
     ]
     for r in recipients:
-        diagnostic = _one_line(r.diagnostic) if r.diagnostic else None
+        diagnostic = _reply_line(r.diagnostic) if r.diagnostic else None
         diagnostic_type = "smtp" if diagnostic and _SMTP_REPLY.fullmatch(diagnostic) else "x-mssgw"
         blocks.append(
             _block(
@@ -378,12 +381,26 @@ def _subject(recipients: Sequence[RecipientReport], original_subject: str) -> st
     return f"{head}: {original_subject}" if original_subject else head
 
 
-def _when(value: datetime, tz: tzinfo, french: bool) -> str:
-    local = value.astimezone(tz)
-    zone = local.tzname() or "UTC"
-    if french:
-        return f"{local:%d/%m/%Y} à {local:%H:%M} ({zone})"
-    return f"{local:%Y-%m-%d %H:%M} ({zone})"
+# Each sentence in French, then in English: the sender may be a French-only user of a hospital
+# application, and the report may reach an operator's English-speaking support desk.
+_PHRASES: dict[str, tuple[str, str]] = {
+    "intro": (
+        "Message automatique de la passerelle MSSanté {mta}, merci de ne pas y répondre.",
+        "Automatic message from the MSSanté gateway {mta}; please do not reply.",
+    ),
+    "message": ("Votre message « {subject} »", 'Your message "{subject}"'),
+    "received": (", reçu le {when},", ", received {when},"),
+    "status": ("Statut {status} ({meaning})", "Status {status} ({meaning})"),
+    "reply": ("réponse de {mta} : {reply}", "reply from {mta}: {reply}"),
+    "reason": ("motif : {reply}", "reason: {reply}"),
+    "retry": ("nouvelles tentatives jusqu'au {when}", "retrying until {when}"),
+    "large": (
+        "Le message étant volumineux, seuls ses en-têtes sont joints.",
+        "The message is large, so only its headers are attached.",
+    ),
+    "separator": (" ; ", "; "),
+    "date": ("%d/%m/%Y à %H:%M", "%Y-%m-%d %H:%M"),
+}
 
 
 def _human_text(
@@ -392,60 +409,42 @@ def _human_text(
     reporting_mta: str,
     arrival_date: datetime | None,
     tz: tzinfo,
-    ret: str | None,
-    full: bool,
+    headers_only_by_size: bool,
 ) -> str:
-    sections: list[str] = []
-    for french in (True, False):
-        lines = [
-            f"Message automatique de la passerelle MSSanté {reporting_mta}, merci de ne pas y répondre."
-            if french
-            else f"Automatic message from the MSSanté gateway {reporting_mta}; please do not reply."
-        ]
-        quoted = f"« {subject} »" if french else f'"{subject}"'
-        sent = ""
+    sections = []
+    for lang in (0, 1):
+
+        def say(key: str, lang: int = lang, **values: str) -> str:
+            return _PHRASES[key][lang].format(**values)
+
+        def when(value: datetime, lang: int = lang) -> str:
+            local = value.astimezone(tz)
+            return f"{local.strftime(_PHRASES['date'][lang])} ({local.tzname() or 'UTC'})"
+
+        lines = [say("intro", mta=reporting_mta)]
+        lead = say("message", subject=subject)
         if arrival_date is not None:
-            sent = (
-                f", reçu le {_when(arrival_date, tz, True)},"
-                if french
-                else (f", received {_when(arrival_date, tz, False)},")
-            )
-        for action, (fr, en) in _ACTION_SENTENCES.items():
+            lead += say("received", when=when(arrival_date))
+        for action, sentences in _ACTION_SENTENCES.items():
             group = [r for r in recipients if r.action == action]
-            if not group:
-                continue
-            lead = f"Votre message {quoted}{sent} {fr}" if french else f"Your message {quoted}{sent} {en}"
-            lines += ["", lead]
+            if group:
+                lines += ["", f"{lead} {sentences[lang]}"]
             for r in group:
-                lines.append(f"  {r.final_recipient}")
-                lines.append("    " + _explain(r, tz, french))
-        if ret == "FULL" and not full:
-            lines += [
-                "",
-                "Le message étant volumineux, seuls ses en-têtes sont joints."
-                if french
-                else "The message is large, so only its headers are attached.",
-            ]
+                meaning = _STATUS_SUBJECTS.get(r.status.split(".")[1], _STATUS_SUBJECTS["0"])[lang]
+                facts = [say("status", status=r.status, meaning=meaning)]
+                if r.diagnostic:
+                    reply = _reply_line(r.diagnostic)
+                    if r.remote_mta:
+                        facts.append(say("reply", mta=r.remote_mta, reply=reply))
+                    else:
+                        facts.append(say("reason", reply=reply))
+                if r.will_retry_until is not None:
+                    facts.append(say("retry", when=when(r.will_retry_until)))
+                lines += [f"  {r.final_recipient}", "    " + say("separator").join(facts) + "."]
+        if headers_only_by_size:
+            lines += ["", say("large")]
         sections.append("\n".join(lines))
     return "\n\n----------\n\n".join(sections) + "\n"
-
-
-def _explain(r: RecipientReport, tz: tzinfo, french: bool) -> str:
-    fr, en = _STATUS_SUBJECTS.get(r.status.split(".")[1], _STATUS_SUBJECTS["0"])
-    parts = [f"Statut {r.status} ({fr})" if french else f"Status {r.status} ({en})"]
-    if r.remote_mta and r.diagnostic:
-        said = "réponse de" if french else "reply from"
-        parts.append(
-            f"{said} {r.remote_mta} : {_one_line(r.diagnostic)}"
-            if french
-            else (f"{said} {r.remote_mta}: {_one_line(r.diagnostic)}")
-        )
-    elif r.diagnostic:
-        parts.append(("motif : " if french else "reason: ") + _one_line(r.diagnostic))
-    if r.will_retry_until is not None:
-        until = _when(r.will_retry_until, tz, french)
-        parts.append(f"nouvelles tentatives jusqu'au {until}" if french else f"retrying until {until}")
-    return (" ; " if french else "; ").join(parts) + "."
 
 
 # -- parsing -------------------------------------------------------------------------------------------
@@ -486,11 +485,18 @@ def parse_dsn(message: EmailMessage) -> DeliveryReport | None:
 
 def _blocks(part: Message) -> list[Message]:
     payload = part.get_payload()
-    if isinstance(payload, list):
+    if part.get_content_type() == "message/delivery-status" and isinstance(payload, list):
         # The email parser splits message/delivery-status into one header block per paragraph.
         return [block for block in payload if isinstance(block, Message) and block.keys()]
-    raw = part.get_payload(decode=True)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        # RFC 6533 message/global-delivery-status is parsed like message/rfc822: the first block
+        # became headers and the others a body. Put the text back together and split it ourselves.
+        inner = payload[0]
+        head = "\n".join(f"{name}: {value}" for name, value in inner.raw_items())
+        text = f"{head}\n\n{inner.get_payload()}"
+    else:
+        raw = part.get_payload(decode=True)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
     paragraphs = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n").strip("\n"))
     parser = HeaderParser(policy=READ_POLICY)
     return [parser.parsestr(p + "\n\n") for p in paragraphs if p.strip()]

@@ -343,6 +343,14 @@ def test_parses_a_postfix_style_report() -> None:
     )
 
 
+def test_parses_a_global_delivery_status_report_too() -> None:
+    # RFC 6533: same fields, another content type, which the email parser reads differently.
+    raw = POSTFIX_DSN.replace(b"message/delivery-status", b"message/global-delivery-status")
+    expected = parse_dsn(build_dsn_from(POSTFIX_DSN))
+
+    assert parse_dsn(build_dsn_from(raw)) == expected
+
+
 def test_not_a_delivery_report_is_none() -> None:
     plain = build_dsn_from(b"Subject: hello\n\nbody\n")
     mdn = build_dsn_from(
