@@ -49,7 +49,10 @@ _SPACES: Final = " \t\u00a0\u202f"
 
 
 class InsError(MappingError):
-    """A matricule INS (or a citizen address) that cannot be used; the message says what is wrong."""
+    """A matricule INS (or a citizen address) that cannot be used; the message says what is wrong.
+
+    Messages never quote the matricule (at most one character or the key), so they are safe in logs.
+    """
 
 
 class InsFormatError(InsError):

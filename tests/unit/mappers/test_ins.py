@@ -233,3 +233,12 @@ def test_check_patient_id_sentences_are_masked() -> None:
         "patient id **** is not an INS: OID 1.2.3 is not an INS authority"
     )
     assert ins.check_patient_id("12", ins.NIA_OID) == "INS-NIA ** has 2 characters, not 15"
+
+
+@given(st.text(alphabet="0123456789AB ", min_size=13, max_size=17))
+def test_error_messages_never_quote_the_matricule(text: str) -> None:
+    value = ins.normalize(text)
+    try:
+        ins.parse_matricule(text)
+    except ins.InsError as error:
+        assert value[:13] not in str(error)
