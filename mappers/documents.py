@@ -36,6 +36,8 @@ class Document:
 
     Times are timezone-aware; they are written in UTC (``AAAAMMJJhhmmss``) in METADATA.XML.
     ``confidentiality`` holds the codes beyond the default ``N`` (e.g. ``INVISIBLE_PATIENT``, ``MASQUE_PS``).
+    ``filename`` is the sender's name for the file; in a parsed package it is the name inside the package
+    (``DOC0001.XML``), since XDM keeps no other.
     """
 
     filename: str
