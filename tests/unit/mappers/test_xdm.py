@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mappers import archive, xdm, xds
+from mappers import archive, ins, xdm, xds
 from mappers.documents import Code, Document
 from mappers.errors import MappingError
 from mappers.patient import Patient, Sex
@@ -392,3 +392,69 @@ def test_type_code_differing_from_the_cda_code_is_flagged() -> None:
         "DOC0001.XML: typeCode 11490-0 in METADATA.XML, code 18748-4 in the CDA header",
     )
     assert xdm.package_cda_codes(package) == ("18748-4",)
+
+
+ANS_STYLE_METADATA = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ns3:SubmitObjectsRequest xmlns:ns3="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
+    xmlns="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0">
+ <RegistryObjectList>
+  <RegistryPackage id="SubmissionSet01">
+   <Slot name="submissionTime"><ValueList><Value>20240116151112</Value></ValueList></Slot>
+   <ExternalIdentifier id="ei1" identificationScheme="urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446"
+     registryObject="SubmissionSet01" value="162018885045327^^^&amp;1.2.250.1.213.1.4.10&amp;ISO^NH"/>
+   <ExternalIdentifier id="ei3" identificationScheme="urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8"
+     registryObject="SubmissionSet01" value="1.2.250.1.999.1.1.8121.4.9618"/>
+  </RegistryPackage>
+  <Classification classificationNode="urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd"
+    classifiedObject="SubmissionSet01" id="cla3"/>
+  <ExtrinsicObject id="DocumentKOS" mimeType="application/dicom"
+    objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">
+   <Slot name="creationTime"><ValueList><Value>20240116151112</Value></ValueList></Slot>
+   <Slot name="sourcePatientId"><ValueList>
+     <Value>162018885045327^^^&amp;1.2.250.1.213.1.4.10&amp;ISO^PI</Value></ValueList></Slot>
+   <Slot name="hash"><ValueList><Value>5a4009cca445f28810fd34dc8e3526cbe9814664</Value></ValueList></Slot>
+   <Slot name="size"><ValueList><Value>5164</Value></ValueList></Slot>
+   <Slot name="sourcePatientInfo"><ValueList>
+     <Value>PID-5|PAT-SIX^Alain^^^^^L</Value><Value>PID-7|19960124</Value><Value>PID-8|M</Value>
+   </ValueList></Slot>
+   <Name><LocalizedString charset="UTF8" value="Reference d'Objets d'un Examen d'Imagerie"
+     xml:lang="FR"/></Name>
+   <Classification classificationScheme="urn:uuid:f0306f51-975f-434e-a61c-c59651d33983"
+     classifiedObject="DocumentKOS" id="c1" nodeRepresentation="IMG-KOS">
+    <Slot name="codingScheme"><ValueList><Value>1.2.250.1.213.1.1.4.12</Value></ValueList></Slot>
+   </Classification>
+   <ExternalIdentifier id="ei4" identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
+     registryObject="DocumentKOS" value="162018885045327^^^&amp;1.2.250.1.213.1.4.10&amp;ISO^NH"/>
+   <ExternalIdentifier id="ei5" identificationScheme="urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
+     registryObject="DocumentKOS" value="1.3.2.751468943.3.1234.99352.240116151112.1.1.1"/>
+   <Slot name="URI"><ValueList><Value>SS000001/KOS_1_1.DCM</Value></ValueList></Slot>
+  </ExtrinsicObject>
+ </RegistryObjectList>
+</ns3:SubmitObjectsRequest>
+"""
+
+
+def test_reads_a_package_laid_out_like_the_ans_drimbox_sample() -> None:
+    """MSSANTE.md §5.5: ns3 prefix, subset SS000001, URI relative to IHE_XDM/, slots after identifiers."""
+    data = archive.write_archive(
+        [
+            ("IHE_XDM/SS000001/METADATA.XML", ANS_STYLE_METADATA),
+            ("IHE_XDM/SS000001/KOS_1_1.DCM", b"DICM not the real file"),
+        ],
+        when=NOW,
+    )
+    package = xdm.parse_package(data)
+    assert package.patient is not None
+    assert (package.patient.matricule, package.patient.oid) == ("162018885045327", ins.TEST_OID)
+    assert (package.patient.birth_name, package.patient.given_name) == ("PAT-SIX", "Alain")
+    assert package.patient.sex is Sex.MALE
+    assert package.submission is not None
+    assert package.submission.unique_id == "1.2.250.1.999.1.1.8121.4.9618"
+    assert package.documents[0].title == "Reference d'Objets d'un Examen d'Imagerie"
+    (document,) = package.documents
+    assert document.filename == "SS000001/KOS_1_1.DCM"
+    assert document.type_code == Code("IMG-KOS", "", "1.2.250.1.213.1.1.4.12")
+    assert document.content == b"DICM not the real file"
+    assert any("SHA-1 in METADATA.XML is 5a4009cc" in p for p in package.problems)
+    assert any("size in METADATA.XML is 5164 bytes" in p for p in package.problems)
+    assert package.ins_qualified  # no CDA: the metadata traits are complete
