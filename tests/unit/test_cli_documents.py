@@ -10,9 +10,15 @@ import pytest
 from gateway.cli import main
 from mappers import archive, xdm
 
-from .mappers.samples import NOW, cda_document, patient, pdf_document
-from .mappers.test_archive import _set_declared_size, _zip
-from .mappers.test_xdm import BILLION_LAUGHS
+from .mappers.samples import (
+    BILLION_LAUGHS,
+    NOW,
+    cda_document,
+    patient,
+    pdf_document,
+    set_declared_size,
+    zip_members,
+)
 
 
 def test_ins_check_valid(capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,9 +98,9 @@ def test_xdm_show_lists_problems(tmp_path: Path, capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (_zip(("../../evil.sh", b"#!/bin/sh")), "climbs out of the archive"),
-        (_set_declared_size(_zip(("IHE_XDM/S/DOC0001.XML", b"x")), 1 << 30), "1073741824 bytes"),
-        (_zip(("IHE_XDM/SUBSET01/METADATA.XML", BILLION_LAUGHS)), "billion laughs"),
+        (zip_members(("../../evil.sh", b"#!/bin/sh")), "climbs out of the archive"),
+        (set_declared_size(zip_members(("IHE_XDM/S/DOC0001.XML", b"x")), 1 << 30), "1073741824 bytes"),
+        (zip_members(("IHE_XDM/SUBSET01/METADATA.XML", BILLION_LAUGHS)), "billion laughs"),
         (b"not a zip", "not a readable ZIP"),
     ],
 )

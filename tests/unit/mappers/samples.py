@@ -1,7 +1,10 @@
-"""Sample patients and documents for the INS / CDA / XDM tests (ANS test identities, test OID)."""
+"""Samples for the INS / CDA / XDM tests: ANS test identities (test OID), documents, forged archives."""
 
 from __future__ import annotations
 
+import io
+import struct
+import zipfile
 from datetime import UTC, date, datetime
 
 from mappers import cda, ins, xds
@@ -77,3 +80,38 @@ def pdf_document() -> Document:
         format_code=xds.PDF_FORMAT,
         author=author(),
     )
+
+
+def zip_members(*members: tuple[str, bytes], mode: int = 0o644) -> bytes:
+    """A ZIP with the given members and Unix mode (to forge links and odd names)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for name, content in members:
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = mode << 16
+            info.create_system = 3
+            info.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(info, content)
+    return buffer.getvalue()
+
+
+def set_declared_size(data: bytes, size: int) -> bytes:
+    """Rewrite the uncompressed size in the local header and the central directory (APPNOTE 4.3.7/12)."""
+    patched = bytearray(data)
+    local = patched.find(b"PK\x03\x04")
+    central = patched.rfind(b"PK\x01\x02")
+    struct.pack_into("<I", patched, local + 22, size)
+    struct.pack_into("<I", patched, central + 24, size)
+    return bytes(patched)
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol9 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+]>
+<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
+ >&lol9;</lcm:SubmitObjectsRequest>
+"""

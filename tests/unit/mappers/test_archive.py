@@ -14,29 +14,9 @@ import pytest
 from mappers import archive, xdm
 from mappers.archive import ArchiveLimits
 
+from .samples import set_declared_size, zip_members
+
 GIB = 1024 * 1024 * 1024
-
-
-def _zip(*members: tuple[str, bytes], mode: int = 0o644) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as out:
-        for name, content in members:
-            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
-            info.external_attr = mode << 16
-            info.create_system = 3
-            info.compress_type = zipfile.ZIP_DEFLATED
-            out.writestr(info, content)
-    return buffer.getvalue()
-
-
-def _set_declared_size(data: bytes, size: int) -> bytes:
-    """Rewrite the uncompressed size in the local header and the central directory (APPNOTE 4.3.7/12)."""
-    patched = bytearray(data)
-    local = patched.find(b"PK\x03\x04")
-    central = patched.rfind(b"PK\x01\x02")
-    struct.pack_into("<I", patched, local + 22, size)
-    struct.pack_into("<I", patched, central + 24, size)
-    return bytes(patched)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +37,7 @@ def gigabyte_bomb() -> Iterator[bytes]:
 
 
 def test_reads_a_plain_archive() -> None:
-    data = _zip(("README.TXT", b"hello"), ("IHE_XDM/SUBSET01/METADATA.XML", b"<x/>"))
+    data = zip_members(("README.TXT", b"hello"), ("IHE_XDM/SUBSET01/METADATA.XML", b"<x/>"))
     assert archive.read_members(data) == {
         "README.TXT": b"hello",
         "IHE_XDM/SUBSET01/METADATA.XML": b"<x/>",
@@ -76,7 +56,7 @@ def test_reads_a_plain_archive() -> None:
     ],
 )
 def test_zip_slip_names_are_refused(name: str, message: str, tmp_path: Path) -> None:
-    data = _zip(("README.TXT", b"ok"), (name, b"evil"))
+    data = zip_members(("README.TXT", b"ok"), (name, b"evil"))
     with pytest.raises(archive.UnsafeMemberNameError, match=message):
         archive.read_members(data)
     with pytest.raises(archive.UnsafeArchiveError):
@@ -85,25 +65,25 @@ def test_zip_slip_names_are_refused(name: str, message: str, tmp_path: Path) -> 
 
 
 def test_symbolic_links_are_refused() -> None:
-    data = _zip(("IHE_XDM/SUBSET01/DOC0001.XML", b"/etc/passwd"), mode=stat.S_IFLNK | 0o777)
+    data = zip_members(("IHE_XDM/SUBSET01/DOC0001.XML", b"/etc/passwd"), mode=stat.S_IFLNK | 0o777)
     with pytest.raises(archive.UnsafeMemberNameError, match="symbolic link"):
         archive.read_members(data)
 
 
 def test_too_many_members_are_refused_before_parsing_the_directory() -> None:
-    data = _zip(*((f"F{n}.TXT", b"") for n in range(11)))
+    data = zip_members(*((f"F{n}.TXT", b"") for n in range(11)))
     with pytest.raises(archive.TooManyMembersError, match="11 members, more than the limit of 10"):
         archive.read_members(data, limits=ArchiveLimits(max_members=10))
 
 
 def test_duplicate_names_are_refused() -> None:
-    data = _zip(("README.TXT", b"a"), ("readme.txt", b"b"))
+    data = zip_members(("README.TXT", b"a"), ("readme.txt", b"b"))
     with pytest.raises(archive.UnsafeArchiveError, match="appears twice"):
         archive.read_members(data)
 
 
 def test_declared_one_gigabyte_is_refused_without_decompressing() -> None:
-    data = _set_declared_size(_zip(("IHE_XDM/SUBSET01/DOC0001.XML", b"small")), GIB)
+    data = set_declared_size(zip_members(("IHE_XDM/SUBSET01/DOC0001.XML", b"small")), GIB)
     with pytest.raises(archive.ArchiveTooLargeError, match="declares 1073741824 bytes expanded"):
         xdm.parse_package(data)
 
@@ -128,11 +108,11 @@ def test_gigabyte_bomb_lying_about_its_size_stops_at_the_limit(gigabyte_bomb: by
 
 def test_bounded_read_does_not_trust_headers() -> None:
     """Even when the header is believed, the actual bytes read are counted against the limit."""
-    data = _zip(("A.TXT", bytes(4096)))
+    data = zip_members(("A.TXT", bytes(4096)))
     limits = ArchiveLimits(max_total_size=1024 * 1024, max_member_size=4095)
     with pytest.raises(archive.ArchiveTooLargeError, match="declares 4096 bytes"):
         archive.read_members(data, limits=limits)
-    two = _zip(("A.TXT", bytes(600)), ("B.TXT", bytes(600)))
+    two = zip_members(("A.TXT", bytes(600)), ("B.TXT", bytes(600)))
     with pytest.raises(archive.ArchiveTooLargeError, match="more than 1000 bytes"):
         archive.read_members(two, limits=ArchiveLimits(max_total_size=1000))
 
@@ -141,11 +121,11 @@ def test_not_a_zip_is_an_archive_error() -> None:
     with pytest.raises(archive.ArchiveError, match="not a readable ZIP"):
         archive.read_members(b"this is not a zip")
     with pytest.raises(archive.ArchiveError):
-        archive.read_members(_zip(("A.TXT", b"hello" * 100))[:-30])
+        archive.read_members(zip_members(("A.TXT", b"hello" * 100))[:-30])
 
 
 def test_corrupted_member_is_an_archive_error() -> None:
-    data = bytearray(_zip(("A.TXT", b"hello world, hello world")))
+    data = bytearray(zip_members(("A.TXT", b"hello world, hello world")))
     offset = data.find(b"A.TXT") + len("A.TXT") + 2
     data[offset] ^= 0xFF
     with pytest.raises(archive.ArchiveError):

@@ -18,7 +18,7 @@ from mappers.errors import MappingError
 from mappers.patient import Patient, Sex
 from mappers.safe_xml import UnsafeXmlError, XmlSyntaxError
 
-from .samples import NOW, author, cda_document, patient, pdf_document
+from .samples import BILLION_LAUGHS, NOW, author, cda_document, patient, pdf_document
 
 GOLDEN = Path(__file__).parents[2] / "data" / "xdm" / "expected_METADATA.XML"
 METADATA = "IHE_XDM/SUBSET01/METADATA.XML"
@@ -206,17 +206,6 @@ def test_a_zip_without_metadata_is_not_xdm() -> None:
     with pytest.raises(xdm.XdmError, match="no IHE_XDM/<subset>/METADATA.XML"):
         xdm.parse_package(data)
 
-
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol9 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
-]>
-<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
- >&lol9;</lcm:SubmitObjectsRequest>
-"""
 
 EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
 <!DOCTYPE r [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
