@@ -12,7 +12,8 @@ Public API (stable):
              language: str = "fr-FR") -> bytes
     pdf_document(pdf: bytes, patient: Patient, *, title, type_code, effective_time, document_id,
                  author=None, class_code=None, confidentiality=(), service_start=None, service_stop=None,
-                 healthcare_facility_type=None, practice_setting=None) -> Document
+                 healthcare_facility_type=None, practice_setting=None, event_codes=(),
+                 legal_authenticator=None) -> Document
     read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader
 """
 
@@ -216,6 +217,8 @@ def pdf_document(
     service_stop: datetime | None = None,
     healthcare_facility_type: Code | None = None,
     practice_setting: Code | None = None,
+    event_codes: tuple[Code, ...] = (),
+    legal_authenticator: Author | None = None,
 ) -> Document:
     """The PDF wrapped in a CDA, as a ``Document`` ready for ``xdm.build_package`` (format XDS-SD PDF)."""
     content = wrap_pdf(
@@ -245,6 +248,8 @@ def pdf_document(
         confidentiality=confidentiality,
         healthcare_facility_type=healthcare_facility_type,
         practice_setting=practice_setting,
+        event_codes=event_codes,
+        legal_authenticator=legal_authenticator,
     )
 
 

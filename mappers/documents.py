@@ -56,6 +56,8 @@ class Document:
     healthcare_facility_type: Code | None = None
     practice_setting: Code | None = None
     language: str = "fr-FR"
+    event_codes: tuple[Code, ...] = field(default_factory=tuple)
+    legal_authenticator: Author | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,9 @@ def _document_entry(parent: ET.Element, number: int, document: Document, uri: st
     entry.set("objectType", xds.DOCUMENT_ENTRY_TYPE)
     _slot(entry, "creationTime", xds.format_time(document.creation_time))
     _slot(entry, "languageCode", document.language)
+    signer = document.legal_authenticator
+    if signer and (signer.rpps or signer.family_name):
+        _slot(entry, "legalAuthenticator", xds.format_xcn(signer))
     if document.service_start:
         _slot(entry, "serviceStartTime", xds.format_time(document.service_start))
     if document.service_stop:
@@ -145,6 +148,8 @@ def _document_entry(parent: ET.Element, number: int, document: Document, uri: st
             f"{obj}-practiceSettingCode",
             document.practice_setting,
         )
+    for index, code in enumerate(document.event_codes, start=1):
+        _classify(entry, xds.DE_EVENT_CODE, obj, f"{obj}-eventCode{index}", code)
     _identify(entry, xds.DE_PATIENT_ID, obj, f"{obj}-patientId", patient_id, "XDSDocumentEntry.patientId")
     _identify(
         entry,

@@ -114,6 +114,14 @@ def _read_author(classification: ET.Element) -> Author:
     return Author(rpps, family, given, name, structure, specialty)
 
 
+def _signer(slots: dict[str, list[str]]) -> Author | None:
+    values = slots.get("legalAuthenticator")
+    if not values:
+        return None
+    rpps, family, given = xds.parse_xcn(values[0])
+    return Author(rpps=rpps, family_name=family, given_name=given)
+
+
 def _identifiers(element: ET.Element) -> dict[str, str]:
     return {
         child.get("identificationScheme", ""): child.get("value", "")
@@ -210,6 +218,8 @@ def _read_entry(element: ET.Element, extra: Sequence[ET.Element], problems: list
         healthcare_facility_type=first(xds.DE_FACILITY_TYPE),
         practice_setting=first(xds.DE_PRACTICE_SETTING),
         language=(slots.get("languageCode") or ["fr-FR"])[0],
+        event_codes=tuple(codes.get(xds.DE_EVENT_CODE, [])),
+        legal_authenticator=_signer(slots),
     )
     sha1 = _first(slots.get("hash"))
     return Entry(document, uri, sha1.strip().lower() if sha1 else None, size, patient_id, patient)

@@ -79,6 +79,11 @@ def pdf_document() -> Document:
         unique_id="1.2.250.1.213.1.1.1.45.2^8",
         format_code=xds.PDF_FORMAT,
         author=author(),
+        event_codes=(
+            Code("ACQH004", "Scanographie du crâne avec injection", "1.2.250.1.213.2.5"),
+            Code("CT", "Computed Tomography", "1.2.250.1.213.1.1.5.618"),
+        ),
+        legal_authenticator=Author(rpps="899700367909", family_name="DOC0036790", given_name="KIT"),
     )
 
 

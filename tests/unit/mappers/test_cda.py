@@ -9,6 +9,7 @@ import defusedxml.ElementTree as DefusedET
 import pytest
 
 from mappers import cda, xds
+from mappers.documents import Code
 from mappers.patient import Sex
 from mappers.safe_xml import UnsafeXmlError
 
@@ -128,9 +129,12 @@ def test_xml_attacks_are_refused() -> None:
 
 
 def test_pdf_document_carries_xds_metadata() -> None:
+    event = Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5")
     document = cda.pdf_document(
-        PDF, patient(), title="T", type_code=CR_IMAGERIE, effective_time=NOW, document_id="1.2.3^4"
-    )
+        PDF, patient(), title="T", type_code=CR_IMAGERIE, effective_time=NOW, document_id="1.2.3^4",
+        event_codes=(event,), legal_authenticator=author(),
+    )  # fmt: skip
+    assert document.event_codes == (event,) and document.legal_authenticator == author()
     assert document.mime_type == "text/xml"
     assert document.format_code == xds.PDF_FORMAT
     assert document.unique_id == "1.2.3^4"
