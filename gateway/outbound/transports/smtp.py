@@ -85,7 +85,7 @@ class SmtpTransport:
                     message.content,
                 )
             except (SmtpError, OSError) as error:
-                connection.close()
+                await connection.discard()
                 if reused and not connection.content_sent:
                     # An idle connection the peer had already closed: try once more on a fresh one.
                     continue
@@ -118,8 +118,8 @@ class SmtpTransport:
             if destination.authenticate and self.options.credentials is not None:
                 try:
                     await connection.authenticate(*self.options.credentials)
-                except BaseException:
-                    connection.close()
+                except Exception:
+                    await connection.discard()
                     raise
             return connection
         assert last_error is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import ssl
 from collections.abc import Sequence
@@ -128,8 +129,8 @@ class SmtpConnection:
                     raise SmtpReplyError("STARTTLS", reply)
                 await asyncio.wait_for(writer.start_tls(tls_context, server_hostname=host), connect_timeout)
                 await connection.ehlo(local_hostname)
-        except BaseException:
-            connection.close()
+        except Exception:
+            await connection.discard()
             raise
         return connection
 
@@ -179,7 +180,7 @@ class SmtpConnection:
         mail = _command_bytes("MAIL FROM:", mail_from, mail_params)
         rcpts = [_command_bytes("RCPT TO:", address, params) for address, params in recipients]
         if "PIPELINING" in self.extensions:
-            self._write(mail + b"".join(rcpts) + b"DATA\r\n")
+            self._write(b"".join(line + b"\r\n" for line in (mail, *rcpts, b"DATA")))
             mail_reply = await self.read_reply()
             rcpt_replies = tuple([await self.read_reply() for _ in rcpts])
             data_reply = await self.read_reply()
@@ -209,13 +210,16 @@ class SmtpConnection:
 
     async def quit(self) -> None:
         """Say goodbye politely; errors do not matter any more."""
-        try:
+        with contextlib.suppress(SmtpError, OSError, TimeoutError):
             if not self.broken:
                 await self.command(b"QUIT")
-        except (SmtpError, OSError, TimeoutError):
-            pass
-        finally:
-            self.close()
+        await self.discard()
+
+    async def discard(self) -> None:
+        """Close without a goodbye, and wait until the socket (and a TLS close_notify) is really gone."""
+        self.close()
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(self.writer.wait_closed(), self.command_timeout)
 
     def close(self) -> None:
         self.broken = True
@@ -262,5 +266,5 @@ def _command_bytes(verb: str, address: str, params: Sequence[str]) -> bytes:
     for part in (address, *params):
         if any(ord(c) < 32 or ord(c) == 127 for c in part):
             raise SmtpError(f"control character in envelope value {part!r}")
-    text = f"{verb}<{address}>" + "".join(f" {p}" for p in params) + "\r\n"
+    text = f"{verb}<{address}>" + "".join(f" {p}" for p in params)
     return text.encode("utf-8")
