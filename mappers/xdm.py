@@ -12,7 +12,8 @@ Public API (stable):
                   title: str | None = None, comments: str | None = None,
                   sender: str = "", application: str = "mssgw") -> bytes
     parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPackage
-    XdmPackage(.patient, .documents, .submission, .problems, .cda_patient, .ins_qualified, .cda_codes)
+    XdmPackage(.patient, .documents, .submission, .problems, .cda_patient, .cda_codes, .cda_headers,
+               .ins_qualified)
     cda_codes(documents: Sequence[Document]) -> tuple[str, ...]
     package_cda_codes(package: XdmPackage) -> tuple[str, ...]
     package_filenames(documents: Sequence[Document]) -> tuple[str, ...]     # DOC0001.XML, DOC0002.PDF …
@@ -70,11 +71,14 @@ class XdmPackage:
     problems: tuple[str, ...] = ()
     cda_patient: Patient | None = None
     cda_codes: tuple[str, ...] = field(default_factory=tuple)
+    cda_headers: tuple[cda.CdaHeader, ...] = field(default_factory=tuple)
 
     @property
     def ins_qualified(self) -> bool:
-        """``X-MSS-INS: O``: the CDA (or, without CDA, the metadata) holds a qualified INS (ECO.2.4.2)."""
-        return ins.is_qualified(self.cda_patient or self.patient)
+        """``X-MSS-INS: O``: every CDA holds a qualified INS (ECO.2.4.2); without CDA, the metadata does."""
+        if self.cda_headers:
+            return all(ins.is_qualified(header.patient) for header in self.cda_headers)
+        return ins.is_qualified(self.patient)
 
 
 def _extension(document: Document) -> str:
@@ -290,6 +294,7 @@ def parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPac
         problems=tuple(problems),
         cda_patient=cda_patient,
         cda_codes=codes,
+        cda_headers=tuple(headers),
     )
 
 

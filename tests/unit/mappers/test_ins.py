@@ -242,3 +242,22 @@ def test_error_messages_never_quote_the_matricule(text: str) -> None:
         ins.parse_matricule(text)
     except ins.InsError as error:
         assert value[:13] not in str(error)
+
+
+@given(bodies, st.integers(0, 99).filter(lambda m: not 1 <= m <= 12))
+def test_generated_impossible_months_are_named(body: str, month: int) -> None:
+    wrong = body[:3] + f"{month:02d}" + body[5:]
+    with pytest.raises(ins.InsFormatError, match=f"^month {month} is not a month$"):
+        ins.parse_matricule(wrong + "00")
+
+
+@given(bodies, st.integers(0, 13))
+def test_generated_adjacent_transpositions_are_caught(body: str, position: int) -> None:
+    """Mod 97 catches every swap of two different adjacent digits (97 is prime and above 9 × 10)."""
+    matricule = body + f"{ins.compute_key(body):02d}"
+    first, second = matricule[position], matricule[position + 1]
+    if first == second or not (first + second).isdigit() or position in (4, 5, 6):
+        return
+    swapped = matricule[:position] + second + first + matricule[position + 2 :]
+    with pytest.raises(ins.InsError):
+        ins.parse_matricule(swapped)

@@ -447,3 +447,27 @@ def test_reads_a_package_laid_out_like_the_ans_drimbox_sample() -> None:
     assert any("SHA-1 in METADATA.XML is 5a4009cc" in p for p in package.problems)
     assert any("size in METADATA.XML is 5164 bytes" in p for p in package.problems)
     assert package.ins_qualified  # no CDA: the metadata traits are complete
+
+
+def test_second_subset_about_another_patient_is_flagged() -> None:
+    first = archive.read_members(_package())
+    stranger = patient(matricule="146026322000196", birth_name="PAT-UN", sex=Sex.MALE)
+    second = archive.read_members(xdm.build_package(stranger, [cda_document(stranger)], now=NOW))
+    members = dict(first)
+    members["IHE_XDM/SUBSET02/METADATA.XML"] = second[METADATA]
+    members["IHE_XDM/SUBSET02/DOC0001.XML"] = second["IHE_XDM/SUBSET01/DOC0001.XML"]
+    package = xdm.parse_package(archive.write_archive(list(members.items()), when=NOW))
+    assert len(package.documents) == 3
+    assert package.patient == patient()
+    assert "DOC0001.XML: patientId differs from the SubmissionSet's" in package.problems
+
+
+def test_cda_without_ins_is_flagged() -> None:
+    document = cda_document()
+    without_ins = document.content.replace(b'root="1.2.250.1.213.1.4.10"', b'root="1.2.3.4"')
+    changed = dataclasses.replace(document, content=without_ins)
+    package = xdm.parse_package(xdm.build_package(patient(), [changed], now=NOW))
+    assert package.problems == ("DOC0001.XML: the CDA header has no INS identifier",)
+    assert package.cda_patient is None
+    assert len(package.cda_headers) == 1
+    assert not package.ins_qualified  # the metadata has it, but ECO.2.4.2 asks the CDA
