@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from enum import Enum
+from enum import StrEnum
 
 
-class Sex(str, Enum):
+class Sex(StrEnum):
     """Administrative sex as HL7 v2 PID-8 writes it (MSSANTE.md §5.4)."""
 
     MALE = "M"
