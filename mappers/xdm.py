@@ -228,6 +228,60 @@ def _read_cda(document: Document, where: str, problems: list[str]) -> cda.CdaHea
     return None
 
 
+@dataclass(slots=True)
+class _Reading:
+    """What ``parse_package`` has gathered so far across subsets."""
+
+    members: dict[str, bytes]
+    index: dict[str, str]
+    problems: list[str] = field(default_factory=list)
+    documents: list[Document] = field(default_factory=list)
+    headers: list[cda.CdaHeader] = field(default_factory=list)
+    patient: Patient | None = None
+    submission: SubmissionSet | None = None
+    reference_id: str | None = None
+
+    def add_subset(self, metadata_name: str, subset: str) -> None:
+        metadata = parse_metadata(self.members[metadata_name])
+        self.problems.extend(metadata.problems)
+        self.submission = self.submission or metadata.submission
+        if metadata.patient_id is None:
+            self.problems.append(f"{metadata_name}: the SubmissionSet has no patientId")
+        # ECO.2.1.2: the SubmissionSet patientId (of the first subset) names the patient.
+        self.reference_id = self.reference_id or metadata.patient_id
+        for entry in metadata.entries:
+            self.add_entry(entry, subset)
+
+    def add_entry(self, entry: Entry, subset: str) -> None:
+        where = entry.uri or entry.document.unique_id or "a DocumentEntry"
+        same_id = self.reference_id is None or (
+            entry.patient_id is not None and entry.patient_id.strip() == self.reference_id.strip()
+        )
+        if entry.patient_id is None:
+            self.problems.append(f"{where}: the DocumentEntry has no patientId")
+        elif not same_id:
+            self.problems.append(f"{where}: patientId differs from the SubmissionSet's")
+        elif entry.patient and self.patient:
+            self.problems.extend(_compare_traits(self.patient, entry.patient, where))
+        if same_id and self.patient is None:
+            self.patient = entry.patient
+        if entry.uri is None:
+            self.problems.append(f"{where}: the DocumentEntry has no URI")
+            return
+        member = _resolve(entry.uri, subset, self.index)
+        if member is None:
+            self.problems.append(f"{where}: listed in METADATA.XML but missing from the archive")
+            return
+        content = self.members[member]
+        self.problems.extend(_check_entry(entry, content, where))
+        document = replace(entry.document, content=content)
+        self.documents.append(document)
+        header = _read_cda(document, where, self.problems)
+        if header is not None:
+            self.headers.append(header)
+            self.problems.extend(_check_cda(header, document, self.patient, where))
+
+
 def parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPackage:
     """Vet, read and cross-check an IHE_XDM.zip; raises only for unsafe or unreadable input.
 
@@ -235,65 +289,28 @@ def parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPac
     without METADATA.XML ``XdmError``; everything else inconsistent is listed in ``problems``.
     """
     members = read_members(data, limits=limits)
-    metadata_names = sorted(name for name in members if _METADATA.match(name))
-    if not metadata_names:
+    found = sorted((name, match.group(1)) for name in members if (match := _METADATA.match(name)))
+    if not found:
         raise XdmError("the archive has no IHE_XDM/<subset>/METADATA.XML: it is not an XDM package")
-    index = _lookup(members)
-    problems: list[str] = []
-    documents: list[Document] = []
-    headers: list[cda.CdaHeader] = []
-    patient: Patient | None = None
-    submission: SubmissionSet | None = None
-    reference_id: str | None = None
-    for metadata_name in metadata_names:
-        match = _METADATA.match(metadata_name)
-        subset = match.group(1) if match else SUBSET
-        metadata = parse_metadata(members[metadata_name])
-        problems.extend(metadata.problems)
-        submission = submission or metadata.submission
-        if metadata.patient_id is None:
-            problems.append(f"{metadata_name}: the SubmissionSet has no patientId")
-        reference_id = reference_id or metadata.patient_id
-        for entry in metadata.entries:
-            where = entry.uri or entry.document.unique_id or "a DocumentEntry"
-            if entry.patient is not None and patient is None:
-                patient = entry.patient
-            if entry.patient_id is None:
-                problems.append(f"{where}: the DocumentEntry has no patientId")
-            elif reference_id is not None and entry.patient_id.strip() != reference_id.strip():
-                problems.append(f"{where}: patientId differs from the SubmissionSet's")
-            elif entry.patient and patient and entry.patient is not patient:
-                problems.extend(_compare_traits(patient, entry.patient, where))
-            if entry.uri is None:
-                problems.append(f"{where}: the DocumentEntry has no URI")
-                continue
-            member = _resolve(entry.uri, subset, index)
-            if member is None:
-                problems.append(f"{where}: listed in METADATA.XML but missing from the archive")
-                continue
-            content = members[member]
-            problems.extend(_check_entry(entry, content, where))
-            document = replace(entry.document, content=content)
-            documents.append(document)
-            header = _read_cda(document, where, problems)
-            if header is not None:
-                headers.append(header)
-                problems.extend(_check_cda(header, document, patient, where))
-    if patient is None and reference_id:
-        patient = _bare_patient(reference_id)
+    reading = _Reading(members, _lookup(members))
+    for metadata_name, subset in found:
+        reading.add_subset(metadata_name, subset)
+    patient = reading.patient
+    if patient is None and reading.reference_id:
+        patient = _bare_patient(reading.reference_id)
+    problems = reading.problems
     if patient is not None:
         complaint = ins.check_patient_id(patient.matricule, patient.oid)
         if complaint:
             problems.append(f"METADATA.XML: {complaint}")
-    cda_patient = next((h.patient for h in headers if h.patient), None)
-    codes = _unique(h.code.code for h in headers if h.code and h.code.code)
+    headers = reading.headers
     return XdmPackage(
         patient=patient,
-        documents=tuple(documents),
-        submission=submission,
+        documents=tuple(reading.documents),
+        submission=reading.submission,
         problems=tuple(problems),
-        cda_patient=cda_patient,
-        cda_codes=codes,
+        cda_patient=next((h.patient for h in headers if h.patient), None),
+        cda_codes=_unique(h.code.code for h in headers if h.code and h.code.code),
         cda_headers=tuple(headers),
     )
 
