@@ -47,9 +47,7 @@ def load_settings(args: argparse.Namespace, *, check_material: bool = False) -> 
 
 
 def open_sessions(settings: Settings) -> sessionmaker[Session]:
-    """Open the store the settings name, creating the state directory for the embedded SQLite."""
-    if not settings.store.url:
-        settings.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+    """Open the store the settings name (the embedded SQLite's folder is created if needed)."""
     return open_store(settings.store_url)
 
 
