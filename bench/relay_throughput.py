@@ -76,9 +76,9 @@ def run(store: str, count: int, dkim: bool, submitters: int, workdir: Path) -> N
             dkim_key=make_dkim_key(workdir / "dkim") if dkim else None,
             relay={"concurrency": 32, "connections_per_destination": 8, "claim_batch": 500},
         )
-        sessions = open_store(load(gateway.config).store_url)
-        elapsed = asyncio.run(intake(Repository(sessions), count, submitters))
-        sessions.kw["bind"].dispose()
+        store = open_store(load(gateway.config).store_url)
+        elapsed = asyncio.run(intake(store.repository, count, submitters))
+        store.close()
         print(
             f"intake: {count} messages, {submitters} submitters: {elapsed:.2f} s, {count / elapsed:.0f} msg/s"
         )

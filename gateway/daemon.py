@@ -22,7 +22,6 @@ from gateway.outbound.signing import DkimSigner
 from gateway.outbound.transports.registry import TransportRegistry
 from gateway.settings import Settings
 from gateway.store.db import open_store
-from gateway.store.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,8 @@ class Daemon:
         """Run until a stop signal; the exit code for the process."""
         settings = self.settings
         settings.gateway.state_dir.mkdir(parents=True, exist_ok=True)
-        sessions = await asyncio.to_thread(open_store, settings.store_url)
-        repository = Repository(sessions)
+        store = await asyncio.to_thread(open_store, settings.store_url)
+        repository = store.repository
         recovered = await asyncio.to_thread(
             repository.recover_owner, settings.gateway.owner, utc_now(), settings.relay.crash_limit
         )
@@ -66,7 +65,7 @@ class Daemon:
             "started",
             owner=settings.gateway.owner,
             recovered_leases=recovered,
-            store=sessions.kw["bind"].url.get_backend_name(),
+            store=store.backend,
         )
         try:
             stop = asyncio.create_task(self._stop.wait())
@@ -81,7 +80,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             wake_transport.close()
-            sessions.kw["bind"].dispose()
+            store.close()
         log_event(log, "stopped")
         return 0
 

@@ -9,13 +9,11 @@ import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from gateway import settings as settings_module
 from gateway.errors import ConfigError
 from gateway.preflight import material_problems
 from gateway.settings import Settings
-from gateway.store.db import open_store
+from gateway.store.db import Store, open_store
 
 DEFAULT_CONFIG = "/etc/mssgw/mssgw.toml"
 CONFIG_ENV = "MSSGW_CONFIG"
@@ -46,7 +44,7 @@ def load_settings(args: argparse.Namespace, *, check_material: bool = False) -> 
     return settings
 
 
-def open_sessions(settings: Settings) -> sessionmaker[Session]:
+def open_store_of(settings: Settings) -> Store:
     """Open the store the settings name (the embedded SQLite's folder is created if needed)."""
     return open_store(settings.store_url)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from gateway import wake
-from gateway.cli.common import add_config_option, load_settings, now, open_sessions, stamp, to_json
+from gateway.cli.common import add_config_option, load_settings, now, open_store_of, stamp, to_json
 from gateway.store.queue_admin import PENDING, QueueAdmin, QueueEntry
 
 _ACTIONS = {
@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _admin(args: argparse.Namespace) -> tuple[QueueAdmin, Callable[[], None]]:
     settings = load_settings(args)
-    sessions = open_sessions(settings)
-    return QueueAdmin(sessions), sessions.kw["bind"].dispose
+    store = open_store_of(settings)
+    return store.queue, store.close
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -119,8 +119,8 @@ def _describe(entry: QueueEntry) -> str:
 
 def _act(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    sessions = open_sessions(settings)
-    admin = QueueAdmin(sessions)
+    store = open_store_of(settings)
+    admin = store.queue
     actions: dict[str, Callable[[int, datetime], int]] = {
         "retry": admin.retry,
         "hold": admin.hold,
@@ -130,7 +130,7 @@ def _act(args: argparse.Namespace) -> int:
     try:
         count = actions[args.action](args.id, now())
     finally:
-        sessions.kw["bind"].dispose()
+        store.close()
     if args.action in ("retry", "release"):
         wake.ping(settings.gateway.state_dir)
     if args.json:

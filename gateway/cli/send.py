@@ -13,9 +13,9 @@ from datetime import date
 from pathlib import Path
 
 from gateway import wake
-from gateway.cli.common import add_config_option, load_settings, now, open_sessions
+from gateway.cli.common import add_config_option, load_settings, now, open_store_of
 from gateway.errors import InputError
-from gateway.store.repository import AttachmentInfo, NewMessage, Recipient, Repository
+from gateway.store.repository import AttachmentInfo, NewMessage, Recipient
 from mappers import ins
 from mappers.addresses import check_address
 from mappers.errors import MappingError
@@ -67,11 +67,11 @@ def _send(args: argparse.Namespace) -> int:
         patient=record.patient,
         attachments=tuple(AttachmentInfo(a.filename, a.content_type, a.content) for a in record.attachments),
     )
-    sessions = open_sessions(settings)
+    store = open_store_of(settings)
     try:
-        stored = Repository(sessions).add_messages([new], moment)[0]
+        stored = store.repository.add_messages([new], moment)[0]
     finally:
-        sessions.kw["bind"].dispose()
+        store.close()
     wake.ping(settings.gateway.state_dir)
     print(stored.pk)
     return 0

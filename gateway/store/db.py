@@ -15,6 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import StoreError
+from gateway.store.queue_admin import QueueAdmin
+from gateway.store.repository import Repository
 from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
 
 
@@ -62,7 +64,26 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def open_store(url: str) -> sessionmaker[Session]:
+class Store:
+    """An open store: the queue's repository, the sysadmin's view of the queue, and how to close it."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.engine: Engine = sessions.kw["bind"]
+        self.repository = Repository(sessions)
+        self.queue = QueueAdmin(sessions)
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``, for logs."""
+        return self.engine.url.get_backend_name()
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def open_store(url: str) -> Store:
     """Open the store, creating the schema on first start and checking its version afterwards."""
     engine = create_store_engine(url)
     try:
@@ -84,4 +105,4 @@ def open_store(url: str) -> sessionmaker[Session]:
     except Exception as error:
         engine.dispose()
         raise StoreError(f"cannot open the store at {make_url(normalise_url(url))!r}: {error}") from error
-    return sessionmaker(engine, expire_on_commit=False)
+    return Store(sessionmaker(engine, expire_on_commit=False))

@@ -8,12 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.batching import Batcher
-from gateway.store.db import open_store
-from gateway.store.queue_admin import QueueAdmin
-from gateway.store.repository import DeliveryOutcome, NewMessage, Recipient, Repository
+from gateway.store.db import Store, open_store
+from gateway.store.repository import DeliveryOutcome, NewMessage, Recipient
 from gateway.store.states import DeliveryState
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -21,14 +19,14 @@ LEASE = timedelta(minutes=10)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store.db'}"
     else:
         url = request.getfixturevalue("pg_schema_url")
-    factory = open_store(url)
-    yield factory
-    factory.kw["bind"].dispose()
+    opened = open_store(url)
+    yield opened
+    opened.close()
 
 
 def message(n: int, recipients: int = 1) -> NewMessage:
@@ -43,8 +41,8 @@ def message(n: int, recipients: int = 1) -> NewMessage:
     )
 
 
-def test_a_batch_is_committed_with_one_delivery_per_recipient(sessions: sessionmaker[Session]) -> None:
-    repo = Repository(sessions)
+def test_a_batch_is_committed_with_one_delivery_per_recipient(store: Store) -> None:
+    repo = store.repository
     stored = repo.add_messages([message(1, recipients=3), message(2)], T0)
     assert [s.duplicate for s in stored] == [False, False]
     claimed = repo.claim_due("a", T0, LEASE, 100, 3)
@@ -57,8 +55,8 @@ def test_a_batch_is_committed_with_one_delivery_per_recipient(sessions: sessionm
     assert all(c.attempts == 1 for c in claimed)
 
 
-def test_the_same_message_twice_is_stored_once(sessions: sessionmaker[Session]) -> None:
-    repo = Repository(sessions)
+def test_the_same_message_twice_is_stored_once(store: Store) -> None:
+    repo = store.repository
     first = repo.add_messages([message(7)], T0)[0]
     again = repo.add_messages([message(7)], T0)[0]
     assert again == first.__class__(first.pk, duplicate=True)
@@ -66,9 +64,9 @@ def test_the_same_message_twice_is_stored_once(sessions: sessionmaker[Session]) 
 
 
 def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(
-    sessions: sessionmaker[Session],
+    store: Store,
 ) -> None:
-    repo = Repository(sessions)
+    repo = store.repository
     repo.add_messages([message(1)], T0)
     assert len(repo.claim_due("a", T0, LEASE, 100, 3)) == 1
     assert repo.claim_due("b", T0 + timedelta(minutes=5), LEASE, 100, 3) == []
@@ -76,31 +74,31 @@ def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(
     assert len(reclaimed) == 1 and reclaimed[0].attempts == 2
 
 
-def test_a_delivery_that_crashed_the_worker_three_times_is_held(sessions: sessionmaker[Session]) -> None:
-    repo = Repository(sessions)
+def test_a_delivery_that_crashed_the_worker_three_times_is_held(store: Store) -> None:
+    repo = store.repository
     pk = repo.add_messages([message(1)], T0)[0].pk
     now = T0
     for _ in range(3):
         assert len(repo.claim_due("a", now, LEASE, 100, 3)) == 1
         now += timedelta(minutes=11)
     assert repo.claim_due("a", now, LEASE, 100, 3) == []
-    entry = QueueAdmin(sessions).show(pk)
+    entry = store.queue.show(pk)
     assert [d.state for d in entry.deliveries] == ["held"]
     assert [kind for _, kind, _ in entry.events].count("lease-reclaimed") == 2
-    assert QueueAdmin(sessions).release(pk, now) == 1
+    assert store.queue.release(pk, now) == 1
     assert len(repo.claim_due("a", now, LEASE, 100, 3)) == 1
 
 
-def test_a_restart_takes_back_its_own_leases_at_once(sessions: sessionmaker[Session]) -> None:
-    repo = Repository(sessions)
+def test_a_restart_takes_back_its_own_leases_at_once(store: Store) -> None:
+    repo = store.repository
     repo.add_messages([message(1), message(2)], T0)
     repo.claim_due("node-1", T0, LEASE, 100, 3)
     assert repo.recover_owner("node-1", T0 + timedelta(seconds=1), 3) == 2
     assert len(repo.claim_due("node-1", T0 + timedelta(seconds=1), LEASE, 100, 3)) == 2
 
 
-def test_outcomes_and_attempts_are_recorded(sessions: sessionmaker[Session]) -> None:
-    repo = Repository(sessions)
+def test_outcomes_and_attempts_are_recorded(store: Store) -> None:
+    repo = store.repository
     pk = repo.add_messages([message(1, recipients=2)], T0)[0].pk
     first, second = repo.claim_due("a", T0, LEASE, 100, 3)
     retry_at = T0 + timedelta(minutes=1)
@@ -115,15 +113,15 @@ def test_outcomes_and_attempts_are_recorded(sessions: sessionmaker[Session]) -> 
     assert repo.claim_due("a", T0, LEASE, 100, 3) == []
     assert repo.next_wakeup() == retry_at
     assert [c.pk for c in repo.claim_due("a", retry_at, LEASE, 100, 3)] == [second.pk]
-    entry = QueueAdmin(sessions).show(pk)
+    entry = store.queue.show(pk)
     assert [(d.state, [a.code for a in d.history]) for d in entry.deliveries] == [
         ("sent", [250]),
         ("sending", [451]),
     ]
 
 
-def test_concurrent_submissions_share_commits(sessions: sessionmaker[Session]) -> None:
-    repo = Repository(sessions)
+def test_concurrent_submissions_share_commits(store: Store) -> None:
+    repo = store.repository
     batches: list[int] = []
 
     def add(batch: list[NewMessage]) -> list[object]:

@@ -12,7 +12,7 @@ import pytest
 from gateway import wake
 from gateway.settings import load
 from gateway.store.db import open_store
-from gateway.store.repository import NewMessage, Recipient, Repository
+from gateway.store.repository import NewMessage, Recipient
 from tests.support.fake_operator import FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.pki import Pki
@@ -30,7 +30,7 @@ def gateways() -> Iterator[list[Gateway]]:
 
 def queue_messages(gateway: Gateway, count: int) -> set[str]:
     """Commit ``count`` messages through the store API, as an internal application does."""
-    sessions = open_store(load(gateway.config).store_url)
+    store = open_store(load(gateway.config).store_url)
     ids = {f"<crash-{n}@hopital.test.mssante.fr>" for n in range(count)}
     batch = [
         NewMessage(
@@ -43,8 +43,8 @@ def queue_messages(gateway: Gateway, count: int) -> set[str]:
         )
         for mid in sorted(ids)
     ]
-    Repository(sessions).add_messages(batch, datetime.now(UTC))
-    sessions.kw["bind"].dispose()
+    store.repository.add_messages(batch, datetime.now(UTC))
+    store.close()
     wake.ping(gateway.state_dir)
     return ids
 

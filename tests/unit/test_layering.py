@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-MAPPERS = Path(__file__).parents[2] / "mappers"
+ROOT = Path(__file__).parents[2]
+MAPPERS = ROOT / "mappers"
+GATEWAY = ROOT / "gateway"
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -30,3 +32,31 @@ def test_mappers_never_import_gateway(path: Path) -> None:
 def test_the_check_sees_mapper_modules() -> None:
     assert (MAPPERS / "xdm.py").exists()
     assert "mappers.errors" in _imported_modules(MAPPERS / "xdm.py")
+
+
+def _uses_sql(module: str) -> bool:
+    return module == "sqlalchemy" or module.startswith(("sqlalchemy.", "psycopg"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted(GATEWAY.rglob("*.py")) if "store" not in p.relative_to(GATEWAY).parts],
+    ids=lambda p: str(p.relative_to(GATEWAY)),
+)
+def test_only_the_store_touches_sql(path: Path) -> None:
+    offending = {m for m in _imported_modules(path) if _uses_sql(m)}
+    assert not offending, (
+        f"{path.relative_to(ROOT)} imports {sorted(offending)}: only gateway/store speaks SQL"
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((GATEWAY / "outbound" / "transports").glob("*.py")) + sorted((GATEWAY / "inbound").glob("*.py")),
+    ids=lambda p: str(p.relative_to(GATEWAY)),
+)
+def test_protocol_modules_do_not_reach_into_the_store(path: Path) -> None:
+    offending = {m for m in _imported_modules(path) if m.startswith("gateway.store")}
+    assert not offending, (
+        f"{path.relative_to(ROOT)} imports {sorted(offending)}: protocol code stays off the store"
+    )
