@@ -8,35 +8,27 @@ files, the mappers stay pure. Refused input exits 65 with the mapper's sentence;
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
-import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from mappers import cda, ins, xdm, xds
+from gateway.cli.clinical import (
+    PATIENT_HELP,
+    add_document_options,
+    document_time,
+    documents_from_args,
+    load_patient,
+    read_input,
+)
+from gateway.errors import InputError
+from mappers import ins, xdm
 from mappers.documents import Author, Code, Document
 from mappers.errors import MappingError
-from mappers.patient import Patient, Sex
+from mappers.patient import Patient
 
 EXIT_OK: Final = 0
 EXIT_BAD_INPUT: Final = 65
-MAX_INPUT_BYTES: Final = 256 * 1024 * 1024
-_CONFIDENTIALITY: Final = {
-    code.code: code for code in (xds.MASQUE_PS, xds.INVISIBLE_PATIENT, xds.INVISIBLE_REP_LEGAUX)
-}
-_PATIENT_KEYS: Final = frozenset(
-    {
-        "matricule", "oid", "birth_name", "given_name", "birth_date", "sex", "used_name",
-        "other_given_names", "birth_place_code", "local_id", "local_id_root",
-    }
-)  # fmt: skip
-
-
-class InputError(Exception):
-    """A file or option the user must fix; the message names it."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,20 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.set_defaults(handler=_xdm_show)
 
     build = xdm_commands.add_parser("build", help="build a package from PDF or CDA files")
-    build.add_argument("--patient", type=Path, required=True, help="JSON file describing the patient")
-    build.add_argument("--doc", type=Path, action="append", required=True, dest="docs",
-                       help="a PDF (wrapped in a CDA R2 N1) or a CDA XML file; repeatable")  # fmt: skip
-    build.add_argument("--type-code", required=True, help="LOINC document type, e.g. 11490-0")
-    build.add_argument("--type-label", required=True, help="its label, e.g. 'Lettre de liaison'")
-    build.add_argument("--title", help="document title (default: the type label)")
-    build.add_argument("--date", help="document date, ISO 8601 with offset (default: now)")
-    build.add_argument("--author-rpps")
-    build.add_argument("--author-family")
-    build.add_argument("--author-given")
-    build.add_argument("--institution-name")
-    build.add_argument("--institution-id", help="identifiant national de structure")
-    build.add_argument("--confidentiality", action="append", default=[],
-                       choices=sorted(_CONFIDENTIALITY), help="masking code; repeatable")  # fmt: skip
+    build.add_argument("--patient", type=Path, required=True, help=PATIENT_HELP)
+    add_document_options(build, required=True)
     build.add_argument("--source-id", default=xdm.DEFAULT_SOURCE_ID, help="sending system OID")
     build.add_argument("-o", "--output", type=Path, required=True)
     build.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
@@ -98,16 +78,6 @@ def _ins_check(args: argparse.Namespace) -> int:
         print(f"authority: {name} ({args.oid})" + (" - test data only" if ins.is_test_oid(args.oid) else ""))
     print(f"citizen address: {ins.citizen_address(decoded.value)}")
     return EXIT_OK
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > MAX_INPUT_BYTES:
-            raise InputError(f"{what} {path} is {size} bytes, more than {MAX_INPUT_BYTES}")
-        return path.read_bytes()
-    except OSError as error:
-        raise InputError(f"cannot read {what} {path}: {error.strerror or error}") from error
 
 
 def _code(code: Code | None) -> str:
@@ -152,9 +122,7 @@ def _describe_author(author: Author | None) -> str:
 
 def _xdm_show(args: argparse.Namespace) -> int:
     try:
-        package = xdm.parse_package(_read(args.file, "package"))
-    except InputError as error:
-        return _fail(str(error))
+        package = xdm.parse_package(read_input(args.file, "package"))
     except MappingError as error:
         return _fail(f"{args.file}: refused: {error}")
     lines = [f"Patient: {_describe_patient(package.patient, args.reveal)}"]
@@ -176,121 +144,15 @@ def _xdm_show(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if args.strict and package.problems else EXIT_OK
 
 
-def _load_patient(path: Path) -> Patient:
-    try:
-        raw = json.loads(_read(path, "patient file"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"patient file {path} is not JSON: {error}") from error
-    if not isinstance(raw, dict):
-        raise InputError(f"patient file {path} must hold a JSON object")
-    unknown = sorted(set(raw) - _PATIENT_KEYS)
-    if unknown:
-        raise InputError(f"patient file {path}: unknown keys {', '.join(unknown)}")
-    for key in ("matricule", "oid", "birth_name", "given_name"):
-        if not isinstance(raw.get(key), str) or not raw[key]:
-            raise InputError(f"patient file {path}: {key!r} is required (a string)")
-    try:
-        birth = date.fromisoformat(raw["birth_date"]) if raw.get("birth_date") else None
-        sex = Sex(str(raw.get("sex", "U")).upper())
-    except ValueError as error:
-        raise InputError(f"patient file {path}: {error} (birth_date is AAAA-MM-JJ, sex M/F/U)") from error
-
-    def text(key: str) -> str | None:
-        value = raw.get(key)
-        return str(value) if value else None
-
-    patient = Patient(
-        matricule=raw["matricule"],
-        oid=raw["oid"],
-        birth_name=raw["birth_name"],
-        given_name=raw["given_name"],
-        birth_date=birth,
-        sex=sex,
-        used_name=text("used_name"),
-        other_given_names=text("other_given_names"),
-        birth_place_code=text("birth_place_code"),
-        local_id=text("local_id"),
-        local_id_root=text("local_id_root"),
-    )
-    if patient.oid != ins.NIA_OID:
-        ins.parse_matricule(patient.matricule)
-    if not ins.is_ins_oid(patient.oid):
-        raise InputError(f"patient file {path}: OID {patient.oid} is not an INS assigning authority")
-    return patient
-
-
-def _document_id(content: bytes) -> str:
-    digest = hashlib.sha1(content, usedforsecurity=False).digest()
-    return "2.25." + str(uuid.UUID(bytes=digest[:16], version=5).int)
-
-
-def _when(text: str | None) -> datetime:
-    if not text:
-        return datetime.now(UTC).replace(microsecond=0)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise InputError(f"--date {text!r} is not ISO 8601") from error
-    if moment.tzinfo is None:
-        raise InputError(f"--date {text!r} needs a UTC offset, e.g. 2024-01-16T15:11:12+01:00")
-    return moment
-
-
-def _documents(args: argparse.Namespace, patient: Patient, when: datetime) -> list[Document]:
-    author = Author(
-        rpps=args.author_rpps,
-        family_name=args.author_family,
-        given_name=args.author_given,
-        institution_name=args.institution_name,
-        institution_id=args.institution_id,
-    )
-    type_code = Code(args.type_code, args.type_label, xds.LOINC_OID)
-    masks = tuple(_CONFIDENTIALITY[c] for c in dict.fromkeys(args.confidentiality))
-    documents = []
-    for path in args.docs:
-        content = _read(path, "document")
-        if content.startswith(b"%PDF-"):
-            documents.append(
-                cda.pdf_document(
-                    content,
-                    patient,
-                    title=args.title or args.type_label,
-                    type_code=type_code,
-                    effective_time=when,
-                    document_id=_document_id(content),
-                    author=author,
-                    confidentiality=masks,
-                )  # fmt: skip
-            )
-            continue
-        header = cda.read_header(content, what=str(path))
-        documents.append(
-            Document(
-                filename=path.name,
-                content=content,
-                mime_type="text/xml",
-                title=args.title or header.title or args.type_label,
-                type_code=header.code or type_code,
-                creation_time=header.effective_time or when,
-                unique_id=header.unique_id or _document_id(content),
-                author=header.author or author,
-                confidentiality=masks,
-            )  # fmt: skip
-        )
-    return documents
-
-
 def _xdm_build(args: argparse.Namespace) -> int:
     output: Path = args.output
     try:
         if output.exists() and not args.force:
-            raise InputError(f"{output} exists (use --force to overwrite)")
-        patient = _load_patient(args.patient)
-        when = _when(args.date)
-        documents = _documents(args, patient, when)
+            raise InputError("--output", f"{output} exists (use --force to overwrite)")
+        patient = load_patient(args.patient)
+        when = document_time(args.date)
+        documents = documents_from_args(args, patient, when)
         data = xdm.build_package(patient, documents, now=when, source_id=args.source_id)
-    except InputError as error:
-        return _fail(str(error))
     except MappingError as error:
         return _fail(f"cannot build the package: {error}")
     try:

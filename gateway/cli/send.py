@@ -7,23 +7,26 @@ wakes the running daemon. Bad input is refused before anything is stored, with t
 from __future__ import annotations
 
 import argparse
-import json
 import mimetypes
-from datetime import date
 from pathlib import Path
 
 from gateway import wake
+from gateway.cli.clinical import (
+    PATIENT_HELP,
+    add_document_options,
+    document_time,
+    documents_from_args,
+    load_patient,
+    read_input,
+)
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of
 from gateway.errors import InputError
 from gateway.store.repository import AttachmentInfo, NewMessage, Recipient
-from mappers import ins
 from mappers.addresses import check_address
+from mappers.documents import Document
 from mappers.errors import MappingError
 from mappers.mime import build_message
-from mappers.patient import Patient, Sex
 from mappers.records import Attachment, Mailbox, MessageRecord
-
-_PATIENT_FIELDS = ("matricule", "oid", "birth_name", "given_name", "birth_date", "sex")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,12 +38,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--subject", required=True)
     parser.add_argument("--body-file", type=Path, help="UTF-8 text body (default: empty)")
     parser.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE")
-    parser.add_argument(
-        "--patient",
-        type=Path,
-        metavar="FILE.json",
-        help=f"the patient the message is about: JSON with {', '.join(_PATIENT_FIELDS)}",
-    )
+    parser.add_argument("--patient", type=Path, metavar="FILE.json", help=PATIENT_HELP)
+    add_document_options(parser, required=False)
     parser.set_defaults(handler=_send)
 
 
@@ -65,7 +64,16 @@ def _send(args: argparse.Namespace) -> int:
         recipients=tuple(Recipient(m.address) for m in record.to),
         message_id=str(message["Message-ID"]),
         patient=record.patient,
-        attachments=tuple(AttachmentInfo(a.filename, a.content_type, a.content) for a in record.attachments),
+        attachments=tuple(AttachmentInfo(a.filename, a.content_type, a.content) for a in record.attachments)
+        + tuple(
+            AttachmentInfo(
+                d.filename,
+                d.mime_type,
+                d.content,
+                {"type_code": d.type_code.code, "type_label": d.type_code.label, "unique_id": d.unique_id},
+            )
+            for d in record.documents
+        ),
     )
     store = open_store_of(settings)
     try:
@@ -80,9 +88,16 @@ def _send(args: argparse.Namespace) -> int:
 def _record_from(args: argparse.Namespace) -> MessageRecord:
     sender = _address(args.sender, "--from")
     recipients = tuple(Mailbox(_address(a, "--to")) for a in args.to)
-    body = _read_text(args.body_file, "--body-file") if args.body_file else ""
+    body = _body(args.body_file) if args.body_file else ""
     attachments = tuple(_attachment(path) for path in args.attach)
-    patient = _patient(args.patient) if args.patient else None
+    patient = load_patient(args.patient) if args.patient else None
+    documents: list[Document] = []
+    if args.docs:
+        if patient is None:
+            raise InputError("--doc", "documents are about a patient: give --patient too")
+        if not (args.type_code and args.type_label):
+            raise InputError("--doc", "give the documents' --type-code and --type-label")
+        documents = documents_from_args(args, patient, document_time(args.date))
     return MessageRecord(
         author=Mailbox(sender, args.from_name),
         to=recipients,
@@ -90,6 +105,7 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
         body_text=body,
         attachments=attachments,
         patient=patient,
+        documents=tuple(documents),
     )
 
 
@@ -100,54 +116,14 @@ def _address(value: str, field: str) -> str:
         raise InputError(field, str(error).removeprefix(f"{field}: ")) from error
 
 
-def _read_text(path: Path, field: str) -> str:
+def _body(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(field, f"cannot read {path}: {error.strerror}") from error
+        return read_input(path, "body").decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InputError(field, f"{path} is not UTF-8 text") from error
+        raise InputError(str(path), "the body is not UTF-8 text") from error
 
 
 def _attachment(path: Path) -> Attachment:
-    try:
-        content = path.read_bytes()
-    except OSError as error:
-        raise InputError("--attach", f"cannot read {path}: {error.strerror}") from error
+    content = read_input(path, "attachment")
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return Attachment(path.name, content_type, content)
-
-
-def _patient(path: Path) -> Patient:
-    field = f"--patient {path}"
-    try:
-        data = json.loads(_read_text(path, "--patient"))
-    except json.JSONDecodeError as error:
-        raise InputError(field, f"not valid JSON ({error.msg} at line {error.lineno})") from error
-    if not isinstance(data, dict):
-        raise InputError(field, "expected a JSON object")
-    missing = [name for name in _PATIENT_FIELDS if not data.get(name)]
-    if missing:
-        raise InputError(field, f"missing {', '.join(missing)}")
-    try:
-        matricule = ins.parse_matricule(str(data["matricule"])).value
-    except MappingError as error:
-        raise InputError(f"{field}: matricule", str(error)) from error
-    if not ins.is_ins_oid(str(data["oid"])):
-        raise InputError(f"{field}: oid", f"{data['oid']!r} is not an INS OID (1.2.250.1.213.1.4.8 …)")
-    try:
-        birth_date = date.fromisoformat(str(data["birth_date"]))
-    except ValueError as error:
-        raise InputError(f"{field}: birth_date", "expected YYYY-MM-DD") from error
-    try:
-        sex = Sex(str(data["sex"]).upper())
-    except ValueError as error:
-        raise InputError(f"{field}: sex", "expected M, F or U") from error
-    return Patient(
-        matricule=matricule,
-        oid=str(data["oid"]),
-        birth_name=str(data["birth_name"]),
-        given_name=str(data["given_name"]),
-        birth_date=birth_date,
-        sex=sex,
-    )

@@ -1,0 +1,178 @@
+"""Reading a patient and health documents from files and options, shared by ``send`` and ``xdm build``.
+
+The patient is a JSON file; documents are PDF files (wrapped in a CDA R2 level 1 document by
+``mappers.cda``) or CDA XML files, with their metadata given as options. Every refusal names the file or
+option at fault (exit 65).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Final
+
+from gateway.errors import InputError
+from mappers import cda, ins, xds
+from mappers.documents import Author, Code, Document
+from mappers.errors import MappingError
+from mappers.patient import Patient, Sex
+
+MAX_INPUT_BYTES: Final = 256 * 1024 * 1024
+CONFIDENTIALITY: Final = {
+    code.code: code for code in (xds.MASQUE_PS, xds.INVISIBLE_PATIENT, xds.INVISIBLE_REP_LEGAUX)
+}
+_PATIENT_KEYS: Final = frozenset(
+    {
+        "matricule", "oid", "birth_name", "given_name", "birth_date", "sex", "used_name",
+        "other_given_names", "birth_place_code", "local_id", "local_id_root",
+    }
+)  # fmt: skip
+PATIENT_HELP: Final = (
+    "JSON file describing the patient: matricule, oid, birth_name, given_name, birth_date (AAAA-MM-JJ), "
+    "sex (M/F/U)"
+)
+
+
+def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """The ``--doc`` option and the metadata that goes with the documents."""
+    parser.add_argument("--doc", type=Path, action="append", required=required, dest="docs", default=[],
+                        help="a PDF (wrapped in a CDA R2 N1) or a CDA XML file; repeatable")  # fmt: skip
+    parser.add_argument("--type-code", required=required, help="LOINC document type, e.g. 11490-0")
+    parser.add_argument("--type-label", required=required, help="its label, e.g. 'Lettre de liaison'")
+    parser.add_argument("--title", help="document title (default: the type label)")
+    parser.add_argument("--date", help="document date, ISO 8601 with offset (default: now)")
+    parser.add_argument("--author-rpps")
+    parser.add_argument("--author-family")
+    parser.add_argument("--author-given")
+    parser.add_argument("--institution-name")
+    parser.add_argument("--institution-id", help="identifiant national de structure")
+    parser.add_argument("--confidentiality", action="append", default=[],
+                        choices=sorted(CONFIDENTIALITY), help="masking code; repeatable")  # fmt: skip
+
+
+def read_input(path: Path, what: str) -> bytes:
+    """A file the user named, refused when unreadable or absurdly large."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise InputError(str(path), f"{what} of {size} bytes, more than {MAX_INPUT_BYTES}")
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(str(path), f"cannot read {what}: {error.strerror or error}") from error
+
+
+def load_patient(path: Path) -> Patient:
+    """The patient of a JSON file, with a checked INS matricule and OID."""
+    try:
+        raw = json.loads(read_input(path, "patient file"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"patient file {path}", f"not JSON ({error})") from error
+    if not isinstance(raw, dict):
+        raise InputError(f"patient file {path}", "must hold a JSON object")
+    unknown = sorted(set(raw) - _PATIENT_KEYS)
+    if unknown:
+        raise InputError(f"patient file {path}", f"unknown keys {', '.join(unknown)}")
+    for key in ("matricule", "oid", "birth_name", "given_name"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise InputError(f"patient file {path}", f"{key!r} is required (a string)")
+    try:
+        birth = date.fromisoformat(raw["birth_date"]) if raw.get("birth_date") else None
+        sex = Sex(str(raw.get("sex", "U")).upper())
+    except ValueError as error:
+        raise InputError(f"patient file {path}", f"{error} (birth_date is AAAA-MM-JJ, sex M/F/U)") from error
+
+    def text(key: str) -> str | None:
+        value = raw.get(key)
+        return str(value) if value else None
+
+    patient = Patient(
+        matricule=raw["matricule"],
+        oid=raw["oid"],
+        birth_name=raw["birth_name"],
+        given_name=raw["given_name"],
+        birth_date=birth,
+        sex=sex,
+        used_name=text("used_name"),
+        other_given_names=text("other_given_names"),
+        birth_place_code=text("birth_place_code"),
+        local_id=text("local_id"),
+        local_id_root=text("local_id_root"),
+    )
+    if patient.oid != ins.NIA_OID:
+        try:
+            ins.parse_matricule(patient.matricule)
+        except MappingError as error:
+            raise InputError(f"patient file {path}: matricule", str(error)) from error
+    if not ins.is_ins_oid(patient.oid):
+        raise InputError(f"patient file {path}: oid", f"{patient.oid} is not an INS assigning authority")
+    return patient
+
+
+def _document_id(content: bytes) -> str:
+    digest = hashlib.sha1(content, usedforsecurity=False).digest()
+    return "2.25." + str(uuid.UUID(bytes=digest[:16], version=5).int)
+
+
+def document_time(text: str | None) -> datetime:
+    """``--date``, or now."""
+    if not text:
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise InputError("--date", f"{text!r} is not ISO 8601") from error
+    if moment.tzinfo is None:
+        raise InputError("--date", f"{text!r} needs a UTC offset, e.g. 2024-01-16T15:11:12+01:00")
+    return moment
+
+
+def documents_from_args(args: argparse.Namespace, patient: Patient, when: datetime) -> list[Document]:
+    """The ``--doc`` files as documents with their metadata; PDFs are wrapped in a CDA."""
+    author = Author(
+        rpps=args.author_rpps,
+        family_name=args.author_family,
+        given_name=args.author_given,
+        institution_name=args.institution_name,
+        institution_id=args.institution_id,
+    )
+    type_code = Code(args.type_code, args.type_label, xds.LOINC_OID)
+    masks = tuple(CONFIDENTIALITY[c] for c in dict.fromkeys(args.confidentiality))
+    documents = []
+    for path in args.docs:
+        content = read_input(path, "document")
+        if content.startswith(b"%PDF-"):
+            documents.append(
+                cda.pdf_document(
+                    content,
+                    patient,
+                    title=args.title or args.type_label,
+                    type_code=type_code,
+                    effective_time=when,
+                    document_id=_document_id(content),
+                    author=author,
+                    confidentiality=masks,
+                )  # fmt: skip
+            )
+            continue
+        try:
+            header = cda.read_header(content, what=str(path))
+        except MappingError as error:
+            raise InputError(f"document {path}", str(error)) from error
+        documents.append(
+            Document(
+                filename=path.name,
+                content=content,
+                mime_type="text/xml",
+                title=args.title or header.title or args.type_label,
+                type_code=header.code or type_code,
+                creation_time=header.effective_time or when,
+                unique_id=header.unique_id or _document_id(content),
+                author=header.author or author,
+                confidentiality=masks,
+            )  # fmt: skip
+        )
+    return documents

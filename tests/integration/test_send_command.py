@@ -1,0 +1,115 @@
+"""``mssgw send``: what an internal application's message becomes in the store, and how bad input is refused
+(exit 65 naming the field, nothing stored)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.settings import load
+from gateway.store.db import open_store
+from mappers.mime import parse_message
+from tests.support.gateway import render_config
+
+SENDER = "secretariat.cardio@hopital.test.mssante.fr"
+PATIENT = {
+    "matricule": "279035121518989",
+    "oid": "1.2.250.1.213.1.4.8",
+    "birth_name": "Écart",
+    "given_name": "Hélène",
+    "birth_date": "1979-03-28",
+    "sex": "F",
+}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "mssgw.toml"
+    path.write_text(
+        render_config(
+            {"gateway": {"state_dir": str(tmp_path / "state"), "hostname": "mssgw.hopital.test.mssante.fr",
+                         "nil_reference": "DEV935997"}},
+            [{"domain": "*", "transport": "folder", "path": str(tmp_path / "out")}],
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    return path
+
+
+def stored(config: Path, queue_id: int) -> bytes:
+    store = open_store(load(config).store_url)
+    try:
+        return store.queue.raw(queue_id)
+    finally:
+        store.close()
+
+
+def test_a_document_for_a_patient_travels_in_an_xdm_package_with_mssante_headers(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patient = tmp_path / "patient.json"
+    patient.write_text(json.dumps(PATIENT), encoding="utf-8")
+    pdf = tmp_path / "cr.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    code = main([
+        "send", "-c", str(config), "--from", SENDER, "--to", "dr.martin@cabinet.test.mssante.fr",
+        "--subject", "ignored for documents", "--patient", str(patient), "--doc", str(pdf),
+        "--type-code", "11490-0", "--type-label", "Lettre de liaison", "--date", "2026-11-20T10:00:00+01:00",
+    ])  # fmt: skip
+    assert code == 0
+    queue_id = int(capsys.readouterr().out)
+    raw = stored(config, queue_id)
+    record = parse_message(raw)
+    assert record.subject == "XDM/1.0/DDM+Lettre de liaison ECART Helene 28/03/1979"
+    assert record.patient is not None and record.patient.matricule == PATIENT["matricule"]
+    assert [d.type_code.code for d in record.documents] == ["11490-0"]
+    headers = raw.split(b"\r\n\r\n", 1)[0].decode()
+    assert (
+        "X-MSS-INS: O" in headers
+        and "X-MSS-CODECDA: 11490-0" in headers
+        and "X-MSS-NIL: DEV935997" in headers
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "reason"),
+    [
+        (["--to", "not an address"], "--to", "is not a valid mail address"),
+        (["--to", "a@b.test", "--doc", "x.pdf"], "--doc", "give --patient too"),
+        (
+            ["--to", "a@b.test", "--body-file", "/nonexistent/body.txt"],
+            "/nonexistent/body.txt",
+            "cannot read body",
+        ),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored(
+    config: Path, capsys: pytest.CaptureFixture[str], args: list[str], field: str, reason: str
+) -> None:
+    code = main(["send", "-c", str(config), "--from", SENDER, "--subject", "x", *args])
+    err = capsys.readouterr().err
+    assert code == 65
+    assert err.startswith(f"mssgw: {field}") and reason in err
+    assert main(["queue", "list", "-c", str(config), "--all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_patient_with_a_wrong_ins_key_is_refused(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patient = tmp_path / "patient.json"
+    patient.write_text(json.dumps({**PATIENT, "matricule": "279035121518988"}), encoding="utf-8")
+    code = main(["send", "-c", str(config), "--from", SENDER, "--to", "a@b.test", "--subject", "x",
+                 "--patient", str(patient)])  # fmt: skip
+    assert code == 65
+    assert "matricule: key 89 expected, got 88" in capsys.readouterr().err
+
+
+def test_a_missing_configuration_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["send", "-c", str(tmp_path / "none.toml"), "--from", SENDER, "--to", "a@b.test",
+                 "--subject", "x"])  # fmt: skip
+    assert code == 78
+    assert "cannot read the file" in capsys.readouterr().err
