@@ -1,27 +1,33 @@
-"""The daemon: builds every component from the settings, runs them in one event loop, stops them in order.
+"""The daemon: builds every service from the settings, runs them in one event loop, stops them in order.
 
-Start: settings → store (schema) → take back this instance's old leases → relay → wake socket → ready.
-SIGTERM/SIGINT: stop claiming, let deliveries in flight finish within ``gateway.shutdown_timeout``, give back
-unfinished leases, exit 0. SIGHUP: re-read the settings; a broken file is logged and the old one stays.
+Start: settings → store (schema) → take back this instance's old leases → services (relay, wake socket, and
+the listeners and pollers of later issues) → ready. SIGTERM/SIGINT: services stop in reverse order; the relay
+lets deliveries in flight finish within ``gateway.shutdown_timeout`` and gives back unfinished leases; exit 0.
+SIGHUP: every service prepares the new settings first; only if all succeed do they switch, so a broken file is
+logged and the old configuration stays in force.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from gateway import logsetup, wake
 from gateway import settings as settings_module
 from gateway.errors import ConfigError
 from gateway.logsetup import log_event
 from gateway.outbound.relay import Relay
-from gateway.outbound.signing import DkimSigner
+from gateway.outbound.signing import build_signer
 from gateway.outbound.transports.registry import TransportRegistry
+from gateway.preflight import material_problems
 from gateway.settings import Settings
-from gateway.store.db import open_store
+from gateway.store.db import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +37,45 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def build_signer(settings: Settings) -> DkimSigner | None:
-    """The DKIM signer, when a key is configured."""
-    return DkimSigner(settings.dkim) if settings.dkim.enabled else None
+class Service(Protocol):
+    """A long-running part of the daemon."""
+
+    async def start(self) -> asyncio.Task[None] | None:
+        """Start; return once ready (a listener bound). A returned task ending means the service died."""
+        ...
+
+    async def stop(self, grace: float) -> None:
+        """Stop, letting work in flight finish within ``grace`` seconds."""
+        ...
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        """Check and build what ``settings`` need, raising if they cannot be used; return the switch."""
+        ...
+
+
+class WakeSocket:
+    """The Unix datagram socket other processes ping after committing work for the relay."""
+
+    def __init__(self, settings: Settings, on_wake: Callable[[], None]) -> None:
+        self.state_dir = settings.gateway.state_dir
+        self.on_wake = on_wake
+        self.transport: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> None:
+        self.transport = await wake.listen(self.state_dir, self.on_wake)
+
+    async def stop(self, grace: float) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        return lambda: None
+
+
+def build_services(settings: Settings, store: Store) -> list[Service]:
+    """Every service of this gateway, in start order."""
+    relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
+    return [relay, WakeSocket(settings, relay.wake)]
 
 
 class Daemon:
@@ -42,6 +84,7 @@ class Daemon:
     def __init__(self, config_path: Path, settings: Settings) -> None:
         self.config_path = config_path
         self.settings = settings
+        self.services: list[Service] = []
         self._stop = asyncio.Event()
 
     async def run(self) -> int:
@@ -49,52 +92,54 @@ class Daemon:
         settings = self.settings
         settings.gateway.state_dir.mkdir(parents=True, exist_ok=True)
         store = await asyncio.to_thread(open_store, settings.store_url)
-        repository = store.repository
         recovered = await asyncio.to_thread(
-            repository.recover_owner, settings.gateway.owner, utc_now(), settings.relay.crash_limit
+            store.repository.recover_owner, settings.gateway.owner, utc_now(), settings.relay.crash_limit
         )
-        relay = Relay(settings, repository, TransportRegistry(settings), build_signer(settings), utc_now)
-        relay_task = asyncio.create_task(relay.run(), name="relay")
-        wake_transport = await wake.listen(settings.gateway.state_dir, relay.wake)
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload, relay)
-        log_event(
-            log,
-            "started",
-            owner=settings.gateway.owner,
-            recovered_leases=recovered,
-            store=store.backend,
-        )
+        watched: set[asyncio.Task[object]] = set()
         try:
+            self.services = build_services(settings, store)
+            for service in self.services:
+                started = await service.start()
+                if started is not None:
+                    watched.add(started)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            log_event(
+                log, "started", owner=settings.gateway.owner, recovered_leases=recovered, store=store.backend
+            )
             stop = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait({stop, relay_task}, return_when=asyncio.FIRST_COMPLETED)
-            if relay_task in done:
-                relay_task.result()  # a crashed relay is a crashed daemon: let it raise
+            done, _ = await asyncio.wait({stop, *watched}, return_when=asyncio.FIRST_COMPLETED)
+            for ended in done - {stop}:
+                ended.result()  # a crashed service is a crashed daemon: let it raise
+            stop.cancel()
             log_event(log, "stopping", timeout=self.settings.gateway.shutdown_timeout)
-            await relay.stop(self.settings.gateway.shutdown_timeout)
-            relay_task.cancel()
-            await asyncio.gather(relay_task, return_exceptions=True)
+            for service in reversed(self.services):
+                await service.stop(self.settings.gateway.shutdown_timeout)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
-            wake_transport.close()
+            for running in watched:
+                running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*watched, return_exceptions=True)
             store.close()
         log_event(log, "stopped")
         return 0
 
-    def _reload(self, relay: Relay) -> None:
+    def _reload(self) -> None:
         try:
             fresh = settings_module.load(self.config_path)
-            transports = TransportRegistry(fresh)
-            signer = build_signer(fresh)
+            problems = material_problems(fresh)
+            if problems:
+                raise ConfigError(fresh.source, problems)
+            switches = [service.prepare_reload(fresh) for service in self.services]
         except (ConfigError, OSError, ValueError) as error:
             log_event(log, "reload-refused", logging.ERROR, reason=str(error).replace("\n", " "))
             return
-        old = relay.transports
-        relay.reload(fresh, transports, signer)
+        for switch in switches:
+            switch()
         self.settings = fresh
         logsetup.configure(fresh.logging)
-        asyncio.get_running_loop().create_task(old.close())
         log_event(log, "reloaded")

@@ -22,7 +22,7 @@ from gateway.logsetup import log_event
 from gateway.outbound.notices import FailedRecipient, build_failure_notice
 from gateway.outbound.retry import gives_up, next_attempt_at
 from gateway.outbound.routing import Destination, Router
-from gateway.outbound.signing import DkimSigner
+from gateway.outbound.signing import DkimSigner, build_signer
 from gateway.outbound.transports.base import (
     OutboundMessage,
     OutboundRecipient,
@@ -76,18 +76,36 @@ class Relay:
         self._stopping = False
         self._slots = asyncio.Semaphore(settings.relay.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._recorder: Batcher[_Report, None] = Batcher(self._record, max_batch=200)
 
     def wake(self) -> None:
         """Tell the relay new work may be due (called after a commit, or by the wake socket)."""
         self._wake.set()
 
-    def reload(self, settings: Settings, transports: TransportRegistry, signer: DkimSigner | None) -> None:
-        """Use new settings for the next claims; transactions in flight finish on the old ones."""
-        self.settings = settings
-        self.router = Router(settings)
-        self.transports = transports
-        self.signer = signer
+    async def start(self) -> asyncio.Task[None]:
+        """Start working the queue; the task ends only if the relay crashes."""
+        return asyncio.create_task(self.run(), name="relay")
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        """Build what new settings need (may raise); the returned call switches to them.
+
+        Transactions in flight finish on the old transports, whose idle connections are then closed.
+        """
+        transports = TransportRegistry(settings)
+        signer = build_signer(settings)
+
+        def apply() -> None:
+            old = self.transports
+            self.settings = settings
+            self.router = Router(settings)
+            self.transports = transports
+            self.signer = signer
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        return apply
 
     async def run(self) -> None:
         """Claim and dispatch until ``stop`` is called."""

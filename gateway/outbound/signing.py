@@ -14,7 +14,7 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from gateway.settings import DkimSettings
+from gateway.settings import DkimSettings, Settings
 
 
 class DkimKeyError(Exception):
@@ -66,3 +66,8 @@ class DkimSigner:
             canonicalize=(b"relaxed", b"relaxed"),
         )
         return signature + content
+
+
+def build_signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer, when a key is configured."""
+    return DkimSigner(settings.dkim) if settings.dkim.enabled else None
