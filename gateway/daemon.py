@@ -21,6 +21,9 @@ from typing import Protocol
 from gateway import logsetup, wake
 from gateway import settings as settings_module
 from gateway.errors import ConfigError
+from gateway.inbound.imap_poller import ImapPoller, ingest_through
+from gateway.inbound.intake import Intake
+from gateway.inbound.policy import Policy
 from gateway.logsetup import log_event
 from gateway.outbound.relay import Relay
 from gateway.outbound.signing import build_signer
@@ -75,7 +78,13 @@ class WakeSocket:
 def build_services(settings: Settings, store: Store) -> list[Service]:
     """Every service of this gateway, in start order."""
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
-    return [relay, WakeSocket(settings, relay.wake)]
+    services: list[Service] = [relay, WakeSocket(settings, relay.wake)]
+    if settings.imap.accounts:
+        policy = Policy(settings.inbound, settings.submission.clients)
+        batch = settings.store.group_commit_max
+        intake = Intake(policy, store.repository.add_messages, utc_now, relay.wake, max_batch=batch)
+        services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now))
+    return services
 
 
 class Daemon:

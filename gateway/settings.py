@@ -207,6 +207,9 @@ class ImapSettings:
     idle_refresh: Seconds = 1740.0
     backoff_initial: Seconds = 1.0
     backoff_max: Seconds = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxSettings:
     """One of our mailboxes: its mail is stored, and may be forwarded inside and/or dropped as files."""
 
@@ -496,7 +499,9 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
 
 def _check_imap(settings: Settings, problems: list[str]) -> None:
     imap, tls = settings.imap, settings.tls
-    ours = {mailbox.address.lower() for mailbox in settings.inbound.mailboxes}
+    # Mail fetched for an address outside our domains would be relayed out again: never.
+    ours = {d.lower().rstrip(".") for d in settings.inbound.domains}
+    ours |= {m.address.rpartition("@")[2].lower() for m in settings.inbound.mailboxes}
     names: set[str] = set()
     for index, account in enumerate(imap.accounts):
         key = f"imap.accounts[{index}]"
@@ -520,8 +525,8 @@ def _check_imap(settings: Settings, problems: list[str]) -> None:
             problems.append(f'{key}.processed_folder: required when after_import = "move"')
         if account.processed_folder and account.processed_folder in account.folders:
             problems.append(f"{key}.processed_folder: must not be one of the watched folders")
-        if account.address.lower() not in ours:
-            problems.append(f"{key}.address: {account.address!r} must be one of [[inbound.mailboxes]]")
+        if account.address.rpartition("@")[2].lower() not in ours:
+            problems.append(f"{key}.address: {account.address!r} is not in inbound.domains (nor a mailbox's)")
     if imap.fetch_batch < 1:
         problems.append("imap.fetch_batch: must be at least 1")
 

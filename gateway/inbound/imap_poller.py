@@ -21,7 +21,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from gateway.inbound.imap_session import ImapError, ImapSession, Timeouts
-from gateway.inbound.imap_wire import Mailbox
+from gateway.inbound.imap_wire import Mailbox, envelope_sender
+from gateway.inbound.intake import Arrival, Decision, Intake, Recipient
 from gateway.logsetup import log_event
 from gateway.settings import ImapAccountSettings, ImapSettings, Settings
 from gateway.tls import client_context
@@ -335,3 +336,28 @@ def _by_size(uids: list[int], sizes: dict[int, int | None], limit: int) -> Itera
 def _describe(error: BaseException) -> str:
     text = str(error).replace("\n", " ")[:300]
     return f"{type(error).__name__}: {text}" if not isinstance(error, ImapError) else text
+
+
+class IntakeUnavailable(Exception):
+    """The intake could not commit a message now (store unavailable); the watcher retries later."""
+
+
+def ingest_through(intake: Intake) -> Ingest:
+    """The bridge's ``Ingest`` over the intake shared with SMTP: envelope recipient = the mailbox's own
+    address, envelope sender = the Return-Path the operator's server wrote."""
+
+    async def ingest(raw: bytes, account: ImapAccountSettings, folder: str) -> IngestOutcome:
+        arrival = Arrival(
+            raw=raw,
+            envelope_from=envelope_sender(raw),
+            recipients=(Recipient(account.address),),
+            source="imap",
+            peer=f"{account.name}/{folder}",
+        )
+        result = await intake.receive(arrival)
+        temporary = [v for v in result.verdicts if v.decision is Decision.TEMPORARY]
+        if temporary:
+            raise IntakeUnavailable(f"{temporary[0].code} {temporary[0].text}")
+        return IngestOutcome.STORED if result.message_pk is not None else IngestOutcome.REFUSED
+
+    return ingest

@@ -87,11 +87,11 @@ def parse_select(lines: Sequence[bytes | bytearray]) -> Mailbox:
 
 
 def parse_search(lines: Sequence[bytes | bytearray]) -> list[int]:
-    """The numbers of ``* SEARCH`` lines, sorted."""
+    """The numbers of a SEARCH response, sorted (aioimaplib strips the ``SEARCH`` word, or not)."""
     numbers: list[int] = []
     for line in lines[:-1]:
-        if isinstance(line, bytes) and line.startswith(b"SEARCH"):
-            numbers.extend(int(n) for n in line.split()[1:] if n.isdigit())
+        if isinstance(line, bytes):
+            numbers.extend(int(n) for n in line.removeprefix(b"SEARCH").split() if n.isdigit())
     return sorted(numbers)
 
 
