@@ -149,7 +149,11 @@ class FolderWatcher:
         use_idle = self.account.idle and "IDLE" in session.capabilities
         while not self.stop.is_set():
             new = [uid for uid in await session.search("UID", f"{last + 1}:*") if uid > last]
-            last = await self._import(session, mailbox.uidvalidity, new, last)
+            if new:
+                # Mail that came while importing was announced to commands, not to IDLE: look again
+                # before waiting, so that nothing sits unseen until the next message wakes the bridge.
+                last = await self._import(session, mailbox.uidvalidity, new, last)
+                continue
             await self._save(mailbox.uidvalidity, last)
             self._synced = True
             if use_idle:
