@@ -108,22 +108,30 @@ class ImapSession:
         return session
 
     async def _authenticate(self, account: ImapAccountSettings) -> None:
-        if account.auth == "password":
-            assert account.password_file is not None
-            password = _read_secret(account.password_file)
-            response = await self._guard(self.client.login(aioimaplib.quoted(account.username), password))
-        else:
-            if account.auth == "xoauth2":
-                assert account.token_file is not None
-                token = _read_secret(account.token_file)
-                initial = f"user={account.username}\x01auth=Bearer {token}\x01\x01".encode()
-            else:
-                initial = account.username.encode()
-            response = await self._sasl(account.auth.upper(), initial)
+        try:
+            response = await self._login(account)
+        except ImapError as error:
+            if error.__cause__ is None:
+                raise  # our own words
+            # aioimaplib's messages may quote the command, and so the secret: keep only the kind of error.
+            raise ImapError(f"the {account.auth} login failed ({type(error.__cause__).__name__})") from None
         if response.result != "OK":
             raise ImapError(f"the server refused the {account.auth} login: {_text(response)}")
         # Capabilities often change once authenticated (RFC 3501 §6.2.3); ask again rather than guess.
         await self._guard(self.client.protocol.capability())
+
+    async def _login(self, account: ImapAccountSettings) -> aioimaplib.Response:
+        if account.auth == "password":
+            assert account.password_file is not None
+            password = _read_secret(account.password_file)
+            return await self._guard(self.client.login(aioimaplib.quoted(account.username), password))
+        if account.auth == "xoauth2":
+            assert account.token_file is not None
+            token = _read_secret(account.token_file)
+            initial = f"user={account.username}\x01auth=Bearer {token}\x01\x01".encode()
+        else:
+            initial = account.username.encode()
+        return await self._sasl(account.auth.upper(), initial)
 
     async def _sasl(self, mechanism: str, initial: bytes) -> aioimaplib.Response:
         protocol = self.client.protocol
@@ -224,9 +232,6 @@ class ImapSession:
             if not self.lost.done() and self.client.has_pending_idle():
                 self.client.idle_done()
         _check(await self._guard(asyncio.wait_for(idle, self.timeouts.command)), "IDLE")
-
-    async def noop(self) -> None:
-        _check(await self._guard(self.client.noop()), "NOOP")
 
     async def logout(self) -> None:
         """Say goodbye politely; errors are of no interest any more."""

@@ -52,12 +52,6 @@ class ImapCursors:
             row.uidvalidity, row.last_uid = uidvalidity, last_uid
             row.last_sync_at, row.last_error = at, None
 
-    def synced(self, account: str, folder: str, at: datetime) -> None:
-        """The folder was seen fully imported at ``at`` (no cursor change)."""
-        with self.sessions.begin() as session:
-            row = self._row(session, account, folder)
-            row.last_sync_at, row.last_error = at, None
-
     def record_error(self, account: str, folder: str, error: str) -> None:
         """Keep the latest failure for the status command."""
         with self.sessions.begin() as session:
