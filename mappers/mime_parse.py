@@ -1,7 +1,7 @@
 """Received MIME bytes → store record, with the parsing policy for untrusted mail.
 
-Policy: the size is checked before parsing; ``email.policy.default`` parses (``folding.READ_POLICY``
-also reads Disposition-Notification-To as addresses), and the tree is then
+Policy: the size is checked before parsing; ``email.policy.default`` parses (``READ_POLICY`` also
+reads Disposition-Notification-To as addresses), and the tree is then
 walked iteratively with a bounded depth and part count (a ``RecursionError`` inside the email package
 is reported the same way). The body is the first ``text/plain`` body part; its ``text/html``
 alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by
