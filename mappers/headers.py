@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -372,9 +372,3 @@ def document_pdf_name(
 def _filename_part(text: str) -> str:
     check_header_value(text, field="attachment name")
     return _UNSAFE_FILENAME.sub("-", text)
-
-
-def check_all(values: Iterable[tuple[str, str]]) -> None:
-    """Check several ``(field, value)`` pairs at once, so a caller validates a whole record up front."""
-    for field, value in values:
-        check_header_value(value, field=field)

@@ -1,10 +1,10 @@
 """Store record → MSSanté ``EmailMessage`` (outbound), and the entry point of the reverse direction.
 
 ``build_message(record, *, nil_reference, hostname, now, file_number=None, source_id=None,
-require_pdf_copies=True) -> EmailMessage`` is called by the relay and ``mssgw send``;
-``parse_message(data, *, limits=MimeLimits()) -> MessageRecord`` lives in ``mappers.mime_parse`` and is
-re-exported here. Header rules come from ``mappers.headers``, the package
-from ``mappers.xdm``. No I/O, no settings lookup, no logging: the caller passes the clock and hostname.
+require_pdf_copies=True) -> EmailMessage`` is called by the relay and ``mssgw send``; ``parse_message``
+(``mappers.mime_parse``) is re-exported here. Rules come from ``mappers.headers``, the package from
+``mappers.xdm``, wire encodings from ``mappers.wire``. No I/O, no settings, no logging: the caller
+passes the clock, the hostname and the product reference.
 """
 
 from __future__ import annotations

@@ -516,3 +516,62 @@ def test_any_record_round_trips(record: MessageRecord) -> None:
         body_text=canonical_body(record.body_text),
     )
     assert parsed == expected
+
+
+# --- build refusals and details ---------------------------------------------------------------------
+
+
+def test_generated_message_ids_are_unique_and_use_the_hostname() -> None:
+    ids = {
+        str(build_message(_simple(), nil_reference=NIL, hostname="gw.chu-exemple.fr", now=NOW)["Message-ID"])
+        for _ in range(50)
+    }
+
+    assert len(ids) == 50
+    assert all(i.endswith("@gw.chu-exemple.fr>") for i in ids)
+
+
+def test_a_bad_hostname_is_refused() -> None:
+    with pytest.raises(MessageBuildError, match="hostname 'gw chu' cannot be used"):
+        build_message(_simple(), nil_reference=NIL, hostname="gw chu", now=NOW)
+
+
+def test_a_bare_message_id_from_the_store_gets_its_brackets() -> None:
+    message = build_message(
+        _simple(message_id="abc@chu-exemple.fr"), nil_reference=NIL, hostname="gw.fr", now=NOW
+    )
+
+    assert message["Message-ID"] == "<abc@chu-exemple.fr>"
+    with pytest.raises(MessageBuildError, match="is not a message identifier"):
+        _build(_simple(in_reply_to="pas un identifiant"))
+
+
+@pytest.mark.parametrize(
+    ("attachment", "message"),
+    [
+        (Attachment("dossier/cr.pdf", "application/pdf", b""), "must be a bare file name"),
+        (Attachment(" ", "application/pdf", b""), "must be a bare file name"),
+        (Attachment('"cr.pdf"', "application/pdf", b""), "surrounding quotes"),
+        (Attachment("cr.pdf", "text/plain; charset=latin-1", b""), "is not type/subtype"),
+        (Attachment("cr.pdf", "pdf", b""), "is not type/subtype"),
+    ],
+)
+def test_bad_attachments_are_refused(attachment: Attachment, message: str) -> None:
+    with pytest.raises(MessageBuildError, match=message):
+        _build(_simple(attachments=(attachment,)))
+
+
+def test_a_message_given_as_bytes_travels_as_opaque_bytes() -> None:
+    original = b"From: a@b.fr\r\nSubject: x\r\n\r\ncorps\r\n"
+    record = _simple(attachments=(Attachment("original.eml", "message/rfc822", original),))
+
+    parsed = parse_message(_build(record))
+
+    assert parsed.attachments == (Attachment("original.eml", "application/octet-stream", original),)
+
+
+def test_documents_headers_are_not_written_without_documents() -> None:
+    message = build_message(_simple(patient=samples.patient()), nil_reference=NIL, hostname="gw.fr", now=NOW)
+
+    assert "X-MSS-INS" not in message
+    assert "X-MSS-CODECDA" not in message
