@@ -1,15 +1,13 @@
-"""Received MIME bytes → store record, with the parsing policy for untrusted mail.
+"""Received MIME bytes → store record. Called by inbound intake; never writes a file, logs or trusts a size.
 
-Policy: the size is checked before parsing; ``email.policy.default`` parses (``READ_POLICY`` also
-reads Disposition-Notification-To as addresses), and the tree is then
-walked iteratively with a bounded depth and part count (a ``RecursionError`` inside the email package
-is reported the same way). The body is the first ``text/plain`` body part; its ``text/html``
-alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by
-name, case-insensitively, and read by ``mappers.xdm``; the PDF copies of its documents are dropped,
-every other leaf becomes an attachment whose file name is reduced to a bare name. Header values are
-taken as decoded by the email package. Every refusal is a ``MimeError`` (or another ``MappingError``
-from the XDM reader); inconsistencies that do not prevent reading go to ``MessageRecord.problems``.
-Nothing here writes a file, logs, or trusts a declared size.
+Parsing policy for untrusted mail: the size is checked before parsing; ``email.policy.default``
+parses; the tree is walked iteratively with a bounded depth and part count (a ``RecursionError`` of the
+email package is reported the same way). The body is the first ``text/plain`` body part; its HTML
+alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by name,
+case-insensitively, and read by ``mappers.xdm``; PDF attachments identical to its documents' PDFs are
+dropped; every other leaf is an attachment, its file name reduced to a bare name without control or
+format characters. Refusals are ``MimeError`` (or the XDM reader's ``MappingError``); what is wrong but
+readable (headers contradicting the package, a malformed subject) goes to ``MessageRecord.problems``.
 """
 
 from __future__ import annotations
@@ -61,8 +59,9 @@ DEFAULT_LIMITS = MimeLimits()
 def canonical_body(text: str) -> str:
     """The body text as it reads back after a trip through MIME: LF line ends, no final line end.
 
-    ``set_content`` always ends a text part with a line end, so the final one carries no meaning and
-    is dropped on parsing; stores and round-trip tests compare this form.
+    A text part always ends with a line end when built (``wire.text_body``, like ``set_content``), so
+    the final one carries no meaning and is dropped on parsing; stores and round-trip tests compare
+    this form.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text[:-1] if text.endswith("\n") else text
