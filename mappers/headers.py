@@ -209,6 +209,15 @@ def subject_closes_exchange(subject: str) -> bool:
     return _FIN.search(subject) is not None
 
 
+def closes_exchange(subject: str, recipients: Sequence[str]) -> bool:
+    """True when a message ends a citizen exchange: a ``[FIN]`` subject sent to a patient address.
+
+    DESIGN.md §6: the gateway then adds ``X-MSS-MES: FIN`` so that Mon espace santé closes its side
+    whatever the exact subject (ECO.2.2.8 makes the header the one-message way to close).
+    """
+    return subject_closes_exchange(subject) and any(ins.is_citizen_address(r) for r in recipients)
+
+
 def is_exact_fin_subject(subject: str) -> bool:
     """The strict CNAM reading (MSSANTE.md §7.4): the whole subject is ``[FIN]``."""
     return subject.strip() == "[FIN]"

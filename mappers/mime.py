@@ -34,6 +34,7 @@ __all__ = [
     "build_message",
     "canonical_body",
     "effective_subject",
+    "end_of_exchange",
     "parse_message",
 ]
 
@@ -97,7 +98,7 @@ def build_message(
         record.patient,
         record.documents,
         nil_reference=nil_reference,
-        end_of_exchange=record.end_of_exchange,
+        end_of_exchange=end_of_exchange(record),
     ):
         fields.append(wire.text_header(name, value))
     fields.append(wire.text_header("MIME-Version", "1.0"))
@@ -121,6 +122,12 @@ def build_message(
         )
         message.set_payload([body, *(_attachment_part(a) for a in attachments)])
     return message
+
+
+def end_of_exchange(record: MessageRecord) -> bool:
+    """Whether the message carries ``X-MSS-MES: FIN``: asked by the record, or a ``[FIN]`` to a patient."""
+    recipients = [mailbox.address for mailbox in (*record.to, *record.cc)]
+    return record.end_of_exchange or headers.closes_exchange(record.subject, recipients)
 
 
 def effective_subject(record: MessageRecord) -> str:

@@ -321,6 +321,14 @@ def test_subject_without_fin_mark_does_not_close(subject: str) -> None:
     assert not headers.subject_closes_exchange(subject)
 
 
+def test_fin_closes_only_an_exchange_with_a_patient() -> None:
+    patient = "279035121518989@patient.mssante.fr"
+
+    assert headers.closes_exchange("Re: [FIN]", ["a@b.mssante.fr", patient])
+    assert not headers.closes_exchange("Re: [FIN]", ["a@b.mssante.fr"])
+    assert not headers.closes_exchange("Ordonnance", [patient])
+
+
 def test_exact_fin_subject_is_the_strict_reading() -> None:
     assert headers.is_exact_fin_subject(" [FIN] ")
     assert not headers.is_exact_fin_subject("Re: [FIN]")

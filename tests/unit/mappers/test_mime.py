@@ -24,6 +24,7 @@ from mappers.mime import (
     build_message,
     canonical_body,
     effective_subject,
+    end_of_exchange,
     parse_message,
 )
 from mappers.patient import Patient
@@ -237,6 +238,23 @@ def test_end_of_exchange_sets_x_mss_mes() -> None:
     )
 
     assert message["X-MSS-MES"] == "FIN"
+
+
+@pytest.mark.parametrize(
+    ("subject", "recipient", "closes"),
+    [
+        ("[FIN]", "279035121518989@patient.mssante.fr", True),
+        ("Re: [FIN] Ordonnance", "279035121518989@patient.mssante.fr", True),
+        ("Ordonnance", "279035121518989@patient.mssante.fr", False),
+        ("[FIN]", "marie.martin@medecin.mssante.fr", False),
+    ],
+)
+def test_fin_subject_to_a_patient_adds_x_mss_mes(subject: str, recipient: str, closes: bool) -> None:
+    record = _simple(subject=subject, to=(Mailbox(recipient),))
+    message = build_message(record, nil_reference=NIL, hostname="gw.chu-exemple.fr", now=NOW)
+
+    assert (message["X-MSS-MES"] == "FIN") is closes
+    assert message["Subject"] == subject
 
 
 # --- parsing untrusted mail -------------------------------------------------------------------------
@@ -514,6 +532,7 @@ def test_any_record_round_trips(record: MessageRecord) -> None:
         _strip_display_names(record),
         subject=effective_subject(record),
         body_text=canonical_body(record.body_text),
+        end_of_exchange=end_of_exchange(record),
     )
     assert parsed == expected
 
