@@ -147,6 +147,19 @@ def test_client_refuses_operator_with_untrusted_server_certificate(
     assert operator.messages == []
 
 
+@pytest.mark.parametrize("server", ["expired_server", "misnamed_server"])
+def test_client_refuses_trusted_ca_certificate_that_is_expired_or_for_another_host(
+    pki: Pki, fake_operator: FakeOperatorFactory, server: str
+) -> None:
+    operator = fake_operator(cert=getattr(pki.trusted, server))
+    with (
+        pytest.raises(ssl.SSLCertVerificationError, match="expired|mismatch"),
+        smtplib.SMTP("127.0.0.1", operator.port) as client,
+    ):
+        client.starttls(context=client_context(pki))
+    assert operator.messages == []
+
+
 def test_operator_scripted_451_twice_then_250(pki: Pki, fake_operator: FakeOperatorFactory) -> None:
     operator = fake_operator()
     operator.script(("DATA", 451, "4.3.0 try later"), ("DATA", 451, "4.3.0 still busy"))
