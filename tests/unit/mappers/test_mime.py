@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import zipfile
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ from mappers.records import Attachment, Mailbox, MessageRecord
 from tests.unit.mappers import samples
 
 NOW = datetime(2026, 5, 12, 9, 30, 0, tzinfo=UTC)
+# 150 generated records per run; MSSGW_ROUND_TRIPS=5000 for a long search before a release.
+ROUND_TRIPS = int(os.environ.get("MSSGW_ROUND_TRIPS", "150"))
 NIL = "DEV935997"
 
 
@@ -520,7 +523,7 @@ def _strip_display_names(record: MessageRecord) -> MessageRecord:
     )
 
 
-@settings(max_examples=int(__import__("os").environ.get("RT_EXAMPLES", "150")), deadline=None)
+@settings(max_examples=ROUND_TRIPS, deadline=None)
 @given(_records())
 def test_any_record_round_trips(record: MessageRecord) -> None:
     copies = {pdf_copy(document) for document in record.documents}
