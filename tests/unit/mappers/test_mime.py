@@ -8,6 +8,8 @@ import os
 import zipfile
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
@@ -19,6 +21,7 @@ from mappers.documents import Document
 from mappers.errors import MappingError
 from mappers.headers import HeaderInjectionError
 from mappers.mime import (
+    MESSAGE_POLICY,
     MessageBuildError,
     MimeError,
     MimeLimits,
@@ -597,3 +600,42 @@ def test_documents_headers_are_not_written_without_documents() -> None:
 
     assert "X-MSS-INS" not in message
     assert "X-MSS-CODECDA" not in message
+
+
+# --- golden: what a professional's software receives ------------------------------------------------
+
+GOLDEN = Path(__file__).parents[2] / "data" / "mime" / "document_message.txt"
+
+
+def _skeleton(message: EmailMessage) -> str:
+    """Every header line of every part, and the text body; attachment bodies are left out."""
+    boundary = message.get_boundary() or ""
+    lines: list[str] = []
+    for part in message.walk():
+        lines.extend(MESSAGE_POLICY.fold(name, value) for name, value in part.items())
+        if part.get_content_type() == "text/plain" and not part.is_attachment():
+            lines.append("\r\n" + str(part.get_payload()))
+        lines.append("--\r\n")
+    return "".join(lines).replace("\r\n", "\n").replace(boundary, "BOUNDARY")
+
+
+def test_document_message_matches_the_reviewed_golden_file() -> None:
+    record = _document_record(
+        author=Mailbox("cardio-app@hopitala.mssante.fr", "Hopital A – Service Cardiologie"),
+        on_behalf_of=Mailbox("marie.martin@hopitala.mssante.fr", "Dr_Marie_MARTIN_Cardiologie"),
+        reply_to=Mailbox("cardio@hopitala.mssante.fr", "Hopital A – Secrétariat de cardiologie"),
+        disposition_notification_to=Mailbox("cardio-app@hopitala.mssante.fr"),
+        body_text="Madame,\nveuillez trouver ci-joint vos comptes rendus.\nCordialement,\nDr Marie MARTIN",
+        attachments=(Attachment("Consignes après l'examen.txt", "text/plain", b"A jeun."),),
+        end_of_exchange=True,
+    )
+    message = build_message(
+        record, nil_reference=NIL, hostname="gw.hopitala.fr", now=NOW, file_number="12150302014578"
+    )
+
+    skeleton = _skeleton(message)
+
+    if os.environ.get("MSSGW_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(skeleton, encoding="utf-8")
+    assert skeleton == GOLDEN.read_text(encoding="utf-8")
