@@ -4,10 +4,11 @@ Parsing policy for untrusted mail: the size is checked before parsing; ``email.p
 parses; the tree is walked iteratively with a bounded depth and part count (a ``RecursionError`` of the
 email package is reported the same way). The body is the first ``text/plain`` body part; its HTML
 alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by name,
-case-insensitively, and read by ``mappers.xdm``; PDF attachments identical to its documents' PDFs are
-dropped; every other leaf is an attachment, its file name reduced to a bare name without control or
-format characters. Refusals are ``MimeError`` (or the XDM reader's ``MappingError``); what is wrong but
-readable (headers contradicting the package, a malformed subject) goes to ``MessageRecord.problems``.
+case-insensitively, and read by ``mappers.xdm``: an unsafe archive refuses the message, a broken one
+stays an attachment. PDF attachments identical to its documents' PDFs are dropped; every other leaf is
+an attachment, its name reduced to a bare name without control or format characters. Refusals are
+``MimeError`` or the XDM reader's unsafe-input errors; what is wrong but readable (headers that
+contradict the package, a malformed subject) goes to ``MessageRecord.problems``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from email.parser import BytesParser
 
 from mappers import headers, xdm
 from mappers.addresses import from_header_address
-from mappers.archive import ArchiveLimits
+from mappers.archive import ArchiveLimits, UnsafeArchiveError
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
 from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
 from mappers.records import Attachment, Mailbox, MessageRecord
+from mappers.safe_xml import UnsafeXmlError
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 XDM_FILENAME = "IHE_XDM.zip"
@@ -121,8 +123,8 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
             problems.append(
                 f"{len(packages)} {XDM_FILENAME} attachments: only the first is read (ECO.2.1.1 allows one)"
             )
-        package = xdm.parse_package(packages[0].content, limits=limits.archive)
-        problems.extend(package.problems)
+        package = _read_package(packages[0], limits, problems)
+    if package is not None:
         copies = {copy for copy in (pdf_copy(d) for d in package.documents) if copy is not None}
         attachments = [
             a
@@ -149,6 +151,24 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
         end_of_exchange=headers.is_end_of_exchange(_header(message, headers.X_MSS_MES)),
         problems=tuple(problems),
     )
+
+
+def _read_package(attachment: Attachment, limits: MimeLimits, problems: list[str]) -> xdm.XdmPackage | None:
+    """The package, or ``None`` when it is malformed (kept as a plain attachment, and said so).
+
+    An unsafe archive or XML (zip bomb, path traversal, entity tricks) refuses the whole message: its
+    content must not reach the store. A merely broken package (no METADATA.XML, bad XML syntax) leaves
+    a message a person can still read, with the package attached as received.
+    """
+    try:
+        package = xdm.parse_package(attachment.content, limits=limits.archive)
+    except (UnsafeArchiveError, UnsafeXmlError):
+        raise
+    except MappingError as error:
+        problems.append(f"{XDM_FILENAME} could not be read: {error}")
+        return None
+    problems.extend(package.problems)
+    return package
 
 
 def _check_mss_headers(message: EmailMessage, subject: str, package: xdm.XdmPackage | None) -> list[str]:

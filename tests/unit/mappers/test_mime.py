@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from mappers import headers, xdm
 from mappers.addresses import AddressError, canonical_display_name
+from mappers.archive import UnsafeArchiveError
 from mappers.documents import Document
 from mappers.errors import MappingError
 from mappers.headers import HeaderInjectionError
@@ -414,7 +415,7 @@ def test_unsafe_package_is_refused_with_a_mapping_error() -> None:
         archive.writestr("../../evil.sh", b"rm -rf /")
     record = _simple(attachments=(Attachment("IHE_XDM.zip", "application/zip", evil.getvalue()),))
 
-    with pytest.raises(MappingError, match=r"\.\."):
+    with pytest.raises(UnsafeArchiveError, match=r"\.\."):
         parse_message(_build(record))
 
 
@@ -639,3 +640,18 @@ def test_document_message_matches_the_reviewed_golden_file() -> None:
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         GOLDEN.write_text(skeleton, encoding="utf-8")
     assert skeleton == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_broken_package_is_kept_as_an_attachment_with_the_reason() -> None:
+    broken = io.BytesIO()
+    with zipfile.ZipFile(broken, "w") as archive:
+        archive.writestr("README.TXT", b"pas de METADATA.XML")
+    attachment = Attachment("IHE_XDM.zip", "application/zip", broken.getvalue())
+
+    parsed = parse_message(_build(_simple(attachments=(attachment,))))
+
+    assert parsed.attachments == (attachment,)
+    assert parsed.documents == ()
+    assert len(parsed.problems) == 1
+    assert parsed.problems[0].startswith("IHE_XDM.zip could not be read: ")
+    assert "METADATA.XML" in parsed.problems[0]
