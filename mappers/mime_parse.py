@@ -186,7 +186,9 @@ def _check_mss_headers(message: EmailMessage, subject: str, package: xdm.XdmPack
             f"{headers.X_MSS_CODECDA} says {','.join(announced) or 'nothing'}, "
             f"the CDA headers say {','.join(codes)}"
         )
-    if codes and ins_flag is not None and ins_flag != package.ins_qualified:
+    if codes and ins_flag is None:
+        problems.append(f"{headers.X_MSS_INS} is missing or unreadable although CDA documents travel")
+    elif codes and ins_flag != package.ins_qualified:
         problems.append(
             f"{headers.X_MSS_INS} says {'O' if ins_flag else 'N'} but the package "
             f"{'holds' if package.ins_qualified else 'does not hold'} a qualified INS"

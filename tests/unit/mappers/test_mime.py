@@ -403,6 +403,17 @@ def test_headers_contradicting_the_package_are_flagged() -> None:
     )
 
 
+def test_missing_mss_headers_are_flagged() -> None:
+    message = build_message(_document_record(), nil_reference=NIL, hostname="gw.fr", now=NOW)
+    del message["X-MSS-CODECDA"]
+    del message["X-MSS-INS"]
+
+    assert parse_message(bytes(message)).problems == (
+        "X-MSS-CODECDA says nothing, the CDA headers say 18748-4,11502-2",
+        "X-MSS-INS is missing or unreadable although CDA documents travel",
+    )
+
+
 def test_codecda_without_package_is_flagged() -> None:
     parsed = parse_message(_raw("text/plain", "x\r\n", headers="X-MSS-CODECDA: 11502-2\r\n"))
 
