@@ -63,6 +63,11 @@ def build_message(
 ) -> EmailMessage:
     """Build the message a peer will receive for ``record``.
 
+    What is not taken verbatim from the record: a document mail gets the ECO.2.1.3 subject (see
+    ``effective_subject``); ``X-MSS-MES: FIN`` is also added for a ``[FIN]`` subject sent to a patient
+    (``end_of_exchange``); display names are sent in canonical form (``canonical_display_name``); a
+    missing Date or Message-ID is made from ``now`` and ``hostname``.
+
     Args:
         nil_reference: the product reference for X-MSS-NIL (ECO.2.4.3), from the settings.
         hostname: the right-hand side of a generated Message-ID (the gateway's own domain).
@@ -72,8 +77,8 @@ def build_message(
         require_pdf_copies: refuse a document without a PDF copy (ECO.2.1.1); False attaches none.
 
     Raises:
-        HeaderInjectionError, AddressError, HeaderValueError, MessageBuildError: the record cannot be sent
-        as it is; the message names the field.
+        MappingError: a subclass (``HeaderInjectionError``, ``AddressError``, ``HeaderValueError``,
+        ``MessageBuildError``, ``XdmBuildError`` …) whose message names the field at fault.
     """
     if not _HOSTNAME.fullmatch(hostname):
         raise MessageBuildError(f"hostname {hostname!r} cannot be used in a Message-ID")
