@@ -50,11 +50,14 @@ class MimeLimits:
     mail structures (a few levels, tens of parts), and stop hostile nesting long before it costs much.
     ``max_lines`` bounds the parser's work: 40 MB of base64 is about 540 000 lines, while the same
     size in one-character lines would keep it busy for seconds. ``archive`` bounds the IHE_XDM.zip
-    (``None``: the defaults of ``mappers.archive``).
+    (``None``: the defaults of ``mappers.archive``). ``max_header_length`` bounds one header field:
+    the email package's header parsers take seconds on a few hundred kilobytes of encoded-words or
+    addresses, and a thousand recipients fit in 32 000 characters.
     """
 
     max_bytes: int = 40 * 1024 * 1024
     max_lines: int = 1_000_000
+    max_header_length: int = 32_000
     max_depth: int = 10
     max_parts: int = 250
     archive: ArchiveLimits | None = None
@@ -128,6 +131,12 @@ def _check_structure(message: Message, limits: MimeLimits) -> None:
     while stack:
         part, depth = stack.pop()
         count += 1
+        for name, value in part.raw_items():
+            if len(value) > limits.max_header_length:
+                raise MimeError(
+                    f"header field {name} is {len(value)} characters long; "
+                    f"the limit is {limits.max_header_length}"
+                )
         if count > limits.max_parts:
             raise MimeError(f"message has more than {limits.max_parts} MIME parts")
         if depth > limits.max_depth:

@@ -329,6 +329,13 @@ def test_a_message_of_countless_short_lines_is_refused() -> None:
         parse_message(data, limits=MimeLimits(max_lines=1000))
 
 
+def test_a_header_field_too_long_to_parse_quickly_is_refused() -> None:
+    data = b"From: a@b.fr\r\nSubject: " + b"=?utf-8?q?=C3=A9?= " * 2000 + b"\r\n\r\nx\r\n"
+
+    with pytest.raises(MimeError, match="header field Subject is 38000 characters long"):
+        parse_message(data)
+
+
 def test_oversized_message_is_refused_before_parsing() -> None:
     with pytest.raises(MimeError, match="exceeds the limit of 100 bytes"):
         parse_message(b"x" * 101, limits=MimeLimits(max_bytes=100))
