@@ -40,14 +40,6 @@ def dovecot(tmp_path: Path, pki: Pki) -> Iterator[Dovecot]:
     server.stop()
 
 
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
-
-
 def counts(store: Store) -> tuple[int, int]:
     """(stored rows, distinct Message-IDs) of what came in by IMAP."""
     with store.sessions() as session:
