@@ -148,9 +148,11 @@ class FolderWatcher:
             last = cursor[1]
         use_idle = self.account.idle and "IDLE" in session.capabilities
         while not self.stop.is_set():
+            announced = session.announced
             new = [uid for uid in await session.search("UID", f"{last + 1}:*") if uid > last]
-            if new:
-                # Mail that came while importing was announced to commands, not to IDLE: look again
+            if new or session.announced != announced:
+                # Mail announced in the reply to a command (the import's, or this very SEARCH when it
+                # came after the server computed the result) is not announced again to IDLE: look again
                 # before waiting, so that nothing sits unseen until the next message wakes the bridge.
                 last = await self._import(session, mailbox.uidvalidity, new, last)
                 continue

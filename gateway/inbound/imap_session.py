@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import re
 import ssl
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from gateway.inbound.imap_starttls import StartTlsError, starttls
 from gateway.settings import ImapAccountSettings
 
 T = TypeVar("T")
+
+_EXISTS = re.compile(rb"^\* \d+ EXISTS$")
 
 
 class ImapError(Exception):
@@ -76,6 +79,17 @@ class ImapSession:
         self.client = client
         self.lost = lost
         self.timeouts = timeouts
+        self.announced = 0
+        """How many ``* n EXISTS`` the server has sent: new mail may be announced in any response, and
+        aioimaplib drops those that come with commands such as SEARCH."""
+        untagged = client.protocol._untagged_response
+
+        def observe(line: bytes) -> Any:
+            if _EXISTS.match(line):
+                self.announced += 1
+            return untagged(line)
+
+        client.protocol._untagged_response = observe
 
     @classmethod
     async def open(

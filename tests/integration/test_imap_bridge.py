@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.inbound.imap_poller import ImapPoller, IngestOutcome
+from gateway.settings import ImapAccountSettings
 from gateway.store.db import Store, open_store
 from tests.support.fake_imap import BASE_CAPABILITIES, FakeImap
 from tests.support.imap_bridge import (
@@ -220,3 +222,53 @@ async def test_an_account_that_fails_leaves_the_others_alone(
     errors = {s.account: s.last_error for s in store.imap_cursors.statuses()}
     assert "refused the password login" in (errors["refused"] or "")
     assert errors["hopital"] is None
+
+
+async def test_a_reload_reconnects_with_the_new_settings(
+    tmp_path: Path, pki: Pki, fake: FakeImap, store: Store
+) -> None:
+    async with Bridge(bridge_settings(tmp_path, pki, fake.port, after_import="leave"), store) as bridge:
+        await idling(fake)
+        fake.deliver(USER, imap_message(1))
+        await eventually(lambda: stored_message_ids(store) == ids(1), "the first message stored")
+        bridge.poller.prepare_reload(bridge_settings(tmp_path, pki, fake.port, after_import="seen"))()
+        await eventually(lambda: len(fake.logins) == 2, "a new connection")
+        await idling(fake)
+        fake.deliver(USER, imap_message(2))
+        await eventually(lambda: seen(fake) == [False, True], "the new setting applies to new mail")
+    assert stored_message_ids(store) == ids(1, 2)
+
+
+def test_the_backoff_doubles_up_to_its_ceiling_with_jitter(tmp_path: Path, pki: Pki) -> None:
+    settings = bridge_settings(tmp_path, pki, 143, imap={"backoff_initial": "1s", "backoff_max": "60s"})
+    watcher = ImapPoller(settings, _never, _NoCursors(), lambda: datetime.now(UTC))._watchers[0]
+    for failures, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (100, 60.0)):
+        delays = {watcher.backoff(failures) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1  # jittered
+
+
+async def _never(raw: bytes, account: ImapAccountSettings, folder: str) -> IngestOutcome:
+    raise AssertionError("not called")
+
+
+class _NoCursors:
+    def load(self, account: str, folder: str) -> tuple[int, int] | None:
+        return None
+
+    def save(self, account: str, folder: str, uidvalidity: int, last_uid: int, at: datetime) -> None:
+        pass
+
+    def record_error(self, account: str, folder: str, error: str) -> None:
+        pass
+
+
+async def test_mail_announced_after_a_search_result_is_not_left_waiting(
+    tmp_path: Path, pki: Pki, fake: FakeImap, store: Store
+) -> None:
+    settings = bridge_settings(tmp_path, pki, fake.port, poll_interval="1h")
+    async with Bridge(settings, store):
+        await idling(fake)
+        fake.hide_from_search = 1
+        fake.deliver(USER, imap_message(1))
+        await eventually(lambda: stored_message_ids(store) == ids(1), "the message stored without more mail")

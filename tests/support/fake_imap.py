@@ -6,7 +6,7 @@ LOGOUT. Filled in here: UIDs that only grow (aioimaplib reuses the highest UID o
 UIDVALIDITY that the test changes, UID sets (``1:3,7``) in FETCH/STORE/COPY/MOVE/EXPUNGE/SEARCH,
 RFC822.SIZE, SEARCH by UID/SINCE/YOUNGER/DELETED, STARTTLS, SASL EXTERNAL and XOAUTH2 (SASL-IR), IDLE
 notifications to every connection of the user, and faults: a connection dropped in the middle of a FETCH,
-a STARTTLS reply followed by injected bytes.
+a STARTTLS reply followed by injected bytes, new mail announced after a SEARCH result that leaves it out.
 """
 
 from __future__ import annotations
@@ -197,8 +197,17 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
                 found = [m for m in found if m.date >= since]
             elif key == "DELETED":
                 found = [m for m in found if r"\Deleted" in m.flags]
+        if self.fake.hide_from_search and found:
+            # As Dovecot does when mail lands during a SEARCH: left out of the result, announced after it.
+            self.fake.hide_from_search -= 1
+            found = found[:-1]
+            late = f"{len(self._messages())} EXISTS"
+        else:
+            late = ""
         numbers = " ".join(str(m.uid if by_uid else m.id) for m in found)
         self.send_untagged_line(f"SEARCH {numbers}".rstrip())
+        if late:
+            self.send_untagged_line(late)
         self.send_tagged_line(tag, "OK SEARCH completed")
 
     def fetch(self, tag: str, *args: str) -> None:
@@ -274,6 +283,7 @@ class FakeImap:
     passwords: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     drop_during_fetch: int = 0
+    hide_from_search: int = 0
     inject_after_starttls: bool = False
     moves: int = 0
     connections: list[FakeImapProtocol] = field(default_factory=list)

@@ -4,6 +4,7 @@ a 25 MB message does not make the bridge hold many copies of it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import tracemalloc
@@ -131,8 +132,7 @@ async def test_backfill_takes_exactly_the_last_days(tmp_path: Path, pki: Pki, do
         settings = bridge_settings(tmp_path, pki, dovecot.port, backfill_days=3)
         async with Bridge(settings, store):
             await eventually(lambda: len(_ids(store)) == 2, "the window imported")
-            with dovecot.mailbox(USER) as mailbox:
-                mailbox.append(imap_message(5))
+            await asyncio.to_thread(append, dovecot, imap_message(5))
             await eventually(lambda: len(_ids(store)) == 3, "then new mail")
         assert _ids(store) == [f"<imap-{n}@cabinet.test.mssante.fr>" for n in (3, 4, 5)]
         with dovecot.mailbox(USER) as mailbox:
@@ -140,6 +140,12 @@ async def test_backfill_takes_exactly_the_last_days(tmp_path: Path, pki: Pki, do
         assert ["\\Seen" in f for f in flags] == [False, False, True, True, True]
     finally:
         store.close()
+
+
+def append(dovecot: Dovecot, raw: bytes) -> None:
+    """Deliver as another client would (in a thread: the bridge shares the test's event loop)."""
+    with dovecot.mailbox(USER) as mailbox:
+        mailbox.append(raw)
 
 
 def _ids(store: Store) -> list[str]:
