@@ -21,6 +21,8 @@ from typing import Protocol
 from gateway import logsetup, wake
 from gateway import settings as settings_module
 from gateway.errors import ConfigError
+from gateway.inbound.intake import Intake, build_policy
+from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
 from gateway.outbound.relay import Relay
 from gateway.outbound.signing import build_signer
@@ -75,7 +77,21 @@ class WakeSocket:
 def build_services(settings: Settings, store: Store) -> list[Service]:
     """Every service of this gateway, in start order."""
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
-    return [relay, WakeSocket(settings, relay.wake)]
+    services: list[Service] = [relay, WakeSocket(settings, relay.wake)]
+    # The one door into the store for every inbound path; extra policy rules (channels) are appended here.
+    intake = Intake(
+        build_policy(settings),
+        store.repository.add_messages,
+        utc_now,
+        relay.wake,
+        max_batch=settings.store.group_commit_max,
+    )
+    services.append(intake)
+    if settings.submission.listen:
+        services.append(SmtpListener("submission", settings, intake))
+    if settings.operator_listener.listen:
+        services.append(SmtpListener("operator", settings, intake))
+    return services
 
 
 class Daemon:
