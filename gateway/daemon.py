@@ -77,7 +77,7 @@ class WakeSocket:
 def build_services(settings: Settings, store: Store) -> list[Service]:
     """Every service of this gateway, in start order."""
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
-    services: list[Service] = [relay, WakeSocket(settings, relay.wake)]
+    services: list[Service] = [relay]
     # The one door into the store for every inbound path; extra policy rules (channels) are appended here.
     intake = Intake(
         build_policy(settings),
@@ -91,6 +91,8 @@ def build_services(settings: Settings, store: Store) -> list[Service]:
         services.append(SmtpListener("submission", settings, intake))
     if settings.operator_listener.listen:
         services.append(SmtpListener("operator", settings, intake))
+    # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).
+    services.append(WakeSocket(settings, relay.wake))
     return services
 
 

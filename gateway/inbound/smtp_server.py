@@ -298,7 +298,12 @@ class GatewaySMTP(SMTP):
                 pass
             elif name == "RET" and value.upper() in ("FULL", "HDRS") and self._txn().ret is None:
                 self._txn().ret = value.upper()
-            elif name == "ENVID" and _XTEXT.fullmatch(value) and len(value) <= 100 and self._txn().envid is None:
+            elif (
+                name == "ENVID"
+                and _XTEXT.fullmatch(value)
+                and len(value) <= 100
+                and self._txn().envid is None
+            ):
                 self._txn().envid = value
             else:
                 return replies.BAD_PARAMETER.format(item[:40])

@@ -118,7 +118,10 @@ async def test_an_allowed_network_submits_without_auth(tmp_path: Path, pki: Pki)
         tmp_path,
         pki,
         "submission",
-        submission={"require_starttls": False, "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.0/8"]}]},
+        submission={
+            "require_starttls": False,
+            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.0/8"]}],
+        },
     )
     async with running(settings, "submission") as gateway:
         refused = await smtp(gateway.port, lambda c: c.sendmail(APP, [OUTSIDE], message()))
@@ -148,7 +151,10 @@ async def test_a_message_over_the_size_limit_is_refused_before_it_is_stored(tmp_
         tmp_path,
         pki,
         "submission",
-        submission={"require_starttls": False, "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}]},
+        submission={
+            "require_starttls": False,
+            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
+        },
         inbound={"max_message_size": 5000},
     )
     async with running(settings, "submission") as gateway:

@@ -68,7 +68,9 @@ class Running:
 
     def messages(self) -> list[tuple[int, str, bytes]]:
         with self.store.sessions() as session:
-            rows = session.execute(select(Message.id, Message.direction, Message.raw).order_by(Message.id)).all()
+            rows = session.execute(
+                select(Message.id, Message.direction, Message.raw).order_by(Message.id)
+            ).all()
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
     def deliveries(self) -> list[tuple[str, str | None, str | None]]:
@@ -78,7 +80,9 @@ class Running:
 
 
 @asynccontextmanager
-async def running(settings: Settings, kind: ListenerKind, dnsfunc: DnsFunc | None = None) -> AsyncIterator[Running]:
+async def running(
+    settings: Settings, kind: ListenerKind, dnsfunc: DnsFunc | None = None
+) -> AsyncIterator[Running]:
     """Start intake and the ``kind`` listener; stop and close everything afterwards."""
     store = open_store(settings.store_url)
     intake = Intake(build_policy(settings), store.repository.add_messages, lambda: datetime.now(UTC))
