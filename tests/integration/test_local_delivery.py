@@ -1,4 +1,4 @@
-"""Mail for our own mailboxes leaving the store: the drop folder (never a partial file) and the internal MTA."""
+"""Mail for our mailboxes leaving the store: the drop folder (never a partial file), the internal MTA."""
 
 from __future__ import annotations
 
