@@ -49,7 +49,6 @@ Persist = Callable[[Sequence[NewMessage], datetime], Sequence[StoredMessage]]
 
 # Submission headers the gateway reads and never passes on (documented in README "Submission headers").
 _SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 class Intake:
@@ -213,16 +212,21 @@ def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
 
 def strip_submission_headers(raw: bytes) -> bytes:
     """Remove the ``X-MSSGW-*`` header fields (and their folded lines) from the header block only."""
-    end = _HEADER_END.search(raw)
-    head, body = (raw[: end.end()], raw[end.end() :]) if end else (raw, b"")
     kept: list[bytes] = []
     dropping = False
-    for line in head.splitlines(keepends=True):
+    position = 0
+    while position < len(raw):
+        line_end = raw.find(b"\n", position)
+        line_end = len(raw) if line_end < 0 else line_end + 1
+        line = raw[position:line_end]
+        if line in (b"\r\n", b"\n"):
+            break  # the blank line: the body follows, untouched
         if line[:1] not in (b" ", b"\t"):
             dropping = _SUBMISSION_HEADER.match(line) is not None
         if not dropping:
             kept.append(line)
-    return b"".join(kept) + body
+        position = line_end
+    return b"".join(kept) + raw[position:]
 
 
 def _unavailable(verdict: Verdict) -> Verdict:
