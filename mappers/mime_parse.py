@@ -1,15 +1,14 @@
-"""Received MIME bytes → store record, with the parsing policy for untrusted mail.
+"""Received MIME bytes → store record. Called by inbound intake; never writes a file, logs or trusts a size.
 
-Policy: the size is checked before parsing; ``email.policy.default`` parses (``folding.READ_POLICY``
-also reads Disposition-Notification-To as addresses), and the tree is then
-walked iteratively with a bounded depth and part count (a ``RecursionError`` inside the email package
-is reported the same way). The body is the first ``text/plain`` body part; its ``text/html``
-alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by
-name, case-insensitively, and read by ``mappers.xdm``; the PDF copies of its documents are dropped,
-every other leaf becomes an attachment whose file name is reduced to a bare name. Header values are
-taken as decoded by the email package. Every refusal is a ``MimeError`` (or another ``MappingError``
-from the XDM reader); inconsistencies that do not prevent reading go to ``MessageRecord.problems``.
-Nothing here writes a file, logs, or trusts a declared size.
+Parsing policy for untrusted mail: the size is checked before parsing; ``email.policy.default``
+parses; the tree is walked iteratively with a bounded depth and part count (a ``RecursionError`` of the
+email package is reported the same way). The body is the first ``text/plain`` body part; its HTML
+alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by name,
+case-insensitively, and read by ``mappers.xdm``: an unsafe archive refuses the message, a broken one
+stays an attachment. PDF attachments identical to its documents' PDFs are dropped; every other leaf is
+an attachment, its name reduced to a bare name without control or format characters. Refusals are
+``MimeError`` or the XDM reader's unsafe-input errors; what is wrong but readable (headers that
+contradict the package, a malformed subject) goes to ``MessageRecord.problems``.
 """
 
 from __future__ import annotations
@@ -25,14 +24,17 @@ from email.parser import BytesParser
 
 from mappers import headers, xdm
 from mappers.addresses import from_header_address
-from mappers.archive import ArchiveLimits
+from mappers.archive import ArchiveLimits, UnsafeArchiveError
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
 from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
 from mappers.records import Attachment, Mailbox, MessageRecord
+from mappers.safe_xml import UnsafeXmlError
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 XDM_FILENAME = "IHE_XDM.zip"
+_BOUNDARY_PARAM = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
+_DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,202})", re.MULTILINE)
 _EXTENSIONS = {"text/plain": ".txt", "text/html": ".html", "application/pdf": ".pdf"}
 
 
@@ -46,10 +48,16 @@ class MimeLimits:
 
     The defaults leave room for Mon espace santé's 25 MB limit after base64 (×4/3) and for ordinary
     mail structures (a few levels, tens of parts), and stop hostile nesting long before it costs much.
-    ``archive`` bounds the IHE_XDM.zip (``None``: the defaults of ``mappers.archive``).
+    ``max_lines`` bounds the parser's work: 40 MB of base64 is about 540 000 lines, while the same
+    size in one-character lines would keep it busy for seconds. ``archive`` bounds the IHE_XDM.zip
+    (``None``: the defaults of ``mappers.archive``). ``max_header_length`` bounds one header field:
+    the email package's header parsers take seconds on a few hundred kilobytes of encoded-words or
+    addresses, and a thousand recipients fit in 32 000 characters.
     """
 
     max_bytes: int = 40 * 1024 * 1024
+    max_lines: int = 1_000_000
+    max_header_length: int = 32_000
     max_depth: int = 10
     max_parts: int = 250
     archive: ArchiveLimits | None = None
@@ -61,8 +69,9 @@ DEFAULT_LIMITS = MimeLimits()
 def canonical_body(text: str) -> str:
     """The body text as it reads back after a trip through MIME: LF line ends, no final line end.
 
-    ``set_content`` always ends a text part with a line end, so the final one carries no meaning and
-    is dropped on parsing; stores and round-trip tests compare this form.
+    A text part always ends with a line end when built (``wire.text_body``, like ``set_content``), so
+    the final one carries no meaning and is dropped on parsing; stores and round-trip tests compare
+    this form.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text[:-1] if text.endswith("\n") else text
@@ -72,6 +81,7 @@ def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> Messag
     """Read a received message into a record, refusing it with a ``MimeError`` when it is unsafe."""
     if len(data) > limits.max_bytes:
         raise MimeError(f"message of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
+    _prescan(data, limits)
     try:
         message = BytesParser(policy=READ_POLICY).parsebytes(data)
         _check_structure(message, limits)
@@ -88,6 +98,28 @@ def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> Messag
         raise MimeError(f"unreadable message: {type(exc).__name__}: {exc}") from exc
 
 
+def _prescan(data: bytes, limits: MimeLimits) -> None:
+    """Refuse what would make the parser work long before its result could be checked.
+
+    Every MIME part starts at a delimiter line ``--<boundary>`` (RFC 2046 § 5.1.1), so counting the
+    lines that name a declared boundary bounds the parts before the email package builds them.
+    """
+    lines = data.count(b"\n")
+    if lines > limits.max_lines:
+        raise MimeError(f"message has {lines} lines; the limit is {limits.max_lines}")
+    boundaries = {quoted or bare for quoted, bare in _BOUNDARY_PARAM.findall(data)}
+    if not boundaries:
+        return
+    delimiters = 0
+    for match in _DELIMITER_LINE.finditer(data):
+        line = match.group(1).rstrip()
+        if line in boundaries or (line.endswith(b"--") and line[:-2] in boundaries):
+            delimiters += 1
+    # Each part has one opening delimiter, each multipart one closing delimiter more.
+    if delimiters > 2 * limits.max_parts:
+        raise MimeError(f"message has more than {limits.max_parts} MIME parts")
+
+
 def _children(part: Message) -> list[Message]:
     payload = part.get_payload() if part.is_multipart() else None
     return [child for child in payload if isinstance(child, Message)] if payload else []
@@ -99,6 +131,12 @@ def _check_structure(message: Message, limits: MimeLimits) -> None:
     while stack:
         part, depth = stack.pop()
         count += 1
+        for name, value in part.raw_items():
+            if len(value) > limits.max_header_length:
+                raise MimeError(
+                    f"header field {name} is {len(value)} characters long; "
+                    f"the limit is {limits.max_header_length}"
+                )
         if count > limits.max_parts:
             raise MimeError(f"message has more than {limits.max_parts} MIME parts")
         if depth > limits.max_depth:
@@ -122,8 +160,8 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
             problems.append(
                 f"{len(packages)} {XDM_FILENAME} attachments: only the first is read (ECO.2.1.1 allows one)"
             )
-        package = xdm.parse_package(packages[0].content, limits=limits.archive)
-        problems.extend(package.problems)
+        package = _read_package(packages[0], limits, problems)
+    if package is not None:
         copies = {copy for copy in (pdf_copy(d) for d in package.documents) if copy is not None}
         attachments = [
             a
@@ -152,6 +190,24 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
     )
 
 
+def _read_package(attachment: Attachment, limits: MimeLimits, problems: list[str]) -> xdm.XdmPackage | None:
+    """The package, or ``None`` when it is malformed (kept as a plain attachment, and said so).
+
+    An unsafe archive or XML (zip bomb, path traversal, entity tricks) refuses the whole message: its
+    content must not reach the store. A merely broken package (no METADATA.XML, bad XML syntax) leaves
+    a message a person can still read, with the package attached as received.
+    """
+    try:
+        package = xdm.parse_package(attachment.content, limits=limits.archive)
+    except (UnsafeArchiveError, UnsafeXmlError):
+        raise
+    except MappingError as error:
+        problems.append(f"{XDM_FILENAME} could not be read: {error}")
+        return None
+    problems.extend(package.problems)
+    return package
+
+
 def _check_mss_headers(message: EmailMessage, subject: str, package: xdm.XdmPackage | None) -> list[str]:
     """What the X-MSS headers and the subject claim, against what the package holds (ECO.2.4.x)."""
     problems: list[str] = []
@@ -167,7 +223,9 @@ def _check_mss_headers(message: EmailMessage, subject: str, package: xdm.XdmPack
             f"{headers.X_MSS_CODECDA} says {','.join(announced) or 'nothing'}, "
             f"the CDA headers say {','.join(codes)}"
         )
-    if codes and ins_flag is not None and ins_flag != package.ins_qualified:
+    if codes and ins_flag is None:
+        problems.append(f"{headers.X_MSS_INS} is missing or unreadable although CDA documents travel")
+    elif codes and ins_flag != package.ins_qualified:
         problems.append(
             f"{headers.X_MSS_INS} says {'O' if ins_flag else 'N'} but the package "
             f"{'holds' if package.ins_qualified else 'does not hold'} a qualified INS"
