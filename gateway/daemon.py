@@ -85,6 +85,7 @@ def build_services(settings: Settings, store: Store) -> list[Service]:
         utc_now,
         relay.wake,
         max_batch=settings.store.group_commit_max,
+        gateway=settings.gateway,
     )
     services.append(intake)
     if settings.submission.listen:

@@ -66,7 +66,9 @@ def _send(args: argparse.Namespace) -> int:
     )
     store = open_store_of(settings)
     try:
-        intake = Intake(build_policy(settings), store.repository.add_messages, lambda: moment)
+        intake = Intake(
+            build_policy(settings), store.repository.add_messages, lambda: moment, gateway=settings.gateway
+        )
         result = asyncio.run(intake.receive(arrival))
     finally:
         store.close()

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from gateway.batching import Batcher
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
+from gateway.inbound.instructions import apply_instructions
 from gateway.inbound.policy import Policy, RecipientRule, SenderRule, refuse
 from gateway.inbound.trust import load_trust_list
 from gateway.logsetup import log_event
-from gateway.settings import Settings
+from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from mappers.errors import MappingError
 from mappers.mime import MimeLimits, parse_message
@@ -47,9 +47,6 @@ log = logging.getLogger(__name__)
 
 Persist = Callable[[Sequence[NewMessage], datetime], Sequence[StoredMessage]]
 
-# Submission headers the gateway reads and never passes on (documented in README "Submission headers").
-_SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
-
 
 class Intake:
     """Judges arrivals and commits the accepted ones; one instance per daemon, shared by every listener."""
@@ -62,8 +59,10 @@ class Intake:
         on_commit: Callable[[], None] = lambda: None,
         *,
         max_batch: int = 500,
+        gateway: GatewaySettings | None = None,
     ) -> None:
         self.policy = policy
+        self.gateway = gateway or GatewaySettings()
         self.clock = clock
         self.on_commit = on_commit
         self.limits = MimeLimits(max_bytes=max(policy.inbound.max_message_size, 1))
@@ -83,6 +82,7 @@ class Intake:
 
         def apply() -> None:
             self.policy = policy
+            self.gateway = settings.gateway
 
         return apply
 
@@ -125,20 +125,34 @@ class Intake:
                 reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
         if reply is None and record is not None:
             reply = self.policy.author(arrival, record)
+        raw = arrival.raw
+        if reply is None and record is not None and arrival.source == "submission":
+            try:
+                raw, record = apply_instructions(
+                    raw,
+                    record,
+                    nil_reference=self.gateway.nil_reference,
+                    hostname=self.gateway.hostname,
+                    now=self.clock(),
+                )
+            except MappingError as error:
+                reply = replies.BAD_INSTRUCTION.format(str(error).splitlines()[0][:200])
         if reply is not None:
             log_event(log, "refused", source=arrival.source, peer=arrival.peer, reply=reply[:9])
             return IntakeResult(None, False, tuple(refuse(a, reply) for a in addresses))
         assert record is not None
         verdicts = [await self.check_recipient(arrival, a, record) for a in addresses]
-        return await self._commit(arrival, record, verdicts)
+        return await self._commit(arrival, raw, record, verdicts)
 
-    async def _commit(self, arrival: Arrival, record: MessageRecord, verdicts: list[Verdict]) -> IntakeResult:
+    async def _commit(
+        self, arrival: Arrival, raw: bytes, record: MessageRecord, verdicts: list[Verdict]
+    ) -> IntakeResult:
         accepted = [
             r for r, v in zip(arrival.recipients, verdicts, strict=True) if v.decision is Decision.ACCEPTED
         ]
         if not accepted:
             return IntakeResult(None, False, tuple(verdicts))
-        new = self._new_message(arrival, record, accepted)
+        new = self._new_message(arrival, raw, record, accepted)
         try:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
@@ -168,12 +182,13 @@ class Intake:
             ),
         )
 
-    def _new_message(self, arrival: Arrival, record: MessageRecord, accepted: list[Recipient]) -> NewMessage:
+    def _new_message(
+        self, arrival: Arrival, raw: bytes, record: MessageRecord, accepted: list[Recipient]
+    ) -> NewMessage:
         outside = [r for r in accepted if not self.policy.is_ours(r.address)]
         forwarded = [
             r for r in accepted if (box := self.policy.mailbox(r.address)) is not None and box.delivered
         ]
-        raw = strip_submission_headers(arrival.raw) if arrival.source == "submission" else arrival.raw
         return NewMessage(
             raw=raw,
             envelope_from=arrival.envelope_from,
@@ -208,25 +223,6 @@ def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
         )
         for d in record.documents
     )
-
-
-def strip_submission_headers(raw: bytes) -> bytes:
-    """Remove the ``X-MSSGW-*`` header fields (and their folded lines) from the header block only."""
-    kept: list[bytes] = []
-    dropping = False
-    position = 0
-    while position < len(raw):
-        line_end = raw.find(b"\n", position)
-        line_end = len(raw) if line_end < 0 else line_end + 1
-        line = raw[position:line_end]
-        if line in (b"\r\n", b"\n"):
-            break  # the blank line: the body follows, untouched
-        if line[:1] not in (b" ", b"\t"):
-            dropping = _SUBMISSION_HEADER.match(line) is not None
-        if not dropping:
-            kept.append(line)
-        position = line_end
-    return b"".join(kept) + raw[position:]
 
 
 def _unavailable(verdict: Verdict) -> Verdict:

@@ -56,6 +56,7 @@ BARE_LINE_END = (
     "send lines ending in CRLF; nothing was kept"
 )
 UNREADABLE = "554 5.6.0 The message cannot be read safely: {}"
+BAD_INSTRUCTION = "554 5.6.0 Submission instruction refused: {}"
 LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)"
 
 # Parameters and commands.

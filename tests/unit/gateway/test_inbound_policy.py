@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.inbound.intake import strip_submission_headers
+from gateway.inbound.instructions import strip_submission_headers
 from gateway.inbound.policy import Policy
 from gateway.inbound.smtp_server import _rcpt_parameters
 from gateway.inbound.trust import StaticTrustList
