@@ -113,6 +113,7 @@ async def test_connections_per_peer_are_limited(tmp_path: Path, pki: Pki) -> Non
 async def test_an_idle_connection_is_closed_after_the_timeout(tmp_path: Path, pki: Pki) -> None:
     async with running(open_submission_settings(tmp_path, pki, timeout=0.3), "submission") as gateway:
         wire = await Wire.connect(gateway.port)
+        assert await wire.reply() == "421 4.4.2 Connection timed out: closing"
         assert await wire.reply() == "<closed>"
         await wire.close()
 

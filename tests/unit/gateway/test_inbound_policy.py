@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.inbound.instructions import strip_submission_headers
+from gateway.inbound.parameters import mail_parameters, rcpt_parameters
 from gateway.inbound.policy import Policy
-from gateway.inbound.smtp_server import _rcpt_parameters
 from gateway.inbound.trust import StaticTrustList
 from gateway.settings import SubmissionClientSettings
 from tests.support.mail import APP, CLIENTS, MAILBOX, OUR_DOMAIN, OUTSIDE, PEER_DOMAIN, inbound_settings
@@ -71,14 +71,14 @@ def test_stripping_removes_every_submission_field_and_nothing_else(
 
 @given(st.text(max_size=80))
 def test_rcpt_parameters_never_raise_and_keep_orcpt_case(params: str) -> None:
-    recipient, refusal = _rcpt_parameters("a@b.test", params)
+    recipient, refusal = rcpt_parameters("a@b.test", params)
     assert recipient.address == "a@b.test"
     if refusal is None and recipient.orcpt is not None:
         assert recipient.orcpt in params
 
 
 def test_rcpt_parameters_of_rfc_3461() -> None:
-    recipient, refusal = _rcpt_parameters("b@y.test", "NOTIFY=success,FAILURE ORCPT=rfc822;B@y.test")
+    recipient, refusal = rcpt_parameters("b@y.test", "NOTIFY=success,FAILURE ORCPT=rfc822;B@y.test")
     assert refusal is None and (recipient.notify, recipient.orcpt) == ("SUCCESS,FAILURE", "rfc822;B@y.test")
     for bad in (
         "NOTIFY=NEVER,SUCCESS",
@@ -87,4 +87,18 @@ def test_rcpt_parameters_of_rfc_3461() -> None:
         "FOO=1",
         "NOTIFY=SUCCESS NOTIFY=DELAY",
     ):
-        assert (_rcpt_parameters("b@y.test", bad)[1] or "").startswith("555 5.5.4"), bad
+        assert (rcpt_parameters("b@y.test", bad)[1] or "").startswith("555 5.5.4"), bad
+
+
+def test_mail_parameters_of_rfc_3461_keep_the_envid_as_sent() -> None:
+    parameters, refusal = mail_parameters("RET=hdrs ENVID=Abc+2Bx SIZE=100 BODY=8BITMIME", 1000)
+    assert refusal is None and (parameters.envid, parameters.ret, parameters.size) == ("Abc+2Bx", "HDRS", 100)
+    assert (mail_parameters("SIZE=1001", 1000)[1] or "").startswith("552 5.3.4")
+    for bad in ("RET=ALL", "ENVID=a=b", "ENVID=x ENVID=y", "SMTPUTF8", "AUTH=<>", "SIZE=big"):
+        assert (mail_parameters(bad, 1000)[1] or "").startswith("555 5.5.4"), bad
+
+
+@given(st.text(max_size=80), st.integers(min_value=0, max_value=10**9))
+def test_mail_parameters_never_raise(params: str, limit: int) -> None:
+    parameters, refusal = mail_parameters(params, limit)
+    assert refusal is not None or parameters.envid is None or parameters.envid in params
