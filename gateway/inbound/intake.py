@@ -14,6 +14,7 @@ commit, never logs content.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -120,7 +121,8 @@ class Intake:
         record: MessageRecord | None = None
         if reply is None:
             try:
-                record = parse_message(arrival.raw, limits=self.limits)
+                # CPU work that grows with the message (up to tens of MB): off the event loop.
+                record = await asyncio.to_thread(parse_message, arrival.raw, limits=self.limits)
             except MappingError as error:
                 reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
         if reply is None and record is not None:
@@ -128,7 +130,8 @@ class Intake:
         raw = arrival.raw
         if reply is None and record is not None and arrival.source == "submission":
             try:
-                raw, record = apply_instructions(
+                raw, record = await asyncio.to_thread(
+                    apply_instructions,
                     raw,
                     record,
                     nil_reference=self.gateway.nil_reference,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from collections.abc import Iterator, Sequence
@@ -37,9 +38,12 @@ from tests.support.mail import (
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_schema_url")
+    opened = open_store(url)
     yield opened
     opened.close()
 
@@ -243,3 +247,19 @@ async def test_a_bad_submission_instruction_is_refused(
     result = await make_intake(store).receive(submission(with_pdf(**headers), Recipient(OUTSIDE)))
     assert result.verdicts[0].reply.startswith(f"554 5.6.0 Submission instruction refused: {reason}")
     assert rows(store) == (0, [])
+
+
+async def test_messages_arriving_together_share_commits(store: Store) -> None:
+    batches: list[int] = []
+
+    def counting(batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
+        batches.append(len(batch))
+        return store.repository.add_messages(batch, now)
+
+    intake = Intake(Policy(inbound_settings(), CLIENTS), counting, lambda: T0, max_batch=50)
+    results = await asyncio.gather(
+        *(intake.receive(submission(message(), Recipient(OUTSIDE))) for _ in range(40))
+    )
+    assert all(r.verdicts[0].decision is Decision.ACCEPTED for r in results)
+    assert sum(batches) == 40 and len(batches) < 40
+    assert len({r.message_pk for r in results}) == 40
