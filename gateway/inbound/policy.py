@@ -27,6 +27,8 @@ class RecipientRule(Protocol):
     """An extra check on one recipient; ``record`` is None at RCPT time (before the data).
 
     Return a refusal, or None to let the next rule decide. May be async (a rule can look at the store).
+    Refuse at RCPT time when the envelope is enough: after DATA, SMTP has one reply for all recipients, so
+    a recipient refused only then while others are accepted is logged (``refused-after-data``), not told.
     """
 
     def __call__(

@@ -360,6 +360,12 @@ class _Handler:
         outcome = await self.server.intake.receive(self.server._arrival(raw))
         accepted = outcome.accepted
         if accepted:
+            late = len(outcome.verdicts) - len(accepted)
+            if late:
+                # SMTP has one reply after DATA: recipients a rule refused only now are not delivered.
+                log_event(
+                    log, "refused-after-data", logging.WARNING, queue_id=outcome.message_pk, recipients=late
+                )
             return accepted[0].reply
         return outcome.verdicts[0].reply if outcome.verdicts else replies.LOCAL_ERROR
 

@@ -18,7 +18,7 @@ from gateway.inbound.instructions import strip_submission_headers
 from gateway.inbound.intake import Intake
 from gateway.inbound.policy import Policy, refuse
 from gateway.inbound.trust import StaticTrustList
-from gateway.settings import GatewaySettings, MailboxSettings
+from gateway.settings import GatewaySettings, MailboxSettings, from_mapping
 from gateway.store.db import Store, open_store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
@@ -263,3 +263,22 @@ async def test_messages_arriving_together_share_commits(store: Store) -> None:
     assert all(r.verdicts[0].decision is Decision.ACCEPTED for r in results)
     assert sum(batches) == 40 and len(batches) < 40
     assert len({r.message_pk for r in results}) == 40
+
+
+async def test_a_reload_keeps_the_rules_and_a_trust_list_the_daemon_gave(
+    store: Store, tmp_path: Path
+) -> None:
+    official = StaticTrustList(["official.test"])
+
+    class Official:
+        def is_trusted(self, domain: str) -> bool:
+            return official.is_trusted(domain)
+
+    def rule(arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
+        return None
+
+    given = Official()
+    intake = make_intake(store, Policy(inbound_settings(), CLIENTS, given, [rule]))
+    settings = from_mapping({"gateway": {"mode": "operator"}, "inbound": {"trusted_domains": ["x.test"]}})
+    intake.prepare_reload(settings)()
+    assert intake.policy.trust is given and intake.policy.recipient_rules == (rule,)
