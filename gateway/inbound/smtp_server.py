@@ -113,7 +113,11 @@ def _capture(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
 
 
 class GatewaySMTP(SMTP):
-    """One connection of an inbound listener."""
+    """One connection of an inbound listener.
+
+    MAIL and RCPT are our own (DSN parameters, policy); the rest is aiosmtpd's. The overrides lean on
+    aiosmtpd 1.4 internals (``_getaddr``, ``_smtp_methods``, ``_timeout_cb``…), hence ``<2`` in pyproject.
+    """
 
     def __init__(self, config: ListenerConfig, intake: IntakePort, connections: Connections) -> None:
         self.config = config
