@@ -176,7 +176,15 @@ class TrustListService:
     def _put_in_force(self, fresh: TrustList) -> None:
         if fresh is not self.trust_list:
             self.trust_list.replace(fresh.domains, fresh.loaded_at)
-        if not self.trust_list.domains:
+        if self.trust_list.domains:
+            loaded = self.trust_list.loaded_at
+            log_event(
+                log,
+                "trust-list-in-force",
+                domains=len(self.trust_list.domains),
+                fetched=loaded.isoformat(timespec="seconds") if loaded else None,
+            )
+        else:
             log_event(
                 log,
                 "trust-list-missing",

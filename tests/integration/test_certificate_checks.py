@@ -68,3 +68,15 @@ def test_a_certificate_that_is_not_its_keys_stops_the_start(tmp_path: Path, pki:
         f"tls.client_certificate: {pki.client.cert}: the certificate does not match the private key"
         in result.stderr
     )
+
+
+def test_the_daemon_warns_at_start_about_a_certificate_expiring_soon(tmp_path: Path, pki: Pki) -> None:
+    cert = client_certificate(tmp_path / "soon", datetime.now(UTC) + timedelta(days=20))
+    gateway = with_client(gateway_for(tmp_path / "gw", pki, None), cert)
+    gateway.start()
+    try:
+        output = gateway.wait_for_output("event=certificate-warning")
+    finally:
+        assert gateway.stop() == 0
+    line = next(line for line in output.splitlines() if "event=certificate-warning" in line)
+    assert "key=tls.client_certificate" in line and f"path={cert.cert}" in line and "in 20 days" in line

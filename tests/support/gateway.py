@@ -142,7 +142,7 @@ class Gateway:
         self.process.send_signal(signal.SIGHUP)
 
     def wait_for_output(self, text: str, count: int = 1, timeout: float = START_TIMEOUT) -> str:
-        """The log once ``text`` appears ``count`` times in it (bounded polling: another process writes it)."""
+        """The log once ``text`` appears ``count`` times (bounded polling: another process writes it)."""
         deadline = time.monotonic() + timeout
         while (output := self.output()).count(text) < count:
             if self.process is not None and self.process.poll() is not None:
