@@ -39,12 +39,23 @@ def check_address(address: str, *, field: str = "address") -> str:
     return address
 
 
+def canonical_display_name(display_name: str) -> str:
+    """The display name as readers give it back: no white space at the ends, single spaces inside.
+
+    RFC 5322 § 3.2.2 folds the white space of a phrase to one space, and readers (Python's among
+    them) also trim Unicode spaces such as U+00A0 at the ends; sending this form keeps what is sent
+    and what is read back equal.
+    """
+    return " ".join(display_name.split())
+
+
 def to_header_address(mailbox: Mailbox, *, field: str = "address") -> Address:
     """Turn a store mailbox into an ``Address`` the email package will quote and encode correctly."""
     check_address(mailbox.address, field=field)
     check_header_value(mailbox.display_name, field=f"{field} display name")
+    display_name = canonical_display_name(mailbox.display_name)
     local, _, domain = mailbox.address.rpartition("@")
-    return Address(display_name=mailbox.display_name, username=local, domain=domain)
+    return Address(display_name=display_name, username=local, domain=domain)
 
 
 def from_header_address(address: Address) -> Mailbox:

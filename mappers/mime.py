@@ -1,10 +1,10 @@
 """Store record → MSSanté ``EmailMessage`` (outbound), and the entry point of the reverse direction.
 
 ``build_message(record, *, nil_reference, hostname, now, file_number=None, source_id=None,
-require_pdf_copies=True) -> EmailMessage`` is called by the relay and ``mssgw send``;
-``parse_message(data, *, limits=MimeLimits()) -> MessageRecord`` lives in ``mappers.mime_parse`` and is
-re-exported here. Header rules come from ``mappers.headers``, the package
-from ``mappers.xdm``. No I/O, no settings lookup, no logging: the caller passes the clock and hostname.
+require_pdf_copies=True) -> EmailMessage`` is called by the relay and ``mssgw send``; ``parse_message``
+(``mappers.mime_parse``) is re-exported here. Rules come from ``mappers.headers``, the package from
+``mappers.xdm``, wire encodings from ``mappers.wire``. No I/O, no settings, no logging: the caller
+passes the clock, the hostname and the product reference.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ import re
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.policy import EmailPolicy
 
-from mappers import headers, xdm
+from mappers import headers, wire, xdm
 from mappers.addresses import to_header_address
 from mappers.errors import MappingError
-from mappers.folding import READ_POLICY, set_header
+from mappers.folding import READ_POLICY
 from mappers.mime_parse import XDM_FILENAME, MimeError, MimeLimits, canonical_body, parse_message
 from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
 from mappers.records import Attachment, Mailbox, MessageRecord
+from mappers.wire import WireHeader
 
 __all__ = [
     "MESSAGE_POLICY",
@@ -33,17 +34,17 @@ __all__ = [
     "build_message",
     "canonical_body",
     "effective_subject",
+    "end_of_exchange",
     "parse_message",
 ]
 
-# RFC 5322 line ends, and a 7-bit body: quoted-printable or base64 instead of 8bit parts, because the
-# MSSanté operators are not required to offer 8BITMIME and a relay must not have to downgrade.
-MESSAGE_POLICY: EmailPolicy[EmailMessage] = READ_POLICY.clone(cte_type="7bit", linesep="\r\n")
+# RFC 5322 line ends. The headers and bodies are encoded by ``mappers.wire``; the policy only gives the
+# line ends to the generator and reads Disposition-Notification-To as addresses.
+MESSAGE_POLICY: EmailPolicy[EmailMessage] = READ_POLICY.clone(linesep="\r\n", cte_type="7bit")
 
 _MSG_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+_MSG_ID_MAX = 250  # a msg-id must fit on a header line with its field name (RFC 5322 § 2.1.1)
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*")
-_TYPE_NAME = r"[A-Za-z0-9!#$&^_.+-]+"
-_CONTENT_TYPE = re.compile(rf"({_TYPE_NAME})/({_TYPE_NAME})")
 
 
 class MessageBuildError(MappingError):
@@ -62,6 +63,11 @@ def build_message(
 ) -> EmailMessage:
     """Build the message a peer will receive for ``record``.
 
+    What is not taken verbatim from the record: a document mail gets the ECO.2.1.3 subject (see
+    ``effective_subject``); ``X-MSS-MES: FIN`` is also added for a ``[FIN]`` subject sent to a patient
+    (``end_of_exchange``); display names are sent in canonical form (``canonical_display_name``); a
+    missing Date or Message-ID is made from ``now`` and ``hostname``.
+
     Args:
         nil_reference: the product reference for X-MSS-NIL (ECO.2.4.3), from the settings.
         hostname: the right-hand side of a generated Message-ID (the gateway's own domain).
@@ -71,49 +77,62 @@ def build_message(
         require_pdf_copies: refuse a document without a PDF copy (ECO.2.1.1); False attaches none.
 
     Raises:
-        HeaderInjectionError, AddressError, HeaderValueError, MessageBuildError: the record cannot be sent
-        as it is; the message names the field.
+        MappingError: a subclass (``HeaderInjectionError``, ``AddressError``, ``HeaderValueError``,
+        ``MessageBuildError``, ``XdmBuildError`` …) whose message names the field at fault.
     """
     if not _HOSTNAME.fullmatch(hostname):
         raise MessageBuildError(f"hostname {hostname!r} cannot be used in a Message-ID")
-    message = EmailMessage(policy=MESSAGE_POLICY)
-    _set_addresses(message, "From", (record.author,))
-    _set_addresses(message, "Sender", _optional(record.on_behalf_of))
-    _set_addresses(message, "Reply-To", _optional(record.reply_to))
-    _set_addresses(message, "To", record.to)
-    _set_addresses(message, "Cc", record.cc)
+    fields: list[WireHeader] = []
+    _add_addresses(fields, "From", (record.author,))
+    _add_addresses(fields, "Sender", _optional(record.on_behalf_of))
+    _add_addresses(fields, "Reply-To", _optional(record.reply_to))
+    _add_addresses(fields, "To", record.to)
+    _add_addresses(fields, "Cc", record.cc)
     subject = effective_subject(record)
     if subject:
-        set_header(message, "Subject", subject)
-    message["Date"] = _aware(record.date or now, field="Date")
-    message["Message-ID"] = _message_id(record.message_id, hostname, now)
+        fields.append(wire.text_header("Subject", subject))
+    fields.append(wire.date_header("Date", _aware(record.date or now, field="Date")))
+    fields.append(wire.ids_header("Message-ID", [_message_id(record.message_id, hostname, now)]))
     if record.in_reply_to:
-        message["In-Reply-To"] = _msg_id(record.in_reply_to, field="In-Reply-To")
+        fields.append(wire.ids_header("In-Reply-To", [_msg_id(record.in_reply_to, field="In-Reply-To")]))
     if record.references:
-        references = " ".join(_msg_id(ref, field="References") for ref in record.references)
-        set_header(message, "References", references)
-    dnt = _optional(record.disposition_notification_to)
-    _set_addresses(message, "Disposition-Notification-To", dnt)
+        references = [_msg_id(ref, field="References") for ref in record.references]
+        fields.append(wire.ids_header("References", references))
+    _add_addresses(fields, "Disposition-Notification-To", _optional(record.disposition_notification_to))
     for name, value in headers.mss_headers(
         record.patient,
         record.documents,
         nil_reference=nil_reference,
-        end_of_exchange=record.end_of_exchange,
+        end_of_exchange=end_of_exchange(record),
     ):
-        set_header(message, name, value)
-    message.set_content(_body_for_wire(record.body_text), subtype="plain", charset="utf-8")
-    documents = _document_attachments(
+        fields.append(wire.text_header(name, value))
+    fields.append(wire.text_header("MIME-Version", "1.0"))
+    attachments = _document_attachments(
         record,
         when=record.date or now,
         file_number=file_number,
         source_id=source_id,
         require_pdf_copies=require_pdf_copies,
     )
-    for attachment in documents:
-        _attach(message, attachment)
-    for attachment in record.attachments:
-        _attach(message, attachment)
+    attachments.extend(record.attachments)
+    message = EmailMessage(policy=MESSAGE_POLICY)
+    for field in fields:
+        message[field.name] = field
+    body = _text_part(record.body_text, message if not attachments else None)
+    if attachments:
+        # A random boundary: "=_" never occurs in base64 or quoted-printable text (RFC 2045 § 6.7).
+        boundary = f"=_mssgw_{secrets.token_hex(16)}"
+        message["Content-Type"] = wire.parameter_header(
+            "Content-Type", "multipart/mixed", [("boundary", boundary)]
+        )
+        message.set_payload([body, *(_attachment_part(a) for a in attachments)])
     return message
+
+
+def end_of_exchange(record: MessageRecord) -> bool:
+    """Whether the message carries ``X-MSS-MES: FIN``: asked by the record, or a ``[FIN]`` to a patient."""
+    recipients = [mailbox.address for mailbox in (*record.to, *record.cc)]
+    return record.end_of_exchange or headers.closes_exchange(record.subject, recipients)
 
 
 def effective_subject(record: MessageRecord) -> str:
@@ -179,9 +198,10 @@ def _optional(mailbox: Mailbox | None) -> tuple[Mailbox, ...]:
     return () if mailbox is None else (mailbox,)
 
 
-def _set_addresses(message: EmailMessage, name: str, mailboxes: Sequence[Mailbox]) -> None:
+def _add_addresses(fields: list[WireHeader], name: str, mailboxes: Sequence[Mailbox]) -> None:
     if mailboxes:
-        set_header(message, name, [to_header_address(mailbox, field=name) for mailbox in mailboxes])
+        addresses = [to_header_address(mailbox, field=name) for mailbox in mailboxes]
+        fields.append(wire.address_header(name, addresses))
 
 
 def _aware(moment: datetime, *, field: str) -> datetime:
@@ -195,7 +215,7 @@ def _msg_id(value: str, *, field: str) -> str:
     value = headers.check_header_value(value, field=field).strip()
     if not value.startswith("<"):
         value = f"<{value}>"
-    if _MSG_ID.fullmatch(value) is None:
+    if _MSG_ID.fullmatch(value) is None or not value.isascii() or len(value) > _MSG_ID_MAX:
         raise MessageBuildError(f"{field}: {value!r} is not a message identifier (<left@right>)")
     return value
 
@@ -208,22 +228,42 @@ def _message_id(existing: str | None, hostname: str, now: datetime) -> str:
     return f"<{now:%Y%m%d%H%M%S}.{secrets.token_hex(12)}@{hostname}>"
 
 
-def _body_for_wire(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+def _text_part(text: str, into: EmailMessage | None) -> MIMEPart:
+    """The UTF-8 text/plain body (ECO.2.2.3), written into ``into`` or as a part of its own."""
+    part = into if into is not None else MIMEPart(policy=MESSAGE_POLICY)
+    encoding, payload = wire.text_body(text)
+    part["Content-Type"] = wire.parameter_header("Content-Type", "text/plain", [("charset", "utf-8")])
+    part["Content-Transfer-Encoding"] = wire.text_header("Content-Transfer-Encoding", encoding)
+    part.set_payload(payload)
+    return part
 
 
-def _attach(message: EmailMessage, attachment: Attachment) -> None:
-    filename = headers.check_header_value(attachment.filename, field="attachment filename")
-    if not filename.strip():
-        raise MessageBuildError("an attachment has an empty file name")
-    match = _CONTENT_TYPE.fullmatch(attachment.content_type.strip().lower())
-    if match is None:
+def _attachment_part(attachment: Attachment) -> MIMEPart:
+    filename = headers.check_header_value(attachment.filename, field="attachment filename").strip()
+    # Readers reduce a name to its last path element and unquote a name wrapped in quotes or angle
+    # brackets (Python's get_filename does both): such a name would not arrive as it was sent.
+    wrapped = filename[:1] + filename[-1:] in ('""', "<>")
+    if filename in ("", ".", "..") or "/" in filename or "\\" in filename or wrapped:
+        raise MessageBuildError(
+            f"attachment file name {attachment.filename!r} must be a bare file name, without path "
+            "separators or surrounding quotes"
+        )
+    maintype, _, subtype = attachment.content_type.strip().lower().partition("/")
+    if not (wire.is_token(maintype) and wire.is_token(subtype)):
         raise MessageBuildError(
             f"attachment {filename!r}: content type {attachment.content_type!r} is not type/subtype"
         )
-    maintype, subtype = match.groups()
     if maintype in ("multipart", "message"):
         # A nested message or multipart given as bytes would be re-parsed by readers with its own
         # headers; sent as opaque bytes it keeps the content exactly.
         maintype, subtype = "application", "octet-stream"
-    message.add_attachment(attachment.content, maintype, subtype, filename=filename)
+    part = MIMEPart(policy=MESSAGE_POLICY)
+    part["Content-Type"] = wire.parameter_header(
+        "Content-Type", f"{maintype}/{subtype}", [("name", filename)]
+    )
+    part["Content-Disposition"] = wire.parameter_header(
+        "Content-Disposition", "attachment", [("filename", filename)]
+    )
+    part["Content-Transfer-Encoding"] = wire.text_header("Content-Transfer-Encoding", "base64")
+    part.set_payload(wire.base64_body(attachment.content))
+    return part
