@@ -109,6 +109,7 @@ class Daemon:
         self.settings = settings
         self.services: list[Service] = []
         self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
         self.notifier = Notifier.from_environment()
         self.store: Store | None = None
 
@@ -124,15 +125,16 @@ class Daemon:
         loop = asyncio.get_running_loop()
         watched: set[asyncio.Task[object]] = set()
         try:
+            # Signals are handled from the start: a stop waits for the start to finish, a reload too.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
             scheduler = Scheduler()
             self.services = build_services(settings, store, scheduler)
             for service in self.services:
                 started = await service.start()
                 if started is not None:
                     watched.add(started)
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, self._reload)
             log_event(
                 log, "started", owner=settings.gateway.owner, recovered_leases=recovered, store=store.backend
             )
@@ -142,6 +144,7 @@ class Daemon:
             if self.notifier.address:
                 watched.add(asyncio.create_task(self._watchdog(), name="watchdog"))
                 scheduler.every("systemd-status", STATUS_INTERVAL, self._send_status)
+            watched.add(asyncio.create_task(self._reloads(), name="reloads"))
             stop = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait({stop, *watched}, return_when=asyncio.FIRST_COMPLETED)
             for ended in done - {stop}:
@@ -161,6 +164,13 @@ class Daemon:
             store.close()
         log_event(log, "stopped")
         return 0
+
+    async def _reloads(self) -> None:
+        """Reload on each SIGHUP (one received while starting is served once the start is done)."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            self._reload()
 
     def _reload(self) -> None:
         self.notifier.reloading()

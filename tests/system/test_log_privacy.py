@@ -5,10 +5,7 @@ ids and masked addresses, and none of that data."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.fake_operator import FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
@@ -19,14 +16,6 @@ PATIENT = f"{MATRICULE}@patient.mssante.fr"
 DOCTOR = "dr.martin@cabinet.test.mssante.fr"
 PASSWORD = "Tr0ub4dor&3-smtp"
 SECRETS = (MATRICULE, "DUPONT", "Jeanne", "compte rendu confidentiel", "CR_DUPONT", PASSWORD)
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
 
 
 def test_logs_carry_the_audit_trail_but_no_patient_data_or_credentials(

@@ -6,10 +6,8 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fake_operator import FakeOperatorFactory
@@ -19,14 +17,6 @@ from tests.support.pki import Pki
 DEADLINE = 30.0
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
 
 
 def scrape(address: str) -> Samples:

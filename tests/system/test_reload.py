@@ -4,10 +4,7 @@ deliveries in flight finish; a broken file is refused with a log line and the ol
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.fake_operator import FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
@@ -15,14 +12,6 @@ from tests.support.pki import Pki, write_private
 from tests.unit.mappers.test_trustlist import SAMPLE
 
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
 
 
 def send(gateway: Gateway, subject: str) -> int:

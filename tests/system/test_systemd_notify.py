@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.gateway import Gateway, gateway_for
 from tests.support.notify import Notification, NotifySocket, count, index
 from tests.support.pki import Pki
 
 _LISTENING = re.compile(r"event=\S*listening\b.*?\baddress=\[?([^\s\]]+?)\]?:(\d+)\b")
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
 
 
 def listening(gateway: Gateway) -> dict[str, bool]:

@@ -3,23 +3,12 @@ when the published list is broken, and puts each good one in force without a res
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.gateway import Gateway, gateway_for
 from tests.support.https import HttpsServer
 from tests.support.pki import Pki
 from tests.unit.mappers.test_trustlist import SAMPLE, trust_list_xml
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
 
 
 def test_the_list_is_fetched_at_start_then_refreshed_and_a_broken_one_is_ignored(
