@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.errors import StoreError
 from gateway.logsetup import log_event
 from gateway.settings import Settings, split_host_port
 from gateway.store.stats import StoreGauges
@@ -109,8 +110,15 @@ class _Sources(Collector):
         return list(self._collect(datetime.now(UTC)))
 
     def _collect(self, now: datetime) -> Iterator[Metric]:
+        gauges: StoreGauges | None = None
         if self.store is not None:
-            gauges = self.store()
+            try:
+                gauges = self.store()
+            except StoreError as error:
+                log_event(log, "metrics-store-unavailable", logging.WARNING, reason=str(error))
+            up = 0 if gauges is None else 1
+            yield GaugeMetricFamily("mssgw_store_up", "Whether the store answered this scrape", value=up)
+        if gauges is not None:
             depth = GaugeMetricFamily(
                 "mssgw_queue_depth", "Deliveries still to do, by state", labels=["state"]
             )

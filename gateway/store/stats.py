@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.errors import StoreError
 from gateway.store.repository import Repository
 from gateway.store.states import WAITING
 from gateway.store.tables import Channel, Delivery
@@ -34,10 +36,16 @@ class StoreStats:
         self.repository = repository
 
     def gauges(self) -> StoreGauges:
-        depth = self.repository.queue_depth()
-        with self.sessions() as session:
-            oldest = session.execute(
-                select(func.min(Delivery.created_at)).where(Delivery.state.in_([s.value for s in WAITING]))
-            ).scalar()
-            channels = session.execute(select(Channel.state, func.count()).group_by(Channel.state)).all()
+        """The gauges now; raises StoreError when the database cannot answer."""
+        try:
+            depth = self.repository.queue_depth()
+            with self.sessions() as session:
+                oldest = session.execute(
+                    select(func.min(Delivery.created_at)).where(
+                        Delivery.state.in_([s.value for s in WAITING])
+                    )
+                ).scalar()
+                channels = session.execute(select(Channel.state, func.count()).group_by(Channel.state)).all()
+        except SQLAlchemyError as error:
+            raise StoreError(f"cannot read the queue gauges: {error}") from error
         return StoreGauges(depth, oldest, {state: count for state, count in channels})

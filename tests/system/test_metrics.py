@@ -65,6 +65,7 @@ def test_counters_match_the_traffic_sent(
     for state in ("queued", "deferred", "sending", "held"):
         assert value(samples, "mssgw_queue_depth", state=state) == 0
     assert value(samples, "mssgw_queue_oldest_age_seconds") == 0
+    assert value(samples, "mssgw_store_up") == 1
     assert value(samples, "mssgw_trust_list_age_seconds") == -1
     days = value(
         samples, "mssgw_certificate_expiry_days", key="tls.client_certificate", path=str(pki.client.cert)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.support.fake_operator import FakeOperatorFactory
+import pytest
+
+from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.pki import Pki, write_private
 from tests.unit.mappers.test_trustlist import SAMPLE
@@ -47,13 +49,20 @@ def test_a_renewed_client_certificate_is_presented_on_the_next_connection_after_
     assert gateway.stop() == 0
 
 
-def test_a_delivery_in_flight_during_a_reload_completes(
+@pytest.fixture
+def running(
     tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway]
-) -> None:
+) -> tuple[Gateway, FakeOperator]:
+    """A started gateway relaying to a fake operator."""
     operator = fake_operator()
     gateway = gateway_for(tmp_path / "gw", pki, operator)
     gateways.append(gateway)
     gateway.start()
+    return gateway, operator
+
+
+def test_a_delivery_in_flight_during_a_reload_completes(running: tuple[Gateway, FakeOperator]) -> None:
+    gateway, operator = running
     operator.hold()
     queue_id = send(gateway, "in flight")
     operator.wait_for_held(1)
@@ -67,12 +76,9 @@ def test_a_delivery_in_flight_during_a_reload_completes(
 
 
 def test_a_broken_file_is_refused_and_the_daemon_goes_on_with_the_old_one(
-    tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway]
+    pki: Pki, running: tuple[Gateway, FakeOperator]
 ) -> None:
-    operator = fake_operator()
-    gateway = gateway_for(tmp_path / "gw", pki, operator)
-    gateways.append(gateway)
-    gateway.start()
+    gateway, operator = running
     good = gateway.config.read_text(encoding="utf-8")
     gateway.config.write_text(good.replace("[relay]", "[relay]\nconcurency = 4"), encoding="utf-8")
     gateway.reload()
