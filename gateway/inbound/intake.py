@@ -25,7 +25,7 @@ from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
 from gateway.inbound.instructions import apply_instructions
 from gateway.inbound.policy import Policy, RecipientRule, SenderRule, refuse
-from gateway.inbound.trust import StaticTrustList, TrustList, load_trust_list
+from gateway.inbound.trust import DomainTrust, load_trust_list
 from gateway.logsetup import log_event
 from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
@@ -80,9 +80,7 @@ class Intake:
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
         """New domains, mailboxes, clients and trust list; the composed extra rules are kept."""
         current = self.policy
-        # A trust list the daemon gave (the official list, refreshed by its own job) is kept as it is.
-        given = None if isinstance(current.trust, StaticTrustList) else current.trust
-        policy = build_policy(settings, current.recipient_rules, current.sender_rules, given)
+        policy = build_policy(settings, current.recipient_rules, current.sender_rules, current.official)
 
         def apply() -> None:
             self.policy = policy
@@ -213,12 +211,18 @@ def build_policy(
     settings: Settings,
     recipient_rules: Sequence[RecipientRule] = (),
     sender_rules: Sequence[SenderRule] = (),
-    trust: TrustList | None = None,
+    official: DomainTrust | None = None,
 ) -> Policy:
-    """The policy of ``settings`` with the extra rules the daemon composes; ``trust`` defaults to the
-    configured domains and file (the official trust list plugs in here)."""
-    trust = trust if trust is not None else load_trust_list(settings.inbound)
-    return Policy(settings.inbound, settings.submission.clients, trust, recipient_rules, sender_rules)
+    """The policy of ``settings`` (reads the local trust-list file), with the official trust list the
+    daemon keeps up to date and the extra rules it composes."""
+    return Policy(
+        settings.inbound,
+        settings.submission.clients,
+        load_trust_list(settings.inbound),
+        recipient_rules,
+        sender_rules,
+        official,
+    )
 
 
 def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:

@@ -24,7 +24,7 @@ from gateway.inbound.dkim_check import DkimVerifier, DnsFunc
 from gateway.inbound.smtp_server import Connections, GatewaySMTP, IntakePort, ListenerConfig, ListenerKind
 from gateway.inbound.trust import load_trust_list
 from gateway.logsetup import log_event
-from gateway.settings import Settings, listen_address
+from gateway.settings import Settings, split_host_port
 from gateway.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class SmtpListener:
         self.dnsfunc = dnsfunc
         self.config = listener_config(kind, settings, dnsfunc)
         section = settings.submission if kind == "submission" else settings.operator_listener
-        self.addresses = [a for a in (listen_address(text) for text in section.listen) if a is not None]
+        self.addresses = [split_host_port(text) for text in section.listen]
         self.connections = Connections()
         self.servers: list[asyncio.Server] = []
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, Verdict
-from gateway.inbound.trust import StaticTrustList, TrustList
+from gateway.inbound.trust import DomainTrust, StaticTrustList
 from gateway.settings import InboundSettings, MailboxSettings, SubmissionClientSettings
 from mappers.addresses import check_address
 from mappers.errors import MappingError
@@ -67,12 +67,14 @@ class Policy:
         self,
         inbound: InboundSettings,
         clients: Sequence[SubmissionClientSettings] = (),
-        trust: TrustList | None = None,
+        trust: DomainTrust | None = None,
         recipient_rules: Sequence[RecipientRule] = (),
         sender_rules: Sequence[SenderRule] = (),
+        official: DomainTrust | None = None,
     ) -> None:
         self.inbound = inbound
-        self.trust: TrustList = trust if trust is not None else StaticTrustList(())
+        self.trust: DomainTrust = trust if trust is not None else StaticTrustList(())
+        self.official = official
         self.recipient_rules = tuple(recipient_rules)
         self.sender_rules = tuple(sender_rules)
         self._mailboxes = {m.address.lower(): m for m in inbound.mailboxes}
@@ -100,9 +102,15 @@ class Policy:
             return self._assigned(identity, address, replies.SENDER_NOT_YOURS)
         if source == "operator":
             domain = domain_of(address)
-            if address and not self.trust.is_trusted(domain):
+            if address and not self.trusted(domain):
                 return replies.SENDER_NOT_TRUSTED.format(domain)
         return None
+
+    def trusted(self, domain: str) -> bool:
+        """On the official MSSanté list (when the daemon gave it) or on the local list."""
+        return self.trust.is_trusted(domain) or (
+            self.official is not None and self.official.is_trusted(domain)
+        )
 
     def author(self, arrival: Arrival, record: MessageRecord) -> str | None:
         """The refusal of the From header, if any: a submission client writes only as itself."""

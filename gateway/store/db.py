@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.errors import StoreError
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
+from gateway.store.stats import StoreStats
 from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
 
 
@@ -72,6 +73,7 @@ class Store:
         self.engine: Engine = sessions.kw["bind"]
         self.repository = Repository(sessions)
         self.queue = QueueAdmin(sessions)
+        self.stats = StoreStats(sessions, self.repository)
 
     @property
     def backend(self) -> str:

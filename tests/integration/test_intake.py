@@ -22,6 +22,7 @@ from gateway.settings import GatewaySettings, MailboxSettings, from_mapping
 from gateway.store.db import Store, open_store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
+from gateway.trust import TrustList
 from mappers.mime import parse_message
 from mappers.records import MessageRecord
 from tests.support.mail import (
@@ -265,20 +266,17 @@ async def test_messages_arriving_together_share_commits(store: Store) -> None:
     assert len({r.message_pk for r in results}) == 40
 
 
-async def test_a_reload_keeps_the_rules_and_a_trust_list_the_daemon_gave(
-    store: Store, tmp_path: Path
-) -> None:
-    official = StaticTrustList(["official.test"])
-
-    class Official:
-        def is_trusted(self, domain: str) -> bool:
-            return official.is_trusted(domain)
+async def test_a_reload_keeps_the_rules_and_the_official_trust_list(store: Store) -> None:
+    official = TrustList(frozenset({"official.test"}))
 
     def rule(arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
         return None
 
-    given = Official()
-    intake = make_intake(store, Policy(inbound_settings(), CLIENTS, given, [rule]))
+    intake = make_intake(store, Policy(inbound_settings(), CLIENTS, None, [rule], official=official))
     settings = from_mapping({"gateway": {"mode": "operator"}, "inbound": {"trusted_domains": ["x.test"]}})
     intake.prepare_reload(settings)()
-    assert intake.policy.trust is given and intake.policy.recipient_rules == (rule,)
+    policy = intake.policy
+    assert policy.official is official and policy.recipient_rules == (rule,)
+    assert policy.sender("operator", None, "a@official.test") is None
+    assert policy.sender("operator", None, "a@x.test") is None
+    assert policy.sender("operator", None, "a@other.test") is not None

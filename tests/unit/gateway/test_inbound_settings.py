@@ -60,7 +60,7 @@ def test_mailboxes_and_listeners_load(tmp_path: Path, pki: Pki) -> None:
     loaded = settings.from_mapping(raw, source=str(tmp_path / "mssgw.toml"))
     box = loaded.inbound.mailboxes[0]
     assert box.drop_folder == tmp_path / "drop" and box.delivered and not box.forward_host
-    assert settings.listen_address("[::1]:0") == ("::1", 0)
+    assert settings.split_host_port("[::1]:0") == ("::1", 0)
     assert material_problems(loaded) == []
 
 
