@@ -189,7 +189,7 @@ class Intake:
     def _new_message(
         self, arrival: Arrival, raw: bytes, record: MessageRecord, accepted: list[Recipient]
     ) -> NewMessage:
-        outside = [r for r in accepted if not self.policy.is_ours(r.address)]
+        outside = [r for r in accepted if self.policy.leaves(arrival.source, r.address)]
         forwarded = [
             r for r in accepted if (box := self.policy.mailbox(r.address)) is not None and box.delivered
         ]

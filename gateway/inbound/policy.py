@@ -91,6 +91,10 @@ class Policy:
         """Whether ``address`` is in one of our own domains."""
         return domain_of(address) in self._domains
 
+    def leaves(self, source: str, address: str) -> bool:
+        """Whether mail from ``source`` to an accepted ``address`` goes out through the relay."""
+        return source in INTERNAL_SOURCES and not self.is_ours(address)
+
     def too_big(self, size: int) -> str | None:
         """The refusal for a message of ``size`` bytes, if over the limit."""
         limit = self.inbound.max_message_size
@@ -135,8 +139,11 @@ class Policy:
             check_address(address)
         except MappingError:
             return refuse(address, replies.BAD_ADDRESS.format(address))
+        if source == "imap":
+            # Read from one of our own mailboxes at the operator: it is ours, wherever it is addressed.
+            return accept(address)
         if self.is_ours(address):
-            if source == "imap" or self.mailbox(address) is not None:
+            if self.mailbox(address) is not None:
                 return accept(address)
             return refuse(address, replies.NO_SUCH_MAILBOX.format(address))
         if source in INTERNAL_SOURCES and (identity is not None or source == "cli"):

@@ -165,7 +165,7 @@ async def test_a_client_writing_as_someone_else_is_refused(store: Store) -> None
 
 async def test_unauthenticated_mail_never_leaves(store: Store) -> None:
     intake = make_intake(store)
-    for source, identity in (("submission", None), ("operator", None), ("imap", None)):
+    for source, identity in (("submission", None), ("operator", None)):
         arrival = Arrival(message(), APP, (Recipient(OUTSIDE),), source, authenticated_as=identity)
         result = await intake.receive(arrival)
         assert result.verdicts[0].decision is Decision.PERMANENT, source
@@ -280,3 +280,11 @@ async def test_a_reload_keeps_the_rules_and_the_official_trust_list(store: Store
     assert policy.sender("operator", None, "a@official.test") is None
     assert policy.sender("operator", None, "a@x.test") is None
     assert policy.sender("operator", None, "a@other.test") is not None
+
+
+async def test_mail_read_by_imap_is_stored_and_never_relayed(store: Store) -> None:
+    raw = message(sender=f"dr@{PEER_DOMAIN}", to="bal@operateur.test")
+    arrival = Arrival(raw, f"dr@{PEER_DOMAIN}", (Recipient("bal@operateur.test"),), "imap", peer="bal/INBOX")
+    result = await make_intake(store).receive(arrival)
+    assert result.verdicts[0].decision is Decision.ACCEPTED
+    assert rows(store) == (1, [])
