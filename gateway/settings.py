@@ -273,6 +273,32 @@ class OperatorListenerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The Prometheus endpoint; off while ``listen`` is empty, and only ever on a loopback address."""
+
+    listen: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSettings:
+    """The MSSanté trust list ("liste blanche"): where it is fetched from and how often."""
+
+    url: str = ""
+    refresh: Seconds = 86400.0
+    ca_bundle: ReadableFile | None = None
+    fetch_timeout: Seconds = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSettings:
+    """When the configured certificates are checked, and how early their expiry is reported."""
+
+    check_interval: Seconds = 86400.0
+    warn_before: Seconds = 30 * 86400.0
+    error_before: Seconds = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration; ``source`` is the file it was read from."""
 
@@ -287,6 +313,9 @@ class Settings:
     inbound: InboundSettings = field(default_factory=InboundSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     operator_listener: OperatorListenerSettings = field(default_factory=OperatorListenerSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    certificates: CertificateSettings = field(default_factory=CertificateSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
     source: str = ""
 
@@ -493,15 +522,13 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("relay.crash_limit: must be at least 1")
     if settings.relay.concurrency < 1:
         problems.append("relay.concurrency: must be at least 1")
+    _check_operations(settings, problems)
     _check_listeners(settings, problems)
     _check_imap(settings, problems)
 
 
 def _check_imap(settings: Settings, problems: list[str]) -> None:
     imap, tls = settings.imap, settings.tls
-    # Mail fetched for an address outside our domains would be relayed out again: never.
-    ours = {d.lower().rstrip(".") for d in settings.inbound.domains}
-    ours |= {m.address.rpartition("@")[2].lower() for m in settings.inbound.mailboxes}
     names: set[str] = set()
     for index, account in enumerate(imap.accounts):
         key = f"imap.accounts[{index}]"
@@ -525,10 +552,41 @@ def _check_imap(settings: Settings, problems: list[str]) -> None:
             problems.append(f'{key}.processed_folder: required when after_import = "move"')
         if account.processed_folder and account.processed_folder in account.folders:
             problems.append(f"{key}.processed_folder: must not be one of the watched folders")
-        if account.address.rpartition("@")[2].lower() not in ours:
-            problems.append(f"{key}.address: {account.address!r} is not in inbound.domains (nor a mailbox's)")
     if imap.fetch_batch < 1:
         problems.append("imap.fetch_batch: must be at least 1")
+
+
+def _check_operations(settings: Settings, problems: list[str]) -> None:
+    """The metrics address, the trust-list source and the certificate thresholds."""
+    listen = settings.metrics.listen
+    if listen:
+        try:
+            host, port = split_host_port(listen)
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            problems.append(
+                f"metrics.listen: {listen!r} is not HOST:PORT (e.g. 127.0.0.1:9325 or [::1]:9325)"
+            )
+        else:
+            if not loopback or not 0 <= port <= 65535:
+                problems.append(
+                    f"metrics.listen: {listen!r} must be a loopback address and a port (metrics are for "
+                    "the local Prometheus agent; publish them through a proxy if needed)"
+                )
+    url = settings.trust.url
+    if url and not url.startswith("https://"):
+        problems.append("trust.url: must be an https:// URL (the list decides whom mail may go to)")
+    certificates = settings.certificates
+    if certificates.error_before > certificates.warn_before:
+        problems.append("certificates.error_before: must not be longer than certificates.warn_before")
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``127.0.0.1:9325`` or ``[::1]:9325`` → (host, port); raises ValueError."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit():
+        raise ValueError(text)
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 def _check_listeners(settings: Settings, problems: list[str]) -> None:
@@ -536,7 +594,11 @@ def _check_listeners(settings: Settings, problems: list[str]) -> None:
     for name in ("submission", "operator_listener"):
         listener: SubmissionSettings | OperatorListenerSettings = getattr(settings, name)
         for index, address in enumerate(listener.listen):
-            if listen_address(address) is None:
+            try:
+                host, port = split_host_port(address)
+                if not host or port > 65535:
+                    raise ValueError(address)
+            except ValueError:
                 problems.append(f"{name}.listen[{index}]: {address!r} is not host:port (e.g. 127.0.0.1:587)")
         if listener.listen and (listener.certificate is None or listener.key is None):
             problems.append(f"{name}.certificate: a listener needs certificate and key (STARTTLS)")
@@ -555,12 +617,3 @@ def _check_listeners(settings: Settings, problems: list[str]) -> None:
             except ValueError:
                 key = f"submission.clients[{index}].networks[{position}]"
                 problems.append(f"{key}: {network!r} is not a network")
-
-
-def listen_address(text: str) -> tuple[str, int] | None:
-    """``host:port`` or ``[v6]:port`` → (host, port); None when malformed. Port 0 picks a free port."""
-    host, _, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or int(port) > 65535:
-        return None
-    return host, int(port)

@@ -14,31 +14,39 @@ commit, never logs content.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from gateway.batching import Batcher
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
-from gateway.inbound.policy import Policy, refuse
+from gateway.inbound.instructions import apply_instructions
+from gateway.inbound.policy import Policy, RecipientRule, SenderRule, refuse
+from gateway.inbound.trust import DomainTrust, load_trust_list
 from gateway.logsetup import log_event
+from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from mappers.errors import MappingError
 from mappers.mime import MimeLimits, parse_message
 from mappers.records import MessageRecord
 
-__all__ = ["Arrival", "Decision", "Intake", "IntakeResult", "Recipient", "Verdict", "attachment_infos"]
+__all__ = [
+    "Arrival",
+    "Decision",
+    "Intake",
+    "IntakeResult",
+    "Recipient",
+    "Verdict",
+    "attachment_infos",
+    "build_policy",
+]
 
 log = logging.getLogger(__name__)
 
 Persist = Callable[[Sequence[NewMessage], datetime], Sequence[StoredMessage]]
-
-# Submission headers the gateway reads and never passes on (documented in README "Submission headers").
-_SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 class Intake:
@@ -52,14 +60,33 @@ class Intake:
         on_commit: Callable[[], None] = lambda: None,
         *,
         max_batch: int = 500,
+        gateway: GatewaySettings | None = None,
     ) -> None:
         self.policy = policy
+        self.gateway = gateway or GatewaySettings()
         self.clock = clock
         self.on_commit = on_commit
         self.limits = MimeLimits(max_bytes=max(policy.inbound.max_message_size, 1))
         self._batcher: Batcher[NewMessage, StoredMessage] = Batcher(
             lambda batch: persist(batch, self.clock()), max_batch
         )
+
+    async def start(self) -> None:
+        """Nothing to start: intake works when called (it is a service so that reload reaches it)."""
+
+    async def stop(self, grace: float) -> None:
+        """Nothing to stop: callers wait for their own commits."""
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        """New domains, mailboxes, clients and trust list; the composed extra rules are kept."""
+        current = self.policy
+        policy = build_policy(settings, current.recipient_rules, current.sender_rules, current.official)
+
+        def apply() -> None:
+            self.policy = policy
+            self.gateway = settings.gateway
+
+        return apply
 
     async def check_sender(self, arrival: Arrival) -> Verdict | None:
         """The refusal of ``arrival``'s envelope sender before any data (MAIL FROM time), if any."""
@@ -95,25 +122,41 @@ class Intake:
         record: MessageRecord | None = None
         if reply is None:
             try:
-                record = parse_message(arrival.raw, limits=self.limits)
+                # CPU work that grows with the message (up to tens of MB): off the event loop.
+                record = await asyncio.to_thread(parse_message, arrival.raw, limits=self.limits)
             except MappingError as error:
                 reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
         if reply is None and record is not None:
             reply = self.policy.author(arrival, record)
+        raw = arrival.raw
+        if reply is None and record is not None and arrival.source == "submission":
+            try:
+                raw, record = await asyncio.to_thread(
+                    apply_instructions,
+                    raw,
+                    record,
+                    nil_reference=self.gateway.nil_reference,
+                    hostname=self.gateway.hostname,
+                    now=self.clock(),
+                )
+            except MappingError as error:
+                reply = replies.BAD_INSTRUCTION.format(str(error).splitlines()[0][:200])
         if reply is not None:
             log_event(log, "refused", source=arrival.source, peer=arrival.peer, reply=reply[:9])
             return IntakeResult(None, False, tuple(refuse(a, reply) for a in addresses))
         assert record is not None
         verdicts = [await self.check_recipient(arrival, a, record) for a in addresses]
-        return await self._commit(arrival, record, verdicts)
+        return await self._commit(arrival, raw, record, verdicts)
 
-    async def _commit(self, arrival: Arrival, record: MessageRecord, verdicts: list[Verdict]) -> IntakeResult:
+    async def _commit(
+        self, arrival: Arrival, raw: bytes, record: MessageRecord, verdicts: list[Verdict]
+    ) -> IntakeResult:
         accepted = [
             r for r, v in zip(arrival.recipients, verdicts, strict=True) if v.decision is Decision.ACCEPTED
         ]
         if not accepted:
             return IntakeResult(None, False, tuple(verdicts))
-        new = self._new_message(arrival, record, accepted)
+        new = self._new_message(arrival, raw, record, accepted)
         try:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
@@ -143,12 +186,13 @@ class Intake:
             ),
         )
 
-    def _new_message(self, arrival: Arrival, record: MessageRecord, accepted: list[Recipient]) -> NewMessage:
-        outside = [r for r in accepted if not self.policy.is_ours(r.address)]
+    def _new_message(
+        self, arrival: Arrival, raw: bytes, record: MessageRecord, accepted: list[Recipient]
+    ) -> NewMessage:
+        outside = [r for r in accepted if self.policy.leaves(arrival.source, r.address)]
         forwarded = [
             r for r in accepted if (box := self.policy.mailbox(r.address)) is not None and box.delivered
         ]
-        raw = strip_submission_headers(arrival.raw) if arrival.source == "submission" else arrival.raw
         return NewMessage(
             raw=raw,
             envelope_from=arrival.envelope_from,
@@ -163,6 +207,24 @@ class Intake:
         )
 
 
+def build_policy(
+    settings: Settings,
+    recipient_rules: Sequence[RecipientRule] = (),
+    sender_rules: Sequence[SenderRule] = (),
+    official: DomainTrust | None = None,
+) -> Policy:
+    """The policy of ``settings`` (reads the local trust-list file), with the official trust list the
+    daemon keeps up to date and the extra rules it composes."""
+    return Policy(
+        settings.inbound,
+        settings.submission.clients,
+        load_trust_list(settings.inbound),
+        recipient_rules,
+        sender_rules,
+        official,
+    )
+
+
 def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
     """What the store describes beside a message: its plain attachments and its health documents."""
     plain = tuple(AttachmentInfo(a.filename, a.content_type, a.content) for a in record.attachments)
@@ -175,20 +237,6 @@ def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
         )
         for d in record.documents
     )
-
-
-def strip_submission_headers(raw: bytes) -> bytes:
-    """Remove the ``X-MSSGW-*`` header fields (and their folded lines) from the header block only."""
-    end = _HEADER_END.search(raw)
-    head, body = (raw[: end.end()], raw[end.end() :]) if end else (raw, b"")
-    kept: list[bytes] = []
-    dropping = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] not in (b" ", b"\t"):
-            dropping = _SUBMISSION_HEADER.match(line) is not None
-        if not dropping:
-            kept.append(line)
-    return b"".join(kept) + body
 
 
 def _unavailable(verdict: Verdict) -> Verdict:

@@ -18,6 +18,7 @@ from gateway.errors import StoreError
 from gateway.store.imap_cursors import ImapCursors
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
+from gateway.store.stats import StoreStats
 from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
 
 
@@ -74,6 +75,7 @@ class Store:
         self.engine: Engine = sessions.kw["bind"]
         self.repository = Repository(sessions)
         self.queue = QueueAdmin(sessions)
+        self.stats = StoreStats(sessions, self.repository)
         self.imap_cursors = ImapCursors(sessions)
 
     @property

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from gateway.inbound.arrival import Arrival, Decision, Recipient, Verdict
-from gateway.inbound.intake import Intake, strip_submission_headers
+from gateway.inbound.instructions import strip_submission_headers
+from gateway.inbound.intake import Intake
 from gateway.inbound.policy import Policy, refuse
 from gateway.inbound.trust import StaticTrustList
-from gateway.settings import MailboxSettings
+from gateway.settings import GatewaySettings, MailboxSettings, from_mapping
 from gateway.store.db import Store, open_store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
+from gateway.trust import TrustList
+from mappers.mime import parse_message
 from mappers.records import MessageRecord
 from tests.support.mail import (
     APP,
@@ -32,9 +39,12 @@ from tests.support.mail import (
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_schema_url")
+    opened = open_store(url)
     yield opened
     opened.close()
 
@@ -47,6 +57,7 @@ def make_intake(store: Store, policy: Policy | None = None, woken: list[int] | N
         lambda: T0,
         lambda: (woken if woken is not None else []).append(1),
         max_batch=10,
+        gateway=GatewaySettings(hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997"),
     )
 
 
@@ -154,7 +165,7 @@ async def test_a_client_writing_as_someone_else_is_refused(store: Store) -> None
 
 async def test_unauthenticated_mail_never_leaves(store: Store) -> None:
     intake = make_intake(store)
-    for source, identity in (("submission", None), ("operator", None), ("imap", None)):
+    for source, identity in (("submission", None), ("operator", None)):
         arrival = Arrival(message(), APP, (Recipient(OUTSIDE),), source, authenticated_as=identity)
         result = await intake.receive(arrival)
         assert result.verdicts[0].decision is Decision.PERMANENT, source
@@ -185,8 +196,8 @@ async def test_extra_rules_composed_by_the_daemon_can_refuse_a_recipient(store: 
 
 
 async def test_submission_headers_are_stripped_before_storing(store: Store) -> None:
-    raw = message(X_MSSGW_Patient="x", Comments="kept")
-    assert b"X-MSSGW-Patient" in raw
+    raw = message(X_MSSGW_Note="x", Comments="kept")
+    assert b"X-MSSGW-Note" in raw
     result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
     stored = store.queue.raw(result.message_pk or 0)
     assert b"X-MSSGW" not in stored and b"Comments: kept" in stored and stored.endswith(b"Hello\r\n")
@@ -195,3 +206,85 @@ async def test_submission_headers_are_stripped_before_storing(store: Store) -> N
 def test_stripping_keeps_folded_lines_of_other_fields() -> None:
     raw = b"Subject: a\r\nX-MSSGW-Doc: 1\r\n  2\r\nTo: b\r\n c\r\n\r\nX-MSSGW-Body: stays\r\n"
     assert strip_submission_headers(raw) == b"Subject: a\r\nTo: b\r\n c\r\n\r\nX-MSSGW-Body: stays\r\n"
+
+
+PATIENT_FIELD = (
+    "matricule=279035121518989; oid=1.2.250.1.213.1.4.10; birth-name=DUPONT; given-name=Hélène; "
+    "birth-date=1979-03-05; sex=F"
+)
+
+
+def with_pdf(**headers: str) -> bytes:
+    mail = email.message_from_bytes(message(**headers), _class=EmailMessage, policy=email.policy.default)
+    assert isinstance(mail, EmailMessage)
+    mail.add_attachment(b"%PDF-1.4 compte rendu\n", maintype="application", subtype="pdf", filename="cr.pdf")
+    return mail.as_bytes(policy=email.policy.SMTP)
+
+
+async def test_submission_instructions_build_the_package(store: Store) -> None:
+    raw = with_pdf(X_MSSGW_Patient=PATIENT_FIELD, X_MSSGW_Document_Type='11490-0; label="Lettre de liaison"')
+    result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
+    assert result.message_pk is not None, result.verdicts
+    stored = store.queue.raw(result.message_pk)
+    assert b"X-MSSGW" not in stored
+    record = parse_message(stored)
+    assert record.patient is not None and record.patient.given_name == "Hélène"
+    assert [d.type_code.code for d in record.documents] == ["11490-0"]
+    again = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
+    assert again.duplicate  # built the same way twice: the same bytes
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"X_MSSGW_Patient": "matricule=279035121518988; birth-name=A; given-name=B"}, "X-MSSGW-Patient: "),
+        ({"X_MSSGW_Patient": PATIENT_FIELD}, "X-MSSGW-Document-Type: required"),
+        ({"X_MSSGW_Patient": "birth-name=A"}, "X-MSSGW-Patient: matricule, given-name required"),
+    ],
+)
+async def test_a_bad_submission_instruction_is_refused(
+    store: Store, headers: dict[str, str], reason: str
+) -> None:
+    result = await make_intake(store).receive(submission(with_pdf(**headers), Recipient(OUTSIDE)))
+    assert result.verdicts[0].reply.startswith(f"554 5.6.0 Submission instruction refused: {reason}")
+    assert rows(store) == (0, [])
+
+
+async def test_messages_arriving_together_share_commits(store: Store) -> None:
+    batches: list[int] = []
+
+    def counting(batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
+        batches.append(len(batch))
+        return store.repository.add_messages(batch, now)
+
+    intake = Intake(Policy(inbound_settings(), CLIENTS), counting, lambda: T0, max_batch=50)
+    results = await asyncio.gather(
+        *(intake.receive(submission(message(), Recipient(OUTSIDE))) for _ in range(40))
+    )
+    assert all(r.verdicts[0].decision is Decision.ACCEPTED for r in results)
+    assert sum(batches) == 40 and len(batches) < 40
+    assert len({r.message_pk for r in results}) == 40
+
+
+async def test_a_reload_keeps_the_rules_and_the_official_trust_list(store: Store) -> None:
+    official = TrustList(frozenset({"official.test"}))
+
+    def rule(arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
+        return None
+
+    intake = make_intake(store, Policy(inbound_settings(), CLIENTS, None, [rule], official=official))
+    settings = from_mapping({"gateway": {"mode": "operator"}, "inbound": {"trusted_domains": ["x.test"]}})
+    intake.prepare_reload(settings)()
+    policy = intake.policy
+    assert policy.official is official and policy.recipient_rules == (rule,)
+    assert policy.sender("operator", None, "a@official.test") is None
+    assert policy.sender("operator", None, "a@x.test") is None
+    assert policy.sender("operator", None, "a@other.test") is not None
+
+
+async def test_mail_read_by_imap_is_stored_and_never_relayed(store: Store) -> None:
+    raw = message(sender=f"dr@{PEER_DOMAIN}", to="bal@operateur.test")
+    arrival = Arrival(raw, f"dr@{PEER_DOMAIN}", (Recipient("bal@operateur.test"),), "imap", peer="bal/INBOX")
+    result = await make_intake(store).receive(arrival)
+    assert result.verdicts[0].decision is Decision.ACCEPTED
+    assert rows(store) == (1, [])

@@ -142,6 +142,9 @@ def test_the_example_file_documents_every_key() -> None:
         ("submission", settings.SubmissionSettings),
         ("submission.clients", settings.SubmissionClientSettings),
         ("operator_listener", settings.OperatorListenerSettings),
+        ("metrics", settings.MetricsSettings),
+        ("trust", settings.TrustSettings),
+        ("certificates", settings.CertificateSettings),
         ("imap", settings.ImapSettings),
         ("imap.accounts", settings.ImapAccountSettings),
     ):

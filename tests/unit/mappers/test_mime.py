@@ -437,6 +437,31 @@ def test_missing_mss_headers_are_flagged() -> None:
     )
 
 
+def test_subject_naming_another_patient_is_flagged() -> None:
+    subject = "XDM/1.0/DDM+2 documents VIAL Paul 26/11/1978"
+    data = _with_xdm(_document_record(subject=subject))
+
+    assert parse_message(data).problems == ("the subject names VIAL Paul, the package PAT-TROIS DOMINIQUE",)
+
+
+def test_subject_names_are_compared_without_case_or_accents() -> None:
+    data = _with_xdm(_document_record(subject="XDM/1.0/DDM+2 documents Pat-Trois Dominiqué"))
+
+    assert parse_message(data).problems == ()
+
+
+@pytest.mark.parametrize(
+    ("birth_name", "given_name"), [("ı", "A"), ("Ǽ", "ß"), ("de la Fontaine", "Jean Pierre")]
+)
+def test_own_subjects_agree_with_the_package_whatever_the_names(birth_name: str, given_name: str) -> None:
+    patient = samples.patient(birth_name=birth_name, given_name=given_name)
+    documents = tuple(replace(d, filename="DOC0001.XML") for d in (samples.cda_document(patient),))
+
+    parsed = parse_message(_build(_document_record(patient=patient, documents=documents)))
+
+    assert parsed.problems == ()
+
+
 def test_codecda_without_package_is_flagged() -> None:
     parsed = parse_message(_raw("text/plain", "x\r\n", headers="X-MSS-CODECDA: 11502-2\r\n"))
 
