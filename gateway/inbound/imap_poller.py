@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import ssl
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from gateway import metrics
 from gateway.inbound.imap_session import ImapError, ImapSession, Timeouts
 from gateway.inbound.imap_wire import Mailbox, envelope_sender
 from gateway.inbound.intake import Arrival, Decision, Intake, Recipient
@@ -71,6 +73,7 @@ class FolderWatcher:
         cursors: CursorStore,
         clock: Clock,
         stop: asyncio.Event,
+        report: Callable[[], None] = lambda: None,
     ) -> None:
         self.account = account
         self.folder = folder
@@ -81,6 +84,9 @@ class FolderWatcher:
         self.clock = clock
         self.stop = stop
         self.timeouts = Timeouts(settings.connect_timeout, settings.command_timeout)
+        self.report = report
+        self.caught_up_at: datetime | None = None
+        """When the folder was last seen fully imported (the lag metric counts from there)."""
         self._synced = False
 
     async def run(self) -> None:
@@ -103,6 +109,7 @@ class FolderWatcher:
                     error=_describe(error),
                     retry_in=round(delay, 2),
                 )
+                self.report()
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(
                         self.cursors.record_error, self.account.name, self.folder, _describe(error)
@@ -158,6 +165,8 @@ class FolderWatcher:
                 continue
             await self._save(mailbox.uidvalidity, last)
             self._synced = True
+            self.caught_up_at = self.clock()
+            self.report()
             if use_idle:
                 await session.idle(self.settings.idle_refresh, self.stop)
             else:
@@ -266,6 +275,7 @@ class ImapPoller:
         self.ingest = ingest
         self.cursors = cursors
         self.clock = clock
+        self.started_at = clock()
         self._stop, self._watchers = self._build(settings)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -275,13 +285,29 @@ class ImapPoller:
         watchers: list[FolderWatcher] = []
         for account in settings.imap.accounts:
             context = client_context(account.tls_settings(settings.tls))
+            report = functools.partial(self._report_lag, account.name)
             watchers.extend(
                 FolderWatcher(
-                    account, folder, settings.imap, context, self.ingest, self.cursors, self.clock, stop
+                    account,
+                    folder,
+                    settings.imap,
+                    context,
+                    self.ingest,
+                    self.cursors,
+                    self.clock,
+                    stop,
+                    report,
                 )
                 for folder in account.folders
             )
         return stop, watchers
+
+    def _report_lag(self, account: str) -> None:
+        """The account's lag metric: since its most behind folder was last seen fully imported."""
+        now = self.clock()
+        behind = [w.caught_up_at or self.started_at for w in self._watchers if w.account.name == account]
+        if behind:
+            metrics.imap_lag(account, max(0.0, (now - min(behind)).total_seconds()))
 
     async def start(self) -> None:
         for watcher in self._watchers:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.inbound.imap_poller import ImapPoller, IngestOutcome
+from gateway.metrics import REGISTRY
 from gateway.settings import ImapAccountSettings
 from gateway.store.db import Store, open_store
 from tests.support.fake_imap import BASE_CAPABILITIES, FakeImap
@@ -222,6 +223,9 @@ async def test_an_account_that_fails_leaves_the_others_alone(
     errors = {s.account: s.last_error for s in store.imap_cursors.statuses()}
     assert "refused the password login" in (errors["refused"] or "")
     assert errors["hopital"] is None
+    lag = {name: REGISTRY.get_sample_value("mssgw_imap_lag_seconds", {"account": name}) for name in errors}
+    assert lag["hopital"] is not None and lag["hopital"] < 5
+    assert lag["refused"] is not None and lag["refused"] >= 0
 
 
 async def test_a_reload_reconnects_with_the_new_settings(
