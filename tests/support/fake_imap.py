@@ -80,6 +80,7 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
     def __init__(self, fake: FakeImap) -> None:
         super().__init__(fake.state, 0, fake.capabilities, asyncio.get_running_loop())
         self.fake = fake
+        self.sasl: tuple[str, str, bool] | None = None
 
     @property  # type: ignore[misc]
     def uidvalidity(self) -> int:
@@ -92,6 +93,14 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
     def data_received(self, data: bytes) -> None:
         # aioimaplib's command pattern refuses commas (UID sets) and "/" (base64): split on spaces only.
         for line in data.splitlines():
+            if self.sasl is not None:  # the client's answer to a "+" continuation (RFC 3501 §6.2.2)
+                tag, mechanism, failed = self.sasl
+                self.sasl = None
+                if failed:
+                    self.send_tagged_line(tag, "NO [AUTHENTICATIONFAILED] invalid token")
+                else:
+                    self.authenticate(tag, mechanism, line.decode() or "=")
+                continue
             words = line.decode().split()
             if not words:
                 continue
@@ -151,7 +160,11 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
             return
         self._logged_in(tag, user)
 
-    def authenticate(self, tag: str, mechanism: str, initial: str = "=") -> None:
+    def authenticate(self, tag: str, mechanism: str, initial: str | None = None) -> None:
+        if initial is None:  # no SASL-IR: ask for the response
+            self.sasl = (tag, mechanism, False)
+            self.send_untagged_line("", continuation=True)
+            return
         decoded = base64.b64decode(initial).decode() if initial != "=" else ""
         if mechanism == "EXTERNAL":
             peer = self.transport.get_extra_info("peercert")
@@ -165,7 +178,9 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
             user = user_part.removeprefix("user=")
             token = rest.split("\x01")[0].removeprefix("auth=Bearer ")
             if self.fake.tokens.get(user) != token:
-                self.send_tagged_line(tag, "NO [AUTHENTICATIONFAILED] invalid token")
+                # As Gmail and Outlook do: the error as a continuation, the NO after the client's empty line.
+                self.sasl = (tag, mechanism, True)
+                self.send_untagged_line("eyJzdGF0dXMiOiI0MDEifQ==", continuation=True)
                 return
             self._logged_in(tag, user)
         else:
