@@ -4,7 +4,8 @@ bridge's tests need, and faults on demand.
 Kept from aioimaplib's ``ImapProtocol``: greeting, CAPABILITY, LOGIN, SELECT/EXAMINE, IDLE/DONE, CREATE,
 LOGOUT. Filled in here: UIDs that only grow (aioimaplib reuses the highest UID once it is moved away) and a
 UIDVALIDITY that the test changes, UID sets (``1:3,7``) in FETCH/STORE/COPY/MOVE/EXPUNGE/SEARCH,
-RFC822.SIZE, SEARCH by UID/SINCE/YOUNGER/DELETED, STARTTLS, SASL EXTERNAL and XOAUTH2 (SASL-IR), IDLE
+RFC822.SIZE, SEARCH by UID/SINCE/YOUNGER/DELETED, STARTTLS, SASL EXTERNAL and XOAUTH2 (inline with
+SASL-IR, else after a continuation; XOAUTH2 errors reported as a continuation, as big providers do), IDLE
 notifications to every connection of the user, and faults: a connection dropped in the middle of a FETCH,
 a STARTTLS reply followed by injected bytes, new mail announced after a SEARCH result that leaves it out.
 """
