@@ -67,3 +67,9 @@ REWRITTEN: dict[str, str] = {
     "538 5.7.11 Encryption required for requested authentication mechanism": AUTH_NEEDS_TLS,
     "500 Line too long (see RFC5321 4.5.3.1.6)": LINE_TOO_LONG,
 }
+
+
+def reason(reply: str) -> str:
+    """The short, bounded code of a reply for metrics labels: its enhanced code (``5.7.1``)."""
+    parts = reply.split(" ", 2)
+    return parts[1] if len(parts) > 1 and parts[1][:1] in "245" and "." in parts[1] else parts[0]
