@@ -24,6 +24,8 @@ from gateway import logsetup, metrics, wake
 from gateway import settings as settings_module
 from gateway.certs import CertificateWatch
 from gateway.errors import ConfigError
+from gateway.inbound.intake import Intake, build_policy
+from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
 from gateway.metrics import MetricsEndpoint
 from gateway.outbound.relay import Relay
@@ -91,14 +93,30 @@ def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> li
     trust_list = TrustList()
     metrics.SOURCES.store = store.stats.gauges
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
-    return [
+    # The one door into the store for every inbound path; extra policy rules (channels) are appended here.
+    intake = Intake(
+        build_policy(settings, official=trust_list),
+        store.repository.add_messages,
+        utc_now,
+        relay.wake,
+        max_batch=settings.store.group_commit_max,
+        gateway=settings.gateway,
+    )
+    services: list[Service] = [
         scheduler,
         MetricsEndpoint(settings),
         TrustListService(settings, trust_list, scheduler),
         CertificateWatch(settings, scheduler),
         relay,
-        WakeSocket(settings, relay.wake),
+        intake,
     ]
+    if settings.submission.listen:
+        services.append(SmtpListener("submission", settings, intake))
+    if settings.operator_listener.listen:
+        services.append(SmtpListener("operator", settings, intake))
+    # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).
+    services.append(WakeSocket(settings, relay.wake))
+    return services
 
 
 class Daemon:
