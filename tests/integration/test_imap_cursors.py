@@ -3,26 +3,11 @@ without inventing a cursor, and a successful sync clears it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-
-from gateway.store.db import Store, open_store
+from gateway.store.db import Store
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_schema_url")
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 def test_an_error_before_the_first_sync_is_kept_without_a_cursor(store: Store) -> None:
