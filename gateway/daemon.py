@@ -20,12 +20,14 @@ from typing import Protocol
 
 from gateway import logsetup, wake
 from gateway import settings as settings_module
+from gateway.channels.expiry import expiry_job
 from gateway.errors import ConfigError
 from gateway.logsetup import log_event
 from gateway.outbound.relay import Relay
 from gateway.outbound.signing import build_signer
 from gateway.outbound.transports.registry import TransportRegistry
 from gateway.preflight import material_problems
+from gateway.scheduler import Scheduler
 from gateway.settings import Settings
 from gateway.store.db import Store, open_store
 
@@ -75,7 +77,9 @@ class WakeSocket:
 def build_services(settings: Settings, store: Store) -> list[Service]:
     """Every service of this gateway, in start order."""
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
-    return [relay, WakeSocket(settings, relay.wake)]
+    scheduler = Scheduler(settings, utc_now)
+    scheduler.add(expiry_job(store.channels))
+    return [relay, WakeSocket(settings, relay.wake), scheduler]
 
 
 class Daemon:

@@ -163,6 +163,19 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """Citizen channels (exchanges with patients through Mon Espace Santé) and receipts.
+
+    No reply window is published (MSSANTE.md §7.7): ``inactivity`` is a local choice.
+    """
+
+    inactivity: Seconds = 90 * 86400.0
+    expiry_check: Seconds = 3600.0
+    patient_max_size: int = 25 * 1024 * 1024
+    answer_mdn: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration; ``source`` is the file it was read from."""
 
@@ -174,6 +187,7 @@ class Settings:
     relay: RelaySettings = field(default_factory=RelaySettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    channels: ChannelSettings = field(default_factory=ChannelSettings)
     source: str = ""
 
     @property

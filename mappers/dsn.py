@@ -30,7 +30,10 @@ __all__ = [
     "DsnError",
     "RecipientReport",
     "build_dsn",
+    "fields_block",
+    "header_block",
     "parse_dsn",
+    "returned_part",
     "xtext_decode",
     "xtext_encode",
 ]
@@ -158,7 +161,7 @@ def build_dsn(
     for recipient in recipients:
         _check_recipient(recipient)
 
-    headers = _header_block(original)
+    headers = header_block(original)
     parsed = HeaderParser(policy=READ_POLICY).parsestr(headers)
     original_id = _flat(str(parsed.get("Message-ID", ""))) or None
     subject = _flat(str(parsed.get("Subject", "")))
@@ -190,7 +193,7 @@ def build_dsn(
     parts: list[Message | str] = [
         human,
         _status_part(recipients, reporting_mta, envid, arrival_date),
-        _returned_part(original, headers, full),
+        returned_part(original, headers, full),
     ]
     report.set_payload(parts)
     report.set_boundary(f"dsn-{secrets.token_hex(12)}")
@@ -245,7 +248,8 @@ def _reply_line(text: str) -> str:
     return _flat(" ".join(lines)).encode("ascii", "replace").decode("ascii")
 
 
-def _header_block(original: bytes) -> str:
+def header_block(original: bytes) -> str:
+    """The header section of a raw message as text (LF line ends), for a text/rfc822-headers part."""
     end = _HEADER_END.search(original)
     block = original[: end.start()] if end else original
     return block.decode("utf-8", "replace").replace("\r\n", "\n") + "\n"
@@ -285,7 +289,8 @@ class _Field(str):
         return policy.linesep.join(lines) + policy.linesep
 
 
-def _block(fields: Sequence[tuple[str, str | None]]) -> Message:
+def fields_block(fields: Sequence[tuple[str, str | None]]) -> Message:
+    """One block of report fields (DSN or MDN), each folded only at its own spaces; ``None`` skips."""
     block = Message()
     for name, value in fields:
         if value is not None:
@@ -300,7 +305,7 @@ def _status_part(
     arrival_date: datetime | None,
 ) -> MIMEPart:
     blocks: list[Message | str] = [
-        _block(
+        fields_block(
             [
                 ("Reporting-MTA", f"dns; {reporting_mta}"),
                 ("Original-Envelope-Id", envid),
@@ -312,7 +317,7 @@ def _status_part(
         diagnostic = _reply_line(r.diagnostic) if r.diagnostic else None
         diagnostic_type = "smtp" if diagnostic and _SMTP_REPLY.fullmatch(diagnostic) else "x-mssgw"
         blocks.append(
-            _block(
+            fields_block(
                 [
                     (
                         "Original-Recipient",
@@ -334,7 +339,8 @@ def _status_part(
     return part
 
 
-def _returned_part(original: bytes, headers: str, full: bool) -> MIMEPart:
+def returned_part(original: bytes, headers: str, full: bool) -> MIMEPart:
+    """The third part of a report: the whole original, or only its headers (RFC 6522 § 3)."""
     part = MIMEPart(policy=MESSAGE_POLICY)
     if full:
         part.set_content(BytesParser(policy=MESSAGE_POLICY).parsebytes(original))

@@ -11,6 +11,7 @@ import mimetypes
 from pathlib import Path
 
 from gateway import wake
+from gateway.channels.outgoing import PatientMailRefused, admit_outgoing
 from gateway.cli.clinical import (
     PATIENT_HELP,
     add_document_options,
@@ -22,6 +23,7 @@ from gateway.cli.clinical import (
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of
 from gateway.errors import InputError
 from gateway.store.repository import AttachmentInfo, NewMessage, Recipient
+from mappers import headers
 from mappers.addresses import check_address
 from mappers.documents import Document
 from mappers.errors import MappingError
@@ -39,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--body-file", type=Path, help="UTF-8 text body (default: empty)")
     parser.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE")
     parser.add_argument("--patient", type=Path, metavar="FILE.json", help=PATIENT_HELP)
+    parser.add_argument(
+        "--reply-to", metavar="ADDR", help="Reply-To: where the recipient (a patient) answers"
+    )
+    parser.add_argument(
+        "--read-receipt", action="store_true", help="ask for a read receipt (Disposition-Notification-To)"
+    )
     add_document_options(parser, required=False)
     parser.set_defaults(handler=_send)
 
@@ -75,6 +83,10 @@ def _send(args: argparse.Namespace) -> int:
             for d in record.documents
         ),
     )
+    try:
+        new = admit_outgoing(new, record, settings)
+    except PatientMailRefused as error:
+        raise InputError("--to", error.refusal.text) from error
     store = open_store_of(settings)
     try:
         stored = store.repository.add_messages([new], moment)[0]
@@ -98,14 +110,19 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
         if not (args.type_code and args.type_label):
             raise InputError("--doc", "give the documents' --type-code and --type-label")
         documents = documents_from_args(args, patient, document_time(args.date))
+    author = Mailbox(sender, args.from_name)
     return MessageRecord(
-        author=Mailbox(sender, args.from_name),
+        author=author,
         to=recipients,
         subject=args.subject,
         body_text=body,
         attachments=attachments,
         patient=patient,
         documents=tuple(documents),
+        reply_to=Mailbox(_address(args.reply_to, "--reply-to")) if args.reply_to else None,
+        disposition_notification_to=author if args.read_receipt else None,
+        # [FIN] in the subject closes the exchange: X-MSS-MES: FIN tells Mon Espace Santé too.
+        end_of_exchange=headers.subject_closes_exchange(args.subject),
     )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import InputError, NotFoundError
-from gateway.store.repository import write_audit
+from gateway.store.audit import write_audit
 from gateway.store.states import DeliveryState
 from gateway.store.tables import AuditEvent, Delivery, DeliveryAttempt, Message
 

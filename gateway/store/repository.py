@@ -8,7 +8,6 @@ store see value types only. Two rules hold everywhere: a batch of messages is co
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.store.audit import write_audit
+from gateway.store.channels import ChannelIntent, apply_intent
 from gateway.store.states import WAITING, DeliveryState
 from gateway.store.tables import (
     Attachment,
-    AuditEvent,
     Delivery,
     DeliveryAttempt,
     Message,
@@ -63,6 +63,9 @@ class NewMessage:
     patient: PatientRecord | None = None
     attachments: tuple[AttachmentInfo, ...] = ()
     related_message_pk: int | None = None
+    state: str = "stored"
+    state_reason: str | None = None
+    channel: ChannelIntent | None = None
 
     @property
     def digest(self) -> str:
@@ -163,7 +166,8 @@ class Repository:
                 direction=new.direction,
                 source=new.source,
                 kind=new.kind,
-                state="stored",
+                state=new.state,
+                state_reason=new.state_reason,
                 message_id=new.message_id,
                 digest=new.digest,
                 envelope_from=new.envelope_from,
@@ -212,6 +216,10 @@ class Repository:
                 ],
             )
         write_audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})
+        if new.state != "stored":
+            write_audit(session, now, new.state, pk, detail={"reason": new.state_reason})
+        if new.channel is not None:
+            apply_intent(session, new.channel, pk, now)
         return pk
 
     @staticmethod
@@ -434,23 +442,3 @@ class Repository:
                 .group_by(Delivery.state)
             ).all()
         return {state: count for state, count in rows}
-
-
-def write_audit(
-    session: Session,
-    at: datetime,
-    kind: str,
-    message_pk: int | None,
-    delivery_pk: int | None = None,
-    detail: dict[str, object] | None = None,
-) -> None:
-    """Add one event to the audit trail, inside the caller's transaction."""
-    session.execute(
-        insert(AuditEvent).values(
-            at=at,
-            kind=kind,
-            message_pk=message_pk,
-            delivery_pk=delivery_pk,
-            detail=json.dumps(detail, sort_keys=True) if detail else None,
-        )
-    )

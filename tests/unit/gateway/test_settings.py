@@ -137,6 +137,7 @@ def test_the_example_file_documents_every_key() -> None:
         ("dkim", settings.DkimSettings),
         ("logging", settings.LoggingSettings),
         ("routes", settings.RouteSettings),
+        ("channels", settings.ChannelSettings),
     ):
         for key in cls.__dataclass_fields__:
             assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{section_name}.{key} undocumented"
