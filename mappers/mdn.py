@@ -28,6 +28,8 @@ from mappers.errors import MappingError
 from mappers.folding import READ_POLICY, set_header
 from mappers.headers import strip_accents
 from mappers.mime import MESSAGE_POLICY
+from mappers.mime_parse import XDM_FILENAME, safe_filename
+from mappers.pdf_copies import PDF_MIME_TYPE
 from mappers.records import Attachment
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "DispositionReport",
     "MdnError",
     "build_mdn",
+    "original_attachments",
     "parse_mdn",
 ]
 
@@ -181,6 +184,20 @@ def build_mdn(
     report.set_payload(parts)
     report.set_boundary(f"mdn-{secrets.token_hex(12)}")
     return report
+
+
+def original_attachments(message: EmailMessage) -> tuple[Attachment, ...]:
+    """The IHE_XDM.zip and PDF attachments of a received message: what its MDN must carry back."""
+    found: list[Attachment] = []
+    for index, part in enumerate(message.walk(), start=1):
+        if part.is_multipart() or part.get_filename() is None:
+            continue
+        name = safe_filename(part.get_filename(), index, part.get_content_type())
+        if name.casefold() == XDM_FILENAME.casefold() or part.get_content_type() == PDF_MIME_TYPE:
+            content = part.get_payload(decode=True)
+            if isinstance(content, bytes):
+                found.append(Attachment(name, part.get_content_type(), content))
+    return tuple(found)
 
 
 def _human_text(disposition: Disposition) -> str:

@@ -41,6 +41,10 @@ class DeliveryView:
     sent_at: datetime | None
     notice_id: int | None
     history: tuple[AttemptView, ...] = ()
+    receipt_status: str | None = None
+    receipt_detail: str | None = None
+    receipt_at: datetime | None = None
+    receipt_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,8 @@ class QueueEntry:
     size: int
     deliveries: tuple[DeliveryView, ...]
     events: tuple[tuple[datetime, str, int | None], ...] = ()
+    state: str = "stored"
+    state_reason: str | None = None
 
 
 class QueueAdmin:
@@ -119,6 +125,10 @@ class QueueAdmin:
                     d.sent_at,
                     d.notice_pk,
                     attempts,
+                    d.receipt_status,
+                    d.receipt_detail,
+                    d.receipt_at,
+                    d.receipt_pk,
                 )
             )
         events: tuple[tuple[datetime, str, int | None], ...] = ()
@@ -139,6 +149,8 @@ class QueueAdmin:
             message.size,
             tuple(views),
             events,
+            message.state,
+            message.state_reason,
         )
 
     def retry(self, pk: int, now: datetime) -> int:

@@ -7,6 +7,7 @@ store see value types only. Two rules hold everywhere: a batch of messages is co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.store.audit import write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
+from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt
 from gateway.store.states import WAITING, DeliveryState
 from gateway.store.tables import (
     Attachment,
@@ -66,6 +68,8 @@ class NewMessage:
     state: str = "stored"
     state_reason: str | None = None
     channel: ChannelIntent | None = None
+    receipt: ReceiptUpdate | None = None
+    follow_ups: tuple[NewMessage, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -220,6 +224,12 @@ class Repository:
             write_audit(session, now, new.state, pk, detail={"reason": new.state_reason})
         if new.channel is not None:
             apply_intent(session, new.channel, pk, now)
+        if new.receipt is not None and not apply_receipt(session, new.receipt, pk, now):
+            session.execute(update(Message).where(Message.id == pk).values(state=UNMATCHED))
+            write_audit(session, now, UNMATCHED, pk)
+        for follow_up in new.follow_ups:
+            # An answer committed with what it answers (an MDN): both or neither.
+            self._insert_message(session, dataclasses.replace(follow_up, related_message_pk=pk), now)
         return pk
 
     @staticmethod

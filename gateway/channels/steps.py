@@ -1,0 +1,80 @@
+"""What the intake does for citizen channels and receipts, as two steps it calls for every arrival.
+
+``recipient_refusal`` judges one recipient before anything is stored: outgoing mail to a patient must
+pass the patient rules; mail from a patient (SMTP) needs an open channel, else ``550 5.7.1`` and why.
+``finish`` shapes the message just before its commit: outgoing mail gets ``X-MSS-MES: FIN`` and its
+channel change; a received DSN/MDN updates the original's recipients; patient mail that came by IMAP on a
+closed channel is kept ``refused``; a read-receipt request on a package gets its MDN, committed together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from gateway.channels.gate import ChannelGate
+from gateway.channels.outgoing import admit_outgoing
+from gateway.channels.rules import Refusal, check_patient_mail
+from gateway.receipts.answer import build_answer
+from gateway.receipts.reading import read_receipt
+from gateway.settings import Settings
+from gateway.store.channels import ChannelStore
+from gateway.store.repository import NewMessage
+from mappers.records import MessageRecord
+
+INTERNAL_SOURCES = frozenset({"submission", "cli", "api"})
+"""Sources of mail written inside the hospital (checked as outgoing patient mail)."""
+
+
+class CitizenSteps:
+    """The intake steps of citizen channels and receipts, over the store's channels."""
+
+    def __init__(self, settings: Settings, channels: ChannelStore, clock: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.gate = ChannelGate(channels)
+        self.clock = clock
+
+    async def recipient_refusal(
+        self, source: str, sender: str, recipient: str, record: MessageRecord | None, size: int
+    ) -> Refusal | None:
+        """The refusal of ``recipient``; ``record`` is None before the data (SMTP RCPT time)."""
+        if source in INTERNAL_SOURCES:
+            if record is None:
+                return None
+            return check_patient_mail(
+                record,
+                [recipient],
+                size,
+                test_mode=self.settings.gateway.test_mode,
+                max_size=self.settings.channels.patient_max_size,
+            )
+        if source == "imap":
+            return None  # kept as ``refused`` by ``finish``: an IMAP message cannot be bounced back
+        return await self.gate.check(sender, recipient)
+
+    async def finish(self, new: NewMessage, record: MessageRecord, ours: Sequence[str]) -> NewMessage:
+        """``new`` as it must be committed; ``ours`` are its accepted recipients in our mailboxes.
+
+        Raises:
+            PatientMailRefused: outgoing patient mail that breaks a rule (not caught by the recipient step).
+        """
+        if new.source in INTERNAL_SOURCES:
+            return admit_outgoing(new, record, self.settings)
+        receipt = await asyncio.to_thread(read_receipt, new.raw)
+        if receipt is not None:
+            return dataclasses.replace(new, kind=receipt.kind, receipt=receipt)
+        new = await self.gate.admit(new, record, ours)
+        if new.state != "stored" or not ours or not self.settings.channels.answer_mdn:
+            return new
+        answer = await asyncio.to_thread(
+            build_answer,
+            new.raw,
+            record,
+            new.envelope_from,
+            ours[0],
+            self.settings.gateway.hostname,
+            self.clock(),
+        )
+        return new if answer is None else dataclasses.replace(new, follow_ups=(answer,))
