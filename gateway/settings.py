@@ -9,6 +9,7 @@ and a test keeps it loadable.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -176,6 +177,69 @@ class ChannelSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxSettings:
+    """One of our mailboxes: its mail is stored, and may be forwarded inside and/or dropped as files."""
+
+    address: str
+    forward_host: str = ""
+    forward_port: int = 25
+    forward_protocol: Literal["smtp", "lmtp"] = "smtp"
+    drop_folder: Path | None = None
+
+    @property
+    def delivered(self) -> bool:
+        """Whether mail for this mailbox goes further than the store (a queue row for the relay)."""
+        return bool(self.forward_host) or self.drop_folder is not None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSettings:
+    """What the gateway accepts: its own domains and mailboxes, limits, the trust list and DKIM policy."""
+
+    domains: tuple[str, ...] = ()
+    mailboxes: tuple[MailboxSettings, ...] = ()
+    max_message_size: int = 35 * 1024 * 1024
+    max_recipients: int = 100
+    max_commands: int = 1000
+    connections_per_peer: int = 20
+    timeout: Seconds = 300.0
+    trusted_domains: tuple[str, ...] = ()
+    trust_list_file: ReadableFile | None = None
+    dkim_policy: Literal["record", "refuse"] = "record"
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionClientSettings:
+    """An internal sender: found by AUTH login, client-certificate CN or network; may use ``senders`` only."""
+
+    name: str
+    senders: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionSettings:
+    """The internal submission listener (off while ``listen`` is empty)."""
+
+    listen: tuple[str, ...] = ()
+    certificate: ReadableFile | None = None
+    key: SecretFile | None = None
+    require_starttls: bool = True
+    credentials_file: SecretFile | None = None
+    client_ca: ReadableFile | None = None
+    clients: tuple[SubmissionClientSettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorListenerSettings:
+    """Operator mode's port-25 listener, off while ``listen`` is empty; peers checked by tls.ca_bundle."""
+
+    listen: tuple[str, ...] = ()
+    certificate: ReadableFile | None = None
+    key: SecretFile | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration; ``source`` is the file it was read from."""
 
@@ -188,6 +252,9 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     channels: ChannelSettings = field(default_factory=ChannelSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
+    submission: SubmissionSettings = field(default_factory=SubmissionSettings)
+    operator_listener: OperatorListenerSettings = field(default_factory=OperatorListenerSettings)
     source: str = ""
 
     @property
@@ -393,3 +460,39 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("relay.crash_limit: must be at least 1")
     if settings.relay.concurrency < 1:
         problems.append("relay.concurrency: must be at least 1")
+    _check_listeners(settings, problems)
+
+
+def _check_listeners(settings: Settings, problems: list[str]) -> None:
+    """The inbound sections: listeners need TLS material, operators need the CA bundle and operator mode."""
+    for name in ("submission", "operator_listener"):
+        listener: SubmissionSettings | OperatorListenerSettings = getattr(settings, name)
+        for index, address in enumerate(listener.listen):
+            if listen_address(address) is None:
+                problems.append(f"{name}.listen[{index}]: {address!r} is not host:port (e.g. 127.0.0.1:587)")
+        if listener.listen and (listener.certificate is None or listener.key is None):
+            problems.append(f"{name}.certificate: a listener needs certificate and key (STARTTLS)")
+    if settings.operator_listener.listen:
+        if settings.gateway.mode != "operator":
+            problems.append('operator_listener.listen: only in gateway.mode = "operator"')
+        if settings.tls.ca_bundle is None:
+            problems.append("tls.ca_bundle: required by operator_listener (peer certificates are verified)")
+    names = [client.name for client in settings.submission.clients]
+    for index, client in enumerate(settings.submission.clients):
+        if names.count(client.name) > 1:
+            problems.append(f"submission.clients[{index}].name: {client.name!r} is listed twice")
+        for position, network in enumerate(client.networks):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                key = f"submission.clients[{index}].networks[{position}]"
+                problems.append(f"{key}: {network!r} is not a network")
+
+
+def listen_address(text: str) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port`` → (host, port); None when malformed. Port 0 picks a free port."""
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host, int(port)

@@ -24,12 +24,12 @@ EXIT_CONFIG = 78
 
 def build_parser() -> argparse.ArgumentParser:
     """Assemble the parser from every sub-command module."""
-    from gateway.cli import daemon, documents, queue, send
+    from gateway.cli import channels, daemon, documents, queue, send
 
     parser = argparse.ArgumentParser(prog="mssgw", description="MSSanté mail gateway")
     parser.add_argument("--version", action="version", version=f"mssgw {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemon, send, queue, documents):
+    for module in (daemon, send, queue, documents, channels):
         module.register(subparsers)
     return parser
 

@@ -10,6 +10,8 @@ import pytest
 ROOT = Path(__file__).parents[2]
 MAPPERS = ROOT / "mappers"
 GATEWAY = ROOT / "gateway"
+# Intake is the inbound side's one door into the store (DESIGN.md §4), with the value types it shares.
+STORE_ENTRY = {"intake.py", "arrival.py"}
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -52,7 +54,8 @@ def test_only_the_store_touches_sql(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    sorted((GATEWAY / "outbound" / "transports").glob("*.py")) + sorted((GATEWAY / "inbound").glob("*.py")),
+    sorted((GATEWAY / "outbound" / "transports").glob("*.py"))
+    + [p for p in sorted((GATEWAY / "inbound").glob("*.py")) if p.name not in STORE_ENTRY],
     ids=lambda p: str(p.relative_to(GATEWAY)),
 )
 def test_protocol_modules_do_not_reach_into_the_store(path: Path) -> None:

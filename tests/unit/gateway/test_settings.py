@@ -138,6 +138,11 @@ def test_the_example_file_documents_every_key() -> None:
         ("logging", settings.LoggingSettings),
         ("routes", settings.RouteSettings),
         ("channels", settings.ChannelSettings),
+        ("inbound", settings.InboundSettings),
+        ("inbound.mailboxes", settings.MailboxSettings),
+        ("submission", settings.SubmissionSettings),
+        ("submission.clients", settings.SubmissionClientSettings),
+        ("operator_listener", settings.OperatorListenerSettings),
     ):
         for key in cls.__dataclass_fields__:
             assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{section_name}.{key} undocumented"

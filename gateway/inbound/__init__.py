@@ -1,0 +1,1 @@
+"""Everything that receives mail into the gateway: the SMTP listeners and the intake into the store."""

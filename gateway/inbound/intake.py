@@ -1,0 +1,203 @@
+"""Intake: the single entry into the store for every inbound path (SMTP listeners, IMAP, ``mssgw send``).
+
+    arrival = Arrival(raw, envelope_from, recipients, source, peer=, envid=, ret=, authenticated_as=)
+    result = await intake.receive(arrival)  # IntakeResult(message_pk, duplicate, verdicts: one per rcpt)
+
+Steps: size → sender → parse (``mappers.mime.parse_message``) → From → recipients (``policy.Policy`` and the
+rules the daemon adds) → one commit shared with the messages arriving together (``batching.Batcher`` over
+``Repository.add_messages``) → wake the relay. A verdict is ``accepted`` only after the commit; a store
+failure turns every accepted verdict into ``451 4.3.0`` and keeps nothing. Mail for outside recipients gets
+queue rows for the relay (direction ``outbound``); mail for our mailboxes is stored (``inbound``) and gets a
+queue row only when the mailbox forwards it or drops it into a folder. Never answers for a message it did not
+commit, never logs content.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+from gateway.batching import Batcher
+from gateway.inbound import replies
+from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
+from gateway.inbound.policy import Policy, refuse
+from gateway.logsetup import log_event
+from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
+from mappers.errors import MappingError
+from mappers.mime import MimeLimits, parse_message
+from mappers.records import MessageRecord
+
+__all__ = ["Arrival", "Decision", "Intake", "IntakeResult", "Recipient", "Verdict", "attachment_infos"]
+
+log = logging.getLogger(__name__)
+
+Persist = Callable[[Sequence[NewMessage], datetime], Sequence[StoredMessage]]
+
+# Submission headers the gateway reads and never passes on (documented in README "Submission headers").
+_SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+class Intake:
+    """Judges arrivals and commits the accepted ones; one instance per daemon, shared by every listener."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        persist: Persist,
+        clock: Callable[[], datetime],
+        on_commit: Callable[[], None] = lambda: None,
+        *,
+        max_batch: int = 500,
+    ) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.on_commit = on_commit
+        self.limits = MimeLimits(max_bytes=max(policy.inbound.max_message_size, 1))
+        self._batcher: Batcher[NewMessage, StoredMessage] = Batcher(
+            lambda batch: persist(batch, self.clock()), max_batch
+        )
+
+    async def check_sender(self, arrival: Arrival) -> Verdict | None:
+        """The refusal of ``arrival``'s envelope sender before any data (MAIL FROM time), if any."""
+        reply = self.policy.sender(arrival.source, arrival.authenticated_as, arrival.envelope_from)
+        if reply is not None:
+            return refuse(arrival.envelope_from, reply)
+        for rule in self.policy.sender_rules:
+            verdict = await _outcome(rule(arrival, None))
+            if verdict is not None:
+                return verdict
+        return None
+
+    async def check_recipient(
+        self, arrival: Arrival, address: str, record: MessageRecord | None = None
+    ) -> Verdict:
+        """The verdict on one recipient (RCPT TO time: ``record`` is None); accepted is not yet stored."""
+        verdict = self.policy.recipient(arrival.source, arrival.authenticated_as, address)
+        if verdict.decision is not Decision.ACCEPTED:
+            return verdict
+        for rule in self.policy.recipient_rules:
+            refused = await _outcome(rule(arrival, address, record))
+            if refused is not None:
+                return refused
+        return verdict
+
+    async def receive(self, arrival: Arrival) -> IntakeResult:
+        """Judge, then commit for the accepted recipients; one verdict per recipient, in order."""
+        addresses = [r.address for r in arrival.recipients]
+        reply = self.policy.too_big(len(arrival.raw))
+        if reply is None:
+            refused = await self.check_sender(arrival)
+            reply = refused.reply if refused is not None else None
+        record: MessageRecord | None = None
+        if reply is None:
+            try:
+                record = parse_message(arrival.raw, limits=self.limits)
+            except MappingError as error:
+                reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
+        if reply is None and record is not None:
+            reply = self.policy.author(arrival, record)
+        if reply is not None:
+            log_event(log, "refused", source=arrival.source, peer=arrival.peer, reply=reply[:9])
+            return IntakeResult(None, False, tuple(refuse(a, reply) for a in addresses))
+        assert record is not None
+        verdicts = [await self.check_recipient(arrival, a, record) for a in addresses]
+        return await self._commit(arrival, record, verdicts)
+
+    async def _commit(self, arrival: Arrival, record: MessageRecord, verdicts: list[Verdict]) -> IntakeResult:
+        accepted = [
+            r for r, v in zip(arrival.recipients, verdicts, strict=True) if v.decision is Decision.ACCEPTED
+        ]
+        if not accepted:
+            return IntakeResult(None, False, tuple(verdicts))
+        new = self._new_message(arrival, record, accepted)
+        try:
+            stored = await self._batcher.submit(new)
+        except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
+            log_event(log, "store-failed", logging.ERROR, source=arrival.source, error=type(error).__name__)
+            return IntakeResult(None, False, tuple(_unavailable(v) for v in verdicts))
+        if new.recipients:
+            self.on_commit()
+        log_event(
+            log,
+            "accepted",
+            queue_id=stored.pk,
+            duplicate=stored.duplicate,
+            source=arrival.source,
+            peer=arrival.peer,
+            direction=new.direction,
+            recipients=len(accepted),
+            deliveries=len(new.recipients),
+        )
+        template = replies.QUEUED_DUPLICATE if stored.duplicate else replies.QUEUED
+        done = template.format(stored.pk).split(" ", 1)[1]
+        return IntakeResult(
+            stored.pk,
+            stored.duplicate,
+            tuple(
+                Verdict(v.recipient, v.decision, 250, done) if v.decision is Decision.ACCEPTED else v
+                for v in verdicts
+            ),
+        )
+
+    def _new_message(self, arrival: Arrival, record: MessageRecord, accepted: list[Recipient]) -> NewMessage:
+        outside = [r for r in accepted if not self.policy.is_ours(r.address)]
+        forwarded = [
+            r for r in accepted if (box := self.policy.mailbox(r.address)) is not None and box.delivered
+        ]
+        raw = strip_submission_headers(arrival.raw) if arrival.source == "submission" else arrival.raw
+        return NewMessage(
+            raw=raw,
+            envelope_from=arrival.envelope_from,
+            direction="outbound" if outside else "inbound",
+            source=arrival.source,
+            recipients=tuple(outside + forwarded),
+            message_id=record.message_id,
+            envid=arrival.envid,
+            ret=arrival.ret,
+            patient=record.patient,
+            attachments=attachment_infos(record),
+        )
+
+
+def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
+    """What the store describes beside a message: its plain attachments and its health documents."""
+    plain = tuple(AttachmentInfo(a.filename, a.content_type, a.content) for a in record.attachments)
+    return plain + tuple(
+        AttachmentInfo(
+            d.filename,
+            d.mime_type,
+            d.content,
+            {"type_code": d.type_code.code, "type_label": d.type_code.label, "unique_id": d.unique_id},
+        )
+        for d in record.documents
+    )
+
+
+def strip_submission_headers(raw: bytes) -> bytes:
+    """Remove the ``X-MSSGW-*`` header fields (and their folded lines) from the header block only."""
+    end = _HEADER_END.search(raw)
+    head, body = (raw[: end.end()], raw[end.end() :]) if end else (raw, b"")
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.splitlines(keepends=True):
+        if line[:1] not in (b" ", b"\t"):
+            dropping = _SUBMISSION_HEADER.match(line) is not None
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + body
+
+
+def _unavailable(verdict: Verdict) -> Verdict:
+    if verdict.decision is not Decision.ACCEPTED:
+        return verdict
+    return refuse(verdict.recipient, replies.STORE_UNAVAILABLE)
+
+
+async def _outcome(value: Verdict | None | Awaitable[Verdict | None]) -> Verdict | None:
+    if inspect.isawaitable(value):
+        return await value
+    return value

@@ -1,0 +1,134 @@
+"""Pure inbound policy: verdicts on the envelope and the message, before anything is stored.
+
+Who may send (submission clients bound to their sender addresses, operator peers on the trust list), which
+recipients are ours (known mailbox, else 550 5.1.1), what may leave (only from authenticated internal
+senders: never an open relay) and the size limit. No I/O here. Extra rules (issue 6's citizen-channel gate)
+are ``RecipientRule``/``SenderRule`` callables the daemon appends; intake runs them after the built-in ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import Protocol
+
+from gateway.inbound import replies
+from gateway.inbound.arrival import Arrival, Decision, Verdict
+from gateway.inbound.trust import StaticTrustList, TrustList
+from gateway.settings import InboundSettings, MailboxSettings, SubmissionClientSettings
+from mappers.addresses import check_address
+from mappers.errors import MappingError
+from mappers.records import MessageRecord
+
+INTERNAL_SOURCES = frozenset({"submission", "cli"})
+"""Sources whose senders are ours: the only ones whose mail may leave for outside domains."""
+
+
+class RecipientRule(Protocol):
+    """An extra check on one recipient; ``record`` is None at RCPT time (before the data).
+
+    Return a refusal, or None to let the next rule decide. May be async (a rule can look at the store).
+    """
+
+    def __call__(
+        self, arrival: Arrival, recipient: str, record: MessageRecord | None
+    ) -> Verdict | None | Awaitable[Verdict | None]: ...
+
+
+class SenderRule(Protocol):
+    """An extra check on the sender; a refusal applies to every recipient. ``record`` as above."""
+
+    def __call__(
+        self, arrival: Arrival, record: MessageRecord | None
+    ) -> Verdict | None | Awaitable[Verdict | None]: ...
+
+
+def refuse(recipient: str, reply: str) -> Verdict:
+    """A verdict from a reply line such as ``replies.NO_SUCH_MAILBOX.format(x)``."""
+    code, _, text = reply.partition(" ")
+    decision = Decision.TEMPORARY if code.startswith("4") else Decision.PERMANENT
+    return Verdict(recipient, decision, int(code), text)
+
+
+def accept(recipient: str) -> Verdict:
+    code, _, text = replies.RECIPIENT_OK.partition(" ")
+    return Verdict(recipient, Decision.ACCEPTED, int(code), text)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+class Policy:
+    """The built-in rules over the inbound settings, plus the extra rules composed by the daemon."""
+
+    def __init__(
+        self,
+        inbound: InboundSettings,
+        clients: Sequence[SubmissionClientSettings] = (),
+        trust: TrustList | None = None,
+        recipient_rules: Sequence[RecipientRule] = (),
+        sender_rules: Sequence[SenderRule] = (),
+    ) -> None:
+        self.inbound = inbound
+        self.trust: TrustList = trust if trust is not None else StaticTrustList(())
+        self.recipient_rules = tuple(recipient_rules)
+        self.sender_rules = tuple(sender_rules)
+        self._mailboxes = {m.address.lower(): m for m in inbound.mailboxes}
+        self._domains = frozenset(
+            {d.lower().rstrip(".") for d in inbound.domains} | {domain_of(a) for a in self._mailboxes}
+        )
+        self._clients = {c.name: c for c in clients}
+
+    def mailbox(self, address: str) -> MailboxSettings | None:
+        """Our mailbox at ``address`` (local part and domain compared without case)."""
+        return self._mailboxes.get(address.lower())
+
+    def is_ours(self, address: str) -> bool:
+        """Whether ``address`` is in one of our own domains."""
+        return domain_of(address) in self._domains
+
+    def too_big(self, size: int) -> str | None:
+        """The refusal for a message of ``size`` bytes, if over the limit."""
+        limit = self.inbound.max_message_size
+        return replies.TOO_BIG.format(limit) if limit and size > limit else None
+
+    def sender(self, source: str, identity: str | None, address: str) -> str | None:
+        """The refusal of the envelope sender ``address`` (MAIL FROM), if any."""
+        if source == "submission":
+            return self._assigned(identity, address, replies.SENDER_NOT_YOURS)
+        if source == "operator":
+            domain = domain_of(address)
+            if address and not self.trust.is_trusted(domain):
+                return replies.SENDER_NOT_TRUSTED.format(domain)
+        return None
+
+    def author(self, arrival: Arrival, record: MessageRecord) -> str | None:
+        """The refusal of the From header, if any: a submission client writes only as itself."""
+        if arrival.source != "submission":
+            return None
+        return self._assigned(arrival.authenticated_as, record.author.address, replies.FROM_NOT_YOURS)
+
+    def _assigned(self, identity: str | None, address: str, template: str) -> str | None:
+        client = self._clients.get(identity or "")
+        if client is None:
+            return replies.AUTH_REQUIRED
+        wanted = address.lower()
+        for allowed in client.senders:
+            allowed = allowed.lower()
+            if wanted == allowed or (allowed.startswith("@") and domain_of(wanted) == allowed[1:]):
+                return None
+        return template.format(address, client.name)
+
+    def recipient(self, source: str, identity: str | None, address: str) -> Verdict:
+        """Whether ``address`` may be a recipient of mail from ``source``: ours, or out from inside."""
+        try:
+            check_address(address)
+        except MappingError:
+            return refuse(address, replies.BAD_ADDRESS.format(address))
+        if self.is_ours(address):
+            if source == "imap" or self.mailbox(address) is not None:
+                return accept(address)
+            return refuse(address, replies.NO_SUCH_MAILBOX.format(address))
+        if source in INTERNAL_SOURCES and (identity is not None or source == "cli"):
+            return accept(address)
+        return refuse(address, replies.RELAY_DENIED.format(address))

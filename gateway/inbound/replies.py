@@ -1,0 +1,71 @@
+"""The SMTP replies of the inbound listeners and of intake, in one place (aiosmtpd ``statuscodes`` style).
+
+Every refusal carries an RFC 3463 enhanced code and a sentence the person at the other end can act on.
+Templates with ``{}`` take the address or value at fault; nothing here ever quotes message content.
+"""
+
+from __future__ import annotations
+
+# Accepting.
+OK = "250 2.0.0 OK"
+SENDER_OK = "250 2.1.0 Sender OK"
+RECIPIENT_OK = "250 2.1.5 Recipient OK"
+QUEUED = "250 2.0.0 Queued as {}"
+QUEUED_DUPLICATE = "250 2.0.0 Already queued as {} (same Message-ID and content)"
+AUTH_OK = "235 2.7.0 Authentication successful"
+
+# Temporary refusals.
+STORE_UNAVAILABLE = "451 4.3.0 The message store is unavailable: nothing was kept, please try again later"
+LOCAL_ERROR = "451 4.3.0 Local error while handling this command: please try again later"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address: try again later"
+TIMEOUT = "421 4.4.2 Connection timed out: closing"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down: try again later"
+
+# Security and authentication.
+STARTTLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first: mail is only accepted over TLS"
+AUTH_REQUIRED = (
+    "530 5.7.0 Authentication required: log in (AUTH over TLS), present a client certificate, "
+    "or send from an allowed network"
+)
+AUTH_NEEDS_TLS = "538 5.7.11 Encryption required: issue STARTTLS before AUTH"
+AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+CERTIFICATE_REQUIRED = (
+    "530 5.7.0 Client certificate required: present your MSSanté operator certificate in the TLS handshake"
+)
+CERTIFICATE_NOT_ACCEPTED = "554 5.7.1 Client certificate not accepted for sender domain {}: {}"
+SENDER_NOT_TRUSTED = (
+    "550 5.7.1 Sender domain {} is not on the MSSanté trust list: mail from it is not accepted here"
+)
+SENDER_NOT_YOURS = "553 5.7.1 Sender address <{}> is not assigned to {}: use one of your own addresses"
+FROM_NOT_YOURS = "553 5.7.1 From address <{}> is not assigned to {}: use one of your own addresses"
+DKIM_FAILED = "550 5.7.20 DKIM verification failed ({}): the message was altered or wrongly signed"
+
+# Recipients.
+NO_SUCH_MAILBOX = "550 5.1.1 <{}>: no such mailbox here"
+RELAY_DENIED = "554 5.7.1 <{}>: relaying denied: this gateway only accepts mail for its own domains"
+BAD_ADDRESS = "553 5.1.3 <{}>: not a valid mail address (local-part@domain)"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients: send the others in a new message (limit {})"
+NULL_SENDER_TO_OUTSIDE = "550 5.7.1 <{}>: a message with a null sender is not relayed"
+
+# The message itself.
+TOO_BIG = "552 5.3.4 Message too big: the limit is {} bytes"
+TOO_BIG_DATA = "552 5.3.4 Message too big for this server: nothing was kept"
+BARE_LINE_END = (
+    "554 5.6.0 Bare LF or CR in the message data (RFC 5321 §2.3.8): "
+    "send lines ending in CRLF; nothing was kept"
+)
+UNREADABLE = "554 5.6.0 The message cannot be read safely: {}"
+LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 §4.5.3.1.6)"
+
+# Parameters and commands.
+BAD_PARAMETER = "555 5.5.4 Unsupported or malformed parameter: {}"
+TOO_MANY_COMMANDS = "421 4.7.0 Too many commands on this connection: closing"
+
+# aiosmtpd's built-in replies, re-worded where they lack an enhanced code or an actionable sentence.
+REWRITTEN: dict[str, str] = {
+    "552 Error: Too much mail data": TOO_BIG_DATA,
+    "530 Must issue a STARTTLS command first": STARTTLS_REQUIRED,
+    "530 5.7.0 Authentication required": AUTH_REQUIRED,
+    "538 5.7.11 Encryption required for requested authentication mechanism": AUTH_NEEDS_TLS,
+    "500 Line too long (see RFC5321 4.5.3.1.6)": LINE_TOO_LONG,
+}

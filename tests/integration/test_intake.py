@@ -1,0 +1,197 @@
+"""Intake into a real SQLite store: verdicts per recipient, what is committed, and what is never kept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.inbound.arrival import Arrival, Decision, Recipient, Verdict
+from gateway.inbound.intake import Intake, strip_submission_headers
+from gateway.inbound.policy import Policy, refuse
+from gateway.inbound.trust import StaticTrustList
+from gateway.settings import MailboxSettings
+from gateway.store.db import Store, open_store
+from gateway.store.repository import NewMessage, StoredMessage
+from gateway.store.tables import Delivery, Message
+from mappers.records import MessageRecord
+from tests.support.mail import (
+    APP,
+    CLIENTS,
+    MAILBOX,
+    OUR_DOMAIN,
+    OUTSIDE,
+    PEER_DOMAIN,
+    inbound_settings,
+    message,
+)
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield opened
+    opened.close()
+
+
+def make_intake(store: Store, policy: Policy | None = None, woken: list[int] | None = None) -> Intake:
+    policy = policy or Policy(inbound_settings(), CLIENTS, StaticTrustList([PEER_DOMAIN]))
+    return Intake(
+        policy,
+        store.repository.add_messages,
+        lambda: T0,
+        lambda: (woken if woken is not None else []).append(1),
+        max_batch=10,
+    )
+
+
+def submission(raw: bytes, *recipients: Recipient, **fields: object) -> Arrival:
+    values: dict[str, object] = {"source": "submission", "authenticated_as": "dpi", "peer": "127.0.0.1:4000"}
+    values.update(fields)
+    return Arrival(raw, APP, recipients, **values)  # type: ignore[arg-type]
+
+
+def rows(store: Store) -> tuple[int, list[tuple[str, str | None, str | None, str]]]:
+    with store.sessions() as session:
+        messages = session.execute(select(func.count()).select_from(Message)).scalar_one()
+        deliveries = session.execute(
+            select(Delivery.recipient, Delivery.notify, Delivery.orcpt, Delivery.state).order_by(Delivery.id)
+        ).all()
+    return messages, [tuple(row) for row in deliveries]  # type: ignore[misc]
+
+
+async def test_submission_to_outside_is_committed_with_its_dsn_parameters(store: Store) -> None:
+    woken: list[int] = []
+    intake = make_intake(store, woken=woken)
+    raw = message(to=OUTSIDE)
+    result = await intake.receive(
+        submission(raw, Recipient(OUTSIDE, "SUCCESS,FAILURE", f"rfc822;{OUTSIDE}"), envid="abc", ret="HDRS")
+    )
+    assert [v.decision for v in result.verdicts] == [Decision.ACCEPTED]
+    assert result.verdicts[0].code == 250 and str(result.message_pk) in result.verdicts[0].text
+    assert rows(store) == (1, [(OUTSIDE, "SUCCESS,FAILURE", f"rfc822;{OUTSIDE}", "queued")])
+    envelope = store.repository.load_envelopes([result.message_pk or 0])[result.message_pk or 0]
+    assert (envelope.envid, envelope.ret, envelope.envelope_from) == ("abc", "HDRS", APP)
+    assert woken == [1]
+
+
+async def test_mail_for_our_mailbox_is_stored_inbound_without_a_queue_row(store: Store) -> None:
+    intake = make_intake(store)
+    raw = message(sender=f"dr@{PEER_DOMAIN}", to=MAILBOX)
+    arrival = Arrival(raw, f"dr@{PEER_DOMAIN}", (Recipient(MAILBOX),), "operator", peer="192.0.2.1:25")
+    result = await intake.receive(arrival)
+    assert result.verdicts[0].decision is Decision.ACCEPTED
+    with store.sessions() as session:
+        assert session.execute(select(Message.direction)).scalar_one() == "inbound"
+    assert rows(store)[1] == []
+
+
+async def test_a_forwarding_mailbox_gets_a_queue_row(store: Store, tmp_path: Path) -> None:
+    settings = inbound_settings(mailboxes=(MailboxSettings(MAILBOX, drop_folder=tmp_path / "drop"),))
+    intake = make_intake(store, Policy(settings, CLIENTS, StaticTrustList([PEER_DOMAIN])))
+    raw = message(sender=f"dr@{PEER_DOMAIN}", to=MAILBOX)
+    await intake.receive(Arrival(raw, f"dr@{PEER_DOMAIN}", (Recipient(MAILBOX),), "operator"))
+    assert rows(store)[1] == [(MAILBOX, None, None, "queued")]
+
+
+async def test_each_recipient_gets_its_own_verdict_in_order(store: Store) -> None:
+    intake = make_intake(store)
+    raw = message(sender=f"dr@{PEER_DOMAIN}", to=MAILBOX)
+    arrival = Arrival(
+        raw,
+        f"dr@{PEER_DOMAIN}",
+        (Recipient(f"nobody@{OUR_DOMAIN}"), Recipient(MAILBOX.upper()), Recipient("x@elsewhere.test")),
+        "operator",
+    )
+    result = await intake.receive(arrival)
+    assert [v.reply[:9] for v in result.verdicts] == ["550 5.1.1", "250 2.0.0", "554 5.7.1"]
+    assert "no such mailbox" in result.verdicts[0].text
+    assert rows(store)[0] == 1
+
+
+async def test_the_same_message_twice_is_stored_once(store: Store) -> None:
+    intake = make_intake(store)
+    raw = message(to=OUTSIDE)
+    first = await intake.receive(submission(raw, Recipient(OUTSIDE)))
+    second = await intake.receive(submission(raw, Recipient(OUTSIDE)))
+    assert (second.message_pk, second.duplicate) == (first.message_pk, True)
+    assert "Already queued" in second.verdicts[0].text
+    assert rows(store)[0] == 1 and len(rows(store)[1]) == 1
+
+
+async def test_a_store_failure_answers_451_and_keeps_nothing(store: Store) -> None:
+    policy = Policy(inbound_settings(), CLIENTS)
+
+    def failing(batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
+        raise ConnectionError("database unreachable")
+
+    intake = Intake(policy, failing, lambda: T0)
+    result = await intake.receive(submission(message(), Recipient(OUTSIDE)))
+    assert result.message_pk is None
+    assert [v.reply[:9] for v in result.verdicts] == ["451 4.3.0"]
+    assert rows(store) == (0, [])
+
+
+async def test_over_the_size_limit_nothing_is_parsed_or_stored(store: Store) -> None:
+    intake = make_intake(store, Policy(inbound_settings(max_message_size=1000), CLIENTS))
+    result = await intake.receive(submission(message(body="x" * 2000), Recipient(OUTSIDE)))
+    assert result.verdicts[0].reply.startswith("552 5.3.4")
+    assert rows(store) == (0, [])
+
+
+async def test_a_client_writing_as_someone_else_is_refused(store: Store) -> None:
+    intake = make_intake(store)
+    raw = message(sender=f"director@{OUR_DOMAIN}")
+    result = await intake.receive(submission(raw, Recipient(OUTSIDE)))
+    assert result.verdicts[0].reply.startswith("553 5.7.1 From address <director@")
+    assert rows(store) == (0, [])
+
+
+async def test_unauthenticated_mail_never_leaves(store: Store) -> None:
+    intake = make_intake(store)
+    for source, identity in (("submission", None), ("operator", None), ("imap", None)):
+        arrival = Arrival(message(), APP, (Recipient(OUTSIDE),), source, authenticated_as=identity)
+        result = await intake.receive(arrival)
+        assert result.verdicts[0].decision is Decision.PERMANENT, source
+    assert rows(store) == (0, [])
+
+
+async def test_an_unreadable_message_is_refused_with_the_reason(store: Store) -> None:
+    intake = make_intake(store)
+    result = await intake.receive(submission(b"Subject: no sender\r\n\r\nbody\r\n", Recipient(OUTSIDE)))
+    assert result.verdicts[0].reply.startswith(
+        "554 5.6.0 The message cannot be read safely: message has no From"
+    )
+
+
+async def test_extra_rules_composed_by_the_daemon_can_refuse_a_recipient(store: Store) -> None:
+    async def channel_gate(arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
+        if arrival.envelope_from.endswith("@patient.mssante.fr"):
+            return refuse(recipient, "550 5.7.1 Citizen channel closed")
+        return None
+
+    policy = Policy(inbound_settings(), CLIENTS, StaticTrustList(["patient.mssante.fr"]), [channel_gate])
+    intake = make_intake(store, policy)
+    patient = "1234567890123@patient.mssante.fr"
+    arrival = Arrival(message(sender=patient, to=MAILBOX), patient, (Recipient(MAILBOX),), "operator")
+    assert (await intake.check_recipient(arrival, MAILBOX)).reply == "550 5.7.1 Citizen channel closed"
+    result = await intake.receive(arrival)
+    assert result.verdicts[0].code == 550 and rows(store) == (0, [])
+
+
+async def test_submission_headers_are_stripped_before_storing(store: Store) -> None:
+    raw = message(X_MSSGW_Patient="x", Comments="kept")
+    assert b"X-MSSGW-Patient" in raw
+    result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
+    stored = store.queue.raw(result.message_pk or 0)
+    assert b"X-MSSGW" not in stored and b"Comments: kept" in stored and stored.endswith(b"Hello\r\n")
+
+
+def test_stripping_keeps_folded_lines_of_other_fields() -> None:
+    raw = b"Subject: a\r\nX-MSSGW-Doc: 1\r\n  2\r\nTo: b\r\n c\r\n\r\nX-MSSGW-Body: stays\r\n"
+    assert strip_submission_headers(raw) == b"Subject: a\r\nTo: b\r\n c\r\n\r\nX-MSSGW-Body: stays\r\n"
