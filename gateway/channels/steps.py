@@ -15,18 +15,16 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from gateway.channels.gate import ChannelGate
-from gateway.channels.outgoing import admit_outgoing
+from gateway.channels.outgoing import PatientMailRefused, admit_outgoing
 from gateway.channels.rules import Refusal, check_patient_mail
+from gateway.inbound.arrival import Arrival, Verdict
+from gateway.inbound.policy import INTERNAL_SOURCES, refuse
 from gateway.receipts.answer import build_answer
 from gateway.receipts.reading import read_receipt
 from gateway.settings import Settings
 from gateway.store.channels import ChannelStore
 from gateway.store.repository import NewMessage
 from mappers.records import MessageRecord
-
-INTERNAL_SOURCES = frozenset({"submission", "cli", "api"})
-"""Sources of mail written inside the hospital (checked as outgoing patient mail)."""
-
 
 class CitizenSteps:
     """The intake steps of citizen channels and receipts, over the store's channels."""
@@ -53,6 +51,22 @@ class CitizenSteps:
         if source == "imap":
             return None  # kept as ``refused`` by ``finish``: an IMAP message cannot be bounced back
         return await self.gate.check(sender, recipient)
+
+    async def rule(self, arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
+        """``recipient_refusal`` as the intake's ``RecipientRule`` (add it to ``Policy.recipient_rules``)."""
+        refusal = await self.recipient_refusal(
+            arrival.source, arrival.envelope_from, recipient, record, len(arrival.raw)
+        )
+        return None if refusal is None else refuse(recipient, refusal.smtp_reply)
+
+    async def finish_arrival(
+        self, arrival: Arrival, record: MessageRecord, new: NewMessage, accepted: Sequence[str]
+    ) -> NewMessage | str:
+        """``finish`` as the intake's ``Finish`` step: the message to commit, or the refusal reply."""
+        try:
+            return await self.finish(new, record, accepted)
+        except PatientMailRefused as error:
+            return error.refusal.smtp_reply
 
     async def finish(self, new: NewMessage, record: MessageRecord, ours: Sequence[str]) -> NewMessage:
         """``new`` as it must be committed; ``ours`` are its accepted recipients in our mailboxes.

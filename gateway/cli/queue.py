@@ -97,6 +97,8 @@ def _describe(entry: QueueEntry) -> str:
         f"queued:      {stamp(entry.created_at)} UTC",
         f"size:        {entry.size} bytes",
     ]
+    if entry.related_id:
+        lines.append(f"answers:     queue id {entry.related_id}")
     if entry.state != "stored":
         lines.append(
             f"state:       {entry.state}" + (f" ({entry.state_reason})" if entry.state_reason else "")

@@ -35,6 +35,9 @@ __all__ = ["Arrival", "Decision", "Intake", "IntakeResult", "Recipient", "Verdic
 log = logging.getLogger(__name__)
 
 Persist = Callable[[Sequence[NewMessage], datetime], Sequence[StoredMessage]]
+Finish = Callable[[Arrival, MessageRecord, NewMessage, Sequence[str]], Awaitable[NewMessage | str]]
+"""The last step before the commit (citizen channels, receipts): the message to commit, or a refusal reply
+line for every accepted recipient. Gets the addresses accepted so far."""
 
 # Submission headers the gateway reads and never passes on (documented in README "Submission headers").
 _SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
@@ -52,10 +55,12 @@ class Intake:
         on_commit: Callable[[], None] = lambda: None,
         *,
         max_batch: int = 500,
+        finish: Finish | None = None,
     ) -> None:
         self.policy = policy
         self.clock = clock
         self.on_commit = on_commit
+        self.finish = finish
         self.limits = MimeLimits(max_bytes=max(policy.inbound.max_message_size, 1))
         self._batcher: Batcher[NewMessage, StoredMessage] = Batcher(
             lambda batch: persist(batch, self.clock()), max_batch
@@ -114,12 +119,17 @@ class Intake:
         if not accepted:
             return IntakeResult(None, False, tuple(verdicts))
         new = self._new_message(arrival, record, accepted)
+        if self.finish is not None:
+            finished = await self.finish(arrival, record, new, [r.address for r in accepted])
+            if isinstance(finished, str):
+                return IntakeResult(None, False, tuple(_refused(v, finished) for v in verdicts))
+            new = finished
         try:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
             log_event(log, "store-failed", logging.ERROR, source=arrival.source, error=type(error).__name__)
             return IntakeResult(None, False, tuple(_unavailable(v) for v in verdicts))
-        if new.recipients:
+        if new.recipients or new.follow_ups:
             self.on_commit()
         log_event(
             log,
@@ -191,10 +201,12 @@ def strip_submission_headers(raw: bytes) -> bytes:
     return b"".join(kept) + body
 
 
+def _refused(verdict: Verdict, reply: str) -> Verdict:
+    return refuse(verdict.recipient, reply) if verdict.decision is Decision.ACCEPTED else verdict
+
+
 def _unavailable(verdict: Verdict) -> Verdict:
-    if verdict.decision is not Decision.ACCEPTED:
-        return verdict
-    return refuse(verdict.recipient, replies.STORE_UNAVAILABLE)
+    return _refused(verdict, replies.STORE_UNAVAILABLE)
 
 
 async def _outcome(value: Verdict | None | Awaitable[Verdict | None]) -> Verdict | None:

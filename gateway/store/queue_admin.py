@@ -60,6 +60,7 @@ class QueueEntry:
     events: tuple[tuple[datetime, str, int | None], ...] = ()
     state: str = "stored"
     state_reason: str | None = None
+    related_id: int | None = None
 
 
 class QueueAdmin:
@@ -151,6 +152,7 @@ class QueueAdmin:
             events,
             message.state,
             message.state_reason,
+            message.related_message_id,
         )
 
     def retry(self, pk: int, now: datetime) -> int:
