@@ -26,6 +26,7 @@ from gateway.store.channels import ChannelStore
 from gateway.store.repository import NewMessage
 from mappers.records import MessageRecord
 
+
 class CitizenSteps:
     """The intake steps of citizen channels and receipts, over the store's channels."""
 

@@ -24,7 +24,7 @@ from gateway.inbound.trust import StaticTrustList
 from gateway.settings import MailboxSettings
 from gateway.store.db import Store, open_store
 from mappers import dsn
-from tests.support.fake_operator import FakeOperatorFactory
+from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.mail import CLIENTS, inbound_settings, message
 from tests.support.pki import Pki
@@ -41,12 +41,16 @@ PATIENT_FILE = {
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory) -> Iterator[Gateway]:
-    operator = fake_operator()
-    gw = gateway_for(tmp_path / "gw", pki, operator)
+def mes(fake_operator: FakeOperatorFactory) -> FakeOperator:
+    """The test operator standing in for Mon Espace Santé."""
+    return fake_operator()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, pki: Pki, mes: FakeOperator) -> Iterator[Gateway]:
+    gw = gateway_for(tmp_path / "gw", pki, mes)
     gw.sections["gateway"]["test_mode"] = True  # the ANS test patient has the INS-NIR-TEST OID
     gw.write()
-    gw.operator = operator  # type: ignore[attr-defined]
     (tmp_path / "patient.json").write_text(json.dumps(PATIENT_FILE), encoding="utf-8")
     yield gw
     gw.cleanup()
@@ -71,8 +75,10 @@ def patient_says(text: str, in_reply_to: str, source: str) -> Arrival:
     return Arrival(raw, PATIENT, (Recipient(SENDER),), source, peer="mes")
 
 
-async def test_a_patient_exchange_from_first_message_to_fin(gateway: Gateway, tmp_path: Path) -> None:
-    operator = gateway.operator  # type: ignore[attr-defined]
+async def test_a_patient_exchange_from_first_message_to_fin(
+    gateway: Gateway, mes: FakeOperator, tmp_path: Path
+) -> None:
+    operator = mes
     patient_file = str(tmp_path / "patient.json")
     gateway.start()
     first = gateway.send(
