@@ -141,6 +141,8 @@ def build_dsn(
     The report goes From ``postmaster`` (e.g. ``MAILER-DAEMON@<reporting_mta>``) To ``sender``, the
     original envelope sender. Its own envelope sender must be empty (``MAIL FROM:<>``, RFC 5321
     § 4.5.5), which only the caller can set; and the caller never reports to an empty sender.
+    ``envid`` is the ENVID parameter decoded from xtext (:func:`xtext_decode`), as are the ORCPT
+    addresses in ``recipients``: a report quotes them, not their SMTP encoding (RFC 3461 § 4).
     The original's headers are returned unless ``ret == "FULL"`` and it fits ``full_size_limit``.
     Times must be timezone-aware; ``display_tz`` only changes the human-readable sentences.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
-from mappers import ins, xdm
+from mappers import cda, ins
 from mappers.documents import Document
 from mappers.errors import MappingError
 from mappers.patient import Patient
@@ -95,27 +95,57 @@ def is_cda(document: Document) -> bool:
     return document.mime_type.lower() in CDA_MIME_TYPES
 
 
-def codecda_value(documents: Sequence[Document]) -> str | None:
+def read_cda_headers(documents: Sequence[Document]) -> list[tuple[Document, cda.CdaHeader | None]]:
+    """The CDA documents with their header, read once; ``None`` for a header that cannot be read."""
+    read: list[tuple[Document, cda.CdaHeader | None]] = []
+    for document in documents:
+        if is_cda(document):
+            try:
+                header = cda.read_header(document.content, what=document.filename or document.title)
+            except MappingError:
+                header = None
+            read.append((document, header))
+    return read
+
+
+def codecda_value(
+    documents: Sequence[Document], *, read: Sequence[tuple[Document, cda.CdaHeader | None]] | None = None
+) -> str | None:
     """Value of X-MSS-CODECDA (ECO.2.4.1), or ``None`` when no CDA travels and the header must be absent.
 
-    The codes are those of the CDA headers (``mappers.xdm.cda_codes``). The ANS text only says
-    "multi-valué"; the comma list without spaces follows the connector examples (MSSANTE.md §4.2).
+    Each code is the ``code`` of a CDA header; a header that cannot be read falls back to the XDS
+    typeCode, as ``mappers.xdm.cda_codes`` does. The ANS text only says "multi-valué"; the comma list
+    without spaces follows the connector examples (MSSANTE.md §4.2).
     """
-    codes = [check_header_value(code.strip(), field=X_MSS_CODECDA) for code in xdm.cda_codes(documents)]
-    for code in codes:
+    codes: list[str] = []
+    for document, header in read_cda_headers(documents) if read is None else read:
+        code = header.code.code if header and header.code and header.code.code else document.type_code.code
+        code = check_header_value(code.strip(), field=X_MSS_CODECDA)
         if not code or any(char == "," or char.isspace() for char in code):
             raise HeaderValueError(f"{X_MSS_CODECDA}: CDA code {code!r} cannot be written in the header")
+        if code not in codes:
+            codes.append(code)
     return ",".join(codes) if codes else None
 
 
-def ins_value(patient: Patient | None, documents: Sequence[Document]) -> str | None:
+def ins_value(
+    patient: Patient | None,
+    documents: Sequence[Document],
+    *,
+    read: Sequence[tuple[Document, cda.CdaHeader | None]] | None = None,
+) -> str | None:
     """Value of X-MSS-INS (ECO.2.4.2): ``O``/``N`` when a CDA travels, ``None`` (absent) otherwise.
 
-    ``O`` needs matricule (with a valid key), an INS OID and the four traits (``mappers.ins``).
+    The rule is about what the documents hold: ``O`` only when every CDA header names a patient with
+    a matricule (valid key), an INS OID and the four traits (``mappers.ins.is_qualified``), as the
+    receiving side judges it (``XdmPackage.ins_qualified``). A header that cannot be read is judged
+    on ``patient``.
     """
-    if not any(is_cda(document) for document in documents):
+    read = read_cda_headers(documents) if read is None else read
+    if not read:
         return None
-    return "O" if ins.is_qualified(patient) else "N"
+    qualified = all(ins.is_qualified(patient if header is None else header.patient) for _, header in read)
+    return "O" if qualified else "N"
 
 
 def nil_value(reference: str) -> str:
@@ -138,12 +168,13 @@ def mss_headers(
 ) -> list[tuple[str, str]]:
     """All X-MSS-* header fields of one outgoing message, in a stable order."""
     fields: list[tuple[str, str]] = []
-    codes = codecda_value(documents)
+    read = read_cda_headers(documents)
+    codes = codecda_value(documents, read=read)
     if codes is not None:
         fields.append((X_MSS_CODECDA, codes))
-    ins = ins_value(patient, documents)
-    if ins is not None:
-        fields.append((X_MSS_INS, ins))
+    qualified = ins_value(patient, documents, read=read)
+    if qualified is not None:
+        fields.append((X_MSS_INS, qualified))
     fields.append((X_MSS_NIL, nil_value(nil_reference)))
     if end_of_exchange:
         fields.append((X_MSS_MES, MES_END))
@@ -176,6 +207,15 @@ def subject_closes_exchange(subject: str) -> bool:
     Case and spaces inside the brackets are tolerated; ``[Fin de traitement]`` is not a closing mark.
     """
     return _FIN.search(subject) is not None
+
+
+def closes_exchange(subject: str, recipients: Sequence[str]) -> bool:
+    """True when a message ends a citizen exchange: a ``[FIN]`` subject sent to a patient address.
+
+    DESIGN.md §6: the gateway then adds ``X-MSS-MES: FIN`` so that Mon espace santé closes its side
+    whatever the exact subject (ECO.2.2.8 makes the header the one-message way to close).
+    """
+    return subject_closes_exchange(subject) and any(ins.is_citizen_address(r) for r in recipients)
 
 
 def is_exact_fin_subject(subject: str) -> bool:

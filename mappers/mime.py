@@ -34,6 +34,7 @@ __all__ = [
     "build_message",
     "canonical_body",
     "effective_subject",
+    "end_of_exchange",
     "parse_message",
 ]
 
@@ -62,6 +63,11 @@ def build_message(
 ) -> EmailMessage:
     """Build the message a peer will receive for ``record``.
 
+    What is not taken verbatim from the record: a document mail gets the ECO.2.1.3 subject (see
+    ``effective_subject``); ``X-MSS-MES: FIN`` is also added for a ``[FIN]`` subject sent to a patient
+    (``end_of_exchange``); display names are sent in canonical form (``canonical_display_name``); a
+    missing Date or Message-ID is made from ``now`` and ``hostname``.
+
     Args:
         nil_reference: the product reference for X-MSS-NIL (ECO.2.4.3), from the settings.
         hostname: the right-hand side of a generated Message-ID (the gateway's own domain).
@@ -71,8 +77,8 @@ def build_message(
         require_pdf_copies: refuse a document without a PDF copy (ECO.2.1.1); False attaches none.
 
     Raises:
-        HeaderInjectionError, AddressError, HeaderValueError, MessageBuildError: the record cannot be sent
-        as it is; the message names the field.
+        MappingError: a subclass (``HeaderInjectionError``, ``AddressError``, ``HeaderValueError``,
+        ``MessageBuildError``, ``XdmBuildError`` …) whose message names the field at fault.
     """
     if not _HOSTNAME.fullmatch(hostname):
         raise MessageBuildError(f"hostname {hostname!r} cannot be used in a Message-ID")
@@ -97,7 +103,7 @@ def build_message(
         record.patient,
         record.documents,
         nil_reference=nil_reference,
-        end_of_exchange=record.end_of_exchange,
+        end_of_exchange=end_of_exchange(record),
     ):
         fields.append(wire.text_header(name, value))
     fields.append(wire.text_header("MIME-Version", "1.0"))
@@ -121,6 +127,12 @@ def build_message(
         )
         message.set_payload([body, *(_attachment_part(a) for a in attachments)])
     return message
+
+
+def end_of_exchange(record: MessageRecord) -> bool:
+    """Whether the message carries ``X-MSS-MES: FIN``: asked by the record, or a ``[FIN]`` to a patient."""
+    recipients = [mailbox.address for mailbox in (*record.to, *record.cc)]
+    return record.end_of_exchange or headers.closes_exchange(record.subject, recipients)
 
 
 def effective_subject(record: MessageRecord) -> str:

@@ -1,15 +1,14 @@
-"""Received MIME bytes → store record, with the parsing policy for untrusted mail.
+"""Received MIME bytes → store record. Called by inbound intake; never writes a file, logs or trusts a size.
 
-Policy: the size is checked before parsing; ``email.policy.default`` parses (``READ_POLICY`` also
-reads Disposition-Notification-To as addresses), and the tree is then
-walked iteratively with a bounded depth and part count (a ``RecursionError`` inside the email package
-is reported the same way). The body is the first ``text/plain`` body part; its ``text/html``
-alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by
-name, case-insensitively, and read by ``mappers.xdm``; the PDF copies of its documents are dropped,
-every other leaf becomes an attachment whose file name is reduced to a bare name. Header values are
-taken as decoded by the email package. Every refusal is a ``MimeError`` (or another ``MappingError``
-from the XDM reader); inconsistencies that do not prevent reading go to ``MessageRecord.problems``.
-Nothing here writes a file, logs, or trusts a declared size.
+Parsing policy for untrusted mail: the size is checked before parsing; ``email.policy.default``
+parses; the tree is walked iteratively with a bounded depth and part count (a ``RecursionError`` of the
+email package is reported the same way). The body is the first ``text/plain`` body part; its HTML
+alternatives are dropped, an HTML-only body is kept as an attachment. ``IHE_XDM.zip`` is found by name,
+case-insensitively, and read by ``mappers.xdm``: an unsafe archive refuses the message, a broken one
+stays an attachment. PDF attachments identical to its documents' PDFs are dropped; every other leaf is
+an attachment, its name reduced to a bare name without control or format characters. Refusals are
+``MimeError`` or the XDM reader's unsafe-input errors; what is wrong but readable (headers that
+contradict the package, a malformed subject) goes to ``MessageRecord.problems``.
 """
 
 from __future__ import annotations
@@ -25,11 +24,12 @@ from email.parser import BytesParser
 
 from mappers import headers, xdm
 from mappers.addresses import from_header_address
-from mappers.archive import ArchiveLimits
+from mappers.archive import ArchiveLimits, UnsafeArchiveError
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
 from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
 from mappers.records import Attachment, Mailbox, MessageRecord
+from mappers.safe_xml import UnsafeXmlError
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 XDM_FILENAME = "IHE_XDM.zip"
@@ -61,8 +61,9 @@ DEFAULT_LIMITS = MimeLimits()
 def canonical_body(text: str) -> str:
     """The body text as it reads back after a trip through MIME: LF line ends, no final line end.
 
-    ``set_content`` always ends a text part with a line end, so the final one carries no meaning and
-    is dropped on parsing; stores and round-trip tests compare this form.
+    A text part always ends with a line end when built (``wire.text_body``, like ``set_content``), so
+    the final one carries no meaning and is dropped on parsing; stores and round-trip tests compare
+    this form.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text[:-1] if text.endswith("\n") else text
@@ -122,8 +123,8 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
             problems.append(
                 f"{len(packages)} {XDM_FILENAME} attachments: only the first is read (ECO.2.1.1 allows one)"
             )
-        package = xdm.parse_package(packages[0].content, limits=limits.archive)
-        problems.extend(package.problems)
+        package = _read_package(packages[0], limits, problems)
+    if package is not None:
         copies = {copy for copy in (pdf_copy(d) for d in package.documents) if copy is not None}
         attachments = [
             a
@@ -152,6 +153,24 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
     )
 
 
+def _read_package(attachment: Attachment, limits: MimeLimits, problems: list[str]) -> xdm.XdmPackage | None:
+    """The package, or ``None`` when it is malformed (kept as a plain attachment, and said so).
+
+    An unsafe archive or XML (zip bomb, path traversal, entity tricks) refuses the whole message: its
+    content must not reach the store. A merely broken package (no METADATA.XML, bad XML syntax) leaves
+    a message a person can still read, with the package attached as received.
+    """
+    try:
+        package = xdm.parse_package(attachment.content, limits=limits.archive)
+    except (UnsafeArchiveError, UnsafeXmlError):
+        raise
+    except MappingError as error:
+        problems.append(f"{XDM_FILENAME} could not be read: {error}")
+        return None
+    problems.extend(package.problems)
+    return package
+
+
 def _check_mss_headers(message: EmailMessage, subject: str, package: xdm.XdmPackage | None) -> list[str]:
     """What the X-MSS headers and the subject claim, against what the package holds (ECO.2.4.x)."""
     problems: list[str] = []
@@ -167,7 +186,9 @@ def _check_mss_headers(message: EmailMessage, subject: str, package: xdm.XdmPack
             f"{headers.X_MSS_CODECDA} says {','.join(announced) or 'nothing'}, "
             f"the CDA headers say {','.join(codes)}"
         )
-    if codes and ins_flag is not None and ins_flag != package.ins_qualified:
+    if codes and ins_flag is None:
+        problems.append(f"{headers.X_MSS_INS} is missing or unreadable although CDA documents travel")
+    elif codes and ins_flag != package.ins_qualified:
         problems.append(
             f"{headers.X_MSS_INS} says {'O' if ins_flag else 'N'} but the package "
             f"{'holds' if package.ins_qualified else 'does not hold'} a qualified INS"

@@ -25,6 +25,7 @@ MAX_LINE = 78  # RFC 5322 § 2.1.1: SHOULD; folding happens at white space only
 HARD_LINE = 998  # RFC 5322 § 2.1.1: MUST
 _ENCODED_WORD_MAX = 75  # RFC 2047 § 2
 _EW_PREFIX = "=?utf-8?q?"
+_LONG_WORD = 70
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 2045 § 5.1 token
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
@@ -139,7 +140,8 @@ def text_header(name: str, value: str) -> WireHeader:
     tokens: list[str] = []
     run: list[str] = []
     for word in value.split(" "):
-        if _needs_encoding(word):
+        # A word too long for a line is carried by encoded-words, which may be cut anywhere.
+        if _needs_encoding(word) or len(word) > _LONG_WORD:
             run.append(word)
             continue
         if run:

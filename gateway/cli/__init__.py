@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.errors import ConfigError, InputError, NotFoundError, StoreError
+from gateway.errors import ConfigError, GatewayError, InputError, NotFoundError, StoreError
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -20,6 +20,13 @@ EXIT_BAD_INPUT = 65
 EXIT_NOT_FOUND = 66
 EXIT_TEMPORARY = 75
 EXIT_CONFIG = 78
+
+_EXIT_CODES: tuple[tuple[type[GatewayError], int], ...] = (
+    (ConfigError, EXIT_CONFIG),
+    (InputError, EXIT_BAD_INPUT),
+    (NotFoundError, EXIT_NOT_FOUND),
+    (StoreError, EXIT_TEMPORARY),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,18 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
-    except ConfigError as error:
-        print(f"mssgw: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except InputError as error:
-        print(f"mssgw: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except NotFoundError as error:
-        print(f"mssgw: {error}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    except StoreError as error:
-        print(f"mssgw: store unavailable: {error}", file=sys.stderr)
-        return EXIT_TEMPORARY
+    except GatewayError as error:
+        prefix = "store unavailable: " if isinstance(error, StoreError) else ""
+        print(f"mssgw: {prefix}{error}", file=sys.stderr)
+        return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), EXIT_UNEXPECTED)
     return code
 
 

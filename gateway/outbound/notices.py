@@ -15,7 +15,7 @@ from typing import Literal
 from gateway.outbound.transports.base import Outcome, RecipientResult
 from gateway.settings import GatewaySettings
 from gateway.store.repository import ClaimedDelivery, Envelope, NewMessage, Notice
-from mappers.dsn import RecipientReport, build_dsn, xtext_decode
+from mappers.dsn import DsnError, RecipientReport, build_dsn, xtext_decode
 
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 
@@ -53,7 +53,7 @@ def build_failure_notice(
         sender=envelope.envelope_from,
         now=now,
         arrival_date=envelope.created_at,
-        envid=envelope.envid,
+        envid=_xtext(envelope.envid),
         ret=ret,
     )
     message = NewMessage(
@@ -83,4 +83,17 @@ def _orcpt_address(orcpt: str | None) -> str | None:
     """``rfc822;b@y`` (xtext) → ``b@y``."""
     if not orcpt or ";" not in orcpt:
         return None
-    return xtext_decode(orcpt.split(";", 1)[1]) or None
+    return _xtext(orcpt.split(";", 1)[1])
+
+
+def _xtext(value: str | None) -> str | None:
+    """ENVID and ORCPT are stored as they came on the wire (RFC 3461 xtext); the report quotes them decoded.
+
+    A malformed value is left out rather than costing the sender the whole report.
+    """
+    if not value:
+        return None
+    try:
+        return xtext_decode(value) or None
+    except DsnError:
+        return None

@@ -135,13 +135,12 @@ class Relay:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _dispatch(self, claimed: Sequence[ClaimedDelivery]) -> None:
-        envelopes = await asyncio.to_thread(self.repository.load_envelopes, {c.message_pk for c in claimed})
         groups: dict[tuple[int, Destination], list[ClaimedDelivery]] = defaultdict(list)
         for claim in claimed:
             groups[(claim.message_pk, self.router.destination(claim.recipient))].append(claim)
         for (message_pk, destination), claims in groups.items():
             await self._slots.acquire()
-            task = asyncio.create_task(self._deliver(envelopes[message_pk], destination, claims))
+            task = asyncio.create_task(self._deliver(message_pk, destination, claims))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
 
@@ -150,9 +149,11 @@ class Relay:
         self._slots.release()
 
     async def _deliver(
-        self, envelope: Envelope, destination: Destination, claims: list[ClaimedDelivery]
+        self, message_pk: int, destination: Destination, claims: list[ClaimedDelivery]
     ) -> None:
         try:
+            # Loaded here, not per claimed batch, so at most `concurrency` messages are in memory at once.
+            envelope = (await asyncio.to_thread(self.repository.load_envelopes, [message_pk]))[message_pk]
             content = _LINE_END.sub(b"\r\n", envelope.raw)
             if self.signer is not None:
                 content = await asyncio.to_thread(self.signer.sign, content)
@@ -170,7 +171,7 @@ class Relay:
             self.wake()
         except Exception as error:
             # A loop boundary (STYLE.md §5): whatever broke, hold the deliveries for a person to look at.
-            log.exception("event=delivery-crashed queue_id=%s", envelope.pk)
+            log.exception("event=delivery-crashed queue_id=%s", message_pk)
             now = self.clock()
             held = tuple(
                 DeliveryOutcome(c.pk, DeliveryState.HELD, now, reply=f"internal error: {error!r}")

@@ -12,13 +12,13 @@ import stat
 import threading
 from pathlib import Path
 
-import aiosmtplib
 import dkim as dkimpy
 import pytest
 import sqlalchemy
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from gateway.outbound.transports.smtp_client import SmtpConnection
 from tests.support import pg
 from tests.support.dkim import (
     KeyKind,
@@ -147,6 +147,19 @@ def test_client_refuses_operator_with_untrusted_server_certificate(
     assert operator.messages == []
 
 
+@pytest.mark.parametrize("server", ["expired_server", "misnamed_server"])
+def test_client_refuses_trusted_ca_certificate_that_is_expired_or_for_another_host(
+    pki: Pki, fake_operator: FakeOperatorFactory, server: str
+) -> None:
+    operator = fake_operator(cert=getattr(pki.trusted, server))
+    with (
+        pytest.raises(ssl.SSLCertVerificationError, match="expired|mismatch"),
+        smtplib.SMTP("127.0.0.1", operator.port) as client,
+    ):
+        client.starttls(context=client_context(pki))
+    assert operator.messages == []
+
+
 def test_operator_scripted_451_twice_then_250(pki: Pki, fake_operator: FakeOperatorFactory) -> None:
     operator = fake_operator()
     operator.script(("DATA", 451, "4.3.0 try later"), ("DATA", 451, "4.3.0 still busy"))
@@ -237,11 +250,18 @@ async def test_operator_serves_async_clients_from_the_test_loop(
 ) -> None:
     # The operator has its own loop in its own thread, so an async test can await a client here.
     operator = fake_operator()
-    client = aiosmtplib.SMTP(
-        hostname="127.0.0.1", port=operator.port, start_tls=True, tls_context=client_context(pki)
+    client = await SmtpConnection.open(
+        "127.0.0.1",
+        operator.port,
+        implicit_tls=False,
+        tls_context=client_context(pki),
+        local_hostname="client.test",
+        connect_timeout=5,
+        command_timeout=5,
     )
-    async with client:
-        await client.sendmail("a@b.test", ["c@d.test"], MESSAGE)
+    replies = await client.transaction("a@b.test", [], [("c@d.test", [])], MESSAGE)
+    await client.quit()
+    assert replies.data is not None and replies.data.code == 250
 
     [received] = await operator.wait_for_messages_async(1)
     assert received.peer_cn == pki.client_address

@@ -9,307 +9,44 @@ demand from a script, and never relays anything anywhere.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import itertools
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, AnyStr, Literal
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from aiosmtpd.smtp import Session, TLSSetupException
 
+from tests.support.operator_protocol import OperatorEnvelope, OperatorSMTP, authenticator
+from tests.support.operator_records import (
+    PeerTls,
+    ReceivedMessage,
+    Refusal,
+    ScriptedReply,
+    ScriptEntry,
+    Stage,
+    peer_tls,
+)
 from tests.support.pki import CertKey
 
-Stage = Literal["MAIL", "RCPT", "DATA"]
-ScriptEntry = tuple[Stage, int, str] | tuple[Stage, int, str, str]
+__all__ = [
+    "DEFAULT_SIZE_LIMIT",
+    "DEFAULT_TIMEOUT",
+    "FakeOperator",
+    "FakeOperatorFactory",
+    "PeerTls",
+    "ReceivedMessage",
+    "Refusal",
+    "ScriptEntry",
+    "ScriptedReply",
+    "refused_port",
+]
 
 DEFAULT_SIZE_LIMIT = 32 * 1024 * 1024
 DEFAULT_TIMEOUT = 10.0
 HOSTNAME = "smtp.operator.test.mssante.fr"
-
-# RFC 3461 § 4.3/4.4 (RET, ENVID on MAIL; NOTIFY, ORCPT on RCPT) and RFC 4954 § 5 (AUTH on MAIL).
-_DSN_MAIL_PARAMS = frozenset({"RET", "ENVID"})
-_DSN_RCPT_PARAMS = frozenset({"NOTIFY", "ORCPT"})
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptedReply:
-    """One reply the operator gives instead of 250; ``address`` narrows it to one sender/recipient."""
-
-    stage: Stage
-    code: int
-    text: str
-    address: str | None = None
-
-    @property
-    def line(self) -> str:
-        return f"{self.code} {self.text}"
-
-
-@dataclass(frozen=True, slots=True)
-class PeerTls:
-    """What the TLS session showed about the client when a command arrived."""
-
-    active: bool
-    version: str | None = None
-    cert_der: bytes | None = field(default=None, repr=False)
-    subject: str | None = None
-    cn: str | None = None
-    emails: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedMessage:
-    """One transaction the operator answered 250 after DATA.
-
-    ``mail_options`` and ``rcpt_options`` keep the client's spelling (aiosmtpd upper-cases its own copy,
-    which would spoil ORCPT/ENVID xtext); ``rcpt_options[i]`` belongs to ``rcpt_tos[i]``.
-    """
-
-    mail_from: str
-    mail_options: tuple[str, ...]
-    rcpt_tos: tuple[str, ...]
-    rcpt_options: tuple[tuple[str, ...], ...]
-    content: bytes = field(repr=False)
-    tls: PeerTls
-    helo: str | None
-    auth_login: str | None
-    connection: int
-
-    @property
-    def tls_active(self) -> bool:
-        return self.tls.active
-
-    @property
-    def peer_cn(self) -> str | None:
-        return self.tls.cn
-
-    @property
-    def peer_subject(self) -> str | None:
-        return self.tls.subject
-
-    @property
-    def mail_params(self) -> dict[str, str | bool]:
-        """MAIL parameters by upper-cased keyword, values as sent (``True`` for a bare keyword)."""
-        return _params(self.mail_options)
-
-    def rcpt_params(self, recipient: str) -> dict[str, str | bool]:
-        """RCPT parameters given with ``recipient`` (first match, case-insensitive)."""
-        for address, options in zip(self.rcpt_tos, self.rcpt_options, strict=True):
-            if address.lower() == recipient.lower():
-                return _params(options)
-        raise KeyError(recipient)
-
-    @property
-    def message(self) -> EmailMessage:
-        parsed = email.message_from_bytes(self.content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A scripted non-250 reply the operator actually gave."""
-
-    stage: Stage
-    code: int
-    text: str
-    mail_from: str | None
-    address: str | None
-    connection: int
-
-
-def _params(options: Iterable[str]) -> dict[str, str | bool]:
-    result: dict[str, str | bool] = {}
-    for option in options:
-        keyword, eq, value = option.partition("=")
-        result[keyword.upper()] = value if eq else True
-    return result
-
-
-def _peer_tls(transport: asyncio.BaseTransport | None) -> PeerTls:
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        return PeerTls(active=False)
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
-        return PeerTls(active=True, version=ssl_object.version())
-    cert = x509.load_der_x509_certificate(der)
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        emails = tuple(san.get_values_for_type(x509.RFC822Name))
-    except x509.ExtensionNotFound:
-        emails = ()
-    return PeerTls(
-        active=True,
-        version=ssl_object.version(),
-        cert_der=der,
-        subject=cert.subject.rfc4514_string(),
-        cn=str(cns[0].value) if cns else None,
-        emails=emails,
-    )
-
-
-class _OperatorEnvelope(Envelope):
-    def __init__(self) -> None:
-        super().__init__()
-        self.raw_mail_options: tuple[str, ...] = ()
-        self.raw_rcpt_options: list[tuple[str, ...]] = []
-
-
-class _OperatorSMTP(SMTP):
-    """aiosmtpd's protocol, taught the DSN/AUTH parameters and to remember their original spelling."""
-
-    def __init__(self, operator: FakeOperator, serial: int, **kwargs: Any) -> None:
-        super().__init__(_Handler(operator), **kwargs)
-        self.operator = operator
-        self.serial = serial
-        self.raw_params: tuple[str, ...] = ()
-        self.extra_params: frozenset[str] = frozenset()
-        self.close_after_reply = False
-
-    def _create_envelope(self) -> Envelope:
-        return _OperatorEnvelope()
-
-    def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
-        # aiosmtpd 1.4.6 answers 555 to any MAIL/RCPT parameter it does not know itself; the ones this
-        # server advertised are removed from its view so that its check passes and the hooks see them.
-        result = super()._getparams(params)
-        if result is not None:
-            for keyword in self.extra_params:
-                result.pop(keyword, None)
-        return result
-
-    def _remember(self, arg: str | None, accepted: frozenset[str]) -> None:
-        self.raw_params = ()
-        self.extra_params = accepted
-        if arg is not None and ">" in arg:
-            self.raw_params = tuple(arg.rpartition(">")[2].split())
-
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        accepted: frozenset[str] = frozenset()
-        if self.operator.dsn:
-            accepted |= _DSN_MAIL_PARAMS
-        if self.operator.auth is not None:
-            accepted |= {"AUTH"}
-        self._remember(arg, accepted)
-        await super().smtp_MAIL(arg)
-
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        self._remember(arg, _DSN_RCPT_PARAMS if self.operator.dsn else frozenset())
-        await super().smtp_RCPT(arg)
-
-    async def push(self, status: AnyStr) -> None:
-        await super().push(status)
-        # RFC 5321 § 3.8: a 421 reply announces that the server closes the channel.
-        if self.close_after_reply and self.transport is not None:
-            self.close_after_reply = False
-            self.transport.close()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.operator._protocol_connected(self)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        try:
-            super().connection_lost(error)
-        finally:
-            self.operator._protocol_lost(self)
-
-
-class _Handler:
-    """aiosmtpd hooks: each defers to the operator's script, then records."""
-
-    def __init__(self, operator: FakeOperator) -> None:
-        self.operator = operator
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        # A 5-argument EHLO hook replaces aiosmtpd's list, so it must also remember the client's name.
-        session.host_name = hostname
-        lines = [line[4:] for line in responses]
-        if self.operator.auth is None:
-            lines = [line for line in lines if not line.startswith("AUTH")]
-        extra = []
-        if self.operator.pipelining:
-            extra.append("PIPELINING")
-        if self.operator.dsn:
-            extra.append("DSN")
-        extra.append("ENHANCEDSTATUSCODES")
-        lines[-1:-1] = extra
-        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
-
-    async def handle_MAIL(
-        self,
-        server: _OperatorSMTP,
-        session: Session,
-        envelope: _OperatorEnvelope,
-        address: str,
-        mail_options: list[str],
-    ) -> str:
-        if self.operator.auth_required and not session.authenticated:
-            return "530 5.7.0 Authentication required"
-        refusal = self.operator._scripted(server, "MAIL", None, address)
-        if refusal is not None:
-            return refusal
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        envelope.raw_mail_options = server.raw_params
-        return "250 2.1.0 Sender OK"
-
-    async def handle_RCPT(
-        self,
-        server: _OperatorSMTP,
-        session: Session,
-        envelope: _OperatorEnvelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        refusal = self.operator._scripted(server, "RCPT", envelope.mail_from, address)
-        if refusal is not None:
-            return refusal
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        envelope.raw_rcpt_options.append(server.raw_params)
-        return "250 2.1.5 Recipient OK"
-
-    async def handle_DATA(self, server: _OperatorSMTP, session: Session, envelope: _OperatorEnvelope) -> str:
-        return await self.operator._data(server, session, envelope)
-
-    async def handle_exception(self, error: Exception) -> str:
-        # A failed STARTTLS handshake (no or untrusted client certificate, untrusted server for the
-        # client) is an expected outcome here: record it instead of logging a traceback.
-        self.operator._failed(error)
-        return "451 4.3.0 Fake operator error: " + type(error).__name__
-
-
-def _authenticator(
-    credentials: tuple[str, str],
-) -> Callable[[SMTP, Session, Envelope, str, object], AuthResult]:
-    def authenticate(
-        server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
-    ) -> AuthResult:
-        if not isinstance(data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        login = data.login.decode("utf-8", "replace")
-        ok = (login, data.password.decode("utf-8", "replace")) == credentials
-        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
-
-    return authenticate
 
 
 @dataclass
@@ -377,7 +114,7 @@ class FakeOperator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
-        self._live: set[_OperatorSMTP] = set()
+        self._live: set[OperatorSMTP] = set()
         self._gate: asyncio.Event | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -421,12 +158,12 @@ class FakeOperator:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def _protocol(self) -> _OperatorSMTP:
+    def _protocol(self) -> OperatorSMTP:
         # Called once per accepted TCP connection, before any TLS handshake: the honest count.
         with self._cond:
             self._state.connections += 1
             self._cond.notify_all()
-        return _OperatorSMTP(
+        return OperatorSMTP(
             self,
             next(self._serials),
             data_size_limit=self.size_limit or None,
@@ -438,7 +175,7 @@ class FakeOperator:
             # "AUTH only after STARTTLS" rule would hide AUTH; and its auth_required would then warn.
             # The handler enforces auth_required at MAIL instead.
             auth_require_tls=not self.implicit_tls,
-            authenticator=_authenticator(self.auth) if self.auth is not None else None,
+            authenticator=authenticator(self.auth) if self.auth is not None else None,
             loop=self._loop,
         )
 
@@ -475,10 +212,12 @@ class FakeOperator:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _protocol_connected(self, protocol: _OperatorSMTP) -> None:
+    # The five methods below are called by the session (operator_protocol.py) on the operator's loop.
+
+    def session_opened(self, protocol: OperatorSMTP) -> None:
         self._live.add(protocol)
 
-    def _protocol_lost(self, protocol: _OperatorSMTP) -> None:
+    def session_closed(self, protocol: OperatorSMTP) -> None:
         self._live.discard(protocol)
 
     # -- failing on demand -------------------------------------------------------------------------
@@ -496,9 +235,10 @@ class FakeOperator:
         with self._cond:
             self._state.script.extend(entries)
 
-    def _scripted(
-        self, server: _OperatorSMTP, stage: Stage, mail_from: str | None, address: str
+    def scripted_reply(
+        self, server: OperatorSMTP, stage: Stage, mail_from: str | None, address: str
     ) -> str | None:
+        """The reply replacing 250 at ``stage`` if the script has one for it (and forget it)."""
         with self._cond:
             for index, entry in enumerate(self._state.script):
                 if entry.stage == stage and (
@@ -520,7 +260,8 @@ class FakeOperator:
                     return entry.line
         return None
 
-    def _failed(self, error: Exception) -> None:
+    def session_failed(self, error: Exception) -> None:
+        """Record a session's exception: a failed STARTTLS handshake, or a bug in this fake."""
         with self._cond:
             if isinstance(error, TLSSetupException):
                 cause = error.__cause__
@@ -550,7 +291,8 @@ class FakeOperator:
 
         asyncio.run_coroutine_threadsafe(run(), loop).result(DEFAULT_TIMEOUT)
 
-    async def _data(self, server: _OperatorSMTP, session: Session, envelope: _OperatorEnvelope) -> str:
+    async def receive_data(self, server: OperatorSMTP, session: Session, envelope: OperatorEnvelope) -> str:
+        """Answer DATA: wait while held, then the script's reply or 250 and a record of the message."""
         with self._cond:
             self._state.transactions += 1
             self._cond.notify_all()
@@ -567,7 +309,7 @@ class FakeOperator:
                     self._cond.notify_all()
         mail_from = envelope.mail_from or ""
         first = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
-        refusal = self._scripted(server, "DATA", mail_from, first)
+        refusal = self.scripted_reply(server, "DATA", mail_from, first)
         if refusal is not None:
             return refusal
         content = envelope.original_content or b""
@@ -578,7 +320,7 @@ class FakeOperator:
             rcpt_tos=tuple(envelope.rcpt_tos),
             rcpt_options=tuple(envelope.raw_rcpt_options),
             content=content,
-            tls=_peer_tls(server.transport),
+            tls=peer_tls(server.transport),
             helo=session.host_name,
             auth_login=auth if isinstance(auth, str) else None,
             connection=server.serial,

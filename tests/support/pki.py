@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import trustme
@@ -19,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 CLIENT_ADDRESS = "gw-app@hopital.test.mssante.fr"
 SERVER_IDENTITIES = ("localhost", "127.0.0.1")
 UNTRUSTED_CLIENT_ADDRESS = "intruder@untrusted.test"
+MISNAMED_HOST = "other-operator.test.mssante.fr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +33,18 @@ class CertKey:
 
 @dataclass(frozen=True, slots=True)
 class Authority:
-    """One CA with the two leaves it issued: ``ca`` is the PEM bundle a peer loads to trust it."""
+    """One CA and the leaves it issued: ``ca`` is the PEM bundle a peer loads to trust it.
+
+    ``expired_server`` (valid for localhost/127.0.0.1, expired yesterday) and ``misnamed_server`` (valid,
+    but for another host name) are the two ways a certificate from a trusted CA must still be refused.
+    """
 
     ca: Path
     server: CertKey
     client: CertKey
     client_address: str
+    expired_server: CertKey
+    misnamed_server: CertKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +113,22 @@ def _authority(
         organization_name=organization,
         key_type=key_type,
     )
+    now = datetime.now(UTC)
+    expired = ca.issue_cert(
+        *SERVER_IDENTITIES,
+        common_name="localhost",
+        not_before=now - timedelta(days=30),
+        not_after=now - timedelta(days=1),
+        key_type=key_type,
+    )
+    misnamed = ca.issue_cert(MISNAMED_HOST, common_name=MISNAMED_HOST, key_type=key_type)
     return Authority(
         ca=_write(directory / "ca.pem", ca.cert_pem.bytes(), 0o644),
         server=_write_leaf(directory, "server", server),
         client=_write_leaf(directory, "client", client),
         client_address=client_address,
+        expired_server=_write_leaf(directory, "server-expired", expired),
+        misnamed_server=_write_leaf(directory, "server-misnamed", misnamed),
     )
 
 

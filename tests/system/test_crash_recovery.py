@@ -3,11 +3,8 @@ only the transactions that were in flight at the moment of the kill may arrive t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from gateway import wake
 from gateway.settings import load
@@ -18,14 +15,6 @@ from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.pki import Pki
 
 COUNT = 200
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
 
 
 def queue_messages(gateway: Gateway, count: int) -> set[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,6 @@ def store_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def dkim_key(tmp_path: Path) -> DkimKey:
     return make_dkim_key(tmp_path / "dkim")
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    """Gateways a test started; any still running at teardown is killed."""
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
 
 
 def test_a_message_is_delivered_once_over_tls_with_a_valid_dkim_signature(

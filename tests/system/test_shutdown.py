@@ -4,24 +4,13 @@ unfinished ones back to the queue, and exits 0."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.fake_operator import FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.pki import Pki
 
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[Gateway]]:
-    started: list[Gateway] = []
-    yield started
-    for gateway in started:
-        gateway.cleanup()
 
 
 def test_a_delivery_in_flight_finishes_before_the_daemon_exits(

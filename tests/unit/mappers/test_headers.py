@@ -254,14 +254,30 @@ def test_cda_documents_bring_codecda_and_ins() -> None:
     ]
 
 
-def test_ins_is_n_without_the_four_traits_or_with_a_wrong_key() -> None:
-    documents = [samples.cda_document()]
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"birth_date": None},
+        {"sex": Sex.UNKNOWN},
+        {"matricule": "279035121518988"},  # wrong key
+        {"oid": "1.2.3.4"},  # not an INS authority
+    ],
+)
+def test_ins_is_n_unless_every_cda_holds_a_qualified_ins(changes: dict[str, object]) -> None:
+    unqualified = samples.patient(**changes)
+    # The flag describes what the documents hold, whatever the record says about the patient.
+    documents = [samples.cda_document(), samples.cda_document(unqualified)]
 
-    assert headers.ins_value(samples.patient(birth_date=None), documents) == "N"
-    assert headers.ins_value(samples.patient(sex=Sex.UNKNOWN), documents) == "N"
-    assert headers.ins_value(samples.patient(matricule="279035121518988"), documents) == "N"
-    assert headers.ins_value(samples.patient(oid="1.2.3.4"), documents) == "N"
-    assert headers.ins_value(None, documents) == "N"
+    assert headers.ins_value(samples.patient(), documents) == "N"
+    assert headers.ins_value(samples.patient(), documents[:1]) == "O"
+
+
+def test_ins_of_an_unreadable_cda_is_judged_on_the_patient() -> None:
+    unreadable = replace(samples.cda_document(), content=b"<pas-du-xml")
+
+    assert headers.ins_value(samples.patient(), [unreadable]) == "O"
+    assert headers.ins_value(samples.patient(birth_date=None), [unreadable]) == "N"
+    assert headers.ins_value(None, [unreadable]) == "N"
 
 
 def test_no_codecda_nor_ins_without_a_cda() -> None:
@@ -303,6 +319,14 @@ def test_subject_carrying_fin_closes_the_exchange(subject: str) -> None:
 )
 def test_subject_without_fin_mark_does_not_close(subject: str) -> None:
     assert not headers.subject_closes_exchange(subject)
+
+
+def test_fin_closes_only_an_exchange_with_a_patient() -> None:
+    patient = "279035121518989@patient.mssante.fr"
+
+    assert headers.closes_exchange("Re: [FIN]", ["a@b.mssante.fr", patient])
+    assert not headers.closes_exchange("Re: [FIN]", ["a@b.mssante.fr"])
+    assert not headers.closes_exchange("Ordonnance", [patient])
 
 
 def test_exact_fin_subject_is_the_strict_reading() -> None:

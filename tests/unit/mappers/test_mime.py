@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import zipfile
 from dataclasses import replace
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
@@ -14,16 +17,19 @@ from hypothesis import strategies as st
 
 from mappers import headers, xdm
 from mappers.addresses import AddressError, canonical_display_name
+from mappers.archive import UnsafeArchiveError
 from mappers.documents import Document
 from mappers.errors import MappingError
 from mappers.headers import HeaderInjectionError
 from mappers.mime import (
+    MESSAGE_POLICY,
     MessageBuildError,
     MimeError,
     MimeLimits,
     build_message,
     canonical_body,
     effective_subject,
+    end_of_exchange,
     parse_message,
 )
 from mappers.patient import Patient
@@ -32,6 +38,8 @@ from mappers.records import Attachment, Mailbox, MessageRecord
 from tests.unit.mappers import samples
 
 NOW = datetime(2026, 5, 12, 9, 30, 0, tzinfo=UTC)
+# 150 generated records per run; MSSGW_ROUND_TRIPS=5000 for a long search before a release.
+ROUND_TRIPS = int(os.environ.get("MSSGW_ROUND_TRIPS", "150"))
 NIL = "DEV935997"
 
 
@@ -239,6 +247,23 @@ def test_end_of_exchange_sets_x_mss_mes() -> None:
     assert message["X-MSS-MES"] == "FIN"
 
 
+@pytest.mark.parametrize(
+    ("subject", "recipient", "closes"),
+    [
+        ("[FIN]", "279035121518989@patient.mssante.fr", True),
+        ("Re: [FIN] Ordonnance", "279035121518989@patient.mssante.fr", True),
+        ("Ordonnance", "279035121518989@patient.mssante.fr", False),
+        ("[FIN]", "marie.martin@medecin.mssante.fr", False),
+    ],
+)
+def test_fin_subject_to_a_patient_adds_x_mss_mes(subject: str, recipient: str, closes: bool) -> None:
+    record = _simple(subject=subject, to=(Mailbox(recipient),))
+    message = build_message(record, nil_reference=NIL, hostname="gw.chu-exemple.fr", now=NOW)
+
+    assert (message["X-MSS-MES"] == "FIN") is closes
+    assert message["Subject"] == subject
+
+
 # --- parsing untrusted mail -------------------------------------------------------------------------
 
 
@@ -378,6 +403,17 @@ def test_headers_contradicting_the_package_are_flagged() -> None:
     )
 
 
+def test_missing_mss_headers_are_flagged() -> None:
+    message = build_message(_document_record(), nil_reference=NIL, hostname="gw.fr", now=NOW)
+    del message["X-MSS-CODECDA"]
+    del message["X-MSS-INS"]
+
+    assert parse_message(bytes(message)).problems == (
+        "X-MSS-CODECDA says nothing, the CDA headers say 18748-4,11502-2",
+        "X-MSS-INS is missing or unreadable although CDA documents travel",
+    )
+
+
 def test_codecda_without_package_is_flagged() -> None:
     parsed = parse_message(_raw("text/plain", "x\r\n", headers="X-MSS-CODECDA: 11502-2\r\n"))
 
@@ -390,7 +426,7 @@ def test_unsafe_package_is_refused_with_a_mapping_error() -> None:
         archive.writestr("../../evil.sh", b"rm -rf /")
     record = _simple(attachments=(Attachment("IHE_XDM.zip", "application/zip", evil.getvalue()),))
 
-    with pytest.raises(MappingError, match=r"\.\."):
+    with pytest.raises(UnsafeArchiveError, match=r"\.\."):
         parse_message(_build(record))
 
 
@@ -502,7 +538,7 @@ def _strip_display_names(record: MessageRecord) -> MessageRecord:
     )
 
 
-@settings(max_examples=int(__import__("os").environ.get("RT_EXAMPLES", "150")), deadline=None)
+@settings(max_examples=ROUND_TRIPS, deadline=None)
 @given(_records())
 def test_any_record_round_trips(record: MessageRecord) -> None:
     copies = {pdf_copy(document) for document in record.documents}
@@ -514,6 +550,7 @@ def test_any_record_round_trips(record: MessageRecord) -> None:
         _strip_display_names(record),
         subject=effective_subject(record),
         body_text=canonical_body(record.body_text),
+        end_of_exchange=end_of_exchange(record),
     )
     assert parsed == expected
 
@@ -575,3 +612,57 @@ def test_documents_headers_are_not_written_without_documents() -> None:
 
     assert "X-MSS-INS" not in message
     assert "X-MSS-CODECDA" not in message
+
+
+# --- golden: what a professional's software receives ------------------------------------------------
+
+GOLDEN = Path(__file__).parents[2] / "data" / "mime" / "document_message.txt"
+
+
+def _skeleton(message: EmailMessage) -> str:
+    """Every header line of every part, and the text body; attachment bodies are left out."""
+    boundary = message.get_boundary() or ""
+    lines: list[str] = []
+    for part in message.walk():
+        lines.extend(MESSAGE_POLICY.fold(name, value) for name, value in part.items())
+        if part.get_content_type() == "text/plain" and not part.is_attachment():
+            lines.append("\r\n" + str(part.get_payload()))
+        lines.append("--\r\n")
+    return "".join(lines).replace("\r\n", "\n").replace(boundary, "BOUNDARY")
+
+
+def test_document_message_matches_the_reviewed_golden_file() -> None:
+    record = _document_record(
+        author=Mailbox("cardio-app@hopitala.mssante.fr", "Hopital A – Service Cardiologie"),
+        on_behalf_of=Mailbox("marie.martin@hopitala.mssante.fr", "Dr_Marie_MARTIN_Cardiologie"),
+        reply_to=Mailbox("cardio@hopitala.mssante.fr", "Hopital A – Secrétariat de cardiologie"),
+        disposition_notification_to=Mailbox("cardio-app@hopitala.mssante.fr"),
+        body_text="Madame,\nveuillez trouver ci-joint vos comptes rendus.\nCordialement,\nDr Marie MARTIN",
+        attachments=(Attachment("Consignes après l'examen.txt", "text/plain", b"A jeun."),),
+        end_of_exchange=True,
+    )
+    message = build_message(
+        record, nil_reference=NIL, hostname="gw.hopitala.fr", now=NOW, file_number="12150302014578"
+    )
+
+    skeleton = _skeleton(message)
+
+    if os.environ.get("MSSGW_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(skeleton, encoding="utf-8")
+    assert skeleton == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_broken_package_is_kept_as_an_attachment_with_the_reason() -> None:
+    broken = io.BytesIO()
+    with zipfile.ZipFile(broken, "w") as archive:
+        archive.writestr("README.TXT", b"pas de METADATA.XML")
+    attachment = Attachment("IHE_XDM.zip", "application/zip", broken.getvalue())
+
+    parsed = parse_message(_build(_simple(attachments=(attachment,))))
+
+    assert parsed.attachments == (attachment,)
+    assert parsed.documents == ()
+    assert len(parsed.problems) == 1
+    assert parsed.problems[0].startswith("IHE_XDM.zip could not be read: ")
+    assert "METADATA.XML" in parsed.problems[0]

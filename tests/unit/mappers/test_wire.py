@@ -33,6 +33,7 @@ def _read(header: wire.WireHeader) -> EmailMessage:
 @example("Résultats d'examens — très long sujet " * 3)
 @example("=?utf-8?q?pas_un_mot_encod=C3=A9?= vraiment")
 @example("a\tb  c")
+@example("https://exemple.fr/" + "x" * 1200 + " fin")
 def test_text_header_reads_back(value: str) -> None:
     header = wire.text_header("Subject", value)
 

@@ -1,0 +1,65 @@
+"""What goes on the wire: DATA dot-stuffing and line ends, and log lines a sysadmin can grep."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.logsetup import JsonFormatter, LogfmtFormatter, log_event
+from gateway.outbound.transports.smtp_client import prepare_content
+
+lines = st.lists(st.text(alphabet=st.sampled_from(".ab \t\r\né"), max_size=12), max_size=12)
+
+
+def unstuff(data: bytes) -> bytes:
+    """What an RFC 5321 server does with the DATA it reads."""
+    assert data.endswith(b"\r\n.\r\n") or data == b".\r\n"
+    body = data[: -len(b".\r\n")]
+    return b"".join(line[1:] if line.startswith(b".") else line for line in body.splitlines(keepends=True))
+
+
+@given(lines)
+def test_dot_stuffing_round_trips_and_never_ends_the_data_early(parts: list[str]) -> None:
+    content = "\n".join(parts).encode()
+    wire = prepare_content(content)
+    assert b"\r\n.\r\n" not in wire[:-5] and not wire[:-3].startswith(b".\r\n")
+    assert re.search(rb"(?<!\r)\n|\r(?!\n)", wire) is None
+    expected = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
+    if not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert unstuff(wire) == expected
+
+
+def record_of(event: str, **fields: object) -> logging.LogRecord:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("gateway.test.wire")
+    logger.addHandler(keep := Keep())
+    logger.setLevel(logging.INFO)
+    try:
+        log_event(logger, event, **fields)
+    finally:
+        logger.removeHandler(keep)
+    return records[0]
+
+
+def test_logfmt_lines_quote_what_needs_it_and_drop_empty_fields() -> None:
+    line = LogfmtFormatter().format(
+        record_of("deferred", queue_id=12, peer="smtp:op:587", reply='451 4.3.0 "busy"\nnow', code=None)
+    )
+    assert line.endswith('event=deferred queue_id=12 peer=smtp:op:587 reply="451 4.3.0 \\"busy\\"\\nnow"')
+    assert "code=" not in line and "\n" not in line
+
+
+def test_json_lines_carry_the_same_fields() -> None:
+    payload = json.loads(JsonFormatter().format(record_of("sent", queue_id=3, delivery=4)))
+    assert payload["event"] == "sent" and payload["queue_id"] == 3 and payload["delivery"] == 4
+    assert payload["logger"] == "gateway.test.wire" and payload["level"] == "info"
