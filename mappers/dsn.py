@@ -33,6 +33,7 @@ __all__ = [
     "fields_block",
     "header_block",
     "parse_dsn",
+    "report_headers",
     "returned_part",
     "xtext_decode",
     "xtext_encode",
@@ -174,16 +175,14 @@ def build_dsn(
         set_header(report, "To", Address(addr_spec=sender))
     except (ValueError, IndexError) as error:  # HeaderParseError is a ValueError
         raise DsnError(f"sender or postmaster is not a mail address: {error}") from error
-    set_header(report, "Subject", _subject(recipients, subject))
-    set_header(report, "Date", format_datetime(now.astimezone(UTC)))
-    set_header(report, "Message-ID", message_id or f"<dsn.{secrets.token_hex(12)}@{reporting_mta}>")
-    if original_id:
-        set_header(report, "In-Reply-To", original_id)
-        set_header(report, "References", original_id)
-    # RFC 3834 § 5: marks the report as automatic, so no autoresponder answers it.
-    set_header(report, "Auto-Submitted", "auto-replied")
-    report["MIME-Version"] = "1.0"
-    report["Content-Type"] = "multipart/report; report-type=delivery-status"
+    report_headers(
+        report,
+        subject=_subject(recipients, subject),
+        now=now,
+        message_id=message_id or f"<dsn.{secrets.token_hex(12)}@{reporting_mta}>",
+        original_id=original_id,
+        report_type="delivery-status",
+    )
 
     full = ret == "FULL" and len(original) <= full_size_limit
     text = _human_text(
@@ -200,6 +199,28 @@ def build_dsn(
     report.set_payload(parts)
     report.set_boundary(f"dsn-{secrets.token_hex(12)}")
     return report
+
+
+def report_headers(
+    report: EmailMessage,
+    *,
+    subject: str,
+    now: datetime,
+    message_id: str,
+    original_id: str | None,
+    report_type: str,
+) -> None:
+    """The header fields a report (DSN or MDN) shares after From and To, threaded under the original."""
+    set_header(report, "Subject", subject)
+    set_header(report, "Date", format_datetime(now.astimezone(UTC)))
+    set_header(report, "Message-ID", message_id)
+    if original_id:
+        set_header(report, "In-Reply-To", original_id)
+        set_header(report, "References", original_id)
+    # RFC 3834 § 5 (and RFC 8098 § 2.1 for MDNs): an automatic answer, which nobody answers automatically.
+    set_header(report, "Auto-Submitted", "auto-replied")
+    report["MIME-Version"] = "1.0"
+    report["Content-Type"] = f"multipart/report; report-type={report_type}"
 
 
 def _check_recipient(recipient: RecipientReport) -> None:

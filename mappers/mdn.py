@@ -16,14 +16,13 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import HeaderParser
-from email.utils import format_datetime
 from typing import Final
 
-from mappers.dsn import fields_block, header_block, returned_part
+from mappers.dsn import fields_block, header_block, report_headers, returned_part
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY, set_header
 from mappers.headers import strip_accents
@@ -145,16 +144,14 @@ def build_mdn(
         raise MdnError(f"sender or recipient is not a mail address: {error}") from error
     if disposition.is_error:
         subject = f"{KO_PREFIX}[{disposition.error_code or ''}] {subject}".rstrip()
-    set_header(report, "Subject", subject or "Accusé de traitement")
-    set_header(report, "Date", format_datetime(now.astimezone(UTC)))
-    set_header(report, "Message-ID", message_id or f"<mdn.{secrets.token_hex(12)}@{hostname}>")
-    if original_id:
-        set_header(report, "In-Reply-To", original_id)
-        set_header(report, "References", original_id)
-    # RFC 3834 § 5 and RFC 8098 § 2.1: an automatic answer, which nobody answers automatically.
-    set_header(report, "Auto-Submitted", "auto-replied")
-    report["MIME-Version"] = "1.0"
-    report["Content-Type"] = "multipart/report; report-type=disposition-notification"
+    report_headers(
+        report,
+        subject=subject or "Accusé de traitement",
+        now=now,
+        message_id=message_id or f"<mdn.{secrets.token_hex(12)}@{hostname}>",
+        original_id=original_id,
+        report_type="disposition-notification",
+    )
 
     human = MIMEPart(policy=MESSAGE_POLICY)
     human.set_content(_human_text(disposition), charset="utf-8")
