@@ -33,6 +33,8 @@ from mappers.safe_xml import UnsafeXmlError
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
 XDM_FILENAME = "IHE_XDM.zip"
+_BOUNDARY_PARAM = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
+_DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,202})", re.MULTILINE)
 _EXTENSIONS = {"text/plain": ".txt", "text/html": ".html", "application/pdf": ".pdf"}
 
 
@@ -46,10 +48,16 @@ class MimeLimits:
 
     The defaults leave room for Mon espace santé's 25 MB limit after base64 (×4/3) and for ordinary
     mail structures (a few levels, tens of parts), and stop hostile nesting long before it costs much.
-    ``archive`` bounds the IHE_XDM.zip (``None``: the defaults of ``mappers.archive``).
+    ``max_lines`` bounds the parser's work: 40 MB of base64 is about 540 000 lines, while the same
+    size in one-character lines would keep it busy for seconds. ``archive`` bounds the IHE_XDM.zip
+    (``None``: the defaults of ``mappers.archive``). ``max_header_length`` bounds one header field:
+    the email package's header parsers take seconds on a few hundred kilobytes of encoded-words or
+    addresses, and a thousand recipients fit in 32 000 characters.
     """
 
     max_bytes: int = 40 * 1024 * 1024
+    max_lines: int = 1_000_000
+    max_header_length: int = 32_000
     max_depth: int = 10
     max_parts: int = 250
     archive: ArchiveLimits | None = None
@@ -73,6 +81,7 @@ def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> Messag
     """Read a received message into a record, refusing it with a ``MimeError`` when it is unsafe."""
     if len(data) > limits.max_bytes:
         raise MimeError(f"message of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
+    _prescan(data, limits)
     try:
         message = BytesParser(policy=READ_POLICY).parsebytes(data)
         _check_structure(message, limits)
@@ -89,6 +98,28 @@ def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> Messag
         raise MimeError(f"unreadable message: {type(exc).__name__}: {exc}") from exc
 
 
+def _prescan(data: bytes, limits: MimeLimits) -> None:
+    """Refuse what would make the parser work long before its result could be checked.
+
+    Every MIME part starts at a delimiter line ``--<boundary>`` (RFC 2046 § 5.1.1), so counting the
+    lines that name a declared boundary bounds the parts before the email package builds them.
+    """
+    lines = data.count(b"\n")
+    if lines > limits.max_lines:
+        raise MimeError(f"message has {lines} lines; the limit is {limits.max_lines}")
+    boundaries = {quoted or bare for quoted, bare in _BOUNDARY_PARAM.findall(data)}
+    if not boundaries:
+        return
+    delimiters = 0
+    for match in _DELIMITER_LINE.finditer(data):
+        line = match.group(1).rstrip()
+        if line in boundaries or (line.endswith(b"--") and line[:-2] in boundaries):
+            delimiters += 1
+    # Each part has one opening delimiter, each multipart one closing delimiter more.
+    if delimiters > 2 * limits.max_parts:
+        raise MimeError(f"message has more than {limits.max_parts} MIME parts")
+
+
 def _children(part: Message) -> list[Message]:
     payload = part.get_payload() if part.is_multipart() else None
     return [child for child in payload if isinstance(child, Message)] if payload else []
@@ -100,6 +131,12 @@ def _check_structure(message: Message, limits: MimeLimits) -> None:
     while stack:
         part, depth = stack.pop()
         count += 1
+        for name, value in part.raw_items():
+            if len(value) > limits.max_header_length:
+                raise MimeError(
+                    f"header field {name} is {len(value)} characters long; "
+                    f"the limit is {limits.max_header_length}"
+                )
         if count > limits.max_parts:
             raise MimeError(f"message has more than {limits.max_parts} MIME parts")
         if depth > limits.max_depth:

@@ -301,8 +301,10 @@ def test_deep_nesting_is_refused_with_the_limit_named() -> None:
 
 
 def test_nesting_deep_enough_to_exhaust_the_parser_is_refused() -> None:
-    with pytest.raises(MimeError, match="nested too deeply|levels deep"):
+    with pytest.raises(MimeError, match="more than 250 MIME parts"):
         parse_message(_nested(3000))
+    with pytest.raises(MimeError, match="nested too deeply to parse|nested 11 levels deep"):
+        parse_message(_nested(3000), limits=MimeLimits(max_parts=10_000))
 
 
 def test_too_many_parts_are_refused() -> None:
@@ -311,6 +313,27 @@ def test_too_many_parts_are_refused() -> None:
         parse_message(_many_parts(300))
     with pytest.raises(MimeError, match="more than 5 MIME parts"):
         parse_message(_many_parts(20), limits=MimeLimits(max_parts=5))
+
+
+def test_part_bombs_are_refused_before_the_parser_builds_them() -> None:
+    # 200 000 parts would keep the email package busy for ten seconds.
+    with pytest.raises(MimeError, match="more than 250 MIME parts"):
+        parse_message(_many_parts(200_000))
+
+
+def test_a_message_of_countless_short_lines_is_refused() -> None:
+    data = _raw("text/plain", "x\r\n" * 2000)
+
+    assert parse_message(data).body_text.count("x") == 2000
+    with pytest.raises(MimeError, match="lines; the limit is 1000"):
+        parse_message(data, limits=MimeLimits(max_lines=1000))
+
+
+def test_a_header_field_too_long_to_parse_quickly_is_refused() -> None:
+    data = b"From: a@b.fr\r\nSubject: " + b"=?utf-8?q?=C3=A9?= " * 2000 + b"\r\n\r\nx\r\n"
+
+    with pytest.raises(MimeError, match="header field Subject is 38000 characters long"):
+        parse_message(data)
 
 
 def test_oversized_message_is_refused_before_parsing() -> None:
