@@ -21,7 +21,9 @@ from typing import Protocol
 from gateway import logsetup, wake
 from gateway import settings as settings_module
 from gateway.channels.expiry import expiry_job
+from gateway.channels.steps import citizen_intake
 from gateway.errors import ConfigError
+from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
 from gateway.outbound.relay import Relay
 from gateway.outbound.signing import build_signer
@@ -77,9 +79,20 @@ class WakeSocket:
 def build_services(settings: Settings, store: Store) -> list[Service]:
     """Every service of this gateway, in start order."""
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
+    services: list[Service] = [relay]
+    # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
+    intake, steps = citizen_intake(settings, store, utc_now, relay.wake)
+    services += [steps, intake]
+    if settings.submission.listen:
+        services.append(SmtpListener("submission", settings, intake))
+    if settings.operator_listener.listen:
+        services.append(SmtpListener("operator", settings, intake))
     scheduler = Scheduler(settings, utc_now)
     scheduler.add(expiry_job(store.channels))
-    return [relay, WakeSocket(settings, relay.wake), scheduler]
+    services.append(scheduler)
+    # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).
+    services.append(WakeSocket(settings, relay.wake))
+    return services
 
 
 class Daemon:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 
+from gateway.inbound.listener import listener_problems
 from gateway.outbound.signing import DkimKeyError, load_dkim_key
 from gateway.settings import Settings
 from gateway.tls import client_context
@@ -26,4 +27,5 @@ def material_problems(settings: Settings) -> list[str]:
             load_dkim_key(dkim.private_key_file, dkim.algorithm)
         except DkimKeyError as error:
             problems.append(f"dkim.private_key_file: {error}")
+    problems.extend(listener_problems(settings))
     return problems

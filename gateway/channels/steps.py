@@ -15,25 +15,70 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from gateway.channels.gate import ChannelGate
+from gateway.channels.identity import read_patient_field
 from gateway.channels.outgoing import PatientMailRefused, admit_outgoing
 from gateway.channels.rules import Refusal, check_patient_mail
 from gateway.inbound.arrival import Arrival, Verdict
+from gateway.inbound.intake import Intake, build_policy
 from gateway.inbound.policy import INTERNAL_SOURCES, refuse
 from gateway.receipts.answer import build_answer
 from gateway.receipts.reading import read_receipt
 from gateway.settings import Settings
 from gateway.store.channels import ChannelStore
+from gateway.store.db import Store
 from gateway.store.repository import NewMessage
 from mappers.records import MessageRecord
 
 
+def citizen_intake(
+    settings: Settings,
+    store: Store,
+    clock: Callable[[], datetime],
+    on_commit: Callable[[], None] = lambda: None,
+) -> tuple[Intake, CitizenSteps]:
+    """The intake of ``settings`` with the citizen-channel and receipt steps (daemon and ``mssgw send``)."""
+    steps = CitizenSteps(settings, store.channels, clock)
+    intake = Intake(
+        build_policy(settings, recipient_rules=[steps.rule]),
+        store.repository.add_messages,
+        clock,
+        on_commit,
+        max_batch=settings.store.group_commit_max,
+        finish=steps.finish_arrival,
+    )
+    return intake, steps
+
+
+def with_patient(raw: bytes, record: MessageRecord) -> MessageRecord:
+    """``record`` with the patient of the ``X-MSSGW-Patient`` submission header when no package names one."""
+    if record.patient is not None:
+        return record
+    patient = read_patient_field(raw)
+    return record if patient is None else dataclasses.replace(record, patient=patient)
+
+
 class CitizenSteps:
-    """The intake steps of citizen channels and receipts, over the store's channels."""
+    """The intake steps of citizen channels and receipts, over the store's channels.
+
+    A daemon service only so that a reload reaches it (test mode, size limit); it has nothing to run.
+    """
 
     def __init__(self, settings: Settings, channels: ChannelStore, clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self.gate = ChannelGate(channels)
         self.clock = clock
+
+    async def start(self) -> None:
+        """Nothing to start."""
+
+    async def stop(self, grace: float) -> None:
+        """Nothing to stop."""
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        def apply() -> None:
+            self.settings = settings
+
+        return apply
 
     async def recipient_refusal(
         self, source: str, sender: str, recipient: str, record: MessageRecord | None, size: int
@@ -55,6 +100,8 @@ class CitizenSteps:
 
     async def rule(self, arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
         """``recipient_refusal`` as the intake's ``RecipientRule`` (add it to ``Policy.recipient_rules``)."""
+        if record is not None and arrival.source in INTERNAL_SOURCES:
+            record = with_patient(arrival.raw, record)
         refusal = await self.recipient_refusal(
             arrival.source, arrival.envelope_from, recipient, record, len(arrival.raw)
         )
@@ -64,6 +111,9 @@ class CitizenSteps:
         self, arrival: Arrival, record: MessageRecord, new: NewMessage, accepted: Sequence[str]
     ) -> NewMessage | str:
         """``finish`` as the intake's ``Finish`` step: the message to commit, or the refusal reply."""
+        if arrival.source in INTERNAL_SOURCES:
+            record = with_patient(arrival.raw, record)
+            new = dataclasses.replace(new, patient=new.patient or record.patient)
         try:
             return await self.finish(new, record, accepted)
         except PatientMailRefused as error:

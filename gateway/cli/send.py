@@ -1,17 +1,20 @@
 """``mssgw send``: put a message into the store for delivery, as an internal application would.
 
-It builds the message with the mappers, commits it with one delivery per recipient, prints the queue id and
-wakes the running daemon. Bad input is refused before anything is stored, with the field named.
+It builds the message with the mappers, hands it to intake (the same door as the SMTP listeners, so the same
+policy), prints the queue id and wakes the running daemon. Bad input is refused before anything is stored,
+with the field named.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import mimetypes
 from pathlib import Path
 
 from gateway import wake
-from gateway.channels.outgoing import PatientMailRefused, admit_outgoing
+from gateway.channels.identity import PATIENT_HEADER, patient_field
+from gateway.channels.steps import citizen_intake
 from gateway.cli.clinical import (
     PATIENT_HELP,
     add_document_options,
@@ -21,12 +24,13 @@ from gateway.cli.clinical import (
     read_input,
 )
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of
-from gateway.errors import InputError
-from gateway.store.repository import AttachmentInfo, NewMessage, Recipient
+from gateway.errors import InputError, StoreError
+from gateway.inbound.intake import Arrival, Decision, Recipient
 from mappers import headers
 from mappers.addresses import check_address
 from mappers.documents import Document
 from mappers.errors import MappingError
+from mappers.folding import set_header
 from mappers.mime import build_message
 from mappers.records import Attachment, Mailbox, MessageRecord
 
@@ -64,36 +68,30 @@ def _send(args: argparse.Namespace) -> int:
         )
     except MappingError as error:
         raise InputError("message", str(error)) from error
-    new = NewMessage(
+    if record.patient is not None and not record.documents:
+        # No package names the patient: intake reads (and strips) the submission header instead.
+        set_header(message, PATIENT_HEADER, patient_field(record.patient))
+    arrival = Arrival(
         raw=message.as_bytes(),
         envelope_from=record.author.address,
-        direction="outbound",
-        source="cli",
         recipients=tuple(Recipient(m.address) for m in record.to),
-        message_id=str(message["Message-ID"]),
-        patient=record.patient,
-        attachments=tuple(AttachmentInfo(a.filename, a.content_type, a.content) for a in record.attachments)
-        + tuple(
-            AttachmentInfo(
-                d.filename,
-                d.mime_type,
-                d.content,
-                {"type_code": d.type_code.code, "type_label": d.type_code.label, "unique_id": d.unique_id},
-            )
-            for d in record.documents
-        ),
+        source="cli",
     )
-    try:
-        new = admit_outgoing(new, record, settings)
-    except PatientMailRefused as error:
-        raise InputError("--to", error.refusal.text) from error
     store = open_store_of(settings)
     try:
-        stored = store.repository.add_messages([new], moment)[0]
+        intake, _ = citizen_intake(settings, store, lambda: moment)
+        result = asyncio.run(intake.receive(arrival))
     finally:
         store.close()
+    refused = [v for v in result.verdicts if v.decision is not Decision.ACCEPTED]
+    if result.message_pk is None or refused:
+        reasons = "; ".join(v.reply for v in refused)
+        if any(v.decision is Decision.TEMPORARY for v in refused):
+            raise StoreError(reasons)
+        raise InputError("--to", reasons)
+    stored_pk = result.message_pk
     wake.ping(settings.gateway.state_dir)
-    print(stored.pk)
+    print(stored_pk)
     return 0
 
 

@@ -23,14 +23,25 @@ from datetime import datetime
 from gateway.batching import Batcher
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
-from gateway.inbound.policy import Policy, refuse
+from gateway.inbound.policy import INTERNAL_SOURCES, Policy, RecipientRule, SenderRule, refuse
+from gateway.inbound.trust import load_trust_list
 from gateway.logsetup import log_event
+from gateway.settings import Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from mappers.errors import MappingError
 from mappers.mime import MimeLimits, parse_message
 from mappers.records import MessageRecord
 
-__all__ = ["Arrival", "Decision", "Intake", "IntakeResult", "Recipient", "Verdict", "attachment_infos"]
+__all__ = [
+    "Arrival",
+    "Decision",
+    "Intake",
+    "IntakeResult",
+    "Recipient",
+    "Verdict",
+    "attachment_infos",
+    "build_policy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,21 @@ class Intake:
         self._batcher: Batcher[NewMessage, StoredMessage] = Batcher(
             lambda batch: persist(batch, self.clock()), max_batch
         )
+
+    async def start(self) -> None:
+        """Nothing to start: intake works when called (it is a service so that reload reaches it)."""
+
+    async def stop(self, grace: float) -> None:
+        """Nothing to stop: callers wait for their own commits."""
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        """New domains, mailboxes, clients and trust list; the composed extra rules are kept."""
+        policy = build_policy(settings, self.policy.recipient_rules, self.policy.sender_rules)
+
+        def apply() -> None:
+            self.policy = policy
+
+        return apply
 
     async def check_sender(self, arrival: Arrival) -> Verdict | None:
         """The refusal of ``arrival``'s envelope sender before any data (MAIL FROM time), if any."""
@@ -158,7 +184,7 @@ class Intake:
         forwarded = [
             r for r in accepted if (box := self.policy.mailbox(r.address)) is not None and box.delivered
         ]
-        raw = strip_submission_headers(arrival.raw) if arrival.source == "submission" else arrival.raw
+        raw = strip_submission_headers(arrival.raw) if arrival.source in INTERNAL_SOURCES else arrival.raw
         return NewMessage(
             raw=raw,
             envelope_from=arrival.envelope_from,
@@ -171,6 +197,14 @@ class Intake:
             patient=record.patient,
             attachments=attachment_infos(record),
         )
+
+
+def build_policy(
+    settings: Settings, recipient_rules: Sequence[RecipientRule] = (), sender_rules: Sequence[SenderRule] = ()
+) -> Policy:
+    """The policy of ``settings`` (reads the trust-list file) with the extra rules the daemon composes."""
+    trust = load_trust_list(settings.inbound)
+    return Policy(settings.inbound, settings.submission.clients, trust, recipient_rules, sender_rules)
 
 
 def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:

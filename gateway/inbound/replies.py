@@ -2,6 +2,7 @@
 
 Every refusal carries an RFC 3463 enhanced code and a sentence the person at the other end can act on.
 Templates with ``{}`` take the address or value at fault; nothing here ever quotes message content.
+Replies are ASCII (RFC 5321), hence "MSSante"; a test keeps them so.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ AUTH_REQUIRED = (
 AUTH_NEEDS_TLS = "538 5.7.11 Encryption required: issue STARTTLS before AUTH"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
 CERTIFICATE_REQUIRED = (
-    "530 5.7.0 Client certificate required: present your MSSanté operator certificate in the TLS handshake"
+    "530 5.7.0 Client certificate required: present your MSSante operator certificate in the TLS handshake"
 )
 CERTIFICATE_NOT_ACCEPTED = "554 5.7.1 Client certificate not accepted for sender domain {}: {}"
 SENDER_NOT_TRUSTED = (
-    "550 5.7.1 Sender domain {} is not on the MSSanté trust list: mail from it is not accepted here"
+    "550 5.7.1 Sender domain {} is not on the MSSante trust list: mail from it is not accepted here"
 )
 SENDER_NOT_YOURS = "553 5.7.1 Sender address <{}> is not assigned to {}: use one of your own addresses"
 FROM_NOT_YOURS = "553 5.7.1 From address <{}> is not assigned to {}: use one of your own addresses"
@@ -51,11 +52,11 @@ NULL_SENDER_TO_OUTSIDE = "550 5.7.1 <{}>: a message with a null sender is not re
 TOO_BIG = "552 5.3.4 Message too big: the limit is {} bytes"
 TOO_BIG_DATA = "552 5.3.4 Message too big for this server: nothing was kept"
 BARE_LINE_END = (
-    "554 5.6.0 Bare LF or CR in the message data (RFC 5321 §2.3.8): "
+    "554 5.6.0 Bare LF or CR in the message data (RFC 5321 section 2.3.8): "
     "send lines ending in CRLF; nothing was kept"
 )
 UNREADABLE = "554 5.6.0 The message cannot be read safely: {}"
-LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 §4.5.3.1.6)"
+LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)"
 
 # Parameters and commands.
 BAD_PARAMETER = "555 5.5.4 Unsupported or malformed parameter: {}"

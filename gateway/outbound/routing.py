@@ -1,5 +1,5 @@
-"""Which next hop a recipient's mail goes to: static routes, then the smarthost (client mode) or the
-recipient domain's MX (operator mode).
+"""Which next hop a recipient's mail goes to: our own mailboxes' local delivery, static routes, then the
+smarthost (client mode) or the recipient domain's MX (operator mode).
 Pure: no DNS here, an MX destination is resolved by the transport.
 """
 
@@ -16,16 +16,19 @@ from gateway.settings import RouteSettings, Security, Settings
 class Destination:
     """A next hop; equal destinations share one transport and its connections."""
 
-    kind: Literal["smtp", "mx", "folder"]
+    kind: Literal["smtp", "mx", "folder", "local"]
     host: str = ""
     port: int = 25
     security: Security = "starttls"
     path: Path | None = None
     authenticate: bool = False
+    lmtp: bool = False
 
     def __str__(self) -> str:
         if self.kind == "folder":
             return f"folder:{self.path}"
+        if self.kind == "local":
+            return f"local:{self.host or '-'}:{self.port}:{self.path or '-'}"
         return f"{self.kind}:{self.host}:{self.port}"
 
 
@@ -46,6 +49,18 @@ class Router:
                 self.exact[domain] = route
         self.suffixes.sort(key=lambda item: len(item[0]), reverse=True)
         self.mode = settings.gateway.mode
+        # Our own mailboxes that deliver further (drop folder, internal MTA) come before any route.
+        self.mailboxes = {
+            box.address.lower(): Destination(
+                "local",
+                box.forward_host,
+                box.forward_port,
+                path=box.drop_folder,
+                lmtp=box.forward_protocol == "lmtp",
+            )
+            for box in settings.inbound.mailboxes
+            if box.delivered
+        }
         host = settings.smarthost
         self.smarthost = (
             Destination("smtp", host.host, host.port, host.security, authenticate=bool(host.username))
@@ -55,6 +70,9 @@ class Router:
 
     def destination(self, recipient: str) -> Destination:
         """The next hop for ``recipient`` (an address whose domain part follows the last ``@``)."""
+        mailbox = self.mailboxes.get(recipient.lower())
+        if mailbox is not None:
+            return mailbox
         domain = recipient.rpartition("@")[2].lower().rstrip(".")
         route = self.exact.get(domain)
         if route is None:

@@ -61,14 +61,14 @@ def test_send_to_a_patient_refuses_what_the_rules_refuse(
     code, _, err = send(capsys, config, "--from", PRO, "--subject", "Ordonnance")
     assert code == 65
     assert err == (
-        "mssgw: --to: mail to a patient address needs the patient's qualified INS; missing: the patient's "
-        "identity (matricule, OID, birth name, first given name, birth date, sex)\n"
+        "mssgw: --to: 550 5.7.1 mail to a patient address needs the patient's qualified INS; missing: "
+        "the patient's identity (matricule, OID, birth name, first given name, birth date, sex)\n"
     )
     test_patient = patient_file(tmp_path, oid="1.2.250.1.213.1.4.10")
     code, _, err = send(capsys, config, "--from", PRO, "--subject", "Ordonnance", "--patient", test_patient)
     assert code == 65 and err == (
-        "mssgw: --to: the patient's INS comes from the INS-NIR-TEST authority (1.2.250.1.213.1.4.10), "
-        "which is for test data only; refused unless gateway.test_mode = true\n"
+        "mssgw: --to: 550 5.7.1 the patient's INS comes from the INS-NIR-TEST authority "
+        "(1.2.250.1.213.1.4.10), which is for test data only; refused unless gateway.test_mode = true\n"
     )
     pdf = tmp_path / "cr.pdf"
     pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
@@ -78,8 +78,8 @@ def test_send_to_a_patient_refuses_what_the_rules_refuse(
         "--confidentiality", "INVISIBLE_PATIENT",
     )  # fmt: skip
     assert code == 65 and err == (
-        "mssgw: --to: document 'Lettre de liaison' (DOC0001.XML) is marked INVISIBLE_PATIENT (not visible "
-        "to the patient) and is never sent to a patient address\n"
+        "mssgw: --to: 550 5.7.1 document 'Lettre de liaison' (DOC0001.XML) is marked INVISIBLE_PATIENT "
+        "(not visible to the patient) and is never sent to a patient address\n"
     )
     code, out, _ = run(capsys, "channels", "list", "-c", str(config))
     assert (code, out) == (0, "no channels\n")

@@ -2,6 +2,7 @@
 
 Written to a temporary name, flushed to disk, then renamed, so a reader never sees a partial file and a
 crash leaves at most a stray temporary file (``.tmp-*``), never a half message under its final name.
+``write_atomically`` is shared with the local transport's drop folders.
 """
 
 from __future__ import annotations
@@ -22,26 +23,32 @@ class FolderTransport:
 
     async def send(self, message: OutboundMessage) -> list[RecipientResult]:
         try:
-            name = await asyncio.to_thread(self._write, message)
+            name = f"{message.queue_id or 0:010d}-{uuid.uuid4().hex}.eml"
+            await asyncio.to_thread(write_atomically, self.path, name, message.content)
         except OSError as error:
             return all_recipients(message, Outcome.TEMPORARY, f"cannot write into {self.path}: {error}")
         return all_recipients(message, Outcome.DELIVERED, f"written as {name}", peer=f"folder:{self.path}")
 
-    def _write(self, message: OutboundMessage) -> str:
-        self.path.mkdir(parents=True, exist_ok=True)
-        name = f"{message.queue_id or 0:010d}-{uuid.uuid4().hex}.eml"
-        temporary = self.path / f".tmp-{name}"
-        with open(temporary, "wb") as handle:
-            handle.write(message.content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path / name)
-        directory = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        return name
-
     async def close(self) -> None:
         """Nothing is held open between messages."""
+
+
+def write_atomically(directory: Path, name: str, content: bytes) -> None:
+    """Write ``directory/name`` through a flushed temporary file and a rename, then sync the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".tmp-{name}"
+    with open(temporary, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, directory / name)
+    sync_directory(directory)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

@@ -8,6 +8,7 @@ from gateway.outbound.mx import MxResolver, resolve_mx
 from gateway.outbound.routing import Destination
 from gateway.outbound.transports.base import Transport
 from gateway.outbound.transports.folder import FolderTransport
+from gateway.outbound.transports.local import LocalTransport
 from gateway.outbound.transports.smtp import SmtpOptions, SmtpTransport
 from gateway.settings import Settings
 from gateway.tls import client_context
@@ -43,6 +44,10 @@ class TransportRegistry:
             if destination.kind == "folder":
                 assert destination.path is not None
                 transport = FolderTransport(destination.path)
+            elif destination.kind == "local":
+                transport = LocalTransport(
+                    destination, self.options.local_hostname, self.options.command_timeout
+                )
             else:
                 transport = SmtpTransport(destination, self.options, self.mx_resolver)
             self._transports[destination] = transport

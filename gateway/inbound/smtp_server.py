@@ -1,0 +1,404 @@
+"""The SMTP protocol of the inbound listeners (submission and operator port 25), on aiosmtpd.
+
+Who the client is (AUTH over TLS, client certificate, allowed network), RFC 3461 DSN parameters, limits, and
+turning intake's verdicts into replies (``replies``). Protocol only: no SQL, no MIME; the store is reached
+through the ``IntakePort`` it is given, so ``250`` after DATA means intake committed the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+
+from gateway.inbound import replies
+from gateway.inbound.arrival import Arrival, IntakeResult, Recipient, Verdict
+from gateway.inbound.dkim_check import DkimVerifier
+from gateway.logsetup import log_event
+
+log = logging.getLogger(__name__)
+
+ListenerKind = Literal["submission", "operator"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_BARE_LINE_END = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
+_NOTIFY = {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
+
+
+class IntakePort(Protocol):
+    """What the listener needs of intake (``gateway.inbound.intake.Intake``)."""
+
+    async def check_sender(self, arrival: Arrival) -> Verdict | None: ...
+
+    async def check_recipient(self, arrival: Arrival, address: str) -> Verdict: ...
+
+    async def receive(self, arrival: Arrival) -> IntakeResult: ...
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """Everything one listener's connections obey; replaced as a whole on reload."""
+
+    kind: ListenerKind
+    hostname: str
+    tls: ssl.SSLContext
+    require_starttls: bool = True
+    max_message_size: int = 35 * 1024 * 1024
+    max_recipients: int = 100
+    max_commands: int = 1000
+    timeout: float = 300.0
+    connections_per_peer: int = 20
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    certificate_clients: frozenset[str] = frozenset()
+    networks: tuple[tuple[Network, str], ...] = ()
+    dkim: DkimVerifier | None = None
+    dkim_refuse: bool = False
+    check_password: Callable[[str, str], bool] | None = None
+
+
+class Connections:
+    """One listener's open sessions and their count per peer address (for the per-peer limit and the stop)."""
+
+    def __init__(self) -> None:
+        self.per_peer: dict[str, int] = {}
+        self.sessions: set[GatewaySMTP] = set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self, session: GatewaySMTP, host: str, limit: int) -> bool:
+        if limit and self.per_peer.get(host, 0) >= limit:
+            return False
+        self.per_peer[host] = self.per_peer.get(host, 0) + 1
+        self.sessions.add(session)
+        self.idle.clear()
+        return True
+
+    def leave(self, session: GatewaySMTP, host: str) -> None:
+        left = self.per_peer.get(host, 1) - 1
+        if left:
+            self.per_peer[host] = left
+        else:
+            self.per_peer.pop(host, None)
+        self.sessions.discard(session)
+        if not self.sessions:
+            self.idle.set()
+
+
+class DsnEnvelope(Envelope):
+    """aiosmtpd's envelope plus what RFC 3461 and our listeners keep per transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.envid: str | None = None
+        self.ret: str | None = None
+        self.identity: str | None = None
+        self.recipients: list[Recipient] = []
+
+
+def _capture(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+    """aiosmtpd calls authenticators synchronously: keep the credentials, check them off the loop later."""
+    return AuthResult(success=True, auth_data=data)
+
+
+class GatewaySMTP(SMTP):
+    """One connection of an inbound listener."""
+
+    def __init__(self, config: ListenerConfig, intake: IntakePort, connections: Connections) -> None:
+        self.config = config
+        self.intake = intake
+        self.connections = connections
+        self._counted: str | None = None
+        self._commands = 0
+        super().__init__(
+            _Handler(self),
+            data_size_limit=config.max_message_size or None,
+            hostname=config.hostname,
+            ident="mssgw",
+            tls_context=config.tls,
+            require_starttls=config.require_starttls,
+            timeout=config.timeout,
+            auth_require_tls=True,
+            authenticator=_capture,
+            auth_exclude_mechanism=[] if config.kind == "submission" else ["PLAIN", "LOGIN"],
+        )
+        self._smtp_methods = {name: self._counted_command(m) for name, m in self._smtp_methods.items()}
+
+    def _create_envelope(self) -> DsnEnvelope:
+        return DsnEnvelope()
+
+    def _txn(self) -> DsnEnvelope:
+        """The transaction's envelope (a method: aiosmtpd inspects every attribute when it starts)."""
+        assert isinstance(self.envelope, DsnEnvelope)
+        return self.envelope
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None and self._counted is None:
+            # The first call (the second one comes after STARTTLS, on the same connection).
+            host = str((transport.get_extra_info("peername") or ("?",))[0])
+            if not self.connections.enter(self, host, self.config.connections_per_peer):
+                log_event(
+                    log, "refused-connection", logging.WARNING, peer=host, reason="connections-per-peer"
+                )
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(replies.TOO_MANY_CONNECTIONS.encode("ascii") + b"\r\n")
+                transport.close()
+                return
+            self._counted = host
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted is None:
+            return  # refused in connection_made: aiosmtpd never saw it
+        self.connections.leave(self, self._counted)
+        self._counted = None
+        super().connection_lost(error)
+
+    def _counted_command(
+        self, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[..., Awaitable[None]]:
+        @functools.wraps(method)
+        async def counted(arg: str | None) -> None:
+            self._commands += 1
+            if self.config.max_commands and self._commands > self.config.max_commands:
+                await self.push(replies.TOO_MANY_COMMANDS)
+                assert self.transport is not None
+                self.transport.close()
+                return
+            await method(arg)
+
+        return counted
+
+    async def push(self, status: str | bytes) -> None:
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
+        await super().push(replies.REWRITTEN.get(text, text))
+
+    async def auth_PLAIN(self, _: object, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: object, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_LOGIN(_, args))
+
+    async def _checked(self, result: AuthResult) -> AuthResult:
+        """The password check, in a worker thread (scrypt is slow on purpose)."""
+        data = result.auth_data
+        if not result.success or not isinstance(data, LoginPassword):
+            return result
+        login = data.login.decode("utf-8", "replace")
+        stored = self.config.credentials.get(login)
+        check = self.config.check_password
+        ok = bool(stored and check) and await asyncio.to_thread(
+            check,  # type: ignore[arg-type]
+            data.password.decode("utf-8", "replace"),
+            stored,
+        )
+        log_event(log, "auth", logging.INFO if ok else logging.WARNING, peer=self._peer(), login=login, ok=ok)
+        if not ok:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        return AuthResult(success=True, auth_data=login)
+
+    def _peer(self) -> str | None:
+        peer = self.session.peer if self.session is not None else None
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
+
+    def _peer_certificate(self) -> dict[str, Any] | None:
+        if self.transport is None or self._tls_protocol is None:
+            return None
+        certificate = self.transport.get_extra_info("peercert")
+        return certificate or None
+
+    def _identity(self) -> str | None:
+        """Who the client is: its AUTH login, its certificate's CN, or the client owning its network."""
+        assert self.session is not None
+        if self.session.authenticated and isinstance(self.session.auth_data, str):
+            return self.session.auth_data
+        certificate = self._peer_certificate()
+        if certificate is not None:
+            name = _common_name(certificate)
+            if self.config.kind == "operator" or name in self.config.certificate_clients:
+                return name
+        peer = self.session.peer
+        if self.config.kind == "submission" and isinstance(peer, tuple):
+            address = ipaddress.ip_address(peer[0])
+            for network, client in self.config.networks:
+                if address.version == network.version and address in network:
+                    return client
+        return None
+
+    def _arrival(self, raw: bytes = b"") -> Arrival:
+        envelope = self._txn()
+        return Arrival(
+            raw=raw,
+            envelope_from=envelope.mail_from or "",
+            recipients=tuple(envelope.recipients),
+            source=self.config.kind,
+            peer=self._peer(),
+            envid=envelope.envid,
+            ret=envelope.ret,
+            authenticated_as=envelope.identity,
+        )
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        assert self.session is not None
+        stripped = self._strip_command_keyword("FROM:", arg or "")
+        address, params = self._getaddr(stripped) if stripped else (None, None)
+        if address is None or params is None:
+            await self.push("501 5.5.4 Syntax: MAIL FROM:<address> [parameters]")
+            return
+        if self._txn().mail_from is not None:
+            await self.push("503 5.5.1 Nested MAIL command: finish or RSET this transaction first")
+            return
+        refusal = self._mail_parameters(params) or self._security_refusal()
+        if refusal is None:
+            self._txn().identity = self._identity()
+            if self.config.kind == "submission" and self._txn().identity is None:
+                refusal = replies.AUTH_REQUIRED
+        sender = "" if address == "<>" else address
+        if refusal is None:
+            self._txn().mail_from = sender
+            verdict = await self.intake.check_sender(self._arrival())
+            if verdict is not None:
+                refusal = verdict.reply
+        if refusal is not None:
+            log_event(log, "mail-refused", peer=self._peer(), reply=refusal[:9])
+            self._set_rset_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
+            await self.push(refusal)
+            return
+        self._txn().mail_from = sender
+        await self.push(replies.SENDER_OK)
+
+    def _security_refusal(self) -> str | None:
+        if self.config.require_starttls and self._tls_protocol is None:
+            return replies.STARTTLS_REQUIRED
+        if self.config.kind == "operator" and self._peer_certificate() is None:
+            return replies.CERTIFICATE_REQUIRED
+        return None
+
+    def _mail_parameters(self, params: str) -> str | None:
+        """RFC 1870 SIZE, RFC 6152 BODY and RFC 3461 RET/ENVID; their values keep their case."""
+        for item in params.split():
+            name, _, value = item.partition("=")
+            name = name.upper()
+            if name == "SIZE" and value.isdigit():
+                limit = self.config.max_message_size
+                if limit and int(value) > limit:
+                    return replies.TOO_BIG.format(limit)
+            elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                pass
+            elif name == "RET" and value.upper() in ("FULL", "HDRS") and self._txn().ret is None:
+                self._txn().ret = value.upper()
+            elif (
+                name == "ENVID"
+                and _XTEXT.fullmatch(value)
+                and len(value) <= 100
+                and self._txn().envid is None
+            ):
+                self._txn().envid = value
+            else:
+                return replies.BAD_PARAMETER.format(item[:40])
+        return None
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        if self._txn().mail_from is None:
+            await self.push("503 5.5.1 Need MAIL before RCPT")
+            return
+        stripped = self._strip_command_keyword("TO:", arg or "")
+        address, params = self._getaddr(stripped) if stripped else (None, None)
+        if not address or params is None:
+            await self.push("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
+            return
+        recipient, refusal = _rcpt_parameters(address, params)
+        if refusal is None and len(self._txn().recipients) >= self.config.max_recipients:
+            refusal = replies.TOO_MANY_RECIPIENTS.format(self.config.max_recipients)
+        if refusal is None:
+            verdict = await self.intake.check_recipient(self._arrival(), address)
+            refusal = None if verdict.code < 400 else verdict.reply
+        if refusal is not None:
+            log_event(log, "rcpt-refused", peer=self._peer(), reply=refusal[:9])
+            await self.push(refusal)
+            return
+        self._txn().recipients.append(recipient)
+        self._txn().rcpt_tos.append(address)
+        await self.push(replies.RECIPIENT_OK)
+
+
+def _rcpt_parameters(address: str, params: str) -> tuple[Recipient, str | None]:
+    """RFC 3461 NOTIFY and ORCPT of one recipient (ORCPT keeps its case: it is the original address)."""
+    notify: str | None = None
+    orcpt: str | None = None
+    for item in params.split():
+        name, _, value = item.partition("=")
+        name = name.upper()
+        words = set(value.upper().split(","))
+        if (
+            name == "NOTIFY"
+            and notify is None
+            and words <= _NOTIFY
+            and not ("NEVER" in words and len(words) > 1)
+        ):
+            notify = value.upper()
+        elif name == "ORCPT" and orcpt is None and ";" in value and _XTEXT.fullmatch(value.split(";", 1)[1]):
+            orcpt = value
+        else:
+            return Recipient(address), replies.BAD_PARAMETER.format(item[:40])
+    return Recipient(address, notify, orcpt), None
+
+
+def _common_name(certificate: Mapping[str, Any]) -> str | None:
+    for rdn in certificate.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+class _Handler:
+    """aiosmtpd's hooks for one connection: EHLO capabilities, DATA → intake, errors → 451."""
+
+    def __init__(self, server: GatewaySMTP) -> None:
+        self.server = server
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        kept = [
+            r for r in responses if not r.startswith("250-AUTH") or self.server.config.kind == "submission"
+        ]
+        return [*kept[:-1], "250-DSN", "250-ENHANCEDSTATUSCODES", kept[-1]]
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if _BARE_LINE_END.search(raw):
+            log_event(log, "data-refused", logging.WARNING, peer=self.server._peer(), reason="bare-line-end")
+            return replies.BARE_LINE_END
+        config = self.server.config
+        if config.dkim is not None:
+            result = await config.dkim.check(raw)
+            if result.result == "fail" and config.dkim_refuse:
+                return replies.DKIM_FAILED.format(f"d={result.domain}")
+            raw = result.header(config.hostname) + raw
+        outcome = await self.server.intake.receive(self.server._arrival(raw))
+        accepted = outcome.accepted
+        if accepted:
+            return accepted[0].reply
+        return outcome.verdicts[0].reply if outcome.verdicts else replies.LOCAL_ERROR
+
+    async def handle_exception(self, error: Exception) -> str:
+        # A loop boundary (STYLE.md §5): one command failed, the connection and the daemon go on.
+        log.exception("event=smtp-command-failed peer=%s", self.server._peer())
+        return replies.LOCAL_ERROR

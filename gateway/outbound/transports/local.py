@@ -1,0 +1,131 @@
+"""The local transport: mail for one of our mailboxes, dropped as files and/or forwarded inside the hospital.
+
+Drop folder: ``<queue id>-<recipient hash>.documents/`` (the extracted documents and attachments, built
+under a temporary name and renamed whole) and then ``<same>.eml`` (atomic write), so software that watches
+for ``.eml`` files only ever sees complete ones with their documents beside them; a retry rewrites the same
+names. Forwarding: SMTP or LMTP (one recipient per transaction, so one reply) to the internal MTA, with
+STARTTLS when offered (certificate checked against the system CAs). Blocking work runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import smtplib
+import ssl
+from pathlib import Path
+
+from gateway.outbound.routing import Destination
+from gateway.outbound.transports.base import OutboundMessage, Outcome, RecipientResult, all_recipients
+from gateway.outbound.transports.folder import sync_directory, write_atomically
+from mappers.errors import MappingError
+from mappers.mime import parse_message
+
+
+class LocalTransport:
+    """Delivers to one mailbox's drop folder and/or internal MTA."""
+
+    def __init__(self, destination: Destination, local_hostname: str, timeout: float) -> None:
+        self.destination = destination
+        self.local_hostname = local_hostname
+        self.timeout = timeout
+
+    async def send(self, message: OutboundMessage) -> list[RecipientResult]:
+        destination = self.destination
+        if destination.path is not None:
+            try:
+                name = await asyncio.to_thread(self._drop, message, destination.path)
+            except OSError as error:
+                return all_recipients(
+                    message, Outcome.TEMPORARY, f"cannot write into {destination.path}: {error}"
+                )
+            if not destination.host:
+                return all_recipients(
+                    message, Outcome.DELIVERED, f"written as {name}", peer=f"folder:{destination.path}"
+                )
+        return await asyncio.to_thread(self._forward, message)
+
+    def _drop(self, message: OutboundMessage, folder: Path) -> str:
+        recipients = ",".join(r.address.lower() for r in message.recipients)
+        stem = f"{message.queue_id or 0:010d}-{hashlib.sha256(recipients.encode()).hexdigest()[:12]}"
+        files = _extracted(message.content)
+        if files:
+            folder.mkdir(parents=True, exist_ok=True)
+            building, final = folder / f".tmp-{stem}.documents", folder / f"{stem}.documents"
+            for stale in (building, final):
+                if stale.exists():
+                    shutil.rmtree(stale)  # an earlier attempt's, whose .eml may never have been written
+            building.mkdir()
+            for filename, content in files.items():
+                write_atomically(building, filename, content)
+            os.replace(building, final)
+            sync_directory(folder)
+        write_atomically(folder, f"{stem}.eml", message.content)
+        return f"{stem}.eml"
+
+    def _forward(self, message: OutboundMessage) -> list[RecipientResult]:
+        destination = self.destination
+        peer = f"{destination.host}:{destination.port}"
+        client_class = smtplib.LMTP if destination.lmtp else smtplib.SMTP
+        try:
+            with client_class(
+                destination.host, destination.port, self.local_hostname, timeout=self.timeout
+            ) as client:
+                client.ehlo_or_helo_if_needed()
+                if client.has_extn("starttls"):
+                    client.starttls(context=ssl.create_default_context())
+                refused = client.sendmail(
+                    message.envelope_from, [r.address for r in message.recipients], message.content
+                )
+        except smtplib.SMTPRecipientsRefused as error:
+            refused = error.recipients
+        except smtplib.SMTPResponseException as error:
+            outcome = Outcome.PERMANENT if error.smtp_code >= 500 else Outcome.TEMPORARY
+            reply = f"{error.smtp_code} {_text(error.smtp_error)}"
+            return all_recipients(message, outcome, reply, error.smtp_code, peer)
+        except (OSError, smtplib.SMTPException) as error:
+            return all_recipients(
+                message, Outcome.TEMPORARY, f"cannot forward to {peer}: {error}", None, peer
+            )
+        results = []
+        for recipient in message.recipients:
+            if recipient.address in refused:
+                code, text = refused[recipient.address]
+                outcome = Outcome.PERMANENT if code >= 500 else Outcome.TEMPORARY
+                results.append(
+                    RecipientResult(recipient.address, outcome, f"{code} {_text(text)}", code, peer)
+                )
+            else:
+                results.append(
+                    RecipientResult(recipient.address, Outcome.DELIVERED, "250 forwarded", 250, peer)
+                )
+        return results
+
+    async def close(self) -> None:
+        """Nothing is held open between messages."""
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+
+
+def _extracted(content: bytes) -> dict[str, bytes]:
+    """The documents and attachments of the message by safe file name (none when it cannot be read)."""
+    try:
+        record = parse_message(content)
+    except MappingError:
+        return {}
+    files: dict[str, bytes] = {}
+    for filename, data in [(d.filename, d.content) for d in record.documents] + [
+        (a.filename, a.content) for a in record.attachments
+    ]:
+        name = Path(filename).name.lstrip(".") or "document"
+        stem, suffix = os.path.splitext(name)
+        candidate, number = name, 1
+        while candidate in files:
+            number += 1
+            candidate = f"{stem}-{number}{suffix}"
+        files[candidate] = data
+    return files

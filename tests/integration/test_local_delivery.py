@@ -1,0 +1,118 @@
+"""Mail for our mailboxes leaving the store: the drop folder (never a partial file), the internal MTA."""
+
+from __future__ import annotations
+
+import os
+import threading
+from email.message import EmailMessage
+from pathlib import Path
+
+from gateway.outbound.routing import Destination, Router
+from gateway.outbound.transports.base import OutboundMessage, OutboundRecipient, Outcome
+from gateway.outbound.transports.local import LocalTransport
+from gateway.settings import from_mapping
+from tests.support.fake_operator import FakeOperatorFactory
+from tests.support.mail import MAILBOX, PEER_DOMAIN
+
+SENDER = f"dr@{PEER_DOMAIN}"
+
+
+def with_documents(size: int, queue_id: int) -> OutboundMessage:
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = SENDER, MAILBOX, "Compte rendu"
+    mail["Message-ID"] = f"<drop{queue_id}@test>"
+    mail.set_content("Bonjour\n")
+    mail.add_attachment(os.urandom(size), maintype="application", subtype="pdf", filename="../../cr.pdf")
+    mail.add_attachment(b"second", maintype="application", subtype="pdf", filename="cr.pdf")
+    content = mail.as_bytes(policy=mail.policy.clone(linesep="\r\n"))
+    return OutboundMessage(SENDER, (OutboundRecipient(MAILBOX),), content, queue_id=queue_id)
+
+
+async def test_a_reader_never_sees_a_partial_drop(tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    transport = LocalTransport(Destination("local", path=folder), "mssgw.test", 10)
+    messages = {m.queue_id: m for m in (with_documents(3_000_000, n) for n in range(1, 9))}
+    seen: dict[str, int] = {}
+    problems: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        # Reads the folder as business software does, as fast as it can, while the writer works.
+        while not done.is_set():
+            for entry in os.listdir(folder):
+                if not entry.endswith(".eml") or entry.startswith("."):
+                    continue
+                queue_id = int(entry.split("-", 1)[0])
+                if (folder / entry).read_bytes() != messages[queue_id].content:
+                    problems.append(f"{entry}: partial or wrong content")
+                documents = folder / entry.replace(".eml", ".documents")
+                if sorted(os.listdir(documents)) != ["cr-2.pdf", "cr.pdf"]:
+                    problems.append(f"{entry}: documents missing")
+                seen[entry] = seen.get(entry, 0) + 1
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    try:
+        for message in messages.values():
+            results = await transport.send(message)
+            assert [r.outcome for r in results] == [Outcome.DELIVERED]
+    finally:
+        done.set()
+        watcher.join()
+    assert problems == []
+    assert len([e for e in os.listdir(folder) if e.endswith(".eml")]) == len(messages)
+    assert not [e for e in os.listdir(folder) if e.startswith(".tmp-")]
+    assert seen, "the reader never looked while files were there"
+
+
+async def test_a_retry_rewrites_the_same_drop_instead_of_adding_one(tmp_path: Path) -> None:
+    transport = LocalTransport(Destination("local", path=tmp_path), "mssgw.test", 10)
+    message = with_documents(10, 42)
+    await transport.send(message)
+    await transport.send(message)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[0].endswith(".documents") and names[1].endswith(".eml")
+    assert names[0].removesuffix(".documents") == names[1].removesuffix(".eml")
+
+
+async def test_mail_for_a_mailbox_is_forwarded_to_the_internal_mta(
+    fake_operator: FakeOperatorFactory,
+) -> None:
+    mta = fake_operator(cert=None, client_ca=None, require_starttls=False, require_client_cert=False)
+    transport = LocalTransport(Destination("local", "127.0.0.1", mta.port), "mssgw.test", 10)
+    results = await transport.send(with_documents(10, 1))
+    assert [r.outcome for r in results] == [Outcome.DELIVERED]
+    received = await mta.wait_for_messages_async(1)
+    assert received[0].rcpt_tos == (MAILBOX,)
+
+
+async def test_a_refusing_internal_mta_fails_the_delivery_with_its_reply(
+    fake_operator: FakeOperatorFactory,
+) -> None:
+    mta = fake_operator(cert=None, client_ca=None, require_starttls=False, require_client_cert=False)
+    mta.script(("RCPT", 550, "5.1.1 unknown user", MAILBOX))
+    results = await LocalTransport(Destination("local", "127.0.0.1", mta.port), "mssgw.test", 10).send(
+        with_documents(10, 1)
+    )
+    assert (results[0].outcome, results[0].code) == (Outcome.PERMANENT, 550)
+
+
+def test_our_mailboxes_are_routed_before_any_route(tmp_path: Path) -> None:
+    settings = from_mapping(
+        {
+            "gateway": {"mode": "operator"},
+            "routes": [{"domain": "*", "transport": "folder", "path": str(tmp_path / "all")}],
+            "inbound": {
+                "mailboxes": [
+                    {"address": MAILBOX, "drop_folder": str(tmp_path / "box"), "forward_host": "mta.local"},
+                    {"address": f"archive@{PEER_DOMAIN}"},
+                ]
+            },
+        }
+    )
+    router = Router(settings)
+    assert router.destination(MAILBOX.upper()) == Destination(
+        "local", "mta.local", 25, path=tmp_path / "box", lmtp=False
+    )
+    assert router.destination(f"archive@{PEER_DOMAIN}").kind == "folder"

@@ -1,0 +1,186 @@
+"""Limits and protocol abuse on the inbound listeners: smuggling, SIZE, recipients, commands, connections,
+idle timeout, a store failing mid-session, and a reload that changes the certificate for the next client."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import smtplib
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.settings import Settings
+from tests.support.listener import client_tls, listener_settings, running, smtp
+from tests.support.mail import APP, OUTSIDE, message
+from tests.support.pki import Pki, make_pki
+
+
+def open_settings(tmp_path: Path, pki: Pki, **inbound: Any) -> Settings:
+    """A submission listener that lets 127.0.0.1 in without TLS or AUTH (the allow-listed network)."""
+    return listener_settings(
+        tmp_path,
+        pki,
+        "submission",
+        submission={
+            "require_starttls": False,
+            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
+        },
+        inbound=inbound,
+    )
+
+
+class Wire:
+    """A raw SMTP client on asyncio streams: send exact bytes, read whole replies."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> Wire:
+        wire = cls(*await asyncio.open_connection("127.0.0.1", port))
+        await wire.reply()
+        return wire
+
+    async def reply(self) -> str:
+        lines = []
+        while True:
+            line = (await asyncio.wait_for(self.reader.readline(), 10)).decode()
+            if not line:
+                return "".join(lines) or "<closed>"
+            lines.append(line)
+            if line[3:4] != "-":
+                return "".join(lines).strip()
+
+    async def send(self, data: bytes) -> str:
+        self.writer.write(data)
+        await self.writer.drain()
+        return await self.reply()
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "smuggled",
+    [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r"],
+    ids=["LF.LF", "CRLF.LF", "LF.CRLF", "CR.CR", "CRLF.CR"],
+)
+async def test_a_smuggled_end_of_data_does_not_split_the_message(
+    tmp_path: Path, pki: Pki, smuggled: bytes
+) -> None:
+    async with running(open_settings(tmp_path, pki), "submission") as gateway:
+        wire = await Wire.connect(gateway.port)
+        await wire.send(b"EHLO client.test\r\n")
+        assert (await wire.send(f"MAIL FROM:<{APP}>\r\n".encode())).startswith("250")
+        assert (await wire.send(f"RCPT TO:<{OUTSIDE}>\r\n".encode())).startswith("250")
+        assert (await wire.send(b"DATA\r\n")).startswith("354")
+        payload = (
+            message().rstrip(b"\r\n")
+            + smuggled
+            + f"MAIL FROM:<{APP}>\r\nRCPT TO:<victim@outside.test>\r\nDATA\r\nSmuggled\r\n".encode()
+            + b"\r\n.\r\n"
+        )
+        answer = await wire.send(payload)
+        assert answer.startswith("554 5.6.0 Bare LF or CR"), answer
+        assert (await wire.send(b"NOOP\r\n")).startswith("250")  # no stray replies queued behind
+        await wire.close()
+        assert gateway.messages() == []
+
+
+async def test_the_recipient_limit_gives_452_and_the_others_go_through(tmp_path: Path, pki: Pki) -> None:
+    async with running(open_settings(tmp_path, pki, max_recipients=2), "submission") as gateway:
+        recipients = [f"r{i}@outside.test" for i in range(3)]
+        refused = await smtp(gateway.port, lambda c: c.sendmail(APP, recipients, message()))
+        assert refused == {
+            recipients[2]: (452, b"4.5.3 Too many recipients: send the others in a new message (limit 2)")
+        }
+        assert sorted(d[0] for d in gateway.deliveries()) == recipients[:2]
+
+
+async def test_too_many_commands_close_the_connection(tmp_path: Path, pki: Pki) -> None:
+    async with running(open_settings(tmp_path, pki, max_commands=5), "submission") as gateway:
+        wire = await Wire.connect(gateway.port)
+        answers = [await wire.send(b"NOOP\r\n") for _ in range(6)]
+        assert answers[:5] == ["250 OK"] * 5
+        assert answers[5].startswith("421 4.7.0 Too many commands")
+        assert await wire.reply() == "<closed>"
+        await wire.close()
+
+
+async def test_connections_per_peer_are_limited(tmp_path: Path, pki: Pki) -> None:
+    async with running(open_settings(tmp_path, pki, connections_per_peer=2), "submission") as gateway:
+        first, second = await Wire.connect(gateway.port), await Wire.connect(gateway.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        third = Wire(reader, writer)
+        assert (await third.reply()).startswith("421 4.7.0 Too many connections")
+        await first.send(b"QUIT\r\n")
+        await first.close()
+        await third.close()
+        assert (await second.send(b"NOOP\r\n")) == "250 OK"
+        await second.close()
+
+
+async def test_an_idle_connection_is_closed_after_the_timeout(tmp_path: Path, pki: Pki) -> None:
+    async with running(open_settings(tmp_path, pki, timeout=0.3), "submission") as gateway:
+        wire = await Wire.connect(gateway.port)
+        assert await wire.reply() == "<closed>"
+        await wire.close()
+
+
+async def test_a_store_unavailable_mid_session_answers_451_and_keeps_nothing(
+    tmp_path: Path, pki: Pki
+) -> None:
+    settings = open_settings(tmp_path, pki)
+    state, moved = settings.gateway.state_dir, tmp_path / "state-away"
+    async with running(settings, "submission") as gateway:
+        wire = await Wire.connect(gateway.port)
+        await wire.send(b"EHLO client.test\r\n")
+        await wire.send(f"MAIL FROM:<{APP}>\r\n".encode())
+        assert (await wire.send(f"RCPT TO:<{OUTSIDE}>\r\n".encode())).startswith("250")
+        assert (await wire.send(b"DATA\r\n")).startswith("354")
+        # The database goes away between RCPT and the end of DATA: its folder vanishes, connections drop.
+        gateway.store.engine.dispose()
+        shutil.move(state, moved)
+        answer = await wire.send(message() + b".\r\n")
+        assert answer.startswith("451 4.3.0 The message store is unavailable"), answer
+        shutil.move(moved, state)
+        # Back again: the same session goes on, and the retry is stored exactly once.
+        await wire.send(f"MAIL FROM:<{APP}>\r\n".encode())
+        await wire.send(f"RCPT TO:<{OUTSIDE}>\r\n".encode())
+        await wire.send(b"DATA\r\n")
+        assert (await wire.send(message(Message_ID="<again@test>") + b".\r\n")).startswith("250 2.0.0 Queued")
+        await wire.close()
+        assert len(gateway.messages()) == 1 and len(gateway.deliveries()) == 1
+
+
+async def test_a_reload_serves_the_new_certificate_to_the_next_connection(tmp_path: Path, pki: Pki) -> None:
+    settings = listener_settings(tmp_path, pki, "submission")
+    fresh = make_pki(tmp_path / "fresh")
+    async with running(settings, "submission") as gateway:
+
+        def issuer(context: ssl.SSLContext):  # type: ignore[no-untyped-def]
+            def session(client: smtplib.SMTP) -> object:
+                client.starttls(context=context)
+                assert client.sock is not None
+                return dict(x[0] for x in client.sock.getpeercert()["issuer"])["organizationName"]  # type: ignore[index]
+
+            return session
+
+        before = await smtp(gateway.port, issuer(client_tls(pki)))
+        reloaded = listener_settings(
+            tmp_path,
+            pki,
+            "submission",
+            submission={"certificate": str(fresh.server.cert), "key": str(fresh.server.key)},
+        )
+        gateway.listener.prepare_reload(reloaded)()
+        after = await smtp(gateway.port, issuer(ssl.create_default_context(cafile=str(fresh.ca))))
+        assert (
+            before == after == "Hopital Test CA"
+        )  # same organisation name, but a new CA: verified only by it
+        with pytest.raises(ssl.SSLError):
+            await smtp(gateway.port, issuer(client_tls(pki)))

@@ -1,0 +1,177 @@
+"""The internal submission listener over real sockets: who may submit, as whom, and what gets queued."""
+
+from __future__ import annotations
+
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from gateway.inbound.credentials import hash_password
+from tests.support.listener import client_tls, listener_settings, reply, running, smtp
+from tests.support.mail import APP, OUR_DOMAIN, OUTSIDE, message
+from tests.support.pki import Pki, write_private
+
+PASSWORD = "correct horse battery staple"
+
+
+def credentials(tmp_path: Path) -> str:
+    path = write_private(tmp_path / "credentials", f"dpi:{hash_password(PASSWORD, log2_n=10)}\n".encode())
+    return str(path)
+
+
+def settings_for(tmp_path: Path, pki: Pki, **submission: object):  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {"credentials_file": credentials(tmp_path)}
+    values.update(submission)
+    return listener_settings(tmp_path, pki, "submission", submission=values)
+
+
+async def test_an_authenticated_submission_over_starttls_is_queued(tmp_path: Path, pki: Pki) -> None:
+    settings = settings_for(tmp_path, pki)
+    async with running(settings, "submission") as gateway:
+
+        def session(client: smtplib.SMTP) -> tuple[bool, bool, object]:
+            client.ehlo()
+            auth_before = client.has_extn("auth")
+            client.starttls(context=client_tls(pki))
+            client.ehlo()
+            client.login("dpi", PASSWORD)
+            refused = client.sendmail(APP, [OUTSIDE], message(to=OUTSIDE))
+            return auth_before, client.has_extn("dsn"), refused
+
+        auth_before_tls, dsn, refused = await smtp(gateway.port, session)
+        assert (auth_before_tls, dsn, refused) == (False, True, {})
+        assert [m[1] for m in gateway.messages()] == ["outbound"]
+        assert gateway.deliveries() == [(OUTSIDE, None, None)]
+
+
+async def test_unauthenticated_submission_is_refused_530(tmp_path: Path, pki: Pki) -> None:
+    async with running(settings_for(tmp_path, pki), "submission") as gateway:
+
+        def session(client: smtplib.SMTP) -> str:
+            client.starttls(context=client_tls(pki))
+            client.ehlo()
+            code, text = client.mail(APP)
+            return f"{code} {text.decode()}"
+
+        answer = await smtp(gateway.port, session)
+        assert answer.startswith("530 5.7.0 Authentication required")
+        assert gateway.messages() == []
+
+
+async def test_auth_before_starttls_is_refused(tmp_path: Path, pki: Pki) -> None:
+    async with running(settings_for(tmp_path, pki, require_starttls=False), "submission") as gateway:
+
+        def session(client: smtplib.SMTP) -> str:
+            client.ehlo()
+            code, text = client.docmd("AUTH", "PLAIN AGRwaQBjb3JyZWN0")
+            return f"{code} {text.decode()}"
+
+        assert (await smtp(gateway.port, session)).startswith("538 5.7.11 Encryption required")
+
+
+async def test_mail_before_starttls_is_refused_when_tls_is_required(tmp_path: Path, pki: Pki) -> None:
+    async with running(settings_for(tmp_path, pki), "submission") as gateway:
+
+        def session(client: smtplib.SMTP) -> str:
+            client.ehlo()
+            code, text = client.mail(APP)
+            return f"{code} {text.decode()}"
+
+        assert (await smtp(gateway.port, session)).startswith("530 5.7.0 Must issue a STARTTLS command first")
+
+
+async def test_a_wrong_password_is_refused(tmp_path: Path, pki: Pki) -> None:
+    async with running(settings_for(tmp_path, pki), "submission") as gateway:
+
+        def session(client: smtplib.SMTP) -> str:
+            client.starttls(context=client_tls(pki))
+            client.ehlo()
+            with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+                client.login("dpi", "wrong")
+            return reply(refused.value)
+
+        assert (await smtp(gateway.port, session)).startswith("535 5.7.8")
+
+
+@pytest.mark.parametrize("where", ["envelope", "header"])
+async def test_a_client_using_someone_elses_address_gets_553(tmp_path: Path, pki: Pki, where: str) -> None:
+    other = f"director@{OUR_DOMAIN}"
+    async with running(settings_for(tmp_path, pki), "submission") as gateway:
+
+        def session(client: smtplib.SMTP) -> str:
+            client.starttls(context=client_tls(pki))
+            client.ehlo()
+            client.login("dpi", PASSWORD)
+            envelope, header = (other, APP) if where == "envelope" else (APP, other)
+            with pytest.raises((smtplib.SMTPSenderRefused, smtplib.SMTPDataError)) as refused:
+                client.sendmail(envelope, [OUTSIDE], message(sender=header))
+            return reply(refused.value)
+
+        answer = await smtp(gateway.port, session)
+        assert answer.startswith("553 5.7.1") and f"<{other}> is not assigned to dpi" in answer
+        assert gateway.messages() == []
+
+
+async def test_an_allowed_network_submits_without_auth(tmp_path: Path, pki: Pki) -> None:
+    settings = listener_settings(
+        tmp_path,
+        pki,
+        "submission",
+        submission={
+            "require_starttls": False,
+            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.0/8"]}],
+        },
+    )
+    async with running(settings, "submission") as gateway:
+        refused = await smtp(gateway.port, lambda c: c.sendmail(APP, [OUTSIDE], message()))
+        assert refused == {}
+        assert len(gateway.deliveries()) == 1
+
+
+async def test_a_client_certificate_names_the_client(tmp_path: Path, pki: Pki) -> None:
+    settings = listener_settings(
+        tmp_path,
+        pki,
+        "submission",
+        submission={"client_ca": str(pki.ca), "clients": [{"name": pki.client_address, "senders": [APP]}]},
+    )
+    async with running(settings, "submission") as gateway:
+
+        def session(client: smtplib.SMTP) -> object:
+            client.starttls(context=client_tls(pki, certificate=True))
+            return client.sendmail(APP, [OUTSIDE], message())
+
+        assert await smtp(gateway.port, session) == {}
+        assert len(gateway.deliveries()) == 1
+
+
+async def test_a_message_over_the_size_limit_is_refused_before_it_is_stored(tmp_path: Path, pki: Pki) -> None:
+    settings = listener_settings(
+        tmp_path,
+        pki,
+        "submission",
+        submission={
+            "require_starttls": False,
+            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
+        },
+        inbound={"max_message_size": 5000},
+    )
+    async with running(settings, "submission") as gateway:
+
+        def announced_and_data(client: smtplib.SMTP) -> tuple[str, str, str]:
+            client.ehlo()
+            size = client.esmtp_features["size"]
+            code, text = client.mail(APP, ["SIZE=9000"])
+            declared = f"{code} {text.decode()}"
+            client.rset()
+            client.mail(APP)
+            client.rcpt(OUTSIDE)
+            code, text = client.data(message(body=("y" * 70 + "\n") * 100))
+            return size, declared, f"{code} {text.decode()}"
+
+        size, declared, sent = await smtp(gateway.port, announced_and_data)
+        assert size == "5000"
+        assert declared.startswith("552 5.3.4 Message too big")
+        assert sent.startswith("552 5.3.4 Message too big")
+        assert gateway.messages() == []
