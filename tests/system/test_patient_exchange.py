@@ -1,14 +1,16 @@
 """A professional's exchange with a patient through Mon Espace Santé, end to end.
 
-``mssgw run`` relays to a test operator standing in for Mon Espace Santé; the professional uses
-``mssgw send``; the patient's replies enter through the intake (the same object the SMTP operator listener
-and the IMAP bridge call: ``source="operator"`` answers as SMTP would, ``source="imap"`` keeps what it
-cannot refuse); the sysadmin looks with ``mssgw channels`` and ``mssgw queue show``.
+``mssgw run`` (operator mode) relays to a test operator standing in for Mon Espace Santé and listens on its
+port-25 listener for what Mon Espace Santé sends back (the patient's replies, DSNs, MDNs); the professional
+uses ``mssgw send``; the sysadmin looks with ``mssgw channels`` and ``mssgw queue show``. The IMAP leg goes
+through the same intake with ``source="imap"`` (the IMAP bridge calls it that way), in this process.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import smtplib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,17 +18,15 @@ from pathlib import Path
 import pytest
 
 from gateway import settings as settings_module
-from gateway.channels.steps import CitizenSteps
-from gateway.inbound.arrival import Arrival, Decision, Recipient
-from gateway.inbound.intake import Intake
-from gateway.inbound.policy import Policy
-from gateway.inbound.trust import StaticTrustList
-from gateway.settings import MailboxSettings
-from gateway.store.db import Store, open_store
+from gateway.channels.steps import citizen_intake
+from gateway.inbound.arrival import Arrival, Recipient
+from gateway.store.db import open_store
 from mappers import dsn
+from mappers.mdn import Disposition, build_mdn
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
-from tests.support.mail import CLIENTS, inbound_settings, message
+from tests.support.listener import client_tls
+from tests.support.mail import message
 from tests.support.pki import Pki
 
 PATIENT = "279035121518989@patient.mssante.fr"
@@ -38,6 +38,7 @@ PATIENT_FILE = {
     "birth_date": "1979-03-28",
     "sex": "F",
 }
+_LISTENING = re.compile(r"event=listening listener=operator address=127\.0\.0\.1:(\d+)")
 
 
 @pytest.fixture
@@ -49,53 +50,57 @@ def mes(fake_operator: FakeOperatorFactory) -> FakeOperator:
 @pytest.fixture
 def gateway(tmp_path: Path, pki: Pki, mes: FakeOperator) -> Iterator[Gateway]:
     gw = gateway_for(tmp_path / "gw", pki, mes)
-    gw.sections["gateway"]["test_mode"] = True  # the ANS test patient has the INS-NIR-TEST OID
+    gw.sections["gateway"].update(mode="operator", test_mode=True)  # the ANS test patient has a test OID
+    gw.routes.append({"domain": "*", "transport": "smtp", "host": "127.0.0.1", "port": mes.port})
+    gw.sections["operator_listener"] = {
+        "listen": ["127.0.0.1:0"],
+        "certificate": str(pki.server.cert),
+        "key": str(pki.server.key),
+    }
+    gw.sections["inbound"] = {
+        "domains": ["hopital.test.mssante.fr"],
+        "trusted_domains": ["patient.mssante.fr"],
+    }
     gw.write()
+    with gw.config.open("a", encoding="utf-8") as config:
+        config.write(f'\n[[inbound.mailboxes]]\naddress = "{SENDER}"\n')
     (tmp_path / "patient.json").write_text(json.dumps(PATIENT_FILE), encoding="utf-8")
     yield gw
     gw.cleanup()
 
 
-def intake_of(gw: Gateway, store: Store) -> Intake:
-    settings = settings_module.load(gw.config)
-    steps = CitizenSteps(settings, store.channels, lambda: datetime.now(UTC))
-    inbound = inbound_settings(
-        domains=("hopital.test.mssante.fr",),
-        mailboxes=(MailboxSettings(SENDER),),
-        trusted_domains=("patient.mssante.fr",),
-    )
-    policy = Policy(inbound, CLIENTS, StaticTrustList(["patient.mssante.fr"]), recipient_rules=[steps.rule])
-    return Intake(
-        policy, store.repository.add_messages, lambda: datetime.now(UTC), finish=steps.finish_arrival
-    )
+def mes_delivers(gateway: Gateway, pki: Pki, sender: str, raw: bytes) -> str:
+    """Mon Espace Santé hands ``raw`` to our port-25 listener; the reply to RCPT, or to DATA once accepted."""
+    found = _LISTENING.search(gateway.output())
+    assert found, gateway.output()
+    with smtplib.SMTP("127.0.0.1", int(found.group(1)), local_hostname="mes.test", timeout=10) as client:
+        client.starttls(context=client_tls(pki, certificate=True))
+        client.ehlo()
+        assert client.mail(sender)[0] == 250
+        code, text = client.rcpt(SENDER)
+        if code != 250:
+            return f"{code} {text.decode()}"
+        code, text = client.data(raw)
+        return f"{code} {text.decode()}"
 
 
-def patient_says(text: str, in_reply_to: str, source: str) -> Arrival:
-    raw = message(sender=PATIENT, to=SENDER, subject="Re: Ordonnance", body=text, In_Reply_To=in_reply_to)
-    return Arrival(raw, PATIENT, (Recipient(SENDER),), source, peer="mes")
+def patient_says(text: str, in_reply_to: str) -> bytes:
+    return message(sender=PATIENT, to=SENDER, subject="Re: Ordonnance", body=text, In_Reply_To=in_reply_to)
 
 
 async def test_a_patient_exchange_from_first_message_to_fin(
-    gateway: Gateway, mes: FakeOperator, tmp_path: Path
+    gateway: Gateway, mes: FakeOperator, pki: Pki, tmp_path: Path
 ) -> None:
-    operator = mes
     patient_file = str(tmp_path / "patient.json")
     gateway.start()
     first = gateway.send(
-        "--from",
-        SENDER,
-        "--to",
-        PATIENT,
-        "--subject",
-        "Ordonnance",
-        "--patient",
-        patient_file,
+        "--from", SENDER, "--to", PATIENT, "--subject", "Ordonnance", "--patient", patient_file,
         "--read-receipt",
-    )
-    [delivered] = operator.wait_for_messages(1)
+    )  # fmt: skip
+    [delivered] = mes.wait_for_messages(1)
     assert delivered.rcpt_tos == (PATIENT,)
     assert delivered.rcpt_params(PATIENT)["NOTIFY"] == "SUCCESS,FAILURE"
-    assert delivered.message["X-MSS-MES"] is None
+    assert delivered.message["X-MSS-MES"] is None and delivered.message["X-MSSGW-Patient"] is None
     assert delivered.message["Disposition-Notification-To"] == SENDER
     original_id = delivered.message["Message-ID"]
     [channel] = gateway.json("channels", "list", "--open")
@@ -105,49 +110,59 @@ async def test_a_patient_exchange_from_first_message_to_fin(
         original_id,
     )
 
-    store = open_store(f"sqlite:///{gateway.state_dir / 'mssgw.db'}")
+    # The patient answers while the channel is open: accepted, and filed in the professional's thread.
+    reply = mes_delivers(gateway, pki, PATIENT, patient_says("Merci docteur", original_id))
+    assert reply.startswith("250 2.0.0 Queued as")
+    answer_id = int(reply.rsplit(" ", 1)[1])
+    assert gateway.json("queue", "show", str(answer_id))["related_id"] == first
+
+    # Mon Espace Santé reports delivery (DSN), then the patient's reading (MDN): per-recipient status.
+    report = dsn.build_dsn(
+        delivered.content,
+        [dsn.RecipientReport(PATIENT, "delivered", "2.0.0")],
+        reporting_mta="mes.test",
+        postmaster="MAILER-DAEMON@patient.mssante.fr",
+        sender=SENDER,
+        now=datetime.now(UTC),
+    )
+    assert mes_delivers(gateway, pki, "", report.as_bytes()).startswith("250")
+    assert "    receipt: delivered (2.0.0)" in gateway.command("queue", "show", str(first)).stdout
+    read = build_mdn(
+        delivered.content,
+        disposition=Disposition(type="displayed", automatic=False),
+        final_recipient=PATIENT,
+        sender=PATIENT,
+        recipient=SENDER,
+        hostname="mes.test",
+        now=datetime.now(UTC),
+    )
+    assert mes_delivers(gateway, pki, "", read.as_bytes()).startswith("250")
+    [status] = gateway.json("queue", "show", str(first))["deliveries"]
+    assert (status["state"], status["receipt_status"]) == ("sent", "displayed")
+
+    # The professional closes the exchange the way the regional guides say: [FIN] in the subject.
+    closing = gateway.send(
+        "--from", SENDER, "--to", PATIENT, "--subject", "Re: [FIN]", "--patient", patient_file
+    )
+    fin = mes.wait_for_messages(2)[1]
+    assert fin.message["X-MSS-MES"] == "FIN" and fin.message["Subject"] == "Re: [FIN]"
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    why = f"Citizen channel closed: the patient can no longer reply to this mailbox ([FIN] sent {today})"
+
+    # The patient's next reply is refused on SMTP with the explained 550 …
+    assert mes_delivers(gateway, pki, PATIENT, patient_says("Encore une question", original_id)) == (
+        f"550 5.7.1 {why}"
+    )
+    # … and kept aside, visible, when it comes by IMAP (through the same intake, source "imap").
+    settings = settings_module.load(gateway.config)
+    store = open_store(settings.store_url)
     try:
-        intake = intake_of(gateway, store)
-        # The patient answers while the channel is open: accepted, and filed in the professional's thread.
-        answer = await intake.receive(patient_says("Merci docteur", original_id, "operator"))
-        [verdict] = answer.verdicts
-        assert verdict.decision is Decision.ACCEPTED and verdict.code == 250
-        assert gateway.json("queue", "show", str(answer.message_pk))["related_id"] == first
-
-        # Mon Espace Santé reports delivery: the per-recipient status says so.
-        report = dsn.build_dsn(
-            delivered.content,
-            [dsn.RecipientReport(PATIENT, "delivered", "2.0.0")],
-            reporting_mta="mes.test",
-            postmaster="MAILER-DAEMON@mes.test",
-            sender=SENDER,
-            now=datetime.now(UTC),
-        )
-        await intake.receive(Arrival(report.as_bytes(), "", (Recipient(SENDER),), "imap", peer="mes"))
-        shown = gateway.command("queue", "show", str(first)).stdout
-        assert f"delivery 1 to {PATIENT}: sent" in shown and "    receipt: delivered (2.0.0)" in shown
-
-        # The professional closes the exchange the way the regional guides say: [FIN] in the subject.
-        closing = gateway.send(
-            "--from", SENDER, "--to", PATIENT, "--subject", "Re: [FIN]", "--patient", patient_file
-        )
-        fin = operator.wait_for_messages(2)[1]
-        assert fin.message["X-MSS-MES"] == "FIN" and fin.message["Subject"] == "Re: [FIN]"
-        today = datetime.now(UTC).strftime("%Y-%m-%d")
-
-        # The patient's next reply: refused on SMTP with the explained 550 …
-        refused = await intake.receive(patient_says("Encore une question", original_id, "operator"))
-        [verdict] = refused.verdicts
-        assert refused.message_pk is None
-        assert verdict.reply == (
-            "550 5.7.1 Citizen channel closed: the patient can no longer reply to this mailbox "
-            f"([FIN] sent {today})"
-        )
-        # … and kept aside, visible, when it comes by IMAP.
-        kept = await intake.receive(patient_says("Encore une question", original_id, "imap"))
-        assert kept.message_pk is not None
+        intake, _ = citizen_intake(settings, store, lambda: datetime.now(UTC))
+        raw = patient_says("Encore une question", original_id)
+        kept = await intake.receive(Arrival(raw, PATIENT, (Recipient(SENDER),), "imap", peer="mes/INBOX"))
     finally:
         store.close()
+    assert kept.message_pk is not None and kept.verdicts[0].code == 250
     assert gateway.stop() == 0
 
     [closed] = gateway.json("channels", "list", "--closed")
@@ -160,20 +175,11 @@ async def test_a_patient_exchange_from_first_message_to_fin(
     listing = gateway.command("channels", "list").stdout
     assert f"closed    2************89  {SENDER}" in listing
     assert f"by {fin.message['Message-ID']} ([FIN] sent)" in listing
-    assert (
-        "279035121518989" not in listing
-        and "279035121518989" in gateway.command("channels", "list", "--reveal").stdout
-    )
-    refused_list = gateway.command("channels", "refused").stdout
-    assert (
-        f"queue id {kept.message_pk}" in refused_list
-        and "by imap  from 2************89@patient.mssante.fr" in refused_list
-    )
-    assert (
-        f"Citizen channel closed: the patient can no longer reply to this mailbox ([FIN] sent {today})"
-        in refused_list
-    )
+    assert "279035121518989" not in listing
+    assert "279035121518989" in gateway.command("channels", "list", "--reveal").stdout
+    refused = gateway.command("channels", "refused").stdout
+    assert f"queue id {kept.message_pk}" in refused
+    assert "by imap  from 2************89@patient.mssante.fr" in refused and why in refused
     history = gateway.command("channels", "show", str(closed["id"])).stdout
-    assert (
-        f"channel-opened (queue id {first})" in history and f"channel-closed (queue id {closing})" in history
-    )
+    assert f"channel-opened (queue id {first})" in history
+    assert f"channel-closed (queue id {closing})" in history
