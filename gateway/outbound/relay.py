@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from gateway.batching import Batcher
 from gateway.logsetup import log_event
-from gateway.outbound.notices import FailedRecipient, build_failure_notice
+from gateway.outbound.notices import FailedRecipient, build_failure_notice, patient_refusal
 from gateway.outbound.retry import gives_up, next_attempt_at
 from gateway.outbound.routing import Destination, Router
 from gateway.outbound.signing import DkimSigner, build_signer
@@ -196,10 +196,14 @@ class Relay:
                     retry_at = next_attempt_at(now, claim.attempts, relay.retry_schedule)
             elif result.outcome is Outcome.PERMANENT:
                 state = DeliveryState.FAILED
+            refusal = None
             if state is DeliveryState.FAILED:
                 failures.append(FailedRecipient(claim, result))
+                refusal = patient_refusal(claim.recipient, result)
             outcomes.append(
-                DeliveryOutcome(claim.pk, state, now, result.code, result.reply, result.peer, retry_at)
+                DeliveryOutcome(
+                    claim.pk, state, now, result.code, result.reply, result.peer, retry_at, refusal
+                )
             )
             log_event(
                 log,

@@ -122,6 +122,8 @@ class DeliveryOutcome:
     reply: str | None = None
     peer: str | None = None
     next_attempt_at: datetime | None = None
+    refusal: str | None = None
+    """A Mon Espace Santé refusal recognised in the reply (``mailbox-closed`` …), kept as the receipt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +392,10 @@ class Repository:
                     values["next_attempt_at"] = outcome.next_attempt_at
                 if outcome.state is DeliveryState.SENT:
                     values["sent_at"] = outcome.at
+                if outcome.refusal is not None:
+                    values.update(
+                        receipt_status=outcome.refusal, receipt_detail=outcome.reply, receipt_at=outcome.at
+                    )
                 changed = session.execute(
                     update(Delivery)
                     .where(Delivery.id == outcome.delivery_pk, Delivery.state == DeliveryState.SENDING.value)

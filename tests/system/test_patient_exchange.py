@@ -183,3 +183,19 @@ async def test_a_patient_exchange_from_first_message_to_fin(
     history = gateway.command("channels", "show", str(closed["id"])).stdout
     assert f"channel-opened (queue id {first})" in history
     assert f"channel-closed (queue id {closing})" in history
+
+
+def test_a_mon_espace_sante_refusal_at_delivery_becomes_an_explicit_status(
+    gateway: Gateway, mes: FakeOperator, tmp_path: Path
+) -> None:
+    mes.script(("RCPT", 550, "5.2.1 Messagerie fermee pour ce patient", PATIENT))
+    gateway.start()
+    patient_file = str(tmp_path / "patient.json")
+    sent = gateway.send(
+        "--from", SENDER, "--to", PATIENT, "--subject", "Ordonnance", "--patient", patient_file
+    )
+    mes.wait_until(lambda: len(mes.refusals) == 1)
+    assert gateway.stop() == 0  # a stop lets the delivery in flight record its outcome
+    [delivery] = gateway.json("queue", "show", str(sent))["deliveries"]
+    assert (delivery["state"], delivery["receipt_status"]) == ("notified", "mailbox-closed")
+    assert delivery["receipt_detail"] == "550 5.2.1 Messagerie fermee pour ce patient"
