@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from gateway.channels.rules import Refusal
 from gateway.store.channels import ChannelIntent, ChannelStore, ChannelView
@@ -66,14 +67,28 @@ def decide(channel: ChannelView | None) -> Refusal | None:
 class ChannelGate:
     """The intake's hook for mail from patients (store reads run in a worker thread)."""
 
-    def __init__(self, channels: ChannelStore) -> None:
+    def __init__(self, channels: ChannelStore, clock: Callable[[], datetime]) -> None:
         self.channels = channels
+        self.clock = clock
 
     async def check(self, sender: str | None, recipient: str) -> Refusal | None:
         """The refusal for one recipient of mail from ``sender``; ``None`` when it is not patient mail
         or the channel is open."""
         matricule = patient_matricule(sender)
-        return None if matricule is None else await self._check(matricule, recipient)
+        if matricule is None:
+            return None
+        channel = await asyncio.to_thread(self.channels.latest, recipient, matricule)
+        refusal = decide(channel)
+        if refusal is not None:
+            await asyncio.to_thread(
+                self.channels.note_refusal,
+                None if channel is None else channel.id,
+                recipient,
+                ins.mask(matricule),
+                refusal.text,
+                self.clock(),
+            )
+        return refusal
 
     async def admit(self, new: NewMessage, record: MessageRecord, recipients: Sequence[str]) -> NewMessage:
         """``new`` as it must be committed: unchanged when not from a patient; ``refused`` with its reason

@@ -65,7 +65,7 @@ class CitizenSteps:
 
     def __init__(self, settings: Settings, channels: ChannelStore, clock: Callable[[], datetime]) -> None:
         self.settings = settings
-        self.gate = ChannelGate(channels)
+        self.gate = ChannelGate(channels, clock)
         self.clock = clock
 
     async def start(self) -> None:

@@ -207,6 +207,20 @@ class ChannelStore:
             _close(session, row, ChannelState.CLOSED, now, f"admin:{who}", f"closed by {who}", None)
             return _view(row)
 
+    def note_refusal(
+        self, channel_pk: int | None, mailbox: str, masked_patient: str, reason: str, now: datetime
+    ) -> None:
+        """Audit patient mail refused before it was stored (SMTP): nothing else would remember it."""
+        with self.sessions.begin() as session:
+            write_audit(
+                session,
+                now,
+                "patient-mail-refused",
+                None,
+                channel_pk=channel_pk,
+                detail={"mailbox": mailbox.lower(), "patient": masked_patient, "reason": reason},
+            )
+
     def expire(self, now: datetime, idle_since: datetime) -> int:
         """Expire the open channels without activity since ``idle_since``; how many were expired."""
         with self.sessions.begin() as session:

@@ -102,7 +102,7 @@ def test_the_header_is_added_once_and_only_to_messages_without_it() -> None:
 
 
 async def test_patient_replies_are_accepted_while_open_then_refused_with_the_reason(store: Store) -> None:
-    gate = ChannelGate(store.channels)
+    gate = ChannelGate(store.channels, lambda: T0)
     assert await gate.check(PATIENT, PRO) is not None  # never written to: unknown channel
     original = send(store, 1, T0)
     assert await gate.check(PATIENT, PRO) is None
@@ -127,7 +127,7 @@ async def test_patient_replies_are_accepted_while_open_then_refused_with_the_rea
 
 
 async def test_an_unknown_channel_and_a_hand_closed_one_say_so(store: Store) -> None:
-    gate = ChannelGate(store.channels)
+    gate = ChannelGate(store.channels, lambda: T0)
     unknown = await gate.check(PATIENT, PRO)
     assert unknown is not None and unknown.smtp_reply == (
         "550 5.7.1 No citizen channel: this mailbox has not written to this patient, and only a "
@@ -140,6 +140,9 @@ async def test_an_unknown_channel_and_a_hand_closed_one_say_so(store: Store) -> 
     refusal = await gate.check(PATIENT, PRO)
     assert refusal is not None and refusal.text.endswith("(closed by the hospital 2026-05-02)")
     assert await gate.check("dr.x@cabinet.mssante.fr", PRO) is None  # not patient mail
+    # Each refusal is in the channel's audit trail, though nothing was stored.
+    events = [kind for _, kind, _ in store.channels.show(channel.id).events]
+    assert events == ["channel-opened", "channel-closed", "patient-mail-refused"]
 
 
 async def test_the_scheduler_expires_idle_channels_with_an_injected_clock(store: Store) -> None:
@@ -156,7 +159,7 @@ async def test_the_scheduler_expires_idle_channels_with_an_injected_clock(store:
         await scheduler.stop(0)
     states = {c.mailbox: (c.state, c.reason) for c in store.channels.find()}
     assert states == {PRO: ("expired", "no activity since 2026-05-01"), SECRETARIAT: ("open", None)}
-    refusal = await ChannelGate(store.channels).check(PATIENT, PRO)
+    refusal = await ChannelGate(store.channels, lambda: T0).check(PATIENT, PRO)
     assert refusal is not None and refusal.smtp_reply == (
         "550 5.7.1 Citizen channel expired: the patient can no longer reply to this mailbox "
         "(no exchange since 2026-05-01, expired 2026-07-30)"
@@ -164,4 +167,5 @@ async def test_the_scheduler_expires_idle_channels_with_an_injected_clock(store:
     assert [kind for _, kind, _ in store.channels.show(store.channels.find(mailbox=PRO)[0].id).events] == [
         "channel-opened",
         "channel-expired",
+        "patient-mail-refused",
     ]
