@@ -76,8 +76,10 @@ def check_header_value(value: str, *, field: str) -> str:
 
 def strip_accents(text: str) -> str:
     """Remove diacritics as ECO.2.1.3 asks for the patient's names (``Hélène`` → ``Helene``)."""
-    decomposed = unicodedata.normalize("NFKD", text.translate(_LIGATURES))
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(char for char in decomposed if not unicodedata.combining(char))
+    # Ligatures last: "Ǽ" decomposes to "Æ" + accent, and only then becomes "AE".
+    return bare.translate(_LIGATURES)
 
 
 def subject_family_name(birth_name: str) -> str:

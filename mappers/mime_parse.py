@@ -27,6 +27,7 @@ from mappers.addresses import from_header_address
 from mappers.archive import ArchiveLimits, UnsafeArchiveError
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
+from mappers.patient import Patient
 from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
 from mappers.records import Attachment, Mailbox, MessageRecord
 from mappers.safe_xml import UnsafeXmlError
@@ -237,7 +238,23 @@ def _check_mss_headers(message: EmailMessage, subject: str, package: xdm.XdmPack
     else:
         if fields is None:
             problems.append(f"the subject does not start with {headers.SUBJECT_MARKER} (ECO.2.1.3)")
+        elif package.patient is not None and not _names_agree(fields, package.patient):
+            problems.append(
+                f"the subject names {fields.family_name} {fields.given_name}, the package "
+                f"{package.patient.birth_name} {package.patient.given_name}"
+            )
     return problems
+
+
+def _names_agree(fields: headers.DocumentSubject, patient: Patient) -> bool:
+    """Same birth name and given name, ignoring case and accents (senders differ on both)."""
+
+    def key(text: str) -> str:
+        return headers.strip_accents(text).casefold().strip()
+
+    return key(fields.family_name) == key(patient.birth_name) and key(fields.given_name) == key(
+        patient.given_name
+    )
 
 
 def _header(message: EmailMessage, name: str) -> str | None:

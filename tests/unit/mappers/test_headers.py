@@ -62,6 +62,14 @@ def test_subject_names_are_without_accents_and_nom_upper_case() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("Hélène", "Helene"), ("Œdipe", "OEdipe"), ("Ǽlfrid", "AElfrid"), ("Łukasz", "Lukasz"), ("ß", "ss")],
+)
+def test_accents_and_ligatures_are_removed(name: str, expected: str) -> None:
+    assert headers.strip_accents(name) == expected
+
+
 def test_subject_label_is_cut_to_forty_characters() -> None:
     long_label = Code("X", "Compte rendu " * 5, "1.2.3")
     subject = headers.document_subject(vial(), [biology(type_code=long_label)])

@@ -437,6 +437,19 @@ def test_missing_mss_headers_are_flagged() -> None:
     )
 
 
+def test_subject_naming_another_patient_is_flagged() -> None:
+    subject = "XDM/1.0/DDM+2 documents VIAL Paul 26/11/1978"
+    data = _with_xdm(_document_record(subject=subject))
+
+    assert parse_message(data).problems == ("the subject names VIAL Paul, the package PAT-TROIS DOMINIQUE",)
+
+
+def test_subject_names_are_compared_without_case_or_accents() -> None:
+    data = _with_xdm(_document_record(subject="XDM/1.0/DDM+2 documents Pat-Trois Dominiqué"))
+
+    assert parse_message(data).problems == ()
+
+
 def test_codecda_without_package_is_flagged() -> None:
     parsed = parse_message(_raw("text/plain", "x\r\n", headers="X-MSS-CODECDA: 11502-2\r\n"))
 
