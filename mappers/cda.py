@@ -20,6 +20,8 @@ Public API (stable):
 from __future__ import annotations
 
 import base64
+import hashlib
+import uuid
 import xml.etree.ElementTree as ET  # noqa: S405 - only builds XML; parsing goes through defusedxml
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -346,3 +348,9 @@ def read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader:
         unique_id=unique_id,
         author=_read_author(root),
     )
+
+
+def document_id(content: bytes) -> str:
+    """A 2.25 OID derived from the document's bytes, so the same document always gets the same id."""
+    digest = hashlib.sha1(content, usedforsecurity=False).digest()
+    return "2.25." + str(uuid.UUID(bytes=digest[:16], version=5).int)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from gateway.channels.gate import ChannelGate
-from gateway.channels.identity import read_patient_field
 from gateway.channels.outgoing import PatientMailRefused, admit_outgoing
 from gateway.channels.rules import Refusal, check_patient_mail
 from gateway.inbound.arrival import Arrival, Verdict
@@ -44,17 +43,10 @@ def citizen_intake(
         clock,
         on_commit,
         max_batch=settings.store.group_commit_max,
+        gateway=settings.gateway,
         finish=steps.finish_arrival,
     )
     return intake, steps
-
-
-def with_patient(raw: bytes, record: MessageRecord) -> MessageRecord:
-    """``record`` with the patient of the ``X-MSSGW-Patient`` submission header when no package names one."""
-    if record.patient is not None:
-        return record
-    patient = read_patient_field(raw)
-    return record if patient is None else dataclasses.replace(record, patient=patient)
 
 
 class CitizenSteps:
@@ -100,8 +92,6 @@ class CitizenSteps:
 
     async def rule(self, arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
         """``recipient_refusal`` as the intake's ``RecipientRule`` (add it to ``Policy.recipient_rules``)."""
-        if record is not None and arrival.source in INTERNAL_SOURCES:
-            record = with_patient(arrival.raw, record)
         refusal = await self.recipient_refusal(
             arrival.source, arrival.envelope_from, recipient, record, len(arrival.raw)
         )
@@ -111,9 +101,6 @@ class CitizenSteps:
         self, arrival: Arrival, record: MessageRecord, new: NewMessage, accepted: Sequence[str]
     ) -> NewMessage | str:
         """``finish`` as the intake's ``Finish`` step: the message to commit, or the refusal reply."""
-        if arrival.source in INTERNAL_SOURCES:
-            record = with_patient(arrival.raw, record)
-            new = dataclasses.replace(new, patient=new.patient or record.patient)
         try:
             return await self.finish(new, record, accepted)
         except PatientMailRefused as error:

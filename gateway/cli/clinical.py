@@ -8,9 +8,7 @@ option at fault (exit 65).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final
@@ -112,11 +110,6 @@ def load_patient(path: Path) -> Patient:
     return patient
 
 
-def _document_id(content: bytes) -> str:
-    digest = hashlib.sha1(content, usedforsecurity=False).digest()
-    return "2.25." + str(uuid.UUID(bytes=digest[:16], version=5).int)
-
-
 def document_time(text: str | None) -> datetime:
     """``--date``, or now."""
     if not text:
@@ -152,7 +145,7 @@ def documents_from_args(args: argparse.Namespace, patient: Patient, when: dateti
                     title=args.title or args.type_label,
                     type_code=type_code,
                     effective_time=when,
-                    document_id=_document_id(content),
+                    document_id=cda.document_id(content),
                     author=author,
                     confidentiality=masks,
                 )  # fmt: skip
@@ -170,7 +163,7 @@ def documents_from_args(args: argparse.Namespace, patient: Patient, when: dateti
                 title=args.title or header.title or args.type_label,
                 type_code=header.code or type_code,
                 creation_time=header.effective_time or when,
-                unique_id=header.unique_id or _document_id(content),
+                unique_id=header.unique_id or cda.document_id(content),
                 author=header.author or author,
                 confidentiality=masks,
             )  # fmt: skip

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from gateway.batching import Batcher
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
+from gateway.inbound.instructions import apply_instructions
 from gateway.inbound.policy import INTERNAL_SOURCES, Policy, RecipientRule, SenderRule, refuse
 from gateway.inbound.trust import load_trust_list
 from gateway.logsetup import log_event
-from gateway.settings import Settings
+from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from mappers.errors import MappingError
 from mappers.mime import MimeLimits, parse_message
@@ -50,10 +50,6 @@ Finish = Callable[[Arrival, MessageRecord, NewMessage, Sequence[str]], Awaitable
 """The last step before the commit (citizen channels, receipts): the message to commit, or a refusal reply
 line for every accepted recipient. Gets the addresses accepted so far."""
 
-# Submission headers the gateway reads and never passes on (documented in README "Submission headers").
-_SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-
 
 class Intake:
     """Judges arrivals and commits the accepted ones; one instance per daemon, shared by every listener."""
@@ -66,9 +62,11 @@ class Intake:
         on_commit: Callable[[], None] = lambda: None,
         *,
         max_batch: int = 500,
+        gateway: GatewaySettings | None = None,
         finish: Finish | None = None,
     ) -> None:
         self.policy = policy
+        self.gateway = gateway or GatewaySettings()
         self.clock = clock
         self.on_commit = on_commit
         self.finish = finish
@@ -89,6 +87,7 @@ class Intake:
 
         def apply() -> None:
             self.policy = policy
+            self.gateway = settings.gateway
 
         return apply
 
@@ -131,20 +130,34 @@ class Intake:
                 reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
         if reply is None and record is not None:
             reply = self.policy.author(arrival, record)
+        raw = arrival.raw
+        if reply is None and record is not None and arrival.source in INTERNAL_SOURCES:
+            try:
+                raw, record = apply_instructions(
+                    raw,
+                    record,
+                    nil_reference=self.gateway.nil_reference,
+                    hostname=self.gateway.hostname,
+                    now=self.clock(),
+                )
+            except MappingError as error:
+                reply = replies.BAD_INSTRUCTION.format(str(error).splitlines()[0][:200])
         if reply is not None:
             log_event(log, "refused", source=arrival.source, peer=arrival.peer, reply=reply[:9])
             return IntakeResult(None, False, tuple(refuse(a, reply) for a in addresses))
         assert record is not None
         verdicts = [await self.check_recipient(arrival, a, record) for a in addresses]
-        return await self._commit(arrival, record, verdicts)
+        return await self._commit(arrival, raw, record, verdicts)
 
-    async def _commit(self, arrival: Arrival, record: MessageRecord, verdicts: list[Verdict]) -> IntakeResult:
+    async def _commit(
+        self, arrival: Arrival, raw: bytes, record: MessageRecord, verdicts: list[Verdict]
+    ) -> IntakeResult:
         accepted = [
             r for r, v in zip(arrival.recipients, verdicts, strict=True) if v.decision is Decision.ACCEPTED
         ]
         if not accepted:
             return IntakeResult(None, False, tuple(verdicts))
-        new = self._new_message(arrival, record, accepted)
+        new = self._new_message(arrival, raw, record, accepted)
         if self.finish is not None:
             finished = await self.finish(arrival, record, new, [r.address for r in accepted])
             if isinstance(finished, str):
@@ -179,12 +192,13 @@ class Intake:
             ),
         )
 
-    def _new_message(self, arrival: Arrival, record: MessageRecord, accepted: list[Recipient]) -> NewMessage:
+    def _new_message(
+        self, arrival: Arrival, raw: bytes, record: MessageRecord, accepted: list[Recipient]
+    ) -> NewMessage:
         outside = [r for r in accepted if not self.policy.is_ours(r.address)]
         forwarded = [
             r for r in accepted if (box := self.policy.mailbox(r.address)) is not None and box.delivered
         ]
-        raw = strip_submission_headers(arrival.raw) if arrival.source in INTERNAL_SOURCES else arrival.raw
         return NewMessage(
             raw=raw,
             envelope_from=arrival.envelope_from,
@@ -219,20 +233,6 @@ def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
         )
         for d in record.documents
     )
-
-
-def strip_submission_headers(raw: bytes) -> bytes:
-    """Remove the ``X-MSSGW-*`` header fields (and their folded lines) from the header block only."""
-    end = _HEADER_END.search(raw)
-    head, body = (raw[: end.end()], raw[end.end() :]) if end else (raw, b"")
-    kept: list[bytes] = []
-    dropping = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] not in (b" ", b"\t"):
-            dropping = _SUBMISSION_HEADER.match(line) is not None
-        if not dropping:
-            kept.append(line)
-    return b"".join(kept) + body
 
 
 def _refused(verdict: Verdict, reply: str) -> Verdict:

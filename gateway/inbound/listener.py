@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Callable
 
 from gateway.errors import ConfigError
+from gateway.inbound import replies
 from gateway.inbound.credentials import load_credentials, verify_password
 from gateway.inbound.dkim_check import DkimVerifier, DnsFunc
 from gateway.inbound.smtp_server import Connections, GatewaySMTP, IntakePort, ListenerConfig, ListenerKind
@@ -121,7 +122,9 @@ class SmtpListener:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.connections.idle.wait(), grace)
         for session in list(self.connections.sessions):
-            if session.transport is not None:
+            # Whatever these sessions were sending was not acknowledged: their clients will send it again.
+            if isinstance(session.transport, asyncio.WriteTransport) and not session.transport.is_closing():
+                session.transport.write(replies.SHUTTING_DOWN.encode("ascii") + b"\r\n")
                 session.transport.close()
         for server in self.servers:
             await server.wait_closed()

@@ -8,12 +8,10 @@ Replies are ASCII (RFC 5321), hence "MSSante"; a test keeps them so.
 from __future__ import annotations
 
 # Accepting.
-OK = "250 2.0.0 OK"
 SENDER_OK = "250 2.1.0 Sender OK"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 QUEUED = "250 2.0.0 Queued as {}"
 QUEUED_DUPLICATE = "250 2.0.0 Already queued as {} (same Message-ID and content)"
-AUTH_OK = "235 2.7.0 Authentication successful"
 
 # Temporary refusals.
 STORE_UNAVAILABLE = "451 4.3.0 The message store is unavailable: nothing was kept, please try again later"
@@ -33,7 +31,6 @@ AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
 CERTIFICATE_REQUIRED = (
     "530 5.7.0 Client certificate required: present your MSSante operator certificate in the TLS handshake"
 )
-CERTIFICATE_NOT_ACCEPTED = "554 5.7.1 Client certificate not accepted for sender domain {}: {}"
 SENDER_NOT_TRUSTED = (
     "550 5.7.1 Sender domain {} is not on the MSSante trust list: mail from it is not accepted here"
 )
@@ -46,7 +43,6 @@ NO_SUCH_MAILBOX = "550 5.1.1 <{}>: no such mailbox here"
 RELAY_DENIED = "554 5.7.1 <{}>: relaying denied: this gateway only accepts mail for its own domains"
 BAD_ADDRESS = "553 5.1.3 <{}>: not a valid mail address (local-part@domain)"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients: send the others in a new message (limit {})"
-NULL_SENDER_TO_OUTSIDE = "550 5.7.1 <{}>: a message with a null sender is not relayed"
 
 # The message itself.
 TOO_BIG = "552 5.3.4 Message too big: the limit is {} bytes"
@@ -56,6 +52,7 @@ BARE_LINE_END = (
     "send lines ending in CRLF; nothing was kept"
 )
 UNREADABLE = "554 5.6.0 The message cannot be read safely: {}"
+BAD_INSTRUCTION = "554 5.6.0 Submission instruction refused: {}"
 LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)"
 
 # Parameters and commands.

@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, sy
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, IntakeResult, Recipient, Verdict
 from gateway.inbound.dkim_check import DkimVerifier
+from gateway.inbound.parameters import mail_parameters, rcpt_parameters
 from gateway.logsetup import log_event
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,6 @@ ListenerKind = Literal["submission", "operator"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _BARE_LINE_END = re.compile(rb"(?<!\r)\n|\r(?!\n)")
-_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
-_NOTIFY = {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
 
 
 class IntakePort(Protocol):
@@ -177,6 +176,12 @@ class GatewaySMTP(SMTP):
 
         return counted
 
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2: say why before closing an idle session (aiosmtpd just closes).
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+            self.transport.write(replies.TIMEOUT.encode("ascii") + b"\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
+
     async def push(self, status: str | bytes) -> None:
         text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
         await super().push(replies.REWRITTEN.get(text, text))
@@ -259,7 +264,9 @@ class GatewaySMTP(SMTP):
         if self._txn().mail_from is not None:
             await self.push("503 5.5.1 Nested MAIL command: finish or RSET this transaction first")
             return
-        refusal = self._mail_parameters(params) or self._security_refusal()
+        parameters, refusal = mail_parameters(params, self.config.max_message_size)
+        refusal = refusal or self._security_refusal()
+        self._txn().envid, self._txn().ret = parameters.envid, parameters.ret
         if refusal is None:
             self._txn().identity = self._identity()
             if self.config.kind == "submission" and self._txn().identity is None:
@@ -285,30 +292,6 @@ class GatewaySMTP(SMTP):
             return replies.CERTIFICATE_REQUIRED
         return None
 
-    def _mail_parameters(self, params: str) -> str | None:
-        """RFC 1870 SIZE, RFC 6152 BODY and RFC 3461 RET/ENVID; their values keep their case."""
-        for item in params.split():
-            name, _, value = item.partition("=")
-            name = name.upper()
-            if name == "SIZE" and value.isdigit():
-                limit = self.config.max_message_size
-                if limit and int(value) > limit:
-                    return replies.TOO_BIG.format(limit)
-            elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
-                pass
-            elif name == "RET" and value.upper() in ("FULL", "HDRS") and self._txn().ret is None:
-                self._txn().ret = value.upper()
-            elif (
-                name == "ENVID"
-                and _XTEXT.fullmatch(value)
-                and len(value) <= 100
-                and self._txn().envid is None
-            ):
-                self._txn().envid = value
-            else:
-                return replies.BAD_PARAMETER.format(item[:40])
-        return None
-
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
@@ -321,7 +304,7 @@ class GatewaySMTP(SMTP):
         if not address or params is None:
             await self.push("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
             return
-        recipient, refusal = _rcpt_parameters(address, params)
+        recipient, refusal = rcpt_parameters(address, params)
         if refusal is None and len(self._txn().recipients) >= self.config.max_recipients:
             refusal = replies.TOO_MANY_RECIPIENTS.format(self.config.max_recipients)
         if refusal is None:
@@ -334,28 +317,6 @@ class GatewaySMTP(SMTP):
         self._txn().recipients.append(recipient)
         self._txn().rcpt_tos.append(address)
         await self.push(replies.RECIPIENT_OK)
-
-
-def _rcpt_parameters(address: str, params: str) -> tuple[Recipient, str | None]:
-    """RFC 3461 NOTIFY and ORCPT of one recipient (ORCPT keeps its case: it is the original address)."""
-    notify: str | None = None
-    orcpt: str | None = None
-    for item in params.split():
-        name, _, value = item.partition("=")
-        name = name.upper()
-        words = set(value.upper().split(","))
-        if (
-            name == "NOTIFY"
-            and notify is None
-            and words <= _NOTIFY
-            and not ("NEVER" in words and len(words) > 1)
-        ):
-            notify = value.upper()
-        elif name == "ORCPT" and orcpt is None and ";" in value and _XTEXT.fullmatch(value.split(";", 1)[1]):
-            orcpt = value
-        else:
-            return Recipient(address), replies.BAD_PARAMETER.format(item[:40])
-    return Recipient(address, notify, orcpt), None
 
 
 def _common_name(certificate: Mapping[str, Any]) -> str | None:

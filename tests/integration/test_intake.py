@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from gateway.inbound.arrival import Arrival, Decision, Recipient, Verdict
-from gateway.inbound.intake import Intake, strip_submission_headers
+from gateway.inbound.instructions import strip_submission_headers
+from gateway.inbound.intake import Intake
 from gateway.inbound.policy import Policy, refuse
 from gateway.inbound.trust import StaticTrustList
-from gateway.settings import MailboxSettings
+from gateway.settings import GatewaySettings, MailboxSettings
 from gateway.store.db import Store, open_store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
+from mappers.mime import parse_message
 from mappers.records import MessageRecord
 from tests.support.mail import (
     APP,
@@ -47,6 +52,7 @@ def make_intake(store: Store, policy: Policy | None = None, woken: list[int] | N
         lambda: T0,
         lambda: (woken if woken is not None else []).append(1),
         max_batch=10,
+        gateway=GatewaySettings(hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997"),
     )
 
 
@@ -185,8 +191,8 @@ async def test_extra_rules_composed_by_the_daemon_can_refuse_a_recipient(store: 
 
 
 async def test_submission_headers_are_stripped_before_storing(store: Store) -> None:
-    raw = message(X_MSSGW_Patient="x", Comments="kept")
-    assert b"X-MSSGW-Patient" in raw
+    raw = message(X_MSSGW_Note="x", Comments="kept")
+    assert b"X-MSSGW-Note" in raw
     result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
     stored = store.queue.raw(result.message_pk or 0)
     assert b"X-MSSGW" not in stored and b"Comments: kept" in stored and stored.endswith(b"Hello\r\n")
@@ -195,3 +201,45 @@ async def test_submission_headers_are_stripped_before_storing(store: Store) -> N
 def test_stripping_keeps_folded_lines_of_other_fields() -> None:
     raw = b"Subject: a\r\nX-MSSGW-Doc: 1\r\n  2\r\nTo: b\r\n c\r\n\r\nX-MSSGW-Body: stays\r\n"
     assert strip_submission_headers(raw) == b"Subject: a\r\nTo: b\r\n c\r\n\r\nX-MSSGW-Body: stays\r\n"
+
+
+PATIENT_FIELD = (
+    "matricule=279035121518989; oid=1.2.250.1.213.1.4.10; birth-name=DUPONT; given-name=Hélène; "
+    "birth-date=1979-03-05; sex=F"
+)
+
+
+def with_pdf(**headers: str) -> bytes:
+    mail = email.message_from_bytes(message(**headers), _class=EmailMessage, policy=email.policy.default)
+    assert isinstance(mail, EmailMessage)
+    mail.add_attachment(b"%PDF-1.4 compte rendu\n", maintype="application", subtype="pdf", filename="cr.pdf")
+    return mail.as_bytes(policy=email.policy.SMTP)
+
+
+async def test_submission_instructions_build_the_package(store: Store) -> None:
+    raw = with_pdf(X_MSSGW_Patient=PATIENT_FIELD, X_MSSGW_Document_Type='11490-0; label="Lettre de liaison"')
+    result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
+    assert result.message_pk is not None, result.verdicts
+    stored = store.queue.raw(result.message_pk)
+    assert b"X-MSSGW" not in stored
+    record = parse_message(stored)
+    assert record.patient is not None and record.patient.given_name == "Hélène"
+    assert [d.type_code.code for d in record.documents] == ["11490-0"]
+    again = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
+    assert again.duplicate  # built the same way twice: the same bytes
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"X_MSSGW_Patient": "matricule=279035121518988; birth-name=A; given-name=B"}, "X-MSSGW-Patient: "),
+        ({"X_MSSGW_Patient": PATIENT_FIELD}, "X-MSSGW-Document-Type: required"),
+        ({"X_MSSGW_Patient": "birth-name=A"}, "X-MSSGW-Patient: matricule, given-name required"),
+    ],
+)
+async def test_a_bad_submission_instruction_is_refused(
+    store: Store, headers: dict[str, str], reason: str
+) -> None:
+    result = await make_intake(store).receive(submission(with_pdf(**headers), Recipient(OUTSIDE)))
+    assert result.verdicts[0].reply.startswith(f"554 5.6.0 Submission instruction refused: {reason}")
+    assert rows(store) == (0, [])

@@ -8,28 +8,12 @@ import shutil
 import smtplib
 import ssl
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway.settings import Settings
-from tests.support.listener import client_tls, listener_settings, running, smtp
+from tests.support.listener import client_tls, listener_settings, open_submission_settings, running, smtp
 from tests.support.mail import APP, OUTSIDE, message
 from tests.support.pki import Pki, make_pki
-
-
-def open_settings(tmp_path: Path, pki: Pki, **inbound: Any) -> Settings:
-    """A submission listener that lets 127.0.0.1 in without TLS or AUTH (the allow-listed network)."""
-    return listener_settings(
-        tmp_path,
-        pki,
-        "submission",
-        submission={
-            "require_starttls": False,
-            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
-        },
-        inbound=inbound,
-    )
 
 
 class Wire:
@@ -72,7 +56,7 @@ class Wire:
 async def test_a_smuggled_end_of_data_does_not_split_the_message(
     tmp_path: Path, pki: Pki, smuggled: bytes
 ) -> None:
-    async with running(open_settings(tmp_path, pki), "submission") as gateway:
+    async with running(open_submission_settings(tmp_path, pki), "submission") as gateway:
         wire = await Wire.connect(gateway.port)
         await wire.send(b"EHLO client.test\r\n")
         assert (await wire.send(f"MAIL FROM:<{APP}>\r\n".encode())).startswith("250")
@@ -92,7 +76,7 @@ async def test_a_smuggled_end_of_data_does_not_split_the_message(
 
 
 async def test_the_recipient_limit_gives_452_and_the_others_go_through(tmp_path: Path, pki: Pki) -> None:
-    async with running(open_settings(tmp_path, pki, max_recipients=2), "submission") as gateway:
+    async with running(open_submission_settings(tmp_path, pki, max_recipients=2), "submission") as gateway:
         recipients = [f"r{i}@outside.test" for i in range(3)]
         refused = await smtp(gateway.port, lambda c: c.sendmail(APP, recipients, message()))
         assert refused == {
@@ -102,7 +86,7 @@ async def test_the_recipient_limit_gives_452_and_the_others_go_through(tmp_path:
 
 
 async def test_too_many_commands_close_the_connection(tmp_path: Path, pki: Pki) -> None:
-    async with running(open_settings(tmp_path, pki, max_commands=5), "submission") as gateway:
+    async with running(open_submission_settings(tmp_path, pki, max_commands=5), "submission") as gateway:
         wire = await Wire.connect(gateway.port)
         answers = [await wire.send(b"NOOP\r\n") for _ in range(6)]
         assert answers[:5] == ["250 OK"] * 5
@@ -112,7 +96,9 @@ async def test_too_many_commands_close_the_connection(tmp_path: Path, pki: Pki) 
 
 
 async def test_connections_per_peer_are_limited(tmp_path: Path, pki: Pki) -> None:
-    async with running(open_settings(tmp_path, pki, connections_per_peer=2), "submission") as gateway:
+    async with running(
+        open_submission_settings(tmp_path, pki, connections_per_peer=2), "submission"
+    ) as gateway:
         first, second = await Wire.connect(gateway.port), await Wire.connect(gateway.port)
         reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
         third = Wire(reader, writer)
@@ -125,8 +111,9 @@ async def test_connections_per_peer_are_limited(tmp_path: Path, pki: Pki) -> Non
 
 
 async def test_an_idle_connection_is_closed_after_the_timeout(tmp_path: Path, pki: Pki) -> None:
-    async with running(open_settings(tmp_path, pki, timeout=0.3), "submission") as gateway:
+    async with running(open_submission_settings(tmp_path, pki, timeout=0.3), "submission") as gateway:
         wire = await Wire.connect(gateway.port)
+        assert await wire.reply() == "421 4.4.2 Connection timed out: closing"
         assert await wire.reply() == "<closed>"
         await wire.close()
 
@@ -134,7 +121,7 @@ async def test_an_idle_connection_is_closed_after_the_timeout(tmp_path: Path, pk
 async def test_a_store_unavailable_mid_session_answers_451_and_keeps_nothing(
     tmp_path: Path, pki: Pki
 ) -> None:
-    settings = open_settings(tmp_path, pki)
+    settings = open_submission_settings(tmp_path, pki)
     state, moved = settings.gateway.state_dir, tmp_path / "state-away"
     async with running(settings, "submission") as gateway:
         wire = await Wire.connect(gateway.port)

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from gateway.inbound.credentials import hash_password
-from tests.support.listener import client_tls, listener_settings, reply, running, smtp
+from tests.support.listener import (
+    client_tls,
+    listener_settings,
+    open_submission_settings,
+    reply,
+    running,
+    smtp,
+)
 from tests.support.mail import APP, OUR_DOMAIN, OUTSIDE, message
 from tests.support.pki import Pki, write_private
 
@@ -114,16 +121,7 @@ async def test_a_client_using_someone_elses_address_gets_553(tmp_path: Path, pki
 
 
 async def test_an_allowed_network_submits_without_auth(tmp_path: Path, pki: Pki) -> None:
-    settings = listener_settings(
-        tmp_path,
-        pki,
-        "submission",
-        submission={
-            "require_starttls": False,
-            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.0/8"]}],
-        },
-    )
-    async with running(settings, "submission") as gateway:
+    async with running(open_submission_settings(tmp_path, pki), "submission") as gateway:
         refused = await smtp(gateway.port, lambda c: c.sendmail(APP, [OUTSIDE], message()))
         assert refused == {}
         assert len(gateway.deliveries()) == 1
@@ -147,17 +145,9 @@ async def test_a_client_certificate_names_the_client(tmp_path: Path, pki: Pki) -
 
 
 async def test_a_message_over_the_size_limit_is_refused_before_it_is_stored(tmp_path: Path, pki: Pki) -> None:
-    settings = listener_settings(
-        tmp_path,
-        pki,
-        "submission",
-        submission={
-            "require_starttls": False,
-            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
-        },
-        inbound={"max_message_size": 5000},
-    )
-    async with running(settings, "submission") as gateway:
+    async with running(
+        open_submission_settings(tmp_path, pki, max_message_size=5000), "submission"
+    ) as gateway:
 
         def announced_and_data(client: smtplib.SMTP) -> tuple[str, str, str]:
             client.ehlo()

@@ -54,6 +54,20 @@ def listener_settings(tmp_path: Path, pki: Pki, kind: ListenerKind, **sections: 
     return settings_module.from_mapping(raw, source=str(tmp_path / "mssgw.toml"))
 
 
+def open_submission_settings(tmp_path: Path, pki: Pki, **inbound: Any) -> Settings:
+    """A submission listener letting 127.0.0.1 in as client "lab", no TLS or AUTH (an allowed network)."""
+    return listener_settings(
+        tmp_path,
+        pki,
+        "submission",
+        submission={
+            "require_starttls": False,
+            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
+        },
+        inbound=inbound,
+    )
+
+
 @dataclass
 class Running:
     """A started listener with its store."""

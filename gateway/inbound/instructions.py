@@ -1,0 +1,154 @@
+"""Submission instructions: ``X-MSSGW-*`` header fields with which internal software asks the gateway to
+build the MSSanté package (patient, document type) for the PDFs it attaches, or name the patient of a
+message without documents (for the patient-mail rules). Intake consumes them on the submission listener and
+for ``mssgw send``; they never reach a peer (a message is stored without them). Pure: the caller gives the
+clock and host name; a bad instruction raises ``InstructionError`` naming the field.
+
+    X-MSSGW-Patient: matricule=1880799999999; oid=1.2.250.1.213.1.4.8; birth-name=DUPONT;
+        given-name=Marie; birth-date=1988-07-14; sex=F
+    X-MSSGW-Document-Type: 11490-0; label="Lettre de liaison médicale"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from datetime import date, datetime
+from email.parser import BytesHeaderParser
+from email.policy import default
+
+from mappers import cda, ins, xds
+from mappers.documents import Code
+from mappers.errors import MappingError
+from mappers.mime import build_message
+from mappers.patient import Patient, Sex
+from mappers.pdf_copies import PDF_MIME_TYPE
+from mappers.records import MessageRecord
+
+PATIENT = "X-MSSGW-Patient"
+DOCUMENT_TYPE = "X-MSSGW-Document-Type"
+_PARAMETER = re.compile(r'\s*([A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*(?:;|$)')
+_SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
+
+
+class InstructionError(MappingError):
+    """An ``X-MSSGW-*`` field the gateway cannot follow; the message says which and why."""
+
+
+def apply_instructions(
+    raw: bytes, record: MessageRecord, *, nil_reference: str, hostname: str, now: datetime
+) -> tuple[bytes, MessageRecord]:
+    """The message to store and its record: rebuilt with an IHE_XDM.zip when ``X-MSSGW-Patient`` asks for
+    it (and the message carries no package yet), otherwise as submitted without its ``X-MSSGW-*`` fields."""
+    fields = BytesHeaderParser(policy=default).parsebytes(raw)
+    patient_field, type_field = fields.get(PATIENT), fields.get(DOCUMENT_TYPE)
+    if patient_field is None or record.documents:
+        return strip_submission_headers(raw), record
+    patient = _patient(str(patient_field))
+    pdfs = [a for a in record.attachments if a.content_type == PDF_MIME_TYPE]
+    if not pdfs:
+        # A message about a patient with no document to package (a text to Mon Espace Santé): the patient
+        # is what the patient-mail rules check and what the store links the message to.
+        return strip_submission_headers(raw), dataclasses.replace(record, patient=patient)
+    if type_field is None:
+        raise InstructionError(f'{DOCUMENT_TYPE}: required with {PATIENT} (e.g. 11490-0; label="…")')
+    code, _, rest = str(type_field).partition(";")
+    label = _parameters(rest, DOCUMENT_TYPE).get("label", "")
+    if not code.strip() or not label:
+        raise InstructionError(f'{DOCUMENT_TYPE}: give the LOINC code and its label (11490-0; label="…")')
+    type_code = Code(code.strip(), label, xds.LOINC_OID)
+    when = record.date or now
+    documents = tuple(
+        cda.pdf_document(
+            pdf.content,
+            patient,
+            title=label,
+            type_code=type_code,
+            effective_time=when,
+            document_id=cda.document_id(pdf.content),
+        )
+        for pdf in pdfs
+    )
+    rebuilt = dataclasses.replace(
+        record,
+        patient=patient,
+        documents=documents,
+        attachments=tuple(a for a in record.attachments if a.content_type != PDF_MIME_TYPE),
+        problems=(),
+    )
+    message = build_message(rebuilt, nil_reference=nil_reference, hostname=hostname, now=when)
+    # Boundaries derived from what was submitted: the same submission sent twice (a client that lost our
+    # 250) is rebuilt into the same bytes, so de-duplication by Message-ID and digest still holds.
+    seed = hashlib.sha256(raw).hexdigest()[:32]
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            part.set_boundary(f"=_mssgw_{seed}_{index}")
+    return message.as_bytes(), rebuilt
+
+
+def patient_instruction(patient: Patient) -> str:
+    """The ``X-MSSGW-Patient`` value naming ``patient`` (what ``mssgw send`` writes)."""
+    values = {
+        "matricule": patient.matricule,
+        "oid": patient.oid,
+        "birth-name": patient.birth_name,
+        "given-name": patient.given_name,
+        "birth-date": patient.birth_date.isoformat() if patient.birth_date else "",
+        "sex": patient.sex.value,
+    }
+    quoted = {key: value.replace("\\", "\\\\").replace('"', '\\"') for key, value in values.items()}
+    return "; ".join(f'{key}="{value}"' for key, value in quoted.items() if value)
+
+
+def _patient(text: str) -> Patient:
+    values = _parameters(text, PATIENT)
+    missing = [k for k in ("matricule", "birth-name", "given-name") if not values.get(k)]
+    if missing:
+        raise InstructionError(f"{PATIENT}: {', '.join(missing)} required")
+    oid = values.get("oid", ins.NIR_OID)
+    try:
+        if oid != ins.NIA_OID:
+            ins.parse_matricule(values["matricule"])
+        birth = date.fromisoformat(values["birth-date"]) if values.get("birth-date") else None
+        sex = Sex(values.get("sex", "U").upper())
+    except (MappingError, ValueError) as error:
+        raise InstructionError(f"{PATIENT}: {error} (birth-date is AAAA-MM-JJ, sex M/F/U)") from error
+    if not ins.is_ins_oid(oid):
+        raise InstructionError(f"{PATIENT}: oid {oid} is not an INS assigning authority")
+    return Patient(values["matricule"], oid, values["birth-name"], values["given-name"], birth, sex)
+
+
+def _parameters(text: str, field: str) -> dict[str, str]:
+    """``a=1; b="x; y"`` → {"a": "1", "b": "x; y"}."""
+    values: dict[str, str] = {}
+    position, text = 0, text.strip()
+    while position < len(text):
+        match = _PARAMETER.match(text, position)
+        if match is None or match.end() == position:
+            raise InstructionError(f"{field}: cannot read {text[position:][:30]!r} (write name=value; …)")
+        value = match.group(2).strip()
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        values[match.group(1).lower()] = value
+        position = match.end()
+    return values
+
+
+def strip_submission_headers(raw: bytes) -> bytes:
+    """Remove the ``X-MSSGW-*`` header fields (and their folded lines) from the header block only."""
+    kept: list[bytes] = []
+    dropping = False
+    position = 0
+    while position < len(raw):
+        line_end = raw.find(b"\n", position)
+        line_end = len(raw) if line_end < 0 else line_end + 1
+        line = raw[position:line_end]
+        if line in (b"\r\n", b"\n"):
+            break  # the blank line: the body follows, untouched
+        if line[:1] not in (b" ", b"\t"):
+            dropping = _SUBMISSION_HEADER.match(line) is not None
+        if not dropping:
+            kept.append(line)
+        position = line_end
+    return b"".join(kept) + raw[position:]
