@@ -14,11 +14,15 @@ from gateway import settings as settings_module
 from gateway.channels.expiry import JOB_NAME, expiry_job
 from gateway.channels.gate import ChannelGate
 from gateway.channels.outgoing import admit_outgoing, with_end_of_exchange
+from gateway.channels.steps import citizen_intake
+from gateway.inbound.arrival import Arrival
+from gateway.inbound.instructions import patient_instruction
 from gateway.scheduler import Scheduler
 from gateway.store.db import Store, open_store
 from gateway.store.repository import NewMessage, Recipient
 from mappers import ins
 from mappers.records import Mailbox, MessageRecord
+from tests.support.mail import message
 from tests.unit.mappers import samples
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
@@ -169,3 +173,41 @@ async def test_the_scheduler_expires_idle_channels_with_an_injected_clock(store:
         "channel-expired",
         "patient-mail-refused",
     ]
+
+
+SUBMITTING = settings_module.from_mapping(
+    {
+        "gateway": {"hostname": "mssgw.hopital.test.mssante.fr", "nil_reference": "DEV935997"},
+        "routes": [{"domain": "*", "transport": "folder", "path": "/x"}],
+        "inbound": {"domains": ["hopital.test.mssante.fr"]},
+        "submission": {"clients": [{"name": "dpi", "senders": [PRO]}]},
+    }
+)
+
+
+async def test_a_submitted_text_to_a_patient_needs_x_mssgw_patient_and_opens_the_channel(
+    store: Store,
+) -> None:
+    intake, _ = citizen_intake(SUBMITTING, store, lambda: T0)
+    text = message(sender=PRO, to=PATIENT, subject="Rendez-vous")
+    refused = await intake.receive(
+        Arrival(text, PRO, (Recipient(PATIENT),), "submission", authenticated_as="dpi")
+    )
+    assert refused.message_pk is None and refused.verdicts[0].reply == (
+        "550 5.7.1 mail to a patient address needs the patient's qualified INS; missing: the patient's "
+        "identity (matricule, OID, birth name, first given name, birth date, sex)"
+    )
+    named = message(
+        sender=PRO,
+        to=PATIENT,
+        subject="[FIN] Rendez-vous",
+        X_MSSGW_Patient=patient_instruction(samples.patient(oid=ins.NIR_OID)),
+    )
+    result = await intake.receive(
+        Arrival(named, PRO, (Recipient(PATIENT),), "submission", authenticated_as="dpi")
+    )
+    assert result.message_pk is not None, result.verdicts
+    stored = store.queue.raw(result.message_pk)
+    assert stored.startswith(b"X-MSS-MES: FIN\r\n") and b"X-MSSGW" not in stored
+    [channel] = store.channels.find()
+    assert (channel.state, channel.reason, channel.mailbox) == ("closed", "[FIN] sent", PRO)
