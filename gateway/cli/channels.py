@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+from collections.abc import Sequence
 
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of, stamp, to_json
 from gateway.errors import InputError
@@ -66,18 +67,20 @@ def _list(args: argparse.Namespace) -> int:
         found = [_masked(v, args.reveal) for v in store.channels.find(states, matricule, args.mailbox)]
     finally:
         store.close()
+    header = f"{'ID':>6}  {'STATE':8}  {'PATIENT':15}  {'MAILBOX':36}  {'LAST ACTIVITY':19}  CLOSED"
+    lines = [
+        f"{v.id:>6}  {v.state:8}  {v.matricule:15}  {v.mailbox:36}  {stamp(v.last_activity_at)}  {_closed(v)}"
+        for v in found
+    ]
+    return _print(args, found, "no channels", [header, *lines])
+
+
+def _print(args: argparse.Namespace, found: Sequence[object], empty: str, lines: list[str]) -> int:
+    """``--json``, the sentence for nothing found, or the lines."""
     if args.json:
-        print(to_json(found))
-        return 0
-    if not found:
-        print("no channels")
-        return 0
-    print(f"{'ID':>6}  {'STATE':8}  {'PATIENT':15}  {'MAILBOX':36}  {'LAST ACTIVITY':19}  CLOSED")
-    for view in found:
-        print(
-            f"{view.id:>6}  {view.state:8}  {view.matricule:15}  {view.mailbox:36}  "
-            f"{stamp(view.last_activity_at)}  {_closed(view)}"
-        )
+        print(to_json(list(found)))
+    else:
+        print("\n".join(lines) if found else empty)
     return 0
 
 
@@ -136,15 +139,7 @@ def _refused(args: argparse.Namespace) -> int:
         store.close()
     if not args.reveal:
         found = [dataclasses.replace(r, sender=ins.mask_address(r.sender)) for r in found]
-    if args.json:
-        print(to_json(found))
-        return 0
-    if not found:
-        print("no refused patient mail")
-        return 0
-    for message in found:
-        print(_describe_refused(message))
-    return 0
+    return _print(args, found, "no refused patient mail", [_describe_refused(m) for m in found])
 
 
 def _describe_refused(message: RefusedMessage) -> str:

@@ -4,9 +4,7 @@ expired by the scheduler with an injected clock, and the gate's decisions on pat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +16,7 @@ from gateway.channels.steps import citizen_intake
 from gateway.inbound.arrival import Arrival
 from gateway.inbound.instructions import patient_instruction
 from gateway.scheduler import Scheduler
-from gateway.store.db import Store, open_store
+from gateway.store.db import Store
 from gateway.store.repository import NewMessage, Recipient
 from mappers import ins
 from mappers.records import Mailbox, MessageRecord
@@ -31,14 +29,6 @@ SECRETARIAT = "secretariat@hopital.test.mssante.fr"
 MATRICULE = "279035121518989"
 PATIENT = f"{MATRICULE}@patient.mssante.fr"
 SETTINGS = settings_module.from_mapping({"routes": [{"domain": "*", "transport": "folder", "path": "/x"}]})
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else None
-    opened = open_store(url or request.getfixturevalue("pg_schema_url"))
-    yield opened
-    opened.close()
 
 
 def outgoing(
@@ -185,7 +175,7 @@ SUBMITTING = settings_module.from_mapping(
 )
 
 
-async def test_a_submitted_text_to_a_patient_needs_x_mssgw_patient_and_opens_the_channel(
+async def test_a_submitted_text_to_a_patient_needs_x_mssgw_patient_and_fin_closes_it(
     store: Store,
 ) -> None:
     intake, _ = citizen_intake(SUBMITTING, store, lambda: T0)

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
 from gateway import settings as settings_module
 from gateway.channels.steps import CitizenSteps
-from gateway.store.db import Store, open_store
+from gateway.store.db import Store
 from gateway.store.queue_admin import DeliveryView
 from gateway.store.repository import NewMessage, Recipient
 from mappers import dsn, ins
@@ -35,14 +33,6 @@ SETTINGS = settings_module.from_mapping(
         "routes": [{"domain": "*", "transport": "folder", "path": "/x"}],
     }
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else None
-    opened = open_store(url or request.getfixturevalue("pg_schema_url"))
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
