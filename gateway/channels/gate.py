@@ -26,14 +26,17 @@ REFUSED = "refused"
 
 
 def patient_matricule(*senders: str | None) -> str | None:
-    """The matricule of the first sender on the citizen domain (envelope, then From), if any.
+    """The matricule of the first sender that is a patient (envelope, then From), if any.
 
     A citizen address with a broken key still names a patient: it is returned normalised, and no
     channel will match it.
     """
     for sender in senders:
         if sender and ins.is_citizen_address(sender):
-            return ins.normalize(sender.strip().strip("<>").rpartition("@")[0])
+            local = ins.normalize(sender.strip().strip("<>").rpartition("@")[0])
+            # MAILER-DAEMON@patient.mssante.fr and the like are the service writing, not a patient.
+            if len(local) == ins.MATRICULE_LENGTH:
+                return local
     return None
 
 

@@ -93,9 +93,11 @@ def build_answer(
 
     ``mailbox`` is our mailbox the message was delivered to: it signs the MDN as Final-Recipient.
     """
-    message = BytesParser(policy=READ_POLICY).parsebytes(raw)
     requested = record.disposition_notification_to
-    if requested is None or not isinstance(message, EmailMessage):
+    if requested is None or not record.documents:
+        return None  # nothing to answer: no need to read the message again
+    message = BytesParser(policy=READ_POLICY).parsebytes(raw)
+    if not isinstance(message, EmailMessage):
         return None
     if skip_reason(record, envelope_from, message) is not None:
         return None

@@ -9,7 +9,7 @@ code, and become explicit statuses the sender can act on. Pure: no store, no clo
 from __future__ import annotations
 
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 
 from gateway.store.receipts import ReceiptUpdate, RecipientStatus
 from mappers import ins
@@ -74,6 +74,9 @@ def read_receipt(raw: bytes) -> ReceiptUpdate | None:
 
     A malformed report is not a receipt for the store: it is kept as an ordinary message.
     """
+    head = BytesHeaderParser(policy=READ_POLICY).parsebytes(raw)
+    if head.get_content_type() != "multipart/report":
+        return None  # most mail: the header section is enough to tell
     message = BytesParser(policy=READ_POLICY).parsebytes(raw)
     if not isinstance(message, EmailMessage):
         return None
