@@ -1,10 +1,12 @@
 """The daemon: builds every service from the settings, runs them in one event loop, stops them in order.
 
-Start: settings → store (schema) → take back this instance's old leases → services (relay, wake socket, and
-the listeners and pollers of later issues) → ready. SIGTERM/SIGINT: services stop in reverse order; the relay
-lets deliveries in flight finish within ``gateway.shutdown_timeout`` and gives back unfinished leases; exit 0.
-SIGHUP: every service prepares the new settings first; only if all succeed do they switch, so a broken file is
-logged and the old configuration stays in force.
+Start: settings → store (schema) → take back this instance's old leases → services (scheduler, metrics,
+trust list, certificate checks, relay, wake socket, and the listeners and pollers of later issues) → ready
+(``READY=1`` to systemd, then ``WATCHDOG=1`` from this loop). SIGTERM/SIGINT: ``STOPPING=1``; services stop
+in reverse order; the relay lets deliveries in flight finish within ``gateway.shutdown_timeout`` and gives
+back unfinished leases; exit 0. SIGHUP: ``RELOADING=1``; every service prepares the new settings first (TLS
+material, trust list); only if all succeed do they switch, so a broken file is logged and the old
+configuration stays in force; then ``READY=1``.
 """
 
 from __future__ import annotations
@@ -18,22 +20,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from gateway import logsetup, wake
+from gateway import logsetup, metrics, wake
 from gateway import settings as settings_module
-from gateway.channels.expiry import expiry_job
+from gateway.certs import CertificateWatch
+from gateway.channels.expiry import ChannelExpiry
 from gateway.channels.steps import citizen_intake
 from gateway.errors import ConfigError
 from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
+from gateway.metrics import MetricsEndpoint
 from gateway.outbound.relay import Relay
 from gateway.outbound.signing import build_signer
 from gateway.outbound.transports.registry import TransportRegistry
 from gateway.preflight import material_problems
 from gateway.scheduler import Scheduler
+from gateway.sd_notify import Notifier
 from gateway.settings import Settings
 from gateway.store.db import Store, open_store
+from gateway.trust import TrustList, TrustListService
 
 log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 10.0
+"""Seconds between two ``STATUS=`` lines (queue depth) sent to systemd."""
 
 
 def utc_now() -> datetime:
@@ -76,20 +85,31 @@ class WakeSocket:
         return lambda: None
 
 
-def build_services(settings: Settings, store: Store) -> list[Service]:
-    """Every service of this gateway, in start order."""
+def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> list[Service]:
+    """Every service of this gateway, in start order.
+
+    ``trust_list`` is the one ``TrustList`` the operator listener and the relay consult; its service keeps
+    it up to date. The scheduler starts first so the others can register their periodic jobs with it.
+    """
+    trust_list = TrustList()
+    metrics.SOURCES.store = store.stats.gauges
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
-    services: list[Service] = [relay]
     # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
     intake, steps = citizen_intake(settings, store, utc_now, relay.wake)
-    services += [steps, intake]
+    services: list[Service] = [
+        scheduler,
+        MetricsEndpoint(settings),
+        TrustListService(settings, trust_list, scheduler),
+        CertificateWatch(settings, scheduler),
+        ChannelExpiry(settings, store.channels, scheduler, utc_now),
+        relay,
+        steps,
+        intake,
+    ]
     if settings.submission.listen:
         services.append(SmtpListener("submission", settings, intake))
     if settings.operator_listener.listen:
         services.append(SmtpListener("operator", settings, intake))
-    scheduler = Scheduler(settings, utc_now)
-    scheduler.add(expiry_job(store.channels))
-    services.append(scheduler)
     # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).
     services.append(WakeSocket(settings, relay.wake))
     return services
@@ -103,34 +123,48 @@ class Daemon:
         self.settings = settings
         self.services: list[Service] = []
         self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self.notifier = Notifier.from_environment()
+        self.store: Store | None = None
 
     async def run(self) -> int:
         """Run until a stop signal; the exit code for the process."""
         settings = self.settings
         settings.gateway.state_dir.mkdir(parents=True, exist_ok=True)
         store = await asyncio.to_thread(open_store, settings.store_url)
+        self.store = store
         recovered = await asyncio.to_thread(
             store.repository.recover_owner, settings.gateway.owner, utc_now(), settings.relay.crash_limit
         )
         loop = asyncio.get_running_loop()
         watched: set[asyncio.Task[object]] = set()
         try:
-            self.services = build_services(settings, store)
+            # Signals are handled from the start: a stop waits for the start to finish, a reload too.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+            scheduler = Scheduler()
+            self.services = build_services(settings, store, scheduler)
             for service in self.services:
                 started = await service.start()
                 if started is not None:
                     watched.add(started)
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, self._reload)
             log_event(
                 log, "started", owner=settings.gateway.owner, recovered_leases=recovered, store=store.backend
             )
+            # Every service is started (listeners bound, store open, relay running): only now is the
+            # gateway ready for systemd, and the heartbeats begin.
+            self.notifier.ready(await self._status("ready"))
+            if self.notifier.address:
+                watched.add(asyncio.create_task(self._watchdog(), name="watchdog"))
+                scheduler.every("systemd-status", STATUS_INTERVAL, self._send_status)
+            watched.add(asyncio.create_task(self._reloads(), name="reloads"))
             stop = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait({stop, *watched}, return_when=asyncio.FIRST_COMPLETED)
             for ended in done - {stop}:
                 ended.result()  # a crashed service is a crashed daemon: let it raise
             stop.cancel()
+            self.notifier.stopping()
             log_event(log, "stopping", timeout=self.settings.gateway.shutdown_timeout)
             for service in reversed(self.services):
                 await service.stop(self.settings.gateway.shutdown_timeout)
@@ -145,7 +179,15 @@ class Daemon:
         log_event(log, "stopped")
         return 0
 
+    async def _reloads(self) -> None:
+        """Reload on each SIGHUP (one received while starting is served once the start is done)."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            self._reload()
+
     def _reload(self) -> None:
+        self.notifier.reloading()
         try:
             fresh = settings_module.load(self.config_path)
             problems = material_problems(fresh)
@@ -154,9 +196,30 @@ class Daemon:
             switches = [service.prepare_reload(fresh) for service in self.services]
         except (ConfigError, OSError, ValueError) as error:
             log_event(log, "reload-refused", logging.ERROR, reason=str(error).replace("\n", " "))
+            self.notifier.ready("reload refused, running on the previous configuration (see the log)")
             return
         for switch in switches:
             switch()
         self.settings = fresh
         logsetup.configure(fresh.logging)
         log_event(log, "reloaded")
+        self.notifier.ready("reloaded")
+
+    async def _watchdog(self) -> None:
+        """``WATCHDOG=1`` at half ``WatchdogSec=``, from the event loop itself: a blocked loop stops the
+        pings and systemd restarts the daemon."""
+        interval = self.notifier.watchdog_interval
+        while interval is not None:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+        await asyncio.Event().wait()
+
+    async def _send_status(self) -> None:
+        self.notifier.status(await self._status("running"))
+
+    async def _status(self, state: str) -> str:
+        """``running: queue 3 queued, 1 deferred, 0 sending, 0 held`` for ``systemctl status``."""
+        assert self.store is not None
+        depth = await asyncio.to_thread(self.store.repository.queue_depth)
+        counts = ", ".join(f"{depth.get(s, 0)} {s}" for s in ("queued", "deferred", "sending", "held"))
+        return f"{state}: queue {counts}"

@@ -1,13 +1,16 @@
 """Checks of the TLS and DKIM material the settings point at, run by ``check-config`` and at start-up.
 
 The settings loader checks that files exist with safe permissions; this loads them, so a certificate that
-does not match its key, or a DKIM key of the wrong type, is reported before the daemon starts.
+does not match its key, or a DKIM key of the wrong type, is reported before the daemon starts. Expiry dates
+are reported (``gateway.certs``) but never block a start.
 """
 
 from __future__ import annotations
 
 import ssl
+from datetime import UTC, datetime
 
+from gateway.certs import Finding, check_certificates
 from gateway.inbound.listener import listener_problems
 from gateway.outbound.signing import DkimKeyError, load_dkim_key
 from gateway.settings import Settings
@@ -16,11 +19,12 @@ from gateway.tls import client_context
 
 def material_problems(settings: Settings) -> list[str]:
     """One sentence per unusable file, naming its key."""
-    problems = []
-    try:
-        client_context(settings.tls)
-    except (ssl.SSLError, OSError) as error:
-        problems.append(f"tls.client_certificate: cannot use the certificate, key or CA bundle ({error})")
+    problems = [f.sentence for f in certificate_findings(settings) if f.blocking]
+    if not problems:
+        try:
+            client_context(settings.tls)
+        except (ssl.SSLError, OSError) as error:
+            problems.append(f"tls.client_certificate: cannot use the certificate, key or CA bundle ({error})")
     dkim = settings.dkim
     if dkim.private_key_file is not None:
         try:
@@ -29,3 +33,8 @@ def material_problems(settings: Settings) -> list[str]:
             problems.append(f"dkim.private_key_file: {error}")
     problems.extend(listener_problems(settings))
     return problems
+
+
+def certificate_findings(settings: Settings) -> list[Finding]:
+    """Every configured certificate's expiry and key match, as of now."""
+    return check_certificates(settings, datetime.now(UTC))

@@ -1,10 +1,8 @@
-"""The scheduler service: coarse periodic jobs of the daemon (channel expiry; later trust-list refresh,
-certificate checks, retention), on APScheduler in the daemon's own event loop.
+"""Coarse periodic jobs (trust-list refresh, certificate checks, later channel expiry and retention).
 
-A job is a coroutine given the current settings and the time of the injected clock, so tests drive it
-with any date and never sleep; each job runs once at start, then every ``interval(settings)`` seconds, never
-twice at once. A failing job is logged and runs again at its next time: it never stops the daemon.
-Other services' work (the queue) never waits on a job.
+One APScheduler ``AsyncIOScheduler`` in the daemon's loop, as a daemon service; the job bodies live with
+their subject and are coroutines. Each run is a loop boundary (STYLE.md §5): an exception is logged and the
+job runs again at its next time. Never used for the relay, which wakes on events.
 """
 
 from __future__ import annotations
@@ -12,90 +10,71 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
-from gateway.logsetup import log_event
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-JobFunction = Callable[[Settings, datetime], Awaitable[object]]
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A periodic job: its name (for logs), its interval read from the settings, and its work."""
-
-    name: str
-    interval: Callable[[Settings], float]
-    run: JobFunction
+Job = Callable[[], Awaitable[None]]
 
 
 class Scheduler:
-    """Runs registered jobs periodically; add jobs before ``start``."""
+    """Runs registered jobs every so many seconds; a job registered again replaces the previous one."""
 
-    def __init__(self, settings: Settings, clock: Clock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.jobs: dict[str, Job] = {}
+    def __init__(self) -> None:
         self._scheduler: AsyncIOScheduler | None = None
-        self._done: dict[str, asyncio.Event] = {}
+        self._pending: dict[str, tuple[float, Job, bool]] = {}
 
-    def add(self, job: Job) -> None:
-        """Register a job (names are unique)."""
-        if job.name in self.jobs:
-            raise ValueError(f"a job named {job.name!r} is already registered")
-        self.jobs[job.name] = job
+    def every(self, name: str, seconds: float, job: Job, *, now: bool = False) -> None:
+        """Run ``job`` every ``seconds`` (and once at once with ``now``); usable before ``start``."""
+        if self._scheduler is None:
+            self._pending[name] = (seconds, job, now)
+            return
+        # Without ``next_run_time`` the trigger computes the first run (passing None would pause the job).
+        first: dict[str, datetime] = {"next_run_time": datetime.now(UTC)} if now else {}
+        self._scheduler.add_job(
+            _guarded(name, job),
+            "interval",
+            seconds=seconds,
+            id=name,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            **first,
+        )
+
+    def cancel(self, name: str) -> None:
+        """Stop running ``name`` (nothing if it is not scheduled)."""
+        self._pending.pop(name, None)
+        if self._scheduler is not None and self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
 
     async def start(self) -> None:
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
-        for job in self.jobs.values():
-            scheduler.add_job(
-                self.run_now,
-                IntervalTrigger(seconds=max(job.interval(self.settings), 1.0), timezone=UTC),
-                args=[job.name],
-                id=job.name,
-                next_run_time=datetime.now(UTC),
-                max_instances=1,
-                coalesce=True,
-            )
-        scheduler.start()
-        self._scheduler = scheduler
-
-    async def run_now(self, name: str) -> object:
-        """Run one job with the clock's time, logging (not raising) its failure; its result or ``None``."""
-        job = self.jobs[name]
-        result: object = None
-        try:
-            result = await job.run(self.settings, self.clock())
-        except Exception as error:
-            # A job boundary (STYLE.md §5): the job runs again at its next time.
-            log_event(log, "job-failed", logging.ERROR, job=name, error=type(error).__name__)
-        self.completed(name).set()
-        return result
-
-    def completed(self, name: str) -> asyncio.Event:
-        """Set each time ``name`` finishes a run (tests and the daemon wait on it instead of sleeping)."""
-        return self._done.setdefault(name, asyncio.Event())
+        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+        self._scheduler.start()
+        pending, self._pending = self._pending, {}
+        for name, (seconds, job, now) in pending.items():
+            self.every(name, seconds, job, now=now)
 
     async def stop(self, grace: float) -> None:
-        if self._scheduler is not None and self._scheduler.running:
+        if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        self._scheduler = None
+            self._scheduler = None
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
-        def apply() -> None:
-            self.settings = settings
-            if self._scheduler is None:
-                return
-            for job in self.jobs.values():
-                self._scheduler.reschedule_job(
-                    job.name, trigger=IntervalTrigger(seconds=max(job.interval(settings), 1.0), timezone=UTC)
-                )
+        # The services owning the jobs register them again with their new intervals.
+        return lambda: None
 
-        return apply
+
+def _guarded(name: str, job: Job) -> Job:
+    async def run() -> None:
+        try:
+            await job()
+        except Exception:
+            # A loop boundary (STYLE.md §5): the job failed this time; it runs again at its next time.
+            log.exception("event=job-failed job=%s", name)
+
+    return run

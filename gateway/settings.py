@@ -240,6 +240,32 @@ class OperatorListenerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The Prometheus endpoint; off while ``listen`` is empty, and only ever on a loopback address."""
+
+    listen: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSettings:
+    """The MSSanté trust list ("liste blanche"): where it is fetched from and how often."""
+
+    url: str = ""
+    refresh: Seconds = 86400.0
+    ca_bundle: ReadableFile | None = None
+    fetch_timeout: Seconds = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSettings:
+    """When the configured certificates are checked, and how early their expiry is reported."""
+
+    check_interval: Seconds = 86400.0
+    warn_before: Seconds = 30 * 86400.0
+    error_before: Seconds = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration; ``source`` is the file it was read from."""
 
@@ -255,6 +281,9 @@ class Settings:
     inbound: InboundSettings = field(default_factory=InboundSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     operator_listener: OperatorListenerSettings = field(default_factory=OperatorListenerSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    certificates: CertificateSettings = field(default_factory=CertificateSettings)
     source: str = ""
 
     @property
@@ -461,6 +490,7 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
     if settings.relay.concurrency < 1:
         problems.append("relay.concurrency: must be at least 1")
     _check_listeners(settings, problems)
+    _check_operations(settings, problems)
 
 
 def _check_listeners(settings: Settings, problems: list[str]) -> None:
@@ -496,3 +526,36 @@ def listen_address(text: str) -> tuple[str, int] | None:
     if not host or not port.isdigit() or int(port) > 65535:
         return None
     return host, int(port)
+
+
+def _check_operations(settings: Settings, problems: list[str]) -> None:
+    """The metrics address, the trust-list source and the certificate thresholds."""
+    listen = settings.metrics.listen
+    if listen:
+        try:
+            host, port = split_host_port(listen)
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            problems.append(
+                f"metrics.listen: {listen!r} is not HOST:PORT (e.g. 127.0.0.1:9325 or [::1]:9325)"
+            )
+        else:
+            if not loopback or not 0 <= port <= 65535:
+                problems.append(
+                    f"metrics.listen: {listen!r} must be a loopback address and a port (metrics are for "
+                    "the local Prometheus agent; publish them through a proxy if needed)"
+                )
+    url = settings.trust.url
+    if url and not url.startswith("https://"):
+        problems.append("trust.url: must be an https:// URL (the list decides whom mail may go to)")
+    certificates = settings.certificates
+    if certificates.error_before > certificates.warn_before:
+        problems.append("certificates.error_before: must not be longer than certificates.warn_before")
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``127.0.0.1:9325`` or ``[::1]:9325`` → (host, port); raises ValueError."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit():
+        raise ValueError(text)
+    return host.removeprefix("[").removesuffix("]"), int(port)

@@ -250,11 +250,12 @@ def _names_agree(fields: headers.DocumentSubject, patient: Patient) -> bool:
     """Same birth name and given name, ignoring case and accents (senders differ on both)."""
 
     def key(text: str) -> str:
-        return headers.strip_accents(text).casefold().strip()
+        # Upper case first: "ı".upper() is "I", which is what the sender wrote for NOM.
+        return headers.strip_accents(text).upper().casefold().strip()
 
-    return key(fields.family_name) == key(patient.birth_name) and key(fields.given_name) == key(
-        patient.given_name
-    )
+    family = headers.subject_family_name(patient.birth_name)
+    given = headers.subject_given_name(patient.given_name)
+    return key(fields.family_name) == key(family) and key(fields.given_name) == key(given)
 
 
 def _header(message: EmailMessage, name: str) -> str | None:

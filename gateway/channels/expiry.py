@@ -1,17 +1,19 @@
-"""Channel expiry: the scheduler job that closes citizen channels idle for ``channels.inactivity``.
+"""Channel expiry: a daemon service whose scheduler job closes the citizen channels idle too long.
 
-No reply window is published (MSSANTE.md §7.7), so the duration is a setting (default 90 days, a local
-choice). The job only reads the clock it is given: tests move time forward instead of waiting.
+No reply window is published (MSSANTE.md §7.7), so ``channels.inactivity`` is a setting (90 days, a local
+choice). The job runs at start and every ``channels.expiry_check``, and reads only the clock it is given:
+tests move time forward instead of waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from gateway.logsetup import log_event
-from gateway.scheduler import Job
+from gateway.scheduler import Scheduler
 from gateway.settings import Settings
 from gateway.store.channels import ChannelStore
 
@@ -20,16 +22,40 @@ log = logging.getLogger(__name__)
 JOB_NAME = "channel-expiry"
 
 
-def expiry_job(channels: ChannelStore) -> Job:
-    """The job to add to the scheduler."""
+class ChannelExpiry:
+    """Registers the expiry job with the scheduler; ``ran`` is set after each run (tests wait on it)."""
 
-    async def run(settings: Settings, now: datetime) -> int:
-        idle_since = now - timedelta(seconds=settings.channels.inactivity)
-        count = await asyncio.to_thread(channels.expire, now, idle_since)
+    def __init__(
+        self, settings: Settings, channels: ChannelStore, scheduler: Scheduler, clock: Callable[[], datetime]
+    ) -> None:
+        self.settings = settings
+        self.channels = channels
+        self.scheduler = scheduler
+        self.clock = clock
+        self.ran = asyncio.Event()
+
+    async def start(self) -> None:
+        self.scheduler.every(JOB_NAME, self.settings.channels.expiry_check, self.run, now=True)
+
+    async def stop(self, grace: float) -> None:
+        self.scheduler.cancel(JOB_NAME)
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        def apply() -> None:
+            self.settings = settings
+            self.scheduler.every(JOB_NAME, settings.channels.expiry_check, self.run, now=True)
+
+        return apply
+
+    async def run(self) -> None:
+        """Expire the channels idle since ``inactivity`` before the clock's now."""
+        now = self.clock()
+        idle_since = now - timedelta(seconds=self.settings.channels.inactivity)
+        try:
+            count = await asyncio.to_thread(self.channels.expire, now, idle_since)
+        finally:
+            self.ran.set()
         if count:
             log_event(
                 log, "channels-expired", count=count, idle_since=idle_since.isoformat(timespec="seconds")
             )
-        return count
-
-    return Job(JOB_NAME, lambda settings: settings.channels.expiry_check, run)

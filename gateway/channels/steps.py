@@ -49,6 +49,13 @@ def citizen_intake(
     return intake, steps
 
 
+def with_arrival_patient(arrival: Arrival, record: MessageRecord) -> MessageRecord:
+    """``record`` with the patient named beside the message when the message itself names none."""
+    if record.patient is not None or arrival.patient is None:
+        return record
+    return dataclasses.replace(record, patient=arrival.patient)
+
+
 class CitizenSteps:
     """The intake steps of citizen channels and receipts, over the store's channels.
 
@@ -92,6 +99,8 @@ class CitizenSteps:
 
     async def rule(self, arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
         """``recipient_refusal`` as the intake's ``RecipientRule`` (add it to ``Policy.recipient_rules``)."""
+        if record is not None:
+            record = with_arrival_patient(arrival, record)
         refusal = await self.recipient_refusal(
             arrival.source, arrival.envelope_from, recipient, record, len(arrival.raw)
         )
@@ -101,6 +110,8 @@ class CitizenSteps:
         self, arrival: Arrival, record: MessageRecord, new: NewMessage, accepted: Sequence[str]
     ) -> NewMessage | str:
         """``finish`` as the intake's ``Finish`` step: the message to commit, or the refusal reply."""
+        record = with_arrival_patient(arrival, record)
+        new = dataclasses.replace(new, patient=new.patient or record.patient)
         try:
             return await self.finish(new, record, accepted)
         except PatientMailRefused as error:

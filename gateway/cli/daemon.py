@@ -8,6 +8,7 @@ import asyncio
 from gateway import logsetup
 from gateway.cli.common import add_config_option, load_settings
 from gateway.daemon import Daemon
+from gateway.preflight import certificate_findings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,4 +31,9 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     settings = load_settings(args, check_material=True)
     print(f"{settings.source}: configuration is valid")
+    findings = certificate_findings(settings)
+    if findings:
+        print("certificates:")
+    for finding in findings:
+        print(f"  {finding.severity:<8} {finding.sentence}")
     return 0

@@ -24,13 +24,11 @@ from gateway.cli.clinical import (
 )
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of
 from gateway.errors import InputError, StoreError
-from gateway.inbound.instructions import PATIENT, patient_instruction
 from gateway.inbound.intake import Arrival, Decision, Recipient
 from mappers import headers
 from mappers.addresses import check_address
 from mappers.documents import Document
 from mappers.errors import MappingError
-from mappers.folding import set_header
 from mappers.mime import build_message
 from mappers.records import Attachment, Mailbox, MessageRecord
 
@@ -68,14 +66,13 @@ def _send(args: argparse.Namespace) -> int:
         )
     except MappingError as error:
         raise InputError("message", str(error)) from error
-    if record.patient is not None and not record.documents:
-        # No package names the patient: intake reads (and strips) the submission instruction instead.
-        set_header(message, PATIENT, patient_instruction(record.patient))
     arrival = Arrival(
         raw=message.as_bytes(),
         envelope_from=record.author.address,
         recipients=tuple(Recipient(m.address) for m in record.to),
         source="cli",
+        # A message without documents does not carry its patient: the patient rules get it from here.
+        patient=record.patient,
     )
     store = open_store_of(settings)
     try:
@@ -108,8 +105,6 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
         if not (args.type_code and args.type_label):
             raise InputError("--doc", "give the documents' --type-code and --type-label")
         documents = documents_from_args(args, patient, document_time(args.date))
-    elif patient is not None and any(a.content_type == "application/pdf" for a in attachments):
-        raise InputError("--attach", "a PDF about the patient is a health document: give it with --doc")
     author = Mailbox(sender, args.from_name)
     return MessageRecord(
         author=author,

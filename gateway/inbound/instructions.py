@@ -1,7 +1,7 @@
 """Submission instructions: ``X-MSSGW-*`` header fields with which internal software asks the gateway to
 build the MSSanté package (patient, document type) for the PDFs it attaches, or name the patient of a
-message without documents (for the patient-mail rules). Intake consumes them on the submission listener and
-for ``mssgw send``; they never reach a peer (a message is stored without them). Pure: the caller gives the
+message without documents (for the patient-mail rules). Intake consumes them from internal senders (the
+submission listener); they never reach a peer (a message is stored without them). Pure: the caller gives the
 clock and host name; a bad instruction raises ``InstructionError`` naming the field.
 
     X-MSSGW-Patient: matricule=1880799999999; oid=1.2.250.1.213.1.4.8; birth-name=DUPONT;
@@ -85,20 +85,6 @@ def apply_instructions(
         if part.is_multipart():
             part.set_boundary(f"=_mssgw_{seed}_{index}")
     return message.as_bytes(), rebuilt
-
-
-def patient_instruction(patient: Patient) -> str:
-    """The ``X-MSSGW-Patient`` value naming ``patient`` (what ``mssgw send`` writes)."""
-    values = {
-        "matricule": patient.matricule,
-        "oid": patient.oid,
-        "birth-name": patient.birth_name,
-        "given-name": patient.given_name,
-        "birth-date": patient.birth_date.isoformat() if patient.birth_date else "",
-        "sex": patient.sex.value,
-    }
-    quoted = {key: value.replace("\\", "\\\\").replace('"', '\\"') for key, value in values.items()}
-    return "; ".join(f'{key}="{value}"' for key, value in quoted.items() if value)
 
 
 def _patient(text: str) -> Patient:

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gateway import metrics
 from gateway.batching import Batcher
-from gateway.logsetup import log_event
+from gateway.logsetup import audit
 from gateway.outbound.notices import FailedRecipient, build_failure_notice, patient_refusal
 from gateway.outbound.retry import gives_up, next_attempt_at
 from gateway.outbound.routing import Destination, Router
@@ -45,6 +46,13 @@ log = logging.getLogger(__name__)
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 Clock = Callable[[], datetime]
+
+# The audit trail's words for what happened to a delivery (the store keeps the state names).
+_AUDIT_EVENTS = {
+    DeliveryState.SENT: "delivered",
+    DeliveryState.DEFERRED: "deferred",
+    DeliveryState.FAILED: "bounced",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,9 @@ class Relay:
                 DeliveryOutcome(c.pk, DeliveryState.HELD, now, reply=f"internal error: {error!r}")
                 for c in claims
             )
+            for claim in claims:
+                metrics.delivery_recorded(DeliveryState.HELD.value, claim.attempts)
+                audit("held", logging.ERROR, queue_id=envelope.pk, delivery=claim.pk, reason="internal error")
             await self._recorder.submit(_Report(held, None))
 
     def _report(
@@ -205,15 +216,18 @@ class Relay:
                     claim.pk, state, now, result.code, result.reply, result.peer, retry_at, refusal
                 )
             )
-            log_event(
-                log,
-                state.value,
+            latency = (now - claim.created_at).total_seconds() if state is DeliveryState.SENT else None
+            metrics.delivery_recorded(state.value, claim.attempts, latency)
+            audit(
+                _AUDIT_EVENTS[state],
                 logging.INFO if state is DeliveryState.SENT else logging.WARNING,
                 queue_id=envelope.pk,
                 delivery=claim.pk,
+                recipient=claim.recipient,
                 attempt=claim.attempts,
                 peer=result.peer,
                 code=result.code,
+                reply=None if state is DeliveryState.SENT else result.reply,
                 retry_at=retry_at.isoformat(timespec="seconds") if retry_at else None,
             )
         notice = None
@@ -225,7 +239,9 @@ class Relay:
     def _record(self, reports: Sequence[_Report]) -> list[None]:
         outcomes = [o for report in reports for o in report.outcomes]
         notices = [report.notice for report in reports if report.notice is not None]
-        self.repository.record_outcomes(outcomes, notices, self.clock())
+        notice_pks = self.repository.record_outcomes(outcomes, notices, self.clock())
+        for notice, pk in zip(notices, notice_pks, strict=True):
+            audit("dsn-queued", queue_id=pk, about=notice.message.related_message_pk)
         return [None] * len(reports)
 
     async def stop(self, grace: float) -> None:

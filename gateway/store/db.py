@@ -18,6 +18,7 @@ from gateway.errors import StoreError
 from gateway.store.channels import ChannelStore
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
+from gateway.store.stats import StoreStats
 from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
 
 
@@ -75,6 +76,7 @@ class Store:
         self.repository = Repository(sessions)
         self.queue = QueueAdmin(sessions)
         self.channels = ChannelStore(sessions)
+        self.stats = StoreStats(sessions, self.repository)
 
     @property
     def backend(self) -> str:

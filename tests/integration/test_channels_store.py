@@ -9,12 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway import settings as settings_module
-from gateway.channels.expiry import JOB_NAME, expiry_job
+from gateway.channels.expiry import ChannelExpiry
 from gateway.channels.gate import ChannelGate
 from gateway.channels.outgoing import admit_outgoing, with_end_of_exchange
 from gateway.channels.steps import citizen_intake
 from gateway.inbound.arrival import Arrival
-from gateway.inbound.instructions import patient_instruction
 from gateway.scheduler import Scheduler
 from gateway.store.db import Store
 from gateway.store.repository import NewMessage, Recipient
@@ -143,13 +142,14 @@ async def test_the_scheduler_expires_idle_channels_with_an_injected_clock(store:
     send(store, 1, T0)  # idle from T0
     send(store, 2, T0 + timedelta(days=80), reply_to=SECRETARIAT)  # active later
     now = T0 + timedelta(days=90, seconds=1)
-    scheduler = Scheduler(SETTINGS, lambda: now)
-    scheduler.add(expiry_job(store.channels))
-    done = scheduler.completed(JOB_NAME)
+    scheduler = Scheduler()
+    expiry = ChannelExpiry(SETTINGS, store.channels, scheduler, lambda: now)
     await scheduler.start()
+    await expiry.start()
     try:
-        await asyncio.wait_for(done.wait(), 10)  # the first run happens at start
+        await asyncio.wait_for(expiry.ran.wait(), 10)  # the first run happens at start
     finally:
+        await expiry.stop(0)
         await scheduler.stop(0)
     states = {c.mailbox: (c.state, c.reason) for c in store.channels.find()}
     assert states == {PRO: ("expired", "no activity since 2026-05-01"), SECRETARIAT: ("open", None)}
@@ -191,7 +191,8 @@ async def test_a_submitted_text_to_a_patient_needs_x_mssgw_patient_and_fin_close
         sender=PRO,
         to=PATIENT,
         subject="[FIN] Rendez-vous",
-        X_MSSGW_Patient=patient_instruction(samples.patient(oid=ins.NIR_OID)),
+        X_MSSGW_Patient="matricule=279035121518989; birth-name=PAT-TROIS; given-name=DOMINIQUE; "
+        "birth-date=1979-03-28; sex=F",
     )
     result = await intake.receive(
         Arrival(named, PRO, (Recipient(PATIENT),), "submission", authenticated_as="dpi")

@@ -97,8 +97,9 @@ class Gateway:
         """``mssgw send …``; the queue id it printed."""
         return int(self.command("send", *args).stdout.strip())
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """Start ``mssgw run`` and return once it listens on its wake socket."""
+    def start(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``mssgw run`` (with ``env`` added to the environment) and return once it listens on its
+        wake socket."""
         assert self.process is None, "already running"
         self.runs += 1
         socket_path = self.state_dir / "wake.sock"
@@ -109,6 +110,7 @@ class Gateway:
                 [sys.executable, "-m", "gateway", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         deadline = time.monotonic() + START_TIMEOUT
         while not socket_path.exists():
@@ -133,6 +135,22 @@ class Gateway:
         self.process.kill()
         self.process.wait(STOP_TIMEOUT)
         self.process = None
+
+    def reload(self) -> None:
+        """SIGHUP, as ``systemctl reload`` sends it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
+    def wait_for_output(self, text: str, count: int = 1, timeout: float = START_TIMEOUT) -> str:
+        """The log once ``text`` appears ``count`` times (bounded polling: another process writes it)."""
+        deadline = time.monotonic() + timeout
+        while (output := self.output()).count(text) < count:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"mssgw run exited {self.process.returncode}:\n{output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged {count} times within {timeout}s:\n{output}")
+            time.sleep(0.02)
+        return output
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""

@@ -143,6 +143,9 @@ def test_the_example_file_documents_every_key() -> None:
         ("submission", settings.SubmissionSettings),
         ("submission.clients", settings.SubmissionClientSettings),
         ("operator_listener", settings.OperatorListenerSettings),
+        ("metrics", settings.MetricsSettings),
+        ("trust", settings.TrustSettings),
+        ("certificates", settings.CertificateSettings),
     ):
         for key in cls.__dataclass_fields__:
             assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{section_name}.{key} undocumented"

@@ -450,6 +450,18 @@ def test_subject_names_are_compared_without_case_or_accents() -> None:
     assert parse_message(data).problems == ()
 
 
+@pytest.mark.parametrize(
+    ("birth_name", "given_name"), [("ı", "A"), ("Ǽ", "ß"), ("de la Fontaine", "Jean Pierre")]
+)
+def test_own_subjects_agree_with_the_package_whatever_the_names(birth_name: str, given_name: str) -> None:
+    patient = samples.patient(birth_name=birth_name, given_name=given_name)
+    documents = tuple(replace(d, filename="DOC0001.XML") for d in (samples.cda_document(patient),))
+
+    parsed = parse_message(_build(_document_record(patient=patient, documents=documents)))
+
+    assert parsed.problems == ()
+
+
 def test_codecda_without_package_is_flagged() -> None:
     parsed = parse_message(_raw("text/plain", "x\r\n", headers="X-MSS-CODECDA: 11502-2\r\n"))
 

@@ -1,0 +1,196 @@
+"""Prometheus metrics: every metric of the gateway is defined here, with small functions to record them.
+
+Inbound listeners, the IMAP bridge, the relay and the scheduler jobs call ``message_accepted``,
+``delivery_recorded``, ``imap_lag`` …; gauges read from the store (queue depth, oldest queued age, channels)
+and the trust-list age are computed at scrape time in the HTTP server's thread, never on the event loop.
+Labels are bounded sets (listener names, short reason codes, states): never an address, subject or id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.errors import StoreError
+from gateway.logsetup import log_event
+from gateway.settings import Settings, split_host_port
+from gateway.store.stats import StoreGauges
+
+log = logging.getLogger(__name__)
+
+REGISTRY = CollectorRegistry()
+
+MESSAGES_ACCEPTED = Counter(
+    "mssgw_messages_accepted",
+    "Messages committed to the store, by entry point",
+    ["listener"],
+    registry=REGISTRY,
+)
+MESSAGES_REFUSED = Counter(
+    "mssgw_messages_refused",
+    "Messages or recipients refused, by entry point and short reason code",
+    ["listener", "reason"],
+    registry=REGISTRY,
+)
+DELIVERIES = Counter(
+    "mssgw_deliveries",
+    "Delivery attempts by outcome (sent, deferred, failed, held)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "mssgw_delivery_retries",
+    "Delivery attempts after the first one (retries and re-sends)",
+    registry=REGISTRY,
+)
+DELIVERY_LATENCY = Histogram(
+    "mssgw_delivery_latency_seconds",
+    "From acceptance into the store to the next hop's 250",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+    registry=REGISTRY,
+)
+IMAP_LAG = Gauge(
+    "mssgw_imap_lag_seconds",
+    "Seconds since the IMAP bridge last caught up with each account",
+    ["account"],
+    registry=REGISTRY,
+)
+CERTIFICATE_DAYS = Gauge(
+    "mssgw_certificate_expiry_days",
+    "Days until a configured certificate expires (negative: expired)",
+    ["key", "path"],
+    registry=REGISTRY,
+)
+
+
+def message_accepted(listener: str) -> None:
+    """A message from ``listener`` (``submission``, ``operator``, ``imap``, ``cli`` …) was committed."""
+    MESSAGES_ACCEPTED.labels(listener).inc()
+
+
+def message_refused(listener: str, reason: str) -> None:
+    """A message or recipient was refused; ``reason`` is a short code (``auth``, ``trust-list``, ``size``)."""
+    MESSAGES_REFUSED.labels(listener, reason).inc()
+
+
+def delivery_recorded(outcome: str, attempt: int, latency: float | None = None) -> None:
+    """One delivery attempt ended with ``outcome``; ``latency`` (seconds since acceptance) when sent."""
+    DELIVERIES.labels(outcome).inc()
+    if attempt > 1:
+        RETRIES.inc()
+    if latency is not None:
+        DELIVERY_LATENCY.observe(max(latency, 0.0))
+
+
+def imap_lag(account: str, seconds: float) -> None:
+    """How far the IMAP bridge is behind on ``account``."""
+    IMAP_LAG.labels(account).set(seconds)
+
+
+def certificate_expiry(key: str, path: str, days: float) -> None:
+    """Days left on the certificate at ``path`` named by the setting ``key``."""
+    CERTIFICATE_DAYS.labels(key, path).set(days)
+
+
+class _Sources(Collector):
+    """Gauges computed when Prometheus scrapes, from callables the daemon registers."""
+
+    def __init__(self) -> None:
+        self.store: Callable[[], StoreGauges] | None = None
+        self.trust_list_loaded: Callable[[], datetime | None] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._collect(datetime.now(UTC)))
+
+    def _collect(self, now: datetime) -> Iterator[Metric]:
+        gauges: StoreGauges | None = None
+        if self.store is not None:
+            try:
+                gauges = self.store()
+            except StoreError as error:
+                log_event(log, "metrics-store-unavailable", logging.WARNING, reason=str(error))
+            up = 0 if gauges is None else 1
+            yield GaugeMetricFamily("mssgw_store_up", "Whether the store answered this scrape", value=up)
+        if gauges is not None:
+            depth = GaugeMetricFamily(
+                "mssgw_queue_depth", "Deliveries still to do, by state", labels=["state"]
+            )
+            for state in ("queued", "deferred", "sending", "held"):
+                depth.add_metric([state], gauges.queue_depth.get(state, 0))
+            yield depth
+            oldest = gauges.oldest_waiting
+            yield GaugeMetricFamily(
+                "mssgw_queue_oldest_age_seconds",
+                "Age of the oldest delivery still waiting (0 when the queue is empty)",
+                value=(now - oldest).total_seconds() if oldest else 0.0,
+            )
+            channels = GaugeMetricFamily("mssgw_channels", "Citizen channels by state", labels=["state"])
+            for state, count in sorted(gauges.channels.items()):
+                channels.add_metric([state], count)
+            yield channels
+        if self.trust_list_loaded is not None:
+            loaded = self.trust_list_loaded()
+            yield GaugeMetricFamily(
+                "mssgw_trust_list_age_seconds",
+                "Age of the trust list in force (-1: none loaded)",
+                value=(now - loaded).total_seconds() if loaded else -1.0,
+            )
+
+
+SOURCES = _Sources()
+REGISTRY.register(SOURCES)
+
+
+class MetricsEndpoint:
+    """The HTTP endpoint (``metrics.listen``) Prometheus scrapes; a daemon service."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.listen = settings.metrics.listen
+        self._server: tuple[WSGIServer, threading.Thread] | None = None
+
+    async def start(self) -> None:
+        self._server = self._bind(self.listen)
+
+    def _bind(self, listen: str) -> tuple[WSGIServer, threading.Thread] | None:
+        if not listen:
+            return None
+        host, port = split_host_port(listen)
+        server, thread = start_http_server(port, host, registry=REGISTRY)
+        shown = f"[{host}]" if ":" in host else host
+        log_event(log, "metrics-listening", address=f"{shown}:{server.server_port}")
+        return server, thread
+
+    async def stop(self, grace: float) -> None:
+        _close(self._server)
+        self._server = None
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        """Move the endpoint if ``metrics.listen`` changed; a port that cannot be bound keeps the old one."""
+        listen = settings.metrics.listen
+
+        def apply() -> None:
+            if listen == self.listen:
+                return
+            try:
+                fresh = self._bind(listen)
+            except OSError as error:
+                log_event(log, "metrics-bind-failed", logging.ERROR, address=listen, reason=str(error))
+                return
+            _close(self._server)
+            self._server, self.listen = fresh, listen
+
+        return apply
+
+
+def _close(server: tuple[WSGIServer, threading.Thread] | None) -> None:
+    if server is not None:
+        server[0].shutdown()
+        server[0].server_close()
+        server[1].join()
