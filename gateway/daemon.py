@@ -95,7 +95,7 @@ def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> li
     metrics.SOURCES.store = store.stats.gauges
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
     # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
-    intake, steps = citizen_intake(settings, store, utc_now, relay.wake)
+    intake, steps = citizen_intake(settings, store, utc_now, relay.wake, official=trust_list)
     services: list[Service] = [
         scheduler,
         MetricsEndpoint(settings),

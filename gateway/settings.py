@@ -489,43 +489,8 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("relay.crash_limit: must be at least 1")
     if settings.relay.concurrency < 1:
         problems.append("relay.concurrency: must be at least 1")
-    _check_listeners(settings, problems)
     _check_operations(settings, problems)
-
-
-def _check_listeners(settings: Settings, problems: list[str]) -> None:
-    """The inbound sections: listeners need TLS material, operators need the CA bundle and operator mode."""
-    for name in ("submission", "operator_listener"):
-        listener: SubmissionSettings | OperatorListenerSettings = getattr(settings, name)
-        for index, address in enumerate(listener.listen):
-            if listen_address(address) is None:
-                problems.append(f"{name}.listen[{index}]: {address!r} is not host:port (e.g. 127.0.0.1:587)")
-        if listener.listen and (listener.certificate is None or listener.key is None):
-            problems.append(f"{name}.certificate: a listener needs certificate and key (STARTTLS)")
-    if settings.operator_listener.listen:
-        if settings.gateway.mode != "operator":
-            problems.append('operator_listener.listen: only in gateway.mode = "operator"')
-        if settings.tls.ca_bundle is None:
-            problems.append("tls.ca_bundle: required by operator_listener (peer certificates are verified)")
-    names = [client.name for client in settings.submission.clients]
-    for index, client in enumerate(settings.submission.clients):
-        if names.count(client.name) > 1:
-            problems.append(f"submission.clients[{index}].name: {client.name!r} is listed twice")
-        for position, network in enumerate(client.networks):
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                key = f"submission.clients[{index}].networks[{position}]"
-                problems.append(f"{key}: {network!r} is not a network")
-
-
-def listen_address(text: str) -> tuple[str, int] | None:
-    """``host:port`` or ``[v6]:port`` → (host, port); None when malformed. Port 0 picks a free port."""
-    host, _, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or int(port) > 65535:
-        return None
-    return host, int(port)
+    _check_listeners(settings, problems)
 
 
 def _check_operations(settings: Settings, problems: list[str]) -> None:
@@ -559,3 +524,33 @@ def split_host_port(text: str) -> tuple[str, int]:
     if not colon or not port.isdigit():
         raise ValueError(text)
     return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _check_listeners(settings: Settings, problems: list[str]) -> None:
+    """The inbound sections: listeners need TLS material, operators need the CA bundle and operator mode."""
+    for name in ("submission", "operator_listener"):
+        listener: SubmissionSettings | OperatorListenerSettings = getattr(settings, name)
+        for index, address in enumerate(listener.listen):
+            try:
+                host, port = split_host_port(address)
+                if not host or port > 65535:
+                    raise ValueError(address)
+            except ValueError:
+                problems.append(f"{name}.listen[{index}]: {address!r} is not host:port (e.g. 127.0.0.1:587)")
+        if listener.listen and (listener.certificate is None or listener.key is None):
+            problems.append(f"{name}.certificate: a listener needs certificate and key (STARTTLS)")
+    if settings.operator_listener.listen:
+        if settings.gateway.mode != "operator":
+            problems.append('operator_listener.listen: only in gateway.mode = "operator"')
+        if settings.tls.ca_bundle is None:
+            problems.append("tls.ca_bundle: required by operator_listener (peer certificates are verified)")
+    names = [client.name for client in settings.submission.clients]
+    for index, client in enumerate(settings.submission.clients):
+        if names.count(client.name) > 1:
+            problems.append(f"submission.clients[{index}].name: {client.name!r} is listed twice")
+        for position, network in enumerate(client.networks):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                key = f"submission.clients[{index}].networks[{position}]"
+                problems.append(f"{key}: {network!r} is not a network")

@@ -14,6 +14,7 @@ commit, never logs content.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,7 @@ from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
 from gateway.inbound.instructions import apply_instructions
 from gateway.inbound.policy import INTERNAL_SOURCES, Policy, RecipientRule, SenderRule, refuse
-from gateway.inbound.trust import load_trust_list
+from gateway.inbound.trust import DomainTrust, load_trust_list
 from gateway.logsetup import log_event
 from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
@@ -83,7 +84,8 @@ class Intake:
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
         """New domains, mailboxes, clients and trust list; the composed extra rules are kept."""
-        policy = build_policy(settings, self.policy.recipient_rules, self.policy.sender_rules)
+        current = self.policy
+        policy = build_policy(settings, current.recipient_rules, current.sender_rules, current.official)
 
         def apply() -> None:
             self.policy = policy
@@ -125,7 +127,8 @@ class Intake:
         record: MessageRecord | None = None
         if reply is None:
             try:
-                record = parse_message(arrival.raw, limits=self.limits)
+                # CPU work that grows with the message (up to tens of MB): off the event loop.
+                record = await asyncio.to_thread(parse_message, arrival.raw, limits=self.limits)
             except MappingError as error:
                 reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
         if reply is None and record is not None:
@@ -133,7 +136,8 @@ class Intake:
         raw = arrival.raw
         if reply is None and record is not None and arrival.source in INTERNAL_SOURCES:
             try:
-                raw, record = apply_instructions(
+                raw, record = await asyncio.to_thread(
+                    apply_instructions,
                     raw,
                     record,
                     nil_reference=self.gateway.nil_reference,
@@ -195,7 +199,7 @@ class Intake:
     def _new_message(
         self, arrival: Arrival, raw: bytes, record: MessageRecord, accepted: list[Recipient]
     ) -> NewMessage:
-        outside = [r for r in accepted if not self.policy.is_ours(r.address)]
+        outside = [r for r in accepted if self.policy.leaves(arrival.source, r.address)]
         forwarded = [
             r for r in accepted if (box := self.policy.mailbox(r.address)) is not None and box.delivered
         ]
@@ -214,11 +218,21 @@ class Intake:
 
 
 def build_policy(
-    settings: Settings, recipient_rules: Sequence[RecipientRule] = (), sender_rules: Sequence[SenderRule] = ()
+    settings: Settings,
+    recipient_rules: Sequence[RecipientRule] = (),
+    sender_rules: Sequence[SenderRule] = (),
+    official: DomainTrust | None = None,
 ) -> Policy:
-    """The policy of ``settings`` (reads the trust-list file) with the extra rules the daemon composes."""
-    trust = load_trust_list(settings.inbound)
-    return Policy(settings.inbound, settings.submission.clients, trust, recipient_rules, sender_rules)
+    """The policy of ``settings`` (reads the local trust-list file), with the official trust list the
+    daemon keeps up to date and the extra rules it composes."""
+    return Policy(
+        settings.inbound,
+        settings.submission.clients,
+        load_trust_list(settings.inbound),
+        recipient_rules,
+        sender_rules,
+        official,
+    )
 
 
 def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.errors import ConfigError
 from gateway.inbound import replies
@@ -22,7 +24,7 @@ from gateway.inbound.dkim_check import DkimVerifier, DnsFunc
 from gateway.inbound.smtp_server import Connections, GatewaySMTP, IntakePort, ListenerConfig, ListenerKind
 from gateway.inbound.trust import load_trust_list
 from gateway.logsetup import log_event
-from gateway.settings import Settings, listen_address
+from gateway.settings import Settings, split_host_port
 from gateway.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -36,41 +38,38 @@ def listener_config(kind: ListenerKind, settings: Settings, dnsfunc: DnsFunc | N
         raise ConfigError(
             settings.source, [f"{_section(kind)}.certificate: a listener needs certificate and key"]
         )
-    common = {
-        "kind": kind,
-        "hostname": settings.gateway.hostname,
-        "max_message_size": inbound.max_message_size,
-        "max_recipients": inbound.max_recipients,
-        "max_commands": inbound.max_commands,
-        "timeout": inbound.timeout,
-        "connections_per_peer": inbound.connections_per_peer,
-    }
+    base = ListenerConfig(
+        kind=kind,
+        hostname=settings.gateway.hostname,
+        tls=server_context(settings.tls, section.certificate, section.key, _client_ca(kind, settings)),
+        max_message_size=inbound.max_message_size,
+        max_recipients=inbound.max_recipients,
+        max_commands=inbound.max_commands,
+        timeout=inbound.timeout,
+        connections_per_peer=inbound.connections_per_peer,
+    )
     if kind == "operator":
-        return ListenerConfig(
-            tls=server_context(settings.tls, section.certificate, section.key, settings.tls.ca_bundle),
-            require_starttls=True,
-            dkim=DkimVerifier(dnsfunc),
-            dkim_refuse=inbound.dkim_policy == "refuse",
-            **common,  # type: ignore[arg-type]
+        return dataclasses.replace(
+            base, dkim=DkimVerifier(dnsfunc), dkim_refuse=inbound.dkim_policy == "refuse"
         )
     submission = settings.submission
-    credentials = load_credentials(submission.credentials_file) if submission.credentials_file else {}
-    networks = tuple(
-        (ipaddress.ip_network(network, strict=False), client.name)
-        for client in submission.clients
-        for network in client.networks
-    )
-    return ListenerConfig(
-        tls=server_context(settings.tls, section.certificate, section.key, submission.client_ca),
+    return dataclasses.replace(
+        base,
         require_starttls=submission.require_starttls,
-        credentials=credentials,
-        certificate_clients=frozenset(c.name for c in submission.clients)
-        if submission.client_ca
-        else frozenset(),
-        networks=networks,
+        credentials=load_credentials(submission.credentials_file) if submission.credentials_file else {},
+        certificate_clients=frozenset(c.name for c in submission.clients if submission.client_ca),
+        networks=tuple(
+            (ipaddress.ip_network(network, strict=False), client.name)
+            for client in submission.clients
+            for network in client.networks
+        ),
         check_password=verify_password,
-        **common,  # type: ignore[arg-type]
     )
+
+
+def _client_ca(kind: ListenerKind, settings: Settings) -> Path | None:
+    """Operators must show a certificate from the MSSanté CAs; internal clients may, from their own CA."""
+    return settings.tls.ca_bundle if kind == "operator" else settings.submission.client_ca
 
 
 def _section(kind: ListenerKind) -> str:
@@ -96,7 +95,7 @@ class SmtpListener:
         self.dnsfunc = dnsfunc
         self.config = listener_config(kind, settings, dnsfunc)
         section = settings.submission if kind == "submission" else settings.operator_listener
-        self.addresses = [a for a in (listen_address(text) for text in section.listen) if a is not None]
+        self.addresses = [split_host_port(text) for text in section.listen]
         self.connections = Connections()
         self.servers: list[asyncio.Server] = []
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, Verdict
-from gateway.inbound.trust import StaticTrustList, TrustList
+from gateway.inbound.trust import DomainTrust, StaticTrustList
 from gateway.settings import InboundSettings, MailboxSettings, SubmissionClientSettings
 from mappers.addresses import check_address
 from mappers.errors import MappingError
@@ -27,6 +27,8 @@ class RecipientRule(Protocol):
     """An extra check on one recipient; ``record`` is None at RCPT time (before the data).
 
     Return a refusal, or None to let the next rule decide. May be async (a rule can look at the store).
+    Refuse at RCPT time when the envelope is enough: after DATA, SMTP has one reply for all recipients, so
+    a recipient refused only then while others are accepted is logged (``refused-after-data``), not told.
     """
 
     def __call__(
@@ -65,12 +67,14 @@ class Policy:
         self,
         inbound: InboundSettings,
         clients: Sequence[SubmissionClientSettings] = (),
-        trust: TrustList | None = None,
+        trust: DomainTrust | None = None,
         recipient_rules: Sequence[RecipientRule] = (),
         sender_rules: Sequence[SenderRule] = (),
+        official: DomainTrust | None = None,
     ) -> None:
         self.inbound = inbound
-        self.trust: TrustList = trust if trust is not None else StaticTrustList(())
+        self.trust: DomainTrust = trust if trust is not None else StaticTrustList(())
+        self.official = official
         self.recipient_rules = tuple(recipient_rules)
         self.sender_rules = tuple(sender_rules)
         self._mailboxes = {m.address.lower(): m for m in inbound.mailboxes}
@@ -87,6 +91,10 @@ class Policy:
         """Whether ``address`` is in one of our own domains."""
         return domain_of(address) in self._domains
 
+    def leaves(self, source: str, address: str) -> bool:
+        """Whether mail from ``source`` to an accepted ``address`` goes out through the relay."""
+        return source in INTERNAL_SOURCES and not self.is_ours(address)
+
     def too_big(self, size: int) -> str | None:
         """The refusal for a message of ``size`` bytes, if over the limit."""
         limit = self.inbound.max_message_size
@@ -98,9 +106,15 @@ class Policy:
             return self._assigned(identity, address, replies.SENDER_NOT_YOURS)
         if source == "operator":
             domain = domain_of(address)
-            if address and not self.trust.is_trusted(domain):
+            if address and not self.trusted(domain):
                 return replies.SENDER_NOT_TRUSTED.format(domain)
         return None
+
+    def trusted(self, domain: str) -> bool:
+        """On the official MSSanté list (when the daemon gave it) or on the local list."""
+        return self.trust.is_trusted(domain) or (
+            self.official is not None and self.official.is_trusted(domain)
+        )
 
     def author(self, arrival: Arrival, record: MessageRecord) -> str | None:
         """The refusal of the From header, if any: a submission client writes only as itself."""
@@ -125,8 +139,11 @@ class Policy:
             check_address(address)
         except MappingError:
             return refuse(address, replies.BAD_ADDRESS.format(address))
+        if source == "imap":
+            # Read from one of our own mailboxes at the operator: it is ours, wherever it is addressed.
+            return accept(address)
         if self.is_ours(address):
-            if source == "imap" or self.mailbox(address) is not None:
+            if self.mailbox(address) is not None:
                 return accept(address)
             return refuse(address, replies.NO_SUCH_MAILBOX.format(address))
         if source in INTERNAL_SOURCES and (identity is not None or source == "cli"):

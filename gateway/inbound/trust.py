@@ -1,8 +1,8 @@
-"""Is a peer domain on the MSSanté trust list? A small interface, so issue 7 can load the official list.
+"""Which peer domains the operator listener trusts besides the official MSSanté list (``gateway.trust``).
 
-For now the list is the configured ``inbound.trusted_domains`` plus an optional file (one domain per line,
-``#`` comments; ``.suffix`` entries cover sub-domains). Reading happens at start and on reload, never per
-message; checking is pure.
+The local list is ``inbound.trusted_domains`` plus an optional file (one domain per line, ``#`` comments;
+``.suffix`` entries cover sub-domains): partners outside the official list, and test set-ups. Reading
+happens at start and on reload, never per message; checking is pure.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Protocol
 from gateway.settings import InboundSettings
 
 
-class TrustList(Protocol):
-    """What the operator listener asks of the trust list."""
+class DomainTrust(Protocol):
+    """What the policy asks of a trust list (``gateway.trust.TrustList``, the official one, fits)."""
 
     def is_trusted(self, domain: str) -> bool:
         """Whether mail from ``domain`` may be accepted."""
@@ -23,7 +23,7 @@ class TrustList(Protocol):
 
 
 class StaticTrustList:
-    """A trust list held in memory: exact domains and ``.suffix`` entries."""
+    """The local trust list held in memory: exact domains and ``.suffix`` entries."""
 
     def __init__(self, domains: Iterable[str]) -> None:
         cleaned = {d.strip().lower().rstrip(".") for d in domains if d.strip()}

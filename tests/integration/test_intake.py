@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from collections.abc import Iterator, Sequence
@@ -17,10 +18,11 @@ from gateway.inbound.instructions import strip_submission_headers
 from gateway.inbound.intake import Intake
 from gateway.inbound.policy import Policy, refuse
 from gateway.inbound.trust import StaticTrustList
-from gateway.settings import GatewaySettings, MailboxSettings
+from gateway.settings import GatewaySettings, MailboxSettings, from_mapping
 from gateway.store.db import Store, open_store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
+from gateway.trust import TrustList
 from mappers.mime import parse_message
 from mappers.records import MessageRecord
 from tests.support.mail import (
@@ -37,9 +39,12 @@ from tests.support.mail import (
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_schema_url")
+    opened = open_store(url)
     yield opened
     opened.close()
 
@@ -160,7 +165,7 @@ async def test_a_client_writing_as_someone_else_is_refused(store: Store) -> None
 
 async def test_unauthenticated_mail_never_leaves(store: Store) -> None:
     intake = make_intake(store)
-    for source, identity in (("submission", None), ("operator", None), ("imap", None)):
+    for source, identity in (("submission", None), ("operator", None)):
         arrival = Arrival(message(), APP, (Recipient(OUTSIDE),), source, authenticated_as=identity)
         result = await intake.receive(arrival)
         assert result.verdicts[0].decision is Decision.PERMANENT, source
@@ -243,3 +248,43 @@ async def test_a_bad_submission_instruction_is_refused(
     result = await make_intake(store).receive(submission(with_pdf(**headers), Recipient(OUTSIDE)))
     assert result.verdicts[0].reply.startswith(f"554 5.6.0 Submission instruction refused: {reason}")
     assert rows(store) == (0, [])
+
+
+async def test_messages_arriving_together_share_commits(store: Store) -> None:
+    batches: list[int] = []
+
+    def counting(batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
+        batches.append(len(batch))
+        return store.repository.add_messages(batch, now)
+
+    intake = Intake(Policy(inbound_settings(), CLIENTS), counting, lambda: T0, max_batch=50)
+    results = await asyncio.gather(
+        *(intake.receive(submission(message(), Recipient(OUTSIDE))) for _ in range(40))
+    )
+    assert all(r.verdicts[0].decision is Decision.ACCEPTED for r in results)
+    assert sum(batches) == 40 and len(batches) < 40
+    assert len({r.message_pk for r in results}) == 40
+
+
+async def test_a_reload_keeps_the_rules_and_the_official_trust_list(store: Store) -> None:
+    official = TrustList(frozenset({"official.test"}))
+
+    def rule(arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
+        return None
+
+    intake = make_intake(store, Policy(inbound_settings(), CLIENTS, None, [rule], official=official))
+    settings = from_mapping({"gateway": {"mode": "operator"}, "inbound": {"trusted_domains": ["x.test"]}})
+    intake.prepare_reload(settings)()
+    policy = intake.policy
+    assert policy.official is official and policy.recipient_rules == (rule,)
+    assert policy.sender("operator", None, "a@official.test") is None
+    assert policy.sender("operator", None, "a@x.test") is None
+    assert policy.sender("operator", None, "a@other.test") is not None
+
+
+async def test_mail_read_by_imap_is_stored_and_never_relayed(store: Store) -> None:
+    raw = message(sender=f"dr@{PEER_DOMAIN}", to="bal@operateur.test")
+    arrival = Arrival(raw, f"dr@{PEER_DOMAIN}", (Recipient("bal@operateur.test"),), "imap", peer="bal/INBOX")
+    result = await make_intake(store).receive(arrival)
+    assert result.verdicts[0].decision is Decision.ACCEPTED
+    assert rows(store) == (1, [])

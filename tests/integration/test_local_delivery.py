@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import threading
 from email.message import EmailMessage
 from pathlib import Path
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import Envelope
 
 from gateway.outbound.routing import Destination, Router
 from gateway.outbound.transports.base import OutboundMessage, OutboundRecipient, Outcome
@@ -116,3 +121,28 @@ def test_our_mailboxes_are_routed_before_any_route(tmp_path: Path) -> None:
         "local", "mta.local", 25, path=tmp_path / "box", lmtp=False
     )
     assert router.destination(f"archive@{PEER_DOMAIN}").kind == "folder"
+
+
+async def test_mail_for_a_mailbox_is_forwarded_over_lmtp() -> None:
+    received: list[tuple[str, list[str]]] = []
+
+    class Store:
+        async def handle_DATA(self, server: LMTP, session: object, envelope: Envelope) -> str:
+            received.append((envelope.mail_from or "", list(envelope.rcpt_tos)))
+            return "250 2.0.0 delivered to the mailbox"
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: LMTP(Store(), hostname="mailstore.test"), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        destination = Destination("local", "127.0.0.1", port, lmtp=True)
+        two = dataclasses.replace(
+            with_documents(10, 1),
+            recipients=(OutboundRecipient(MAILBOX), OutboundRecipient(f"b@{PEER_DOMAIN}")),
+        )
+        results = await LocalTransport(destination, "mssgw.test", 10).send(two)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [r.outcome for r in results] == [Outcome.DELIVERED, Outcome.DELIVERED]
+    assert received == [(SENDER, [MAILBOX]), (SENDER, [f"b@{PEER_DOMAIN}"])]

@@ -66,6 +66,10 @@ class LocalTransport:
         return f"{stem}.eml"
 
     def _forward(self, message: OutboundMessage) -> list[RecipientResult]:
+        # One transaction per recipient: LMTP answers DATA once per recipient, and smtplib reads one reply.
+        return [self._forward_one(message, recipient.address) for recipient in message.recipients]
+
+    def _forward_one(self, message: OutboundMessage, recipient: str) -> RecipientResult:
         destination = self.destination
         peer = f"{destination.host}:{destination.port}"
         client_class = smtplib.LMTP if destination.lmtp else smtplib.SMTP
@@ -76,35 +80,25 @@ class LocalTransport:
                 client.ehlo_or_helo_if_needed()
                 if client.has_extn("starttls"):
                     client.starttls(context=ssl.create_default_context())
-                refused = client.sendmail(
-                    message.envelope_from, [r.address for r in message.recipients], message.content
-                )
+                client.sendmail(message.envelope_from, [recipient], message.content)
         except smtplib.SMTPRecipientsRefused as error:
-            refused = error.recipients
+            code, text = error.recipients[recipient]
+            return _refused(recipient, code, _text(text), peer)
         except smtplib.SMTPResponseException as error:
-            outcome = Outcome.PERMANENT if error.smtp_code >= 500 else Outcome.TEMPORARY
-            reply = f"{error.smtp_code} {_text(error.smtp_error)}"
-            return all_recipients(message, outcome, reply, error.smtp_code, peer)
+            return _refused(recipient, error.smtp_code, _text(error.smtp_error), peer)
         except (OSError, smtplib.SMTPException) as error:
-            return all_recipients(
-                message, Outcome.TEMPORARY, f"cannot forward to {peer}: {error}", None, peer
+            return RecipientResult(
+                recipient, Outcome.TEMPORARY, f"cannot forward to {peer}: {error}", None, peer
             )
-        results = []
-        for recipient in message.recipients:
-            if recipient.address in refused:
-                code, text = refused[recipient.address]
-                outcome = Outcome.PERMANENT if code >= 500 else Outcome.TEMPORARY
-                results.append(
-                    RecipientResult(recipient.address, outcome, f"{code} {_text(text)}", code, peer)
-                )
-            else:
-                results.append(
-                    RecipientResult(recipient.address, Outcome.DELIVERED, "250 forwarded", 250, peer)
-                )
-        return results
+        return RecipientResult(recipient, Outcome.DELIVERED, "250 forwarded", 250, peer)
 
     async def close(self) -> None:
         """Nothing is held open between messages."""
+
+
+def _refused(recipient: str, code: int, text: str, peer: str) -> RecipientResult:
+    outcome = Outcome.PERMANENT if code >= 500 else Outcome.TEMPORARY
+    return RecipientResult(recipient, outcome, f"{code} {text}", code, peer)
 
 
 def _text(reply: bytes | str) -> str:

@@ -20,7 +20,7 @@ def test_who_may_send_to_whom() -> None:
         ("submission", "dpi", OUTSIDE): 250,
         ("submission", None, OUTSIDE): 554,
         ("operator", "peer", OUTSIDE): 554,
-        ("imap", None, OUTSIDE): 554,
+        ("imap", None, OUTSIDE): 250,
         ("operator", None, MAILBOX): 250,
         ("operator", None, f"other@{OUR_DOMAIN}"): 550,
         ("imap", None, f"other@{OUR_DOMAIN}"): 250,
@@ -28,6 +28,8 @@ def test_who_may_send_to_whom() -> None:
         ("submission", "dpi", "not an address"): 553,
     }
     assert {case: POLICY.recipient(*case).code for case in cases} == cases
+    assert POLICY.leaves("submission", OUTSIDE) and POLICY.leaves("cli", OUTSIDE)
+    assert not POLICY.leaves("imap", OUTSIDE) and not POLICY.leaves("submission", MAILBOX)
 
 
 def test_senders_are_bound_to_their_client_and_operators_to_the_trust_list() -> None:
