@@ -26,6 +26,7 @@ from gateway.certs import CertificateWatch
 from gateway.channels.expiry import ChannelExpiry
 from gateway.channels.steps import citizen_intake
 from gateway.errors import ConfigError
+from gateway.inbound.imap_poller import ImapPoller, ingest_through
 from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
 from gateway.metrics import MetricsEndpoint
@@ -110,6 +111,8 @@ def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> li
         services.append(SmtpListener("submission", settings, intake))
     if settings.operator_listener.listen:
         services.append(SmtpListener("operator", settings, intake))
+    if settings.imap.accounts:
+        services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now))
     # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).
     services.append(WakeSocket(settings, relay.wake))
     return services
