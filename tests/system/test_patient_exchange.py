@@ -2,8 +2,9 @@
 
 ``mssgw run`` (operator mode) relays to a test operator standing in for Mon Espace Santé and listens on its
 port-25 listener for what Mon Espace Santé sends back (the patient's replies, DSNs, MDNs); the professional
-uses ``mssgw send``; the sysadmin looks with ``mssgw channels`` and ``mssgw queue show``. The IMAP leg goes
-through the same intake with ``source="imap"`` (the IMAP bridge calls it that way), in this process.
+uses ``mssgw send``; the sysadmin looks with ``mssgw channels`` and ``mssgw queue show``. In client mode the
+patient's replies come by IMAP: once through the intake with ``source="imap"`` in this process (as the bridge
+calls it), and once through the real IMAP bridge of ``mssgw run`` reading a Dovecot mailbox.
 """
 
 from __future__ import annotations
@@ -11,18 +12,23 @@ from __future__ import annotations
 import json
 import re
 import smtplib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from gateway import settings as settings_module
 from gateway.channels.steps import citizen_intake
 from gateway.inbound.arrival import Arrival, Recipient
-from gateway.store.db import open_store
+from gateway.store.db import Store, open_store
+from gateway.store.tables import Message
 from mappers import dsn
 from mappers.mdn import Disposition, build_mdn
+from tests.support.dovecot import BINARY as DOVECOT
+from tests.support.dovecot import Dovecot
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.listener import client_tls
@@ -199,3 +205,88 @@ def test_a_mon_espace_sante_refusal_at_delivery_becomes_an_explicit_status(
     [delivery] = gateway.json("queue", "show", str(sent))["deliveries"]
     assert (delivery["state"], delivery["receipt_status"]) == ("notified", "mailbox-closed")
     assert delivery["receipt_detail"] == "550 5.2.1 Messagerie fermee pour ce patient"
+
+
+def imported(store: Store) -> list[tuple[int, str, int | None, str | None]]:
+    """(queue id, state, thread, reason) of what the IMAP bridge stored, in order."""
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Message.id, Message.state, Message.related_message_id, Message.state_reason)
+            .where(Message.source == "imap")
+            .order_by(Message.id)
+        ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Bounded polling of the daemon's progress (no event crosses the process boundary)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(DOVECOT is None, reason="dovecot is not installed (apt-get install dovecot-imapd)")
+def test_patient_replies_read_by_imap_are_filed_while_open_and_kept_refused_after_fin(
+    tmp_path: Path, pki: Pki, mes: FakeOperator, gateways: list[Gateway]
+) -> None:
+    """Client mode: the patient's replies wait in our mailbox at the operator and are read by IMAP."""
+    dovecot = Dovecot(tmp_path / "dovecot", pki, {SENDER: "imap-s3cret"}).start()
+    try:
+        password = tmp_path / "imap.password"
+        password.write_text("imap-s3cret\n", encoding="utf-8")
+        password.chmod(0o600)
+        gateway = gateway_for(tmp_path / "gw", pki, mes)
+        gateway.sections["gateway"]["test_mode"] = True
+        gateway.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"]}
+        gateway.sections["imap"] = {
+            "backoff_initial": "100ms",
+            "accounts": [
+                {
+                    "name": "secretariat",
+                    "host": "127.0.0.1",
+                    "port": dovecot.port,
+                    "security": "starttls",
+                    "address": SENDER,
+                    "username": SENDER,
+                    "password_file": str(password),
+                }
+            ],
+        }
+        gateway.write()
+        gateways.append(gateway)
+        identity = tmp_path / "patient.json"
+        identity.write_text(json.dumps(PATIENT_FILE), encoding="utf-8")
+        gateway.start()
+        first = gateway.send(
+            "--from", SENDER, "--to", PATIENT, "--subject", "Ordonnance", "--patient", str(identity)
+        )
+        original_id = mes.wait_for_messages(1)[0].message["Message-ID"]
+        store = open_store(settings_module.load(gateway.config).store_url)
+        try:
+            with dovecot.mailbox(SENDER) as mailbox:
+                mailbox.append(patient_says("Merci docteur", original_id))
+                wait_for(lambda: len(imported(store)) == 1, "the open-channel reply stored")
+                gateway.send(
+                    "--from", SENDER, "--to", PATIENT, "--subject", "[FIN]", "--patient", str(identity)
+                )
+                mes.wait_for_messages(2)
+                mailbox.append(patient_says("Encore une question", original_id))
+                wait_for(lambda: len(imported(store)) == 2, "the closed-channel reply stored")
+                wait_for(lambda: all("\\Seen" in f for f in mailbox.flags()), "both flagged on the server")
+                assert mailbox.count() == 2  # nothing deleted on the server
+            (open_id, open_state, thread, _), (kept_id, kept_state, _, reason) = imported(store)
+        finally:
+            store.close()
+        assert gateway.stop() == 0
+    finally:
+        dovecot.stop()
+    assert (open_state, thread) == ("stored", first)
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    why = f"Citizen channel closed: the patient can no longer reply to this mailbox ([FIN] sent {today})"
+    assert (kept_state, reason) == ("refused", why)
+    assert [(r["id"], r["source"], r["reason"]) for r in gateway.json("channels", "refused")] == [
+        (kept_id, "imap", why)
+    ]
