@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/smtp_submission.py [--messages 2000] [--connections 8] [--store sqlite|postgresql]
 
-Each connection (smtplib in a thread, allow-listed network, no TLS) sends its share of messages one after
+Each connection (smtplib in a process, allow-listed network, no TLS) sends its share of messages one after
 the other; every 250 comes after the commit, which concurrent connections share (group commit). Prints
 figures; asserts nothing.
 """
@@ -15,7 +15,7 @@ import smtplib
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,10 +26,11 @@ from tests.support.pg import PG_DEFAULT_URL, temporary_schema  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 
 
-def send(port: int, count: int) -> None:
+def send(port: int, count: int, connection: int) -> None:
+    body = "Compte rendu de consultation.\n" * 60
     with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
-        for _ in range(count):
-            client.sendmail(APP, [OUTSIDE], message(body="Compte rendu de consultation.\n" * 60))
+        for n in range(count):
+            client.sendmail(APP, [OUTSIDE], message(body=body, Message_ID=f"<bench-{connection}-{n}@test>"))
 
 
 async def measure(directory: Path, messages: int, connections: int, store_url: str) -> None:
@@ -42,10 +43,10 @@ async def measure(directory: Path, messages: int, connections: int, store_url: s
         share = messages // connections
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        # The clients get threads of their own: the gateway's worker threads are for the gateway.
-        with ThreadPoolExecutor(connections) as clients:
+        # Clients in processes of their own: threads would fight the gateway for the GIL.
+        with ProcessPoolExecutor(connections) as clients:
             await asyncio.gather(
-                *(loop.run_in_executor(clients, send, gateway.port, share) for _ in range(connections))
+                *(loop.run_in_executor(clients, send, gateway.port, share, c) for c in range(connections))
             )
         elapsed = time.perf_counter() - started
         stored = len(gateway.messages())

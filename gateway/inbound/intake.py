@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
+from gateway import metrics
 from gateway.batching import Batcher
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
@@ -148,6 +149,7 @@ class Intake:
                 reply = replies.BAD_INSTRUCTION.format(str(error).splitlines()[0][:200])
         if reply is not None:
             log_event(log, "refused", source=arrival.source, peer=arrival.peer, reply=reply[:9])
+            metrics.message_refused(arrival.source, replies.reason(reply))
             return IntakeResult(None, False, tuple(refuse(a, reply) for a in addresses))
         assert record is not None
         verdicts = [await self.check_recipient(arrival, a, record) for a in addresses]
@@ -171,9 +173,12 @@ class Intake:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
             log_event(log, "store-failed", logging.ERROR, source=arrival.source, error=type(error).__name__)
+            metrics.message_refused(arrival.source, replies.reason(replies.STORE_UNAVAILABLE))
             return IntakeResult(None, False, tuple(_unavailable(v) for v in verdicts))
         if new.recipients or new.follow_ups:
             self.on_commit()
+        if not stored.duplicate:
+            metrics.message_accepted(arrival.source)
         log_event(
             log,
             "accepted",

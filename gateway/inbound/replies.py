@@ -58,6 +58,9 @@ LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)"
 # Parameters and commands.
 BAD_PARAMETER = "555 5.5.4 Unsupported or malformed parameter: {}"
 TOO_MANY_COMMANDS = "421 4.7.0 Too many commands on this connection: closing"
+NOT_ASCII = "553 5.6.7 Non-ASCII addresses and commands are not accepted here (no SMTPUTF8)"
+NEED_RCPT = "503 5.5.1 Need RCPT before DATA"
+NEED_EHLO = "503 5.5.1 Send EHLO (or HELO) first"
 
 # aiosmtpd's built-in replies, re-worded where they lack an enhanced code or an actionable sentence.
 REWRITTEN: dict[str, str] = {
@@ -66,4 +69,14 @@ REWRITTEN: dict[str, str] = {
     "530 5.7.0 Authentication required": AUTH_REQUIRED,
     "538 5.7.11 Encryption required for requested authentication mechanism": AUTH_NEEDS_TLS,
     "500 Line too long (see RFC5321 4.5.3.1.6)": LINE_TOO_LONG,
+    "500 Error: strict ASCII mode": NOT_ASCII,
+    "503 Error: need RCPT command": NEED_RCPT,
+    "503 Error: send HELO first": NEED_EHLO,
+    "503 Error: send EHLO first": NEED_EHLO,
 }
+
+
+def reason(reply: str) -> str:
+    """The short, bounded code of a reply for metrics labels: its enhanced code (``5.7.1``)."""
+    parts = reply.split(" ", 2)
+    return parts[1] if len(parts) > 1 and parts[1][:1] in "245" and "." in parts[1] else parts[0]

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
+from gateway import metrics
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, IntakeResult, Recipient, Verdict
 from gateway.inbound.dkim_check import DkimVerifier
@@ -287,6 +288,7 @@ class GatewaySMTP(SMTP):
                 refusal = verdict.reply
         if refusal is not None:
             log_event(log, "mail-refused", peer=self._peer(), reply=refusal[:9])
+            metrics.message_refused(self.config.kind, replies.reason(refusal))
             self._set_rset_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
             await self.push(refusal)
             return
@@ -320,6 +322,7 @@ class GatewaySMTP(SMTP):
             refusal = None if verdict.code < 400 else verdict.reply
         if refusal is not None:
             log_event(log, "rcpt-refused", peer=self._peer(), reply=refusal[:9])
+            metrics.message_refused(self.config.kind, replies.reason(refusal))
             await self.push(refusal)
             return
         self._txn().recipients.append(recipient)
@@ -354,11 +357,13 @@ class _Handler:
         raw = envelope.original_content or b""
         if _BARE_LINE_END.search(raw):
             log_event(log, "data-refused", logging.WARNING, peer=self.server._peer(), reason="bare-line-end")
+            metrics.message_refused(self.server.config.kind, "bare-line-end")
             return replies.BARE_LINE_END
         config = self.server.config
         if config.dkim is not None:
             result = await config.dkim.check(raw)
             if result.result == "fail" and config.dkim_refuse:
+                metrics.message_refused(config.kind, "dkim")
                 return replies.DKIM_FAILED.format(f"d={result.domain}")
             raw = result.header(config.hostname) + raw
         outcome = await self.server.intake.receive(self.server._arrival(raw))

@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from gateway import metrics
 from tests.support.dkim import DOMAIN, make_dkim_key
 from tests.support.listener import client_tls, listener_settings, running, smtp
 from tests.support.mail import MAILBOX, OUR_DOMAIN, PEER_DOMAIN, message
 from tests.support.pki import Pki
 
 PEER = f"dr.durand@{PEER_DOMAIN}"
+
+
+def counted(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def operator_session(pki: Pki, sender: str, recipients: list[str], raw: bytes, *, certificate: bool = True):  # type: ignore[no-untyped-def]
@@ -41,9 +46,11 @@ async def test_a_trusted_peer_message_to_our_mailbox_is_stored_once_even_sent_tw
 ) -> None:
     settings = listener_settings(tmp_path, pki, "operator")
     raw = message(sender=PEER, to=MAILBOX)
+    accepted_before = counted("mssgw_messages_accepted_total", listener="operator")
     async with running(settings, "operator") as gateway:
         first = await smtp(gateway.port, operator_session(pki, PEER, [MAILBOX], raw))
         second = await smtp(gateway.port, operator_session(pki, PEER, [MAILBOX], raw))
+        assert counted("mssgw_messages_accepted_total", listener="operator") == accepted_before + 1
         assert first["DATA"].startswith("250 2.0.0 Queued as")
         assert second["DATA"].startswith("250 2.0.0 Already queued as")
         stored = gateway.messages()
@@ -120,8 +127,13 @@ async def test_no_relay_trick_gets_a_250(tmp_path: Path, pki: Pki) -> None:
                 answers[trick] = f"{code} {text.decode()}"
             return answers
 
+        refused_before = counted("mssgw_messages_refused_total", listener="operator", reason="5.7.1")
         answers = await smtp(gateway.port, session)
         assert not [t for t, a in answers.items() if a.startswith("2")], answers
+        refused = (
+            counted("mssgw_messages_refused_total", listener="operator", reason="5.7.1") - refused_before
+        )
+        assert refused == sum(a.startswith("554 5.7.1") for a in answers.values())
         assert answers["someone@outside.test"].startswith("554 5.7.1 <someone@outside.test>: relaying denied")
         assert answers["someone@OUTSIDE.TEST"].startswith("554 5.7.1")
         assert answers[f"someone%outside.test@{OUR_DOMAIN}"].startswith("550 5.1.1")

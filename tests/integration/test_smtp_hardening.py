@@ -171,3 +171,15 @@ async def test_a_reload_serves_the_new_certificate_to_the_next_connection(tmp_pa
         )  # same organisation name, but a new CA: verified only by it
         with pytest.raises(ssl.SSLError):
             await smtp(gateway.port, issuer(client_tls(pki)))
+
+
+async def test_out_of_order_and_non_ascii_commands_get_enhanced_codes(tmp_path: Path, pki: Pki) -> None:
+    async with running(open_submission_settings(tmp_path, pki), "submission") as gateway:
+        wire = await Wire.connect(gateway.port)
+        assert (await wire.send(f"MAIL FROM:<{APP}>\r\n".encode())).startswith("503 5.5.1 Send EHLO")
+        await wire.send(b"EHLO client.test\r\n")
+        assert (await wire.send("MAIL FROM:<hélène@x.test>\r\n".encode())).startswith("553 5.6.7")
+        assert (await wire.send(f"MAIL FROM:<{APP}> SMTPUTF8\r\n".encode())).startswith("555 5.5.4")
+        assert (await wire.send(f"MAIL FROM:<{APP}>\r\n".encode())).startswith("250 2.1.0")
+        assert (await wire.send(b"DATA\r\n")).startswith("503 5.5.1 Need RCPT")
+        await wire.close()
