@@ -16,14 +16,14 @@ import functools
 import logging
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from gateway import metrics
 from gateway.inbound.imap_session import ImapError, ImapSession, Timeouts
-from gateway.inbound.imap_wire import Mailbox, envelope_sender
+from gateway.inbound.imap_wire import Mailbox, chunks, envelope_sender, size_groups
 from gateway.inbound.intake import Arrival, Decision, Intake, Recipient
 from gateway.logsetup import log_event
 from gateway.settings import ImapAccountSettings, ImapSettings, Settings
@@ -209,9 +209,9 @@ class FolderWatcher:
         """Fetch, commit and acknowledge ``uids`` in bounded batches; the cursor follows when ``last`` is
         given. Returns the new cursor position."""
         position = last or 0
-        for chunk in _chunks(uids, self.settings.fetch_batch):
+        for chunk in chunks(uids, self.settings.fetch_batch):
             sizes = {f.uid: f.size for f in await session.fetch(chunk, "(UID RFC822.SIZE)")}
-            for group in _by_size(chunk, sizes, self.settings.fetch_batch_bytes):
+            for group in size_groups(chunk, sizes, self.settings.fetch_batch_bytes):
                 done = await self._import_group(session, group)
                 if done is None:
                     return position
@@ -343,26 +343,6 @@ class ImapPoller:
         await asyncio.gather(*(t for t in set(self._tasks) if t is not current), return_exceptions=True)
         self._stop, self._watchers = generation
         await self.start()
-
-
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _by_size(uids: list[int], sizes: dict[int, int | None], limit: int) -> Iterator[list[int]]:
-    """Groups of UIDs whose bodies add up to at most ``limit`` bytes (a bigger message goes alone)."""
-    group: list[int] = []
-    total = 0
-    for uid in uids:
-        size = sizes.get(uid) or 0
-        if group and total + size > limit:
-            yield group
-            group, total = [], 0
-        group.append(uid)
-        total += size
-    if group:
-        yield group
 
 
 def _describe(error: BaseException) -> str:

@@ -1,5 +1,6 @@
 """Pure IMAP text helpers for the bridge: reading FETCH, SELECT and SEARCH responses as aioimaplib hands
-them over, writing UID sets and mailbox names, and the envelope sender of a fetched message.
+them over, writing UID sets and mailbox names, cutting UIDs into bounded fetches, and the envelope sender of
+a fetched message.
 
 No I/O here. aioimaplib gives a response as a list of lines (``bytes``) with each literal as a separate
 ``bytearray`` item right after the line that announced it; the last item is the tagged reply's text.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.utils import parseaddr
@@ -134,6 +135,27 @@ def mailbox_name(name: str) -> str:
     if text and not re.search(r'[\s"\\(){%*\]]', text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    """Consecutive slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def size_groups(uids: list[int], sizes: dict[int, int | None], limit: int) -> Iterator[list[int]]:
+    """Groups of UIDs whose bodies add up to at most ``limit`` bytes (a bigger message goes alone)."""
+    group: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid) or 0
+        if group and total + size > limit:
+            yield group
+            group, total = [], 0
+        group.append(uid)
+        total += size
+    if group:
+        yield group
 
 
 def envelope_sender(raw: bytes) -> str:

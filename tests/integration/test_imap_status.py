@@ -1,4 +1,4 @@
-"""``mssgw imap status``: what a sysadmin sees of the bridge, read from the store the daemon writes."""
+"""``mssgw imap status`` and ``check-config``: what a sysadmin sees of the bridge and its configuration."""
 
 from __future__ import annotations
 
@@ -14,25 +14,28 @@ from gateway.store.db import open_store
 from tests.support.gateway import render_config
 from tests.support.imap_bridge import secret_file
 from tests.support.mail import MAILBOX, OUR_DOMAIN
+from tests.support.pki import Pki
 
 
-def config(tmp_path: Path) -> Path:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("not read by status", encoding="utf-8")
-    account = {
+def config(tmp_path: Path, ca: Path | None = None, account: dict[str, object] | None = None) -> Path:
+    if ca is None:
+        ca = tmp_path / "ca.pem"
+        ca.write_text("not read by status", encoding="utf-8")
+    values: dict[str, object] = {
         "name": "secretariat",
         "host": "imap.operateur.test",
         "address": MAILBOX,
         "username": MAILBOX,
         "password_file": str(secret_file(tmp_path / "imap.password", "secret")),
         "folders": ["INBOX", "Urgent"],
+        **(account or {}),
     }
     path = tmp_path / "mssgw.toml"
     sections = {
         "gateway": {"state_dir": str(tmp_path / "state"), "mode": "operator"},
         "tls": {"ca_bundle": str(ca)},
         "inbound": {"domains": [OUR_DOMAIN]},
-        "imap": {"accounts": [account]},
+        "imap": {"accounts": [values]},
     }
     path.write_text(render_config(sections), encoding="utf-8")
     return path
@@ -73,3 +76,15 @@ def test_status_shows_last_sync_lag_and_errors(tmp_path: Path, capsys: pytest.Ca
         ("Urgent", None, None),
     ]
     assert 90 <= rows[0]["lag_seconds"] < 150 and rows[1]["lag_seconds"] is None
+
+
+def test_check_config_names_an_account_whose_ca_bundle_cannot_be_used(
+    tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken-ca.pem"
+    broken.write_text(
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", encoding="utf-8"
+    )
+    path = config(tmp_path, ca=pki.ca, account={"ca_bundle": str(broken)})
+    assert main(["check-config", "-c", str(path)]) == 78
+    assert "imap.accounts[0].ca_bundle: cannot use the TLS material" in capsys.readouterr().err

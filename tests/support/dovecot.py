@@ -1,9 +1,11 @@
 """A real Dovecot IMAP server for interop tests, started by the test with its own configuration.
 
 Everything lives under a folder the test owns (tmp_path): configuration, runtime sockets, logs, maildirs and a
-passwd-file. It listens on an ephemeral loopback port with STARTTLS required (the test PKI's server
-certificate), runs as the current user, and is never the system service. ``mailbox()`` is a stdlib imaplib
-client for the test's own appends and checks.
+passwd-file. It listens on two ephemeral loopback ports, STARTTLS (required before login) and implicit TLS,
+with the test PKI's server certificate, and is never the system service. As a normal user every process
+runs as that user; as root (CI), Dovecot refuses root for its login and mail processes, so they run as the
+package's unprivileged users (dovenull, dovecot; mail chrooted into the test's folder). ``mailbox()`` is a
+stdlib imaplib client for the test's own appends and checks.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes
   }}
 }}
 {root_only}"""
@@ -84,6 +88,7 @@ class Dovecot:
         self.pki = pki
         self.users = users
         self.port = free_port()
+        self.tls_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -121,6 +126,7 @@ class Dovecot:
             _CONFIG.format(
                 root=self.root,
                 port=self.port,
+                tls_port=self.tls_port,
                 cert=self.pki.server.cert,
                 key=self.pki.server.key,
                 uid=uid,

@@ -187,3 +187,20 @@ async def test_a_25_mb_message_is_not_held_in_many_copies(tmp_path: Path, pki: P
     # The bridge's own share: the literal as aioimaplib reads it plus one copy, then one copy only.
     assert measured["fetch_peak"] < 2.5 * size
     assert measured["held"] < 1.3 * size
+
+
+async def test_implicit_tls_and_polling_against_dovecot(tmp_path: Path, pki: Pki, dovecot: Dovecot) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        settings = bridge_settings(
+            tmp_path, pki, dovecot.tls_port, security="tls", idle=False, poll_interval="100ms"
+        )
+        async with Bridge(settings, store):
+            await eventually(lambda: bool(store.imap_cursors.load("hopital", "INBOX")), "the first sync")
+            for number in range(1, 4):
+                await asyncio.to_thread(append, dovecot, imap_message(number))
+            await eventually(lambda: len(_ids(store)) == 3, "three messages by polling")
+        with dovecot.mailbox(USER) as mailbox:
+            assert ["\\Seen" in f for f in mailbox.flags()] == [True, True, True]
+    finally:
+        store.close()

@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 
 from gateway.inbound.imap_wire import (
     Fetched,
+    chunks,
     envelope_sender,
     mailbox_name,
     parse_fetch,
     parse_search,
     parse_select,
+    size_groups,
     uid_set,
 )
 from tests.support.fake_imap import parse_set
@@ -106,3 +108,22 @@ def test_the_envelope_sender_is_the_return_path() -> None:
     )
     assert envelope_sender(b"Return-Path: <>\r\n\r\nbody") == ""
     assert envelope_sender(b"From: x\r\n\r\nbody") == ""
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 10**6), st.integers(0, 5000) | st.none()), unique_by=lambda u: u[0]),
+    st.integers(1, 20),
+    st.integers(1, 20000),
+)
+def test_fetches_take_every_uid_once_in_order_within_their_bounds(
+    uids_sizes: list[tuple[int, int | None]], count: int, limit: int
+) -> None:
+    uids = sorted(uid for uid, _ in uids_sizes)
+    sizes = dict(uids_sizes)
+    fetched: list[int] = []
+    for chunk in chunks(uids, count):
+        assert 1 <= len(chunk) <= count
+        for group in size_groups(chunk, sizes, limit):
+            assert len(group) == 1 or sum(sizes[u] or 0 for u in group) <= limit
+            fetched.extend(group)
+    assert fetched == uids
