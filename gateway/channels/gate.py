@@ -97,7 +97,7 @@ class ChannelGate:
         """``new`` as it must be committed: unchanged when not from a patient; ``refused`` with its reason
         when no recipient has an open channel; otherwise an activity on the channel, in its thread."""
         matricule = patient_matricule(new.envelope_from, record.author.address)
-        if matricule is None:
+        if matricule is None or not recipients:
             return new
         refusals = [await self._check(matricule, r) for r in recipients]
         open_to = [r for r, refusal in zip(recipients, refusals, strict=True) if refusal is None]
