@@ -6,6 +6,7 @@ parse the French conventions both ways. Used by ``mappers.metadata``; no XML and
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Final
 
@@ -74,11 +75,13 @@ def hl7_escape(text: str) -> str:
     return text
 
 
+_UNESCAPE: Final = {escaped[1]: raw for raw, escaped in _ESCAPES}
+_ESCAPE_SEQUENCE: Final = re.compile(r"\\([EFSTR])\\")
+
+
 def hl7_unescape(text: str) -> str:
-    """Inverse of ``hl7_escape``."""
-    for raw, escaped in reversed(_ESCAPES):
-        text = text.replace(escaped, raw)
-    return text
+    """Inverse of ``hl7_escape``, in one left-to-right pass: ``\\E\\R\\E\\`` is ``\\R\\``, not ``\\~\\``."""
+    return _ESCAPE_SEQUENCE.sub(lambda match: _UNESCAPE[match.group(1)], text)
 
 
 def _components(value: str, separator: str = "^") -> list[str]:

@@ -471,3 +471,9 @@ def test_cda_without_ins_is_flagged() -> None:
     assert package.cda_patient is None
     assert len(package.cda_headers) == 1
     assert not package.ins_qualified  # the metadata has it, but ECO.2.4.2 asks the CDA
+
+
+@given(st.text(alphabet=st.sampled_from("\\EFSTR^&~|a "), max_size=20))
+def test_hl7_escaping_round_trips_even_text_that_looks_escaped(text: str) -> None:
+    # Regression: "\R\" escaped to "\E\R\E\" used to read back as "\E~E\".
+    assert xds.hl7_unescape(xds.hl7_escape(text)) == text
