@@ -8,16 +8,13 @@ tests move time forward instead of waiting.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from gateway.logsetup import log_event
+from gateway.logsetup import audit
 from gateway.scheduler import Scheduler
 from gateway.settings import Settings
 from gateway.store.channels import ChannelStore
-
-log = logging.getLogger(__name__)
 
 JOB_NAME = "channel-expiry"
 
@@ -52,10 +49,8 @@ class ChannelExpiry:
         now = self.clock()
         idle_since = now - timedelta(seconds=self.settings.channels.inactivity)
         try:
-            count = await asyncio.to_thread(self.channels.expire, now, idle_since)
+            expired = await asyncio.to_thread(self.channels.expire, now, idle_since)
         finally:
             self.ran.set()
-        if count:
-            log_event(
-                log, "channels-expired", count=count, idle_since=idle_since.isoformat(timespec="seconds")
-            )
+        for channel in expired:
+            audit("channel-expired", channel=channel, idle_since=idle_since.isoformat(timespec="seconds"))

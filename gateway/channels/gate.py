@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from gateway.channels.rules import Refusal
+from gateway.logsetup import audit
 from gateway.store.channels import ChannelIntent, ChannelStore, ChannelView
 from gateway.store.repository import NewMessage
 from gateway.store.states import ChannelState
@@ -83,6 +84,7 @@ class ChannelGate:
         channel = await asyncio.to_thread(self.channels.latest, recipient, matricule)
         refusal = decide(channel)
         if refusal is not None:
+            audit("patient-mail-refused", channel=channel.id if channel else None, mailbox=recipient)
             await asyncio.to_thread(
                 self.channels.note_refusal,
                 None if channel is None else channel.id,

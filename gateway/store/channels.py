@@ -221,8 +221,8 @@ class ChannelStore:
                 detail={"mailbox": mailbox.lower(), "patient": masked_patient, "reason": reason},
             )
 
-    def expire(self, now: datetime, idle_since: datetime) -> int:
-        """Expire the open channels without activity since ``idle_since``; how many were expired."""
+    def expire(self, now: datetime, idle_since: datetime) -> list[int]:
+        """Expire the open channels without activity since ``idle_since``; the ids of those expired."""
         with self.sessions.begin() as session:
             rows = list(
                 session.execute(
@@ -234,7 +234,7 @@ class ChannelStore:
             for row in rows:
                 reason = f"no activity since {row.last_activity_at:%Y-%m-%d}"
                 _close(session, row, ChannelState.EXPIRED, now, None, reason, None)
-        return len(rows)
+        return [row.id for row in rows]
 
     def refused(self, limit: int = 1000) -> list[RefusedMessage]:
         """Patient mail kept in the ``refused`` state, newest first."""

@@ -4,6 +4,7 @@ expired by the scheduler with an injected clock, and the gate's decisions on pat
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -138,7 +139,10 @@ async def test_an_unknown_channel_and_a_hand_closed_one_say_so(store: Store) -> 
     assert events == ["channel-opened", "channel-closed", "patient-mail-refused"]
 
 
-async def test_the_scheduler_expires_idle_channels_with_an_injected_clock(store: Store) -> None:
+async def test_the_scheduler_expires_idle_channels_with_an_injected_clock(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.audit")
     send(store, 1, T0)  # idle from T0
     send(store, 2, T0 + timedelta(days=80), reply_to=SECRETARIAT)  # active later
     now = T0 + timedelta(days=90, seconds=1)
@@ -153,6 +157,9 @@ async def test_the_scheduler_expires_idle_channels_with_an_injected_clock(store:
         await scheduler.stop(0)
     states = {c.mailbox: (c.state, c.reason) for c in store.channels.find()}
     assert states == {PRO: ("expired", "no activity since 2026-05-01"), SECRETARIAT: ("open", None)}
+    [expired] = store.channels.find(mailbox=PRO)
+    logged = [r for r in caplog.records if r.name == "gateway.audit" and r.getMessage() == "channel-expired"]
+    assert [r.mssgw_fields["channel"] for r in logged] == [expired.id]
     refusal = await ChannelGate(store.channels, lambda: T0).check(PATIENT, PRO)
     assert refusal is not None and refusal.smtp_reply == (
         "550 5.7.1 Citizen channel expired: the patient can no longer reply to this mailbox "
