@@ -107,8 +107,14 @@ async def test_a_wrong_password_is_a_clear_error(tmp_path: Path, pki: Pki, serve
         await connect(tmp_path, pki, server)
 
 
-async def test_xoauth2_reads_its_token_file(tmp_path: Path, pki: Pki, servers: list[FakeImap]) -> None:
-    server = await serve(servers, tls=server_context(pki), tokens={USER: "token-1"})
+@pytest.mark.parametrize("sasl_ir", [True, False], ids=["SASL-IR", "continuation"])
+async def test_xoauth2_reads_its_token_file(
+    tmp_path: Path, pki: Pki, servers: list[FakeImap], sasl_ir: bool
+) -> None:
+    capabilities = BASE_CAPABILITIES if sasl_ir else BASE_CAPABILITIES.replace("SASL-IR ", "")
+    server = await serve(
+        servers, capabilities=capabilities, tls=server_context(pki), tokens={USER: "token-1"}
+    )
     token = secret_file(tmp_path / "imap.token", "token-1")
     session = await connect(tmp_path, pki, server, auth="xoauth2", token_file=str(token))
     await session.close()

@@ -4,7 +4,8 @@ bridge's tests need, and faults on demand.
 Kept from aioimaplib's ``ImapProtocol``: greeting, CAPABILITY, LOGIN, SELECT/EXAMINE, IDLE/DONE, CREATE,
 LOGOUT. Filled in here: UIDs that only grow (aioimaplib reuses the highest UID once it is moved away) and a
 UIDVALIDITY that the test changes, UID sets (``1:3,7``) in FETCH/STORE/COPY/MOVE/EXPUNGE/SEARCH,
-RFC822.SIZE, SEARCH by UID/SINCE/YOUNGER/DELETED, STARTTLS, SASL EXTERNAL and XOAUTH2 (SASL-IR), IDLE
+RFC822.SIZE, SEARCH by UID/SINCE/YOUNGER/DELETED, STARTTLS, SASL EXTERNAL and XOAUTH2 (inline with
+SASL-IR, else after a continuation; XOAUTH2 errors reported as a continuation, as big providers do), IDLE
 notifications to every connection of the user, and faults: a connection dropped in the middle of a FETCH,
 a STARTTLS reply followed by injected bytes, new mail announced after a SEARCH result that leaves it out.
 """
@@ -80,6 +81,7 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
     def __init__(self, fake: FakeImap) -> None:
         super().__init__(fake.state, 0, fake.capabilities, asyncio.get_running_loop())
         self.fake = fake
+        self.sasl: tuple[str, str, bool] | None = None
 
     @property  # type: ignore[misc]
     def uidvalidity(self) -> int:
@@ -92,6 +94,14 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
     def data_received(self, data: bytes) -> None:
         # aioimaplib's command pattern refuses commas (UID sets) and "/" (base64): split on spaces only.
         for line in data.splitlines():
+            if self.sasl is not None:  # the client's answer to a "+" continuation (RFC 3501 §6.2.2)
+                tag, mechanism, failed = self.sasl
+                self.sasl = None
+                if failed:
+                    self.send_tagged_line(tag, "NO [AUTHENTICATIONFAILED] invalid token")
+                else:
+                    self.authenticate(tag, mechanism, line.decode() or "=")
+                continue
             words = line.decode().split()
             if not words:
                 continue
@@ -151,7 +161,11 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
             return
         self._logged_in(tag, user)
 
-    def authenticate(self, tag: str, mechanism: str, initial: str = "=") -> None:
+    def authenticate(self, tag: str, mechanism: str, initial: str | None = None) -> None:
+        if initial is None:  # no SASL-IR: ask for the response
+            self.sasl = (tag, mechanism, False)
+            self.send_untagged_line("", continuation=True)
+            return
         decoded = base64.b64decode(initial).decode() if initial != "=" else ""
         if mechanism == "EXTERNAL":
             peer = self.transport.get_extra_info("peercert")
@@ -165,7 +179,9 @@ class FakeImapProtocol(ImapProtocol):  # type: ignore[misc]
             user = user_part.removeprefix("user=")
             token = rest.split("\x01")[0].removeprefix("auth=Bearer ")
             if self.fake.tokens.get(user) != token:
-                self.send_tagged_line(tag, "NO [AUTHENTICATIONFAILED] invalid token")
+                # As Gmail and Outlook do: the error as a continuation, the NO after the client's empty line.
+                self.sasl = (tag, mechanism, True)
+                self.send_untagged_line("eyJzdGF0dXMiOiI0MDEifQ==", continuation=True)
                 return
             self._logged_in(tag, user)
         else:

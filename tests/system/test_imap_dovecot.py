@@ -101,7 +101,13 @@ def test_500_messages_appended_while_the_bridge_runs_arrive_once_despite_a_sigki
             gateway.start()
             appender.join(120)
             assert not appender.is_alive()
-            wait_until(lambda: counts(store) == (COUNT, COUNT), f"{COUNT} messages stored, once each")
+            try:
+                wait_until(lambda: counts(store) == (COUNT, COUNT), f"{COUNT} messages stored, once each")
+            except AssertionError as error:
+                raise AssertionError(
+                    f"{error}; stored (rows, distinct) = {counts(store)}\n"
+                    f"--- mssgw run:\n{gateway.output()[-4000:]}\n--- dovecot:\n{dovecot.logs()[-3000:]}"
+                ) from None
             wait_until(lambda: mailbox.count() == 0, "the inbox emptied")
         status = gateway.json("imap", "status")
         assert [(row["account"], row["folder"], row["last_error"]) for row in status] == [
