@@ -25,6 +25,11 @@ def material_problems(settings: Settings) -> list[str]:
             client_context(settings.tls)
         except (ssl.SSLError, OSError) as error:
             problems.append(f"tls.client_certificate: cannot use the certificate, key or CA bundle ({error})")
+    for index, account in enumerate(settings.imap.accounts):
+        try:
+            client_context(account.tls_settings(settings.tls))
+        except (ssl.SSLError, OSError) as error:
+            problems.append(f"imap.accounts[{index}].ca_bundle: cannot use the TLS material ({error})")
     dkim = settings.dkim
     if dkim.private_key_file is not None:
         try:

@@ -164,6 +164,65 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """Citizen channels (exchanges with patients through Mon Espace Santé) and receipts.
+
+    No reply window is published (MSSANTE.md §7.7): ``inactivity`` is a local choice.
+    """
+
+    inactivity: Seconds = 90 * 86400.0
+    expiry_check: Seconds = 3600.0
+    patient_max_size: int = 25 * 1024 * 1024
+    answer_mdn: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ImapAccountSettings:
+    """One mailbox at the operator that the IMAP bridge empties into the store."""
+
+    name: str
+    host: str
+    address: str
+    port: int = 993
+    security: Security = "tls"
+    username: str = ""
+    auth: Literal["password", "external", "xoauth2"] = "password"
+    password_file: SecretFile | None = None
+    token_file: SecretFile | None = None
+    ca_bundle: ReadableFile | None = None
+    client_certificate: ReadableFile | None = None
+    client_key: SecretFile | None = None
+    folders: tuple[str, ...] = ("INBOX",)
+    after_import: Literal["seen", "move", "leave"] = "seen"
+    processed_folder: str = ""
+    backfill_days: int = 0
+    idle: bool = True
+    poll_interval: Seconds = 60.0
+
+    def tls_settings(self, defaults: TlsSettings) -> TlsSettings:
+        """This account's TLS material; what it leaves unset comes from the ``[tls]`` section."""
+        if self.client_certificate is not None:
+            defaults = dataclasses.replace(
+                defaults, client_certificate=self.client_certificate, client_key=self.client_key
+            )
+        return dataclasses.replace(defaults, ca_bundle=self.ca_bundle or defaults.ca_bundle)
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """The IMAP bridge: its accounts, and how it fetches and retries."""
+
+    accounts: tuple[ImapAccountSettings, ...] = ()
+    fetch_batch: int = 100
+    fetch_batch_bytes: int = 32 * 1024 * 1024
+    connect_timeout: Seconds = 30.0
+    command_timeout: Seconds = 120.0
+    idle_refresh: Seconds = 1740.0
+    backoff_initial: Seconds = 1.0
+    backoff_max: Seconds = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxSettings:
     """One of our mailboxes: its mail is stored, and may be forwarded inside and/or dropped as files."""
 
@@ -264,12 +323,14 @@ class Settings:
     relay: RelaySettings = field(default_factory=RelaySettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    channels: ChannelSettings = field(default_factory=ChannelSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     operator_listener: OperatorListenerSettings = field(default_factory=OperatorListenerSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
     source: str = ""
 
     @property
@@ -477,6 +538,36 @@ def _check_consistency(settings: Settings, problems: list[str]) -> None:
         problems.append("relay.concurrency: must be at least 1")
     _check_operations(settings, problems)
     _check_listeners(settings, problems)
+    _check_imap(settings, problems)
+
+
+def _check_imap(settings: Settings, problems: list[str]) -> None:
+    imap, tls = settings.imap, settings.tls
+    names: set[str] = set()
+    for index, account in enumerate(imap.accounts):
+        key = f"imap.accounts[{index}]"
+        if account.name in names:
+            problems.append(f"{key}.name: {account.name!r} is used by another account")
+        names.add(account.name)
+        if account.auth == "password" and (not account.username or account.password_file is None):
+            problems.append(f'{key}.password_file: auth = "password" needs username and password_file')
+        if account.auth == "xoauth2" and (not account.username or account.token_file is None):
+            problems.append(f'{key}.token_file: auth = "xoauth2" needs username and token_file')
+        if account.ca_bundle is None and tls.ca_bundle is None:
+            problems.append(f"{key}.ca_bundle: required (or tls.ca_bundle): the server is always verified")
+        certificate = account.client_certificate or tls.client_certificate
+        if account.auth == "external" and certificate is None:
+            problems.append(f'{key}.client_certificate: auth = "external" needs a client certificate')
+        if (account.client_certificate is None) != (account.client_key is None):
+            problems.append(f"{key}.client_key: client_certificate and client_key go together")
+        if not account.folders:
+            problems.append(f"{key}.folders: needs at least one folder")
+        if account.after_import == "move" and not account.processed_folder:
+            problems.append(f'{key}.processed_folder: required when after_import = "move"')
+        if account.processed_folder and account.processed_folder in account.folders:
+            problems.append(f"{key}.processed_folder: must not be one of the watched folders")
+    if imap.fetch_batch < 1:
+        problems.append("imap.fetch_batch: must be at least 1")
 
 
 def _check_operations(settings: Settings, problems: list[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,7 +19,7 @@ from gateway.inbound.intake import Intake
 from gateway.inbound.policy import Policy, refuse
 from gateway.inbound.trust import StaticTrustList
 from gateway.settings import GatewaySettings, MailboxSettings, from_mapping
-from gateway.store.db import Store, open_store
+from gateway.store.db import Store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
 from gateway.trust import TrustList
@@ -37,16 +37,6 @@ from tests.support.mail import (
 )
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_schema_url")
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 def make_intake(store: Store, policy: Policy | None = None, woken: list[int] | None = None) -> Intake:

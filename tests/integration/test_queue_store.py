@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from gateway.batching import Batcher
-from gateway.store.db import Store, open_store
+from gateway.store.db import Store
 from gateway.store.repository import DeliveryOutcome, NewMessage, Recipient
 from gateway.store.states import DeliveryState
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_schema_url")
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 def message(n: int, recipients: int = 1) -> NewMessage:

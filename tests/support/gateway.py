@@ -38,12 +38,18 @@ def toml_value(value: Any) -> str:
 
 
 def render_config(sections: dict[str, dict[str, Any]], routes: list[dict[str, Any]] | None = None) -> str:
-    """Write sections (and ``[[routes]]``) as TOML."""
+    """Write sections (and ``[[routes]]``) as TOML; a list of tables becomes ``[[section.key]]`` tables."""
     lines: list[str] = []
     for name, values in sections.items():
+        tables = {k: v for k, v in values.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
         lines.append(f"[{name}]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items() if key not in tables)
         lines.append("")
+        for key, items in tables.items():
+            for item in items:
+                lines.append(f"[[{name}.{key}]]")
+                lines.extend(f"{k} = {toml_value(v)}" for k, v in item.items())
+                lines.append("")
     for route in routes or []:
         lines.append("[[routes]]")
         lines.extend(f"{key} = {toml_value(value)}" for key, value in route.items())

@@ -137,6 +137,7 @@ def test_the_example_file_documents_every_key() -> None:
         ("dkim", settings.DkimSettings),
         ("logging", settings.LoggingSettings),
         ("routes", settings.RouteSettings),
+        ("channels", settings.ChannelSettings),
         ("inbound", settings.InboundSettings),
         ("inbound.mailboxes", settings.MailboxSettings),
         ("submission", settings.SubmissionSettings),
@@ -145,6 +146,8 @@ def test_the_example_file_documents_every_key() -> None:
         ("metrics", settings.MetricsSettings),
         ("trust", settings.TrustSettings),
         ("certificates", settings.CertificateSettings),
+        ("imap", settings.ImapSettings),
+        ("imap.accounts", settings.ImapAccountSettings),
     ):
         for key in cls.__dataclass_fields__:
             assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{section_name}.{key} undocumented"
