@@ -23,9 +23,10 @@ from typing import Protocol
 from gateway import logsetup, metrics, wake
 from gateway import settings as settings_module
 from gateway.certs import CertificateWatch
+from gateway.channels.expiry import ChannelExpiry
+from gateway.channels.steps import citizen_intake
 from gateway.errors import ConfigError
 from gateway.inbound.imap_poller import ImapPoller, ingest_through
-from gateway.inbound.intake import Intake, build_policy
 from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
 from gateway.metrics import MetricsEndpoint
@@ -94,21 +95,16 @@ def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> li
     trust_list = TrustList()
     metrics.SOURCES.store = store.stats.gauges
     relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
-    # The one door into the store for every inbound path; extra policy rules (channels) are appended here.
-    intake = Intake(
-        build_policy(settings, official=trust_list),
-        store.repository.add_messages,
-        utc_now,
-        relay.wake,
-        max_batch=settings.store.group_commit_max,
-        gateway=settings.gateway,
-    )
+    # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
+    intake, steps = citizen_intake(settings, store, utc_now, relay.wake, official=trust_list)
     services: list[Service] = [
         scheduler,
         MetricsEndpoint(settings),
         TrustListService(settings, trust_list, scheduler),
         CertificateWatch(settings, scheduler),
+        ChannelExpiry(settings, store.channels, scheduler, utc_now),
         relay,
+        steps,
         intake,
     ]
     if settings.submission.listen:

@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 
 from gateway.errors import StoreError
 from gateway.logsetup import log_event
-from gateway.settings import Settings, split_host_port
+from gateway.settings import Settings
+from gateway.settings_checks import split_host_port
 from gateway.store.stats import StoreGauges
 
 log = logging.getLogger(__name__)

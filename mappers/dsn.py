@@ -30,7 +30,11 @@ __all__ = [
     "DsnError",
     "RecipientReport",
     "build_dsn",
+    "fields_block",
+    "header_block",
     "parse_dsn",
+    "report_headers",
+    "returned_part",
     "xtext_decode",
     "xtext_encode",
 ]
@@ -160,7 +164,7 @@ def build_dsn(
     for recipient in recipients:
         _check_recipient(recipient)
 
-    headers = _header_block(original)
+    headers = header_block(original)
     parsed = HeaderParser(policy=READ_POLICY).parsestr(headers)
     original_id = _flat(str(parsed.get("Message-ID", ""))) or None
     subject = _flat(str(parsed.get("Subject", "")))
@@ -171,16 +175,14 @@ def build_dsn(
         set_header(report, "To", Address(addr_spec=sender))
     except (ValueError, IndexError) as error:  # HeaderParseError is a ValueError
         raise DsnError(f"sender or postmaster is not a mail address: {error}") from error
-    set_header(report, "Subject", _subject(recipients, subject))
-    set_header(report, "Date", format_datetime(now.astimezone(UTC)))
-    set_header(report, "Message-ID", message_id or f"<dsn.{secrets.token_hex(12)}@{reporting_mta}>")
-    if original_id:
-        set_header(report, "In-Reply-To", original_id)
-        set_header(report, "References", original_id)
-    # RFC 3834 § 5: marks the report as automatic, so no autoresponder answers it.
-    set_header(report, "Auto-Submitted", "auto-replied")
-    report["MIME-Version"] = "1.0"
-    report["Content-Type"] = "multipart/report; report-type=delivery-status"
+    report_headers(
+        report,
+        subject=_subject(recipients, subject),
+        now=now,
+        message_id=message_id or f"<dsn.{secrets.token_hex(12)}@{reporting_mta}>",
+        original_id=original_id,
+        report_type="delivery-status",
+    )
 
     full = ret == "FULL" and len(original) <= full_size_limit
     text = _human_text(
@@ -192,11 +194,33 @@ def build_dsn(
     parts: list[Message | str] = [
         human,
         _status_part(recipients, reporting_mta, envid, arrival_date),
-        _returned_part(original, headers, full),
+        returned_part(original, headers, full),
     ]
     report.set_payload(parts)
     report.set_boundary(f"dsn-{secrets.token_hex(12)}")
     return report
+
+
+def report_headers(
+    report: EmailMessage,
+    *,
+    subject: str,
+    now: datetime,
+    message_id: str,
+    original_id: str | None,
+    report_type: str,
+) -> None:
+    """The header fields a report (DSN or MDN) shares after From and To, threaded under the original."""
+    set_header(report, "Subject", subject)
+    set_header(report, "Date", format_datetime(now.astimezone(UTC)))
+    set_header(report, "Message-ID", message_id)
+    if original_id:
+        set_header(report, "In-Reply-To", original_id)
+        set_header(report, "References", original_id)
+    # RFC 3834 § 5 (and RFC 8098 § 2.1 for MDNs): an automatic answer, which nobody answers automatically.
+    set_header(report, "Auto-Submitted", "auto-replied")
+    report["MIME-Version"] = "1.0"
+    report["Content-Type"] = f"multipart/report; report-type={report_type}"
 
 
 def _check_recipient(recipient: RecipientReport) -> None:
@@ -247,7 +271,8 @@ def _reply_line(text: str) -> str:
     return _flat(" ".join(lines)).encode("ascii", "replace").decode("ascii")
 
 
-def _header_block(original: bytes) -> str:
+def header_block(original: bytes) -> str:
+    """The header section of a raw message as text (LF line ends), for a text/rfc822-headers part."""
     end = _HEADER_END.search(original)
     block = original[: end.start()] if end else original
     return block.decode("utf-8", "replace").replace("\r\n", "\n") + "\n"
@@ -287,7 +312,8 @@ class _Field(str):
         return policy.linesep.join(lines) + policy.linesep
 
 
-def _block(fields: Sequence[tuple[str, str | None]]) -> Message:
+def fields_block(fields: Sequence[tuple[str, str | None]]) -> Message:
+    """One block of report fields (DSN or MDN), each folded only at its own spaces; ``None`` skips."""
     block = Message()
     for name, value in fields:
         if value is not None:
@@ -302,7 +328,7 @@ def _status_part(
     arrival_date: datetime | None,
 ) -> MIMEPart:
     blocks: list[Message | str] = [
-        _block(
+        fields_block(
             [
                 ("Reporting-MTA", f"dns; {reporting_mta}"),
                 ("Original-Envelope-Id", envid),
@@ -314,7 +340,7 @@ def _status_part(
         diagnostic = _reply_line(r.diagnostic) if r.diagnostic else None
         diagnostic_type = "smtp" if diagnostic and _SMTP_REPLY.fullmatch(diagnostic) else "x-mssgw"
         blocks.append(
-            _block(
+            fields_block(
                 [
                     (
                         "Original-Recipient",
@@ -336,7 +362,8 @@ def _status_part(
     return part
 
 
-def _returned_part(original: bytes, headers: str, full: bool) -> MIMEPart:
+def returned_part(original: bytes, headers: str, full: bool) -> MIMEPart:
+    """The third part of a report: the whole original, or only its headers (RFC 6522 § 3)."""
     part = MIMEPart(policy=MESSAGE_POLICY)
     if full:
         part.set_content(BytesParser(policy=MESSAGE_POLICY).parsebytes(original))

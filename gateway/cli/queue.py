@@ -97,6 +97,12 @@ def _describe(entry: QueueEntry) -> str:
         f"queued:      {stamp(entry.created_at)} UTC",
         f"size:        {entry.size} bytes",
     ]
+    if entry.related_id:
+        lines.append(f"answers:     queue id {entry.related_id}")
+    if entry.state != "stored":
+        lines.append(
+            f"state:       {entry.state}" + (f" ({entry.state_reason})" if entry.state_reason else "")
+        )
     for d in entry.deliveries:
         lines.append(f"delivery {d.id} to {d.recipient}: {d.state}, {d.attempts} attempt(s)")
         if d.next_attempt_at:
@@ -105,6 +111,11 @@ def _describe(entry: QueueEntry) -> str:
             lines.append(f"    delivered {stamp(d.sent_at)} UTC")
         if d.notice_id:
             lines.append(f"    delivery report written for the sender: queue id {d.notice_id}")
+        if d.receipt_status:
+            detail = f" ({d.receipt_detail})" if d.receipt_detail else ""
+            lines.append(
+                f"    receipt: {d.receipt_status}{detail}, {stamp(d.receipt_at)} UTC, queue id {d.receipt_id}"
+            )
         for attempt in d.history:
             lines.append(
                 f"    {stamp(attempt.at)} {attempt.outcome:8} {attempt.peer or '-'}: {attempt.reply or '-'}"

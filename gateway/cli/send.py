@@ -13,6 +13,7 @@ import mimetypes
 from pathlib import Path
 
 from gateway import wake
+from gateway.channels.steps import citizen_intake
 from gateway.cli.clinical import (
     PATIENT_HELP,
     add_document_options,
@@ -23,7 +24,8 @@ from gateway.cli.clinical import (
 )
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of
 from gateway.errors import InputError, StoreError
-from gateway.inbound.intake import Arrival, Decision, Intake, Recipient, build_policy
+from gateway.inbound.intake import Arrival, Decision, Recipient
+from mappers import headers
 from mappers.addresses import check_address
 from mappers.documents import Document
 from mappers.errors import MappingError
@@ -41,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--body-file", type=Path, help="UTF-8 text body (default: empty)")
     parser.add_argument("--attach", type=Path, action="append", default=[], metavar="FILE")
     parser.add_argument("--patient", type=Path, metavar="FILE.json", help=PATIENT_HELP)
+    parser.add_argument(
+        "--reply-to", metavar="ADDR", help="Reply-To: where the recipient (a patient) answers"
+    )
+    parser.add_argument(
+        "--read-receipt", action="store_true", help="ask for a read receipt (Disposition-Notification-To)"
+    )
     add_document_options(parser, required=False)
     parser.set_defaults(handler=_send)
 
@@ -63,12 +71,12 @@ def _send(args: argparse.Namespace) -> int:
         envelope_from=record.author.address,
         recipients=tuple(Recipient(m.address) for m in record.to),
         source="cli",
+        # A message without documents does not carry its patient: the patient rules get it from here.
+        patient=record.patient,
     )
     store = open_store_of(settings)
     try:
-        intake = Intake(
-            build_policy(settings), store.repository.add_messages, lambda: moment, gateway=settings.gateway
-        )
+        intake, _ = citizen_intake(settings, store, lambda: moment)
         result = asyncio.run(intake.receive(arrival))
     finally:
         store.close()
@@ -97,14 +105,19 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
         if not (args.type_code and args.type_label):
             raise InputError("--doc", "give the documents' --type-code and --type-label")
         documents = documents_from_args(args, patient, document_time(args.date))
+    author = Mailbox(sender, args.from_name)
     return MessageRecord(
-        author=Mailbox(sender, args.from_name),
+        author=author,
         to=recipients,
         subject=args.subject,
         body_text=body,
         attachments=attachments,
         patient=patient,
         documents=tuple(documents),
+        reply_to=Mailbox(_address(args.reply_to, "--reply-to")) if args.reply_to else None,
+        disposition_notification_to=author if args.read_receipt else None,
+        # [FIN] in the subject closes the exchange: X-MSS-MES: FIN tells Mon Espace Santé too.
+        end_of_exchange=headers.subject_closes_exchange(args.subject),
     )
 
 

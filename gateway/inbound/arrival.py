@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.store.repository import Recipient
+from mappers.patient import Patient
 
 __all__ = ["Arrival", "Decision", "IntakeResult", "Recipient", "Verdict"]
 
@@ -26,6 +27,7 @@ class Arrival:
     envid: str | None = None
     ret: str | None = None
     authenticated_as: str | None = None  # submission login or client-certificate identity
+    patient: Patient | None = None  # named outside the message (``mssgw send --patient``), for the rules
 
 
 class Decision(StrEnum):

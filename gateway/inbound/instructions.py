@@ -1,6 +1,7 @@
 """Submission instructions: ``X-MSSGW-*`` header fields with which internal software asks the gateway to
-build the MSSanté package (patient, document type) for the PDFs it attaches. Intake consumes them on the
-submission listener; they never reach a peer (a message is stored without them). Pure: the caller gives the
+build the MSSanté package (patient, document type) for the PDFs it attaches, or name the patient of a
+message without documents (for the patient-mail rules). Intake consumes them from internal senders (the
+submission listener); they never reach a peer (a message is stored without them). Pure: the caller gives the
 clock and host name; a bad instruction raises ``InstructionError`` naming the field.
 
     X-MSSGW-Patient: matricule=1880799999999; oid=1.2.250.1.213.1.4.8; birth-name=DUPONT;
@@ -45,6 +46,11 @@ def apply_instructions(
     if patient_field is None or record.documents:
         return strip_submission_headers(raw), record
     patient = _patient(str(patient_field))
+    pdfs = [a for a in record.attachments if a.content_type == PDF_MIME_TYPE]
+    if not pdfs:
+        # A message about a patient with no document to package (a text to Mon Espace Santé): the patient
+        # is what the patient-mail rules check and what the store links the message to.
+        return strip_submission_headers(raw), dataclasses.replace(record, patient=patient)
     if type_field is None:
         raise InstructionError(f'{DOCUMENT_TYPE}: required with {PATIENT} (e.g. 11490-0; label="…")')
     code, _, rest = str(type_field).partition(";")
@@ -52,9 +58,6 @@ def apply_instructions(
     if not code.strip() or not label:
         raise InstructionError(f'{DOCUMENT_TYPE}: give the LOINC code and its label (11490-0; label="…")')
     type_code = Code(code.strip(), label, xds.LOINC_OID)
-    pdfs = [a for a in record.attachments if a.content_type == PDF_MIME_TYPE]
-    if not pdfs:
-        raise InstructionError(f"{PATIENT}: the message has no PDF attachment to send as a document")
     when = record.date or now
     documents = tuple(
         cda.pdf_document(

@@ -25,7 +25,7 @@ from gateway.batching import Batcher
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
 from gateway.inbound.instructions import apply_instructions
-from gateway.inbound.policy import Policy, RecipientRule, SenderRule, refuse
+from gateway.inbound.policy import INTERNAL_SOURCES, Policy, RecipientRule, SenderRule, refuse
 from gateway.inbound.trust import DomainTrust, load_trust_list
 from gateway.logsetup import log_event
 from gateway.settings import GatewaySettings, Settings
@@ -48,6 +48,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Persist = Callable[[Sequence[NewMessage], datetime], Sequence[StoredMessage]]
+Finish = Callable[[Arrival, MessageRecord, NewMessage, Sequence[str]], Awaitable[NewMessage | str]]
+"""The last step before the commit (citizen channels, receipts): the message to commit, or a refusal reply
+line for every accepted recipient. Gets the addresses accepted so far."""
 
 
 class Intake:
@@ -62,11 +65,13 @@ class Intake:
         *,
         max_batch: int = 500,
         gateway: GatewaySettings | None = None,
+        finish: Finish | None = None,
     ) -> None:
         self.policy = policy
         self.gateway = gateway or GatewaySettings()
         self.clock = clock
         self.on_commit = on_commit
+        self.finish = finish
         self.limits = MimeLimits(max_bytes=max(policy.inbound.max_message_size, 1))
         self._batcher: Batcher[NewMessage, StoredMessage] = Batcher(
             lambda batch: persist(batch, self.clock()), max_batch
@@ -130,7 +135,7 @@ class Intake:
         if reply is None and record is not None:
             reply = self.policy.author(arrival, record)
         raw = arrival.raw
-        if reply is None and record is not None and arrival.source == "submission":
+        if reply is None and record is not None and arrival.source in INTERNAL_SOURCES:
             try:
                 raw, record = await asyncio.to_thread(
                     apply_instructions,
@@ -159,13 +164,18 @@ class Intake:
         if not accepted:
             return IntakeResult(None, False, tuple(verdicts))
         new = self._new_message(arrival, raw, record, accepted)
+        if self.finish is not None:
+            finished = await self.finish(arrival, record, new, [r.address for r in accepted])
+            if isinstance(finished, str):
+                return IntakeResult(None, False, tuple(_refused(v, finished) for v in verdicts))
+            new = finished
         try:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
             log_event(log, "store-failed", logging.ERROR, source=arrival.source, error=type(error).__name__)
             metrics.message_refused(arrival.source, replies.reason(replies.STORE_UNAVAILABLE))
             return IntakeResult(None, False, tuple(_unavailable(v) for v in verdicts))
-        if new.recipients:
+        if new.recipients or new.follow_ups:
             self.on_commit()
         if not stored.duplicate:
             metrics.message_accepted(arrival.source)
@@ -244,10 +254,12 @@ def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
     )
 
 
+def _refused(verdict: Verdict, reply: str) -> Verdict:
+    return refuse(verdict.recipient, reply) if verdict.decision is Decision.ACCEPTED else verdict
+
+
 def _unavailable(verdict: Verdict) -> Verdict:
-    if verdict.decision is not Decision.ACCEPTED:
-        return verdict
-    return refuse(verdict.recipient, replies.STORE_UNAVAILABLE)
+    return _refused(verdict, replies.STORE_UNAVAILABLE)
 
 
 async def _outcome(value: Verdict | None | Awaitable[Verdict | None]) -> Verdict | None:

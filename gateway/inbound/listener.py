@@ -24,7 +24,8 @@ from gateway.inbound.dkim_check import DkimVerifier, DnsFunc
 from gateway.inbound.smtp_server import Connections, GatewaySMTP, IntakePort, ListenerConfig, ListenerKind
 from gateway.inbound.trust import load_trust_list
 from gateway.logsetup import log_event
-from gateway.settings import Settings, split_host_port
+from gateway.settings import Settings
+from gateway.settings_checks import split_host_port
 from gateway.tls import server_context
 
 log = logging.getLogger(__name__)

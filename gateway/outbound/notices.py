@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 from gateway.outbound.transports.base import Outcome, RecipientResult
+from gateway.receipts.reading import mes_refusal
 from gateway.settings import GatewaySettings
 from gateway.store.repository import ClaimedDelivery, Envelope, NewMessage, Notice
 from mappers.dsn import DsnError, RecipientReport, build_dsn, xtext_decode
@@ -66,6 +67,12 @@ def build_failure_notice(
         related_message_pk=envelope.pk,
     )
     return Notice(message, tuple(f.claim.pk for f in failures))
+
+
+def patient_refusal(recipient: str, result: RecipientResult) -> str | None:
+    """The explicit status of a failure that is a Mon Espace Santé refusal (closed mailbox …), if any."""
+    report = RecipientReport(recipient, "failed", _status(result), diagnostic=result.reply)
+    return mes_refusal(report)
 
 
 def _status(result: RecipientResult) -> str:

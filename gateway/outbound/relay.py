@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from gateway import metrics
 from gateway.batching import Batcher
 from gateway.logsetup import audit
-from gateway.outbound.notices import FailedRecipient, build_failure_notice
+from gateway.outbound.notices import FailedRecipient, build_failure_notice, patient_refusal
 from gateway.outbound.retry import gives_up, next_attempt_at
 from gateway.outbound.routing import Destination, Router
 from gateway.outbound.signing import DkimSigner, build_signer
@@ -207,10 +207,14 @@ class Relay:
                     retry_at = next_attempt_at(now, claim.attempts, relay.retry_schedule)
             elif result.outcome is Outcome.PERMANENT:
                 state = DeliveryState.FAILED
+            refusal = None
             if state is DeliveryState.FAILED:
                 failures.append(FailedRecipient(claim, result))
+                refusal = patient_refusal(claim.recipient, result)
             outcomes.append(
-                DeliveryOutcome(claim.pk, state, now, result.code, result.reply, result.peer, retry_at)
+                DeliveryOutcome(
+                    claim.pk, state, now, result.code, result.reply, result.peer, retry_at, refusal
+                )
             )
             latency = (now - claim.created_at).total_seconds() if state is DeliveryState.SENT else None
             metrics.delivery_recorded(state.value, claim.attempts, latency)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import StoreError
+from gateway.store.channels import ChannelStore
 from gateway.store.imap_cursors import ImapCursors
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
@@ -67,14 +68,15 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Store:
-    """An open store: the queue's repository, the sysadmin's view of the queue, the IMAP cursors, and how to
-    close it."""
+    """An open store: the queue's repository, the sysadmin's view of the queue, citizen channels, the IMAP
+    cursors, and how to close it."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.repository = Repository(sessions)
         self.queue = QueueAdmin(sessions)
+        self.channels = ChannelStore(sessions)
         self.stats = StoreStats(sessions, self.repository)
         self.imap_cursors = ImapCursors(sessions)
 

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import InputError, NotFoundError
-from gateway.store.repository import write_audit
+from gateway.store.audit import write_audit
 from gateway.store.states import DeliveryState
 from gateway.store.tables import AuditEvent, Delivery, DeliveryAttempt, Message
 
@@ -41,6 +41,10 @@ class DeliveryView:
     sent_at: datetime | None
     notice_id: int | None
     history: tuple[AttemptView, ...] = ()
+    receipt_status: str | None = None
+    receipt_detail: str | None = None
+    receipt_at: datetime | None = None
+    receipt_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,9 @@ class QueueEntry:
     size: int
     deliveries: tuple[DeliveryView, ...]
     events: tuple[tuple[datetime, str, int | None], ...] = ()
+    state: str = "stored"
+    state_reason: str | None = None
+    related_id: int | None = None
 
 
 class QueueAdmin:
@@ -119,6 +126,10 @@ class QueueAdmin:
                     d.sent_at,
                     d.notice_pk,
                     attempts,
+                    d.receipt_status,
+                    d.receipt_detail,
+                    d.receipt_at,
+                    d.receipt_pk,
                 )
             )
         events: tuple[tuple[datetime, str, int | None], ...] = ()
@@ -139,6 +150,9 @@ class QueueAdmin:
             message.size,
             tuple(views),
             events,
+            message.state,
+            message.state_reason,
+            message.related_message_id,
         )
 
     def retry(self, pk: int, now: datetime) -> int:

@@ -7,8 +7,8 @@ store see value types only. Two rules hold everywhere: a batch of messages is co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.store.audit import write_audit
+from gateway.store.channels import ChannelIntent, apply_intent
+from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt
 from gateway.store.states import WAITING, DeliveryState
 from gateway.store.tables import (
     Attachment,
-    AuditEvent,
     Delivery,
     DeliveryAttempt,
     Message,
@@ -63,6 +65,11 @@ class NewMessage:
     patient: PatientRecord | None = None
     attachments: tuple[AttachmentInfo, ...] = ()
     related_message_pk: int | None = None
+    state: str = "stored"
+    state_reason: str | None = None
+    channel: ChannelIntent | None = None
+    receipt: ReceiptUpdate | None = None
+    follow_ups: tuple[NewMessage, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -115,6 +122,8 @@ class DeliveryOutcome:
     reply: str | None = None
     peer: str | None = None
     next_attempt_at: datetime | None = None
+    refusal: str | None = None
+    """A Mon Espace Santé refusal recognised in the reply (``mailbox-closed`` …), kept as the receipt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +172,8 @@ class Repository:
                 direction=new.direction,
                 source=new.source,
                 kind=new.kind,
-                state="stored",
+                state=new.state,
+                state_reason=new.state_reason,
                 message_id=new.message_id,
                 digest=new.digest,
                 envelope_from=new.envelope_from,
@@ -212,6 +222,16 @@ class Repository:
                 ],
             )
         write_audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})
+        if new.state != "stored":
+            write_audit(session, now, new.state, pk, detail={"reason": new.state_reason})
+        if new.channel is not None:
+            apply_intent(session, new.channel, pk, now)
+        if new.receipt is not None and not apply_receipt(session, new.receipt, pk, now):
+            session.execute(update(Message).where(Message.id == pk).values(state=UNMATCHED))
+            write_audit(session, now, UNMATCHED, pk)
+        for follow_up in new.follow_ups:
+            # An answer committed with what it answers (an MDN): both or neither.
+            self._insert_message(session, dataclasses.replace(follow_up, related_message_pk=pk), now)
         return pk
 
     @staticmethod
@@ -372,6 +392,10 @@ class Repository:
                     values["next_attempt_at"] = outcome.next_attempt_at
                 if outcome.state is DeliveryState.SENT:
                     values["sent_at"] = outcome.at
+                if outcome.refusal is not None:
+                    values.update(
+                        receipt_status=outcome.refusal, receipt_detail=outcome.reply, receipt_at=outcome.at
+                    )
                 changed = session.execute(
                     update(Delivery)
                     .where(Delivery.id == outcome.delivery_pk, Delivery.state == DeliveryState.SENDING.value)
@@ -434,23 +458,3 @@ class Repository:
                 .group_by(Delivery.state)
             ).all()
         return {state: count for state, count in rows}
-
-
-def write_audit(
-    session: Session,
-    at: datetime,
-    kind: str,
-    message_pk: int | None,
-    delivery_pk: int | None = None,
-    detail: dict[str, object] | None = None,
-) -> None:
-    """Add one event to the audit trail, inside the caller's transaction."""
-    session.execute(
-        insert(AuditEvent).values(
-            at=at,
-            kind=kind,
-            message_pk=message_pk,
-            delivery_pk=delivery_pk,
-            detail=json.dumps(detail, sort_keys=True) if detail else None,
-        )
-    )

@@ -51,3 +51,11 @@ _ALLOWED: dict[DeliveryState, frozenset[DeliveryState]] = {
 def can_move(source: DeliveryState, target: DeliveryState) -> bool:
     """True when the queue may move a delivery from ``source`` to ``target``."""
     return target in _ALLOWED[source]
+
+
+class ChannelState(StrEnum):
+    """Where a citizen channel stands: patients may reply only while it is open."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    EXPIRED = "expired"

@@ -136,6 +136,12 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     notice_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    # What the recipient's side said afterwards (a DSN or an MDN): delivered, failed, displayed,
+    # processed, error, or a Mon Espace Santé refusal (mailbox-closed, patient-not-found …).
+    receipt_status: Mapped[str | None] = mapped_column(String(24))
+    receipt_detail: Mapped[str | None] = mapped_column(Text)
+    receipt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    receipt_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
 
 
 class DeliveryAttempt(Base):
@@ -153,7 +159,10 @@ class DeliveryAttempt(Base):
 
 
 class Channel(Base):
-    """A citizen channel: a professional mailbox × a patient, open until [FIN] or expiry."""
+    """A citizen channel: a professional mailbox × a patient, open until [FIN] or expiry.
+
+    ``closed_by`` is the Message-ID of the closing message, or ``admin:<user>`` for ``mssgw channels close``.
+    """
 
     __tablename__ = "channels"
     __table_args__ = (Index("ix_channels_pair", "mailbox", "patient_matricule"),)
@@ -163,6 +172,7 @@ class Channel(Base):
     patient_matricule: Mapped[str] = mapped_column(String(15))
     state: Mapped[str] = mapped_column(String(8))
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    opened_by: Mapped[str | None] = mapped_column(String(998))
     last_activity_at: Mapped[datetime] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     closed_by: Mapped[str | None] = mapped_column(String(998))
@@ -179,6 +189,7 @@ class AuditEvent(Base):
     kind: Mapped[str] = mapped_column(String(40))
     message_pk: Mapped[int | None] = mapped_column(Id, index=True)
     delivery_pk: Mapped[int | None] = mapped_column(Id)
+    channel_pk: Mapped[int | None] = mapped_column(Id, index=True)
     detail: Mapped[str | None] = mapped_column(Text)
 
 

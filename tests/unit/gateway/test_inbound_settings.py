@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import settings
+from gateway import settings, settings_checks
 from gateway.errors import ConfigError
 from gateway.preflight import material_problems
 from tests.support.pki import Pki
@@ -60,7 +60,7 @@ def test_mailboxes_and_listeners_load(tmp_path: Path, pki: Pki) -> None:
     loaded = settings.from_mapping(raw, source=str(tmp_path / "mssgw.toml"))
     box = loaded.inbound.mailboxes[0]
     assert box.drop_folder == tmp_path / "drop" and box.delivered and not box.forward_host
-    assert settings.split_host_port("[::1]:0") == ("::1", 0)
+    assert settings_checks.split_host_port("[::1]:0") == ("::1", 0)
     assert material_problems(loaded) == []
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import settings
+from gateway import settings, settings_checks
 from gateway.errors import ConfigError
 
 
@@ -21,7 +21,7 @@ def test_loopback_metrics_addresses_are_accepted(listen: str) -> None:
     loaded = settings.from_mapping({"gateway": {"mode": "operator"}, "metrics": {"listen": listen}})
     assert loaded.metrics.listen == listen
     if listen:
-        assert settings.split_host_port(listen)[1] in (9325, 0)
+        assert settings_checks.split_host_port(listen)[1] in (9325, 0)
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:9325", "10.1.2.3:9325", "[::]:9325", "localhost", "127.0.0.1:x"])

@@ -137,6 +137,7 @@ def test_the_example_file_documents_every_key() -> None:
         ("dkim", settings.DkimSettings),
         ("logging", settings.LoggingSettings),
         ("routes", settings.RouteSettings),
+        ("channels", settings.ChannelSettings),
         ("inbound", settings.InboundSettings),
         ("inbound.mailboxes", settings.MailboxSettings),
         ("submission", settings.SubmissionSettings),

@@ -1,0 +1,146 @@
+"""What the intake does for citizen channels and receipts, as two steps it calls for every arrival.
+
+``recipient_refusal`` judges one recipient before anything is stored: outgoing mail to a patient must
+pass the patient rules; mail from a patient (SMTP) needs an open channel, else ``550 5.7.1`` and why.
+``finish`` shapes the message just before its commit: outgoing mail gets ``X-MSS-MES: FIN`` and its
+channel change; a received DSN/MDN updates the original's recipients; patient mail that came by IMAP on a
+closed channel is kept ``refused``; a read-receipt request on a package gets its MDN, committed together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from gateway.channels.gate import ChannelGate
+from gateway.channels.outgoing import PatientMailRefused, admit_outgoing
+from gateway.channels.rules import Refusal, check_patient_mail
+from gateway.inbound.arrival import Arrival, Verdict
+from gateway.inbound.intake import Intake, build_policy
+from gateway.inbound.policy import INTERNAL_SOURCES, refuse
+from gateway.inbound.trust import DomainTrust
+from gateway.receipts.answer import build_answer
+from gateway.receipts.reading import read_receipt
+from gateway.settings import Settings
+from gateway.store.channels import ChannelStore
+from gateway.store.db import Store
+from gateway.store.repository import NewMessage
+from mappers.records import MessageRecord
+
+
+def citizen_intake(
+    settings: Settings,
+    store: Store,
+    clock: Callable[[], datetime],
+    on_commit: Callable[[], None] = lambda: None,
+    official: DomainTrust | None = None,
+) -> tuple[Intake, CitizenSteps]:
+    """The intake of ``settings`` with the citizen-channel and receipt steps (daemon and ``mssgw send``);
+    ``official`` is the trust list the daemon keeps up to date."""
+    steps = CitizenSteps(settings, store.channels, clock)
+    intake = Intake(
+        build_policy(settings, recipient_rules=[steps.rule], official=official),
+        store.repository.add_messages,
+        clock,
+        on_commit,
+        max_batch=settings.store.group_commit_max,
+        gateway=settings.gateway,
+        finish=steps.finish_arrival,
+    )
+    return intake, steps
+
+
+def with_arrival_patient(arrival: Arrival, record: MessageRecord) -> MessageRecord:
+    """``record`` with the patient named beside the message when the message itself names none."""
+    if record.patient is not None or arrival.patient is None:
+        return record
+    return dataclasses.replace(record, patient=arrival.patient)
+
+
+class CitizenSteps:
+    """The intake steps of citizen channels and receipts, over the store's channels.
+
+    A daemon service only so that a reload reaches it (test mode, size limit); it has nothing to run.
+    """
+
+    def __init__(self, settings: Settings, channels: ChannelStore, clock: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.gate = ChannelGate(channels, clock)
+        self.clock = clock
+
+    async def start(self) -> None:
+        """Nothing to start."""
+
+    async def stop(self, grace: float) -> None:
+        """Nothing to stop."""
+
+    def prepare_reload(self, settings: Settings) -> Callable[[], None]:
+        def apply() -> None:
+            self.settings = settings
+
+        return apply
+
+    async def recipient_refusal(
+        self, source: str, sender: str, recipient: str, record: MessageRecord | None, size: int
+    ) -> Refusal | None:
+        """The refusal of ``recipient``; ``record`` is None before the data (SMTP RCPT time)."""
+        if source in INTERNAL_SOURCES:
+            if record is None:
+                return None
+            return check_patient_mail(
+                record,
+                [recipient],
+                size,
+                test_mode=self.settings.gateway.test_mode,
+                max_size=self.settings.channels.patient_max_size,
+            )
+        if source == "imap":
+            return None  # kept as ``refused`` by ``finish``: an IMAP message cannot be bounced back
+        return await self.gate.check(sender, recipient)
+
+    async def rule(self, arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
+        """``recipient_refusal`` as the intake's ``RecipientRule`` (add it to ``Policy.recipient_rules``)."""
+        if record is not None:
+            record = with_arrival_patient(arrival, record)
+        refusal = await self.recipient_refusal(
+            arrival.source, arrival.envelope_from, recipient, record, len(arrival.raw)
+        )
+        return None if refusal is None else refuse(recipient, refusal.smtp_reply)
+
+    async def finish_arrival(
+        self, arrival: Arrival, record: MessageRecord, new: NewMessage, accepted: Sequence[str]
+    ) -> NewMessage | str:
+        """``finish`` as the intake's ``Finish`` step: the message to commit, or the refusal reply."""
+        record = with_arrival_patient(arrival, record)
+        new = dataclasses.replace(new, patient=new.patient or record.patient)
+        try:
+            return await self.finish(new, record, accepted)
+        except PatientMailRefused as error:
+            return error.refusal.smtp_reply
+
+    async def finish(self, new: NewMessage, record: MessageRecord, ours: Sequence[str]) -> NewMessage:
+        """``new`` as it must be committed; ``ours`` are its accepted recipients in our mailboxes.
+
+        Raises:
+            PatientMailRefused: outgoing patient mail that breaks a rule (not caught by the recipient step).
+        """
+        if new.source in INTERNAL_SOURCES:
+            return admit_outgoing(new, record, self.settings)
+        receipt = await asyncio.to_thread(read_receipt, new.raw)
+        if receipt is not None:
+            return dataclasses.replace(new, kind=receipt.kind, receipt=receipt)
+        new = await self.gate.admit(new, record, ours)
+        if new.state != "stored" or not ours or not self.settings.channels.answer_mdn:
+            return new
+        answer = await asyncio.to_thread(
+            build_answer,
+            new.raw,
+            record,
+            new.envelope_from,
+            ours[0],
+            self.settings.gateway.hostname,
+            self.clock(),
+        )
+        return new if answer is None else dataclasses.replace(new, follow_ups=(answer,))

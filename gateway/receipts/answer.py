@@ -1,0 +1,125 @@
+"""Answering read-receipt requests on received health documents with the ANS MDN (MSSANTE.md §8.3).
+
+When a message carrying an ``IHE_XDM.zip`` and ``Disposition-Notification-To`` is integrated into the
+store, the sender gets ``processed``, or ``processed/Error: 90x^libellé`` when the package is inconsistent
+(903 INS absent, 904 INS or traits that differ between METADATA.XML and the CDA, 905 INS incomplete, 906
+anything else), with the original attachments re-attached. RFC 8098 § 2.1 loop avoidance: a receipt is
+never answered, nor a request whose address differs from the Return-Path (that needs a person). The MDN
+is committed in the same transaction as the message it answers, so it is sent exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+from gateway.store.repository import NewMessage, Recipient
+from mappers import ins, xdm
+from mappers.addresses import same_address
+from mappers.errors import MappingError
+from mappers.folding import READ_POLICY
+from mappers.mdn import Disposition, build_mdn, original_attachments
+from mappers.mime_parse import XDM_FILENAME
+from mappers.patient import Patient
+from mappers.records import MessageRecord
+
+REPORT_TYPES = frozenset({"multipart/report"})
+
+
+def skip_reason(record: MessageRecord, envelope_from: str, message: EmailMessage) -> str | None:
+    """Why no MDN goes back for this message, or ``None`` when one must."""
+    requested = record.disposition_notification_to
+    if requested is None:
+        return "no read receipt was asked for"
+    if message.get_content_type() in REPORT_TYPES:
+        return "a receipt is never answered with a receipt (RFC 8098 § 2.1)"
+    if not envelope_from:
+        return "the message has a null Return-Path"
+    if not same_address(requested.address, envelope_from):
+        return (
+            "Disposition-Notification-To differs from the Return-Path: an automatic MDN would need a "
+            "person's confirmation (RFC 8098 § 2.1)"
+        )
+    if not record.documents:
+        return f"no {XDM_FILENAME} was integrated"
+    return None
+
+
+def _identity(patient: Patient) -> tuple[object, ...]:
+    return (ins.normalize(patient.matricule), patient.oid.strip())
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _traits(patient: Patient) -> tuple[object, ...]:
+    return (_fold(patient.birth_name), _fold(patient.given_name), patient.birth_date, patient.sex)
+
+
+def integration_error(package: xdm.XdmPackage) -> int | None:
+    """The ANS error code (MSSANTE.md §5.8) for an inconsistent package, ``None`` when it is integrable."""
+    metadata = package.patient
+    cda_patients = [header.patient for header in package.cda_headers]
+    if metadata is None or not metadata.matricule or any(p is None for p in cda_patients):
+        return 903
+    for patient in cda_patients:
+        if patient is not None and (
+            _identity(patient) != _identity(metadata) or _traits(patient) != _traits(metadata)
+        ):
+            return 904
+    if not ins.is_qualified(metadata):
+        return 905
+    return 906 if package.problems else None
+
+
+def package_disposition(raw_package: bytes | None) -> Disposition:
+    """``processed``, or ``processed/Error`` with the code of the package's first inconsistency."""
+    if raw_package is None:
+        return Disposition(error_code=903)
+    try:
+        package = xdm.parse_package(raw_package)
+    except MappingError:
+        return Disposition(error_code=906)
+    code = integration_error(package)
+    return Disposition() if code is None else Disposition(error_code=code)
+
+
+def build_answer(
+    raw: bytes, record: MessageRecord, envelope_from: str, mailbox: str, hostname: str, now: datetime
+) -> NewMessage | None:
+    """The MDN to commit with the received message, or ``None`` when none is due (``skip_reason``).
+
+    ``mailbox`` is our mailbox the message was delivered to: it signs the MDN as Final-Recipient.
+    """
+    requested = record.disposition_notification_to
+    if requested is None or not record.documents:
+        return None  # nothing to answer: no need to read the message again
+    message = BytesParser(policy=READ_POLICY).parsebytes(raw)
+    if not isinstance(message, EmailMessage):
+        return None
+    if skip_reason(record, envelope_from, message) is not None:
+        return None
+    attachments = original_attachments(message)
+    package = next((a.content for a in attachments if a.filename.casefold() == XDM_FILENAME.casefold()), None)
+    mdn = build_mdn(
+        raw,
+        disposition=package_disposition(package),
+        final_recipient=mailbox,
+        sender=mailbox,
+        recipient=requested.address,
+        hostname=hostname,
+        now=now,
+        attachments=attachments,
+    )
+    return NewMessage(
+        raw=mdn.as_bytes(),
+        # RFC 8098 § 2.1: an MDN travels with a null envelope sender, so nothing answers it back.
+        envelope_from="",
+        direction="outbound",
+        source="mdn",
+        kind="mdn",
+        recipients=(Recipient(requested.address),),
+        message_id=str(mdn["Message-ID"]),
+    )

@@ -1,0 +1,140 @@
+"""Configuration rules that span several keys, run once every value has been read.
+
+Each rule appends a sentence naming the key to change; none opens a file or a socket (gateway/preflight.py
+loads the TLS and DKIM material).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.settings import OperatorListenerSettings, Settings, SubmissionSettings
+
+
+def check_consistency(settings: Settings, problems: list[str]) -> None:
+    """Rules that span several keys; each sentence names the key to change."""
+    tls = settings.tls
+    uses_smtp = bool(settings.smarthost.host) or any(r.transport == "smtp" for r in settings.routes)
+    if uses_smtp and tls.ca_bundle is None:
+        problems.append(
+            "tls.ca_bundle: required when mail leaves by SMTP (peer certificates are always verified)"
+        )
+    if (tls.client_certificate is None) != (tls.client_key is None):
+        problems.append("tls.client_key: client_certificate and client_key go together")
+    if settings.smarthost.username and settings.smarthost.password_file is None:
+        problems.append("smarthost.password_file: required when smarthost.username is set")
+    for index, route in enumerate(settings.routes):
+        key = f"routes[{index}]"
+        if route.transport == "smtp" and not route.host:
+            problems.append(f"{key}.host: required for an smtp route")
+        if route.transport == "folder" and route.path is None:
+            problems.append(f"{key}.path: required for a folder route")
+    has_default = settings.smarthost.host or any(r.domain == "*" for r in settings.routes)
+    if settings.gateway.mode == "client" and not has_default:
+        problems.append('smarthost.host: required in client mode (or a route with domain = "*")')
+    dkim = settings.dkim
+    if dkim.enabled and not (dkim.domain and dkim.selector):
+        problems.append("dkim.selector: dkim.domain and dkim.selector are required with a key")
+    if not settings.relay.retry_schedule:
+        problems.append("relay.retry_schedule: needs at least one delay")
+    if settings.relay.crash_limit < 1:
+        problems.append("relay.crash_limit: must be at least 1")
+    if settings.relay.concurrency < 1:
+        problems.append("relay.concurrency: must be at least 1")
+    _check_operations(settings, problems)
+    _check_listeners(settings, problems)
+    _check_imap(settings, problems)
+
+
+def _check_imap(settings: Settings, problems: list[str]) -> None:
+    imap, tls = settings.imap, settings.tls
+    names: set[str] = set()
+    for index, account in enumerate(imap.accounts):
+        key = f"imap.accounts[{index}]"
+        if account.name in names:
+            problems.append(f"{key}.name: {account.name!r} is used by another account")
+        names.add(account.name)
+        if account.auth == "password" and (not account.username or account.password_file is None):
+            problems.append(f'{key}.password_file: auth = "password" needs username and password_file')
+        if account.auth == "xoauth2" and (not account.username or account.token_file is None):
+            problems.append(f'{key}.token_file: auth = "xoauth2" needs username and token_file')
+        if account.ca_bundle is None and tls.ca_bundle is None:
+            problems.append(f"{key}.ca_bundle: required (or tls.ca_bundle): the server is always verified")
+        certificate = account.client_certificate or tls.client_certificate
+        if account.auth == "external" and certificate is None:
+            problems.append(f'{key}.client_certificate: auth = "external" needs a client certificate')
+        if (account.client_certificate is None) != (account.client_key is None):
+            problems.append(f"{key}.client_key: client_certificate and client_key go together")
+        if not account.folders:
+            problems.append(f"{key}.folders: needs at least one folder")
+        if account.after_import == "move" and not account.processed_folder:
+            problems.append(f'{key}.processed_folder: required when after_import = "move"')
+        if account.processed_folder and account.processed_folder in account.folders:
+            problems.append(f"{key}.processed_folder: must not be one of the watched folders")
+    if imap.fetch_batch < 1:
+        problems.append("imap.fetch_batch: must be at least 1")
+
+
+def _check_operations(settings: Settings, problems: list[str]) -> None:
+    """The metrics address, the trust-list source and the certificate thresholds."""
+    listen = settings.metrics.listen
+    if listen:
+        try:
+            host, port = split_host_port(listen)
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            problems.append(
+                f"metrics.listen: {listen!r} is not HOST:PORT (e.g. 127.0.0.1:9325 or [::1]:9325)"
+            )
+        else:
+            if not loopback or not 0 <= port <= 65535:
+                problems.append(
+                    f"metrics.listen: {listen!r} must be a loopback address and a port (metrics are for "
+                    "the local Prometheus agent; publish them through a proxy if needed)"
+                )
+    url = settings.trust.url
+    if url and not url.startswith("https://"):
+        problems.append("trust.url: must be an https:// URL (the list decides whom mail may go to)")
+    certificates = settings.certificates
+    if certificates.error_before > certificates.warn_before:
+        problems.append("certificates.error_before: must not be longer than certificates.warn_before")
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``127.0.0.1:9325`` or ``[::1]:9325`` → (host, port); raises ValueError."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit():
+        raise ValueError(text)
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _check_listeners(settings: Settings, problems: list[str]) -> None:
+    """The inbound sections: listeners need TLS material, operators need the CA bundle and operator mode."""
+    for name in ("submission", "operator_listener"):
+        listener: SubmissionSettings | OperatorListenerSettings = getattr(settings, name)
+        for index, address in enumerate(listener.listen):
+            try:
+                host, port = split_host_port(address)
+                if not host or port > 65535:
+                    raise ValueError(address)
+            except ValueError:
+                problems.append(f"{name}.listen[{index}]: {address!r} is not host:port (e.g. 127.0.0.1:587)")
+        if listener.listen and (listener.certificate is None or listener.key is None):
+            problems.append(f"{name}.certificate: a listener needs certificate and key (STARTTLS)")
+    if settings.operator_listener.listen:
+        if settings.gateway.mode != "operator":
+            problems.append('operator_listener.listen: only in gateway.mode = "operator"')
+        if settings.tls.ca_bundle is None:
+            problems.append("tls.ca_bundle: required by operator_listener (peer certificates are verified)")
+    names = [client.name for client in settings.submission.clients]
+    for index, client in enumerate(settings.submission.clients):
+        if names.count(client.name) > 1:
+            problems.append(f"submission.clients[{index}].name: {client.name!r} is listed twice")
+        for position, network in enumerate(client.networks):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                key = f"submission.clients[{index}].networks[{position}]"
+                problems.append(f"{key}: {network!r} is not a network")
