@@ -48,6 +48,10 @@ def check_consistency(settings: Settings, problems: list[str]) -> None:
     _check_imap(settings, problems)
 
 
+MAX_FETCH_BATCH = 200
+"""Most messages asked in one IMAP FETCH (see ``_check_imap``)."""
+
+
 def _check_imap(settings: Settings, problems: list[str]) -> None:
     imap, tls = settings.imap, settings.tls
     names: set[str] = set()
@@ -73,8 +77,9 @@ def _check_imap(settings: Settings, problems: list[str]) -> None:
             problems.append(f'{key}.processed_folder: required when after_import = "move"')
         if account.processed_folder and account.processed_folder in account.folders:
             problems.append(f"{key}.processed_folder: must not be one of the watched folders")
-    if imap.fetch_batch < 1:
-        problems.append("imap.fetch_batch: must be at least 1")
+    if not 1 <= imap.fetch_batch <= MAX_FETCH_BATCH:
+        # aioimaplib reads a reply recursively, a level per line: ~500 small messages in one read overflow it.
+        problems.append(f"imap.fetch_batch: must be between 1 and {MAX_FETCH_BATCH}")
 
 
 def _check_operations(settings: Settings, problems: list[str]) -> None:

@@ -78,8 +78,7 @@ async def test_without_idle_the_bridge_polls(tmp_path: Path, pki: Pki, store: St
     try:
         settings = bridge_settings(tmp_path, pki, fake.port, poll_interval="50ms")
         async with Bridge(settings, store):
-            await eventually(lambda: bool(fake.connections), "the bridge connected")
-            await asyncio.sleep(0.1)
+            await eventually(lambda: store.imap_cursors.load("hopital", "INBOX") is not None, "first sync")
             fake.deliver(USER, imap_message(1))
             await eventually(lambda: stored_message_ids(store) == ids(1), "the message stored")
             await eventually(lambda: seen(fake) == [True], "and flagged")

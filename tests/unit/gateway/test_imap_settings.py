@@ -67,6 +67,7 @@ def test_every_mistake_of_every_account_names_its_key(tmp_path: Path) -> None:
         "imap.accounts[3].auth: 'kerberos' is not one of 'password', 'external', 'xoauth2'",
     )
     raw["imap"]["accounts"].pop()  # type: ignore[index]
+    raw["imap"]["fetch_batch"] = 500  # type: ignore[index]
     with pytest.raises(ConfigError) as caught:
         settings.from_mapping(raw)
     assert caught.value.problems == (
@@ -76,4 +77,5 @@ def test_every_mistake_of_every_account_names_its_key(tmp_path: Path) -> None:
         'imap.accounts[1].token_file: auth = "xoauth2" needs username and token_file',
         'imap.accounts[2].client_certificate: auth = "external" needs a client certificate',
         "imap.accounts[2].folders: needs at least one folder",
+        "imap.fetch_batch: must be between 1 and 200",
     )
