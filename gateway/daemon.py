@@ -94,7 +94,15 @@ def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> li
     """
     trust_list = TrustList()
     metrics.SOURCES.store = store.stats.gauges
-    relay = Relay(settings, store.repository, TransportRegistry(settings), build_signer(settings), utc_now)
+    relay = Relay(
+        settings,
+        store.repository,
+        TransportRegistry(settings),
+        build_signer(settings),
+        utc_now,
+        # The intake's policy holds the official and local trust lists in force (reloads included).
+        trusts=lambda domain: intake.trusts(domain),
+    )
     # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
     intake, steps = citizen_intake(settings, store, utc_now, relay.wake, official=trust_list)
     services: list[Service] = [

@@ -94,6 +94,10 @@ class Intake:
 
         return apply
 
+    def trusts(self, domain: str) -> bool:
+        """Whether ``domain`` is on the official or the local trust list in force (the relay asks too)."""
+        return self.policy.trusted(domain)
+
     async def check_sender(self, arrival: Arrival) -> Verdict | None:
         """The refusal of ``arrival``'s envelope sender before any data (MAIL FROM time), if any."""
         reply = self.policy.sender(arrival.source, arrival.authenticated_as, arrival.envelope_from)

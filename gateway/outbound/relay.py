@@ -29,6 +29,7 @@ from gateway.outbound.transports.base import (
     OutboundRecipient,
     Outcome,
     RecipientResult,
+    all_recipients,
 )
 from gateway.outbound.transports.registry import TransportRegistry
 from gateway.settings import Settings
@@ -73,8 +74,11 @@ class Relay:
         transports: TransportRegistry,
         signer: DkimSigner | None,
         clock: Clock,
+        *,
+        trusts: Callable[[str], bool],
     ) -> None:
         self.settings = settings
+        self.trusts = trusts
         self.repository = repository
         self.router = Router(settings)
         self.transports = transports
@@ -173,7 +177,12 @@ class Relay:
                 ret=envelope.ret,
                 queue_id=envelope.pk,
             )
-            results = await self.transports.get(destination).send(message)
+            if destination.kind == "mx" and not self.trusts(destination.host):
+                # DESIGN.md §3.3: in operator mode nothing leaves for a domain off the MSSanté trust list.
+                reply = f"5.7.1 {destination.host} is not on the MSSanté trust list: the message was not sent"
+                results = all_recipients(message, Outcome.PERMANENT, reply)
+            else:
+                results = await self.transports.get(destination).send(message)
             await self._recorder.submit(self._report(envelope, claims, results))
             # A deferral changes when the queue is next due: let the loop look again.
             self.wake()
