@@ -93,3 +93,22 @@ def test_a_refused_delivery_gives_a_report_carrying_envid_and_orcpt(gateway: Gat
     assert "Original-Envelope-Id: abc" in report
     assert re.search(rf"Original-Recipient: rfc822; ?{re.escape(RECIPIENT)}", report), report
     assert "Status: 5.1.1" in report
+
+
+def test_a_message_being_received_during_a_reload_is_accepted(gateway: Gateway, pki: Pki) -> None:
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    with smtplib.SMTP("127.0.0.1", submission_port(gateway), timeout=10) as client:
+        client.starttls(context=context)
+        client.login("dpi", PASSWORD)
+        assert client.mail(SENDER)[0] == 250
+        assert client.rcpt(RECIPIENT)[0] == 250
+        gateway.reload()
+        gateway.wait_for_output("event=reloaded")
+        code, reply = client.data(message(sender=SENDER, to=RECIPIENT))
+    assert code == 250, reply
+    received = gateway.operator.wait_for_messages(1)  # type: ignore[attr-defined]
+    assert received[0].rcpt_tos == (RECIPIENT,)
+    # The listener still takes new sessions after the reload.
+    assert submit(gateway, pki) == {}
+    gateway.operator.wait_for_messages(2)  # type: ignore[attr-defined]
+    assert gateway.stop() == 0
