@@ -35,6 +35,11 @@ def test_systemd_hears_ready_watchdog_reloading_and_stopping_in_order(
 ) -> None:
     gateway = gateway_for(tmp_path / "gw", pki, None)
     gateway.sections["metrics"] = {"listen": "127.0.0.1:0"}
+    gateway.sections["submission"] = {
+        "listen": ["127.0.0.1:0"],
+        "certificate": str(pki.server.cert),
+        "key": str(pki.server.key),
+    }
     gateway.write()
     gateways.append(gateway)
     with NotifySocket(lambda: ready_state(gateway)) as manager:
@@ -47,7 +52,7 @@ def test_systemd_hears_ready_watchdog_reloading_and_stopping_in_order(
         seen = manager.wait_for(ready_then_pings)
         ready = seen[index(seen, "READY")]
         assert ready.probe == {"wake_socket": True, "listening": {a: True for a in listening(gateway)}}
-        assert listening(gateway), "the metrics endpoint logs its address"
+        assert len(listening(gateway)) == 2, "the metrics endpoint and the SMTP listener log their address"
         assert ready.fields["STATUS"] == "ready: queue 0 queued, 0 deferred, 0 sending, 0 held"
         assert index(seen, "WATCHDOG") > index(seen, "READY"), "no heartbeat before READY"
 
