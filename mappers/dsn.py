@@ -1,8 +1,8 @@
-"""Delivery status notifications (RFC 3464): build the report mssgw sends back, read the ones it receives.
+"""Delivery status notifications (RFC 3464): the record types, and building the report mssgw sends back.
 
 Outbound, ``gateway.outbound`` calls :func:`build_dsn` when a delivery fails or is given up and stores the
-result for the original sender; inbound, :func:`parse_dsn` turns a peer's report into a
-:class:`DeliveryReport` matched to the original by its Message-ID. Pure: no clock, no DNS, no store.
+result for the original sender; reading a peer's report is ``mappers.dsn_read``. The record types
+(:class:`RecipientReport`, :class:`DeliveryReport`) serve both. Pure: no clock, no DNS, no store.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from email.headerregistry import Address
 from email.message import EmailMessage, Message, MIMEPart
-from email.parser import BytesHeaderParser, BytesParser, HeaderParser
+from email.parser import BytesParser, HeaderParser
 from email.policy import Policy
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from typing import Literal, get_args
 
 from mappers.errors import MappingError
@@ -24,7 +24,9 @@ from mappers.folding import READ_POLICY, set_header
 from mappers.mime import MESSAGE_POLICY
 
 __all__ = [
+    "ACTIONS",
     "FULL_SIZE_LIMIT",
+    "STATUS_CODE",
     "Action",
     "DeliveryReport",
     "DsnError",
@@ -32,7 +34,6 @@ __all__ = [
     "build_dsn",
     "fields_block",
     "header_block",
-    "parse_dsn",
     "report_headers",
     "returned_part",
     "xtext_decode",
@@ -40,13 +41,13 @@ __all__ = [
 ]
 
 Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
-_ACTIONS: frozenset[str] = frozenset(get_args(Action))
+ACTIONS: frozenset[str] = frozenset(get_args(Action))
 
 # Returning a whole 25 MB XDM message in a bounce doubles patient data in two mailboxes for nothing;
 # above this size RET=FULL falls back to the headers (Postfix does the same with bounce_size_limit).
 FULL_SIZE_LIMIT = 1024 * 1024
 
-_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+STATUS_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _SMTP_REPLY = re.compile(r"[2-5]\d\d(?: .*)?")
 # One token of printable US-ASCII: what an address, host name or envelope id may be in a DSN field.
 _TOKEN = re.compile(r"[\x21-\x7e]{1,998}")
@@ -229,9 +230,9 @@ def _check_recipient(recipient: RecipientReport) -> None:
         _token(recipient.original_recipient, "original_recipient")
     if recipient.remote_mta is not None:
         _token(recipient.remote_mta, "remote_mta")
-    if recipient.action not in _ACTIONS:
-        raise DsnError(f"action {recipient.action!r} is not one of {sorted(_ACTIONS)} (RFC 3464 § 2.3.3)")
-    if not _STATUS.fullmatch(recipient.status):
+    if recipient.action not in ACTIONS:
+        raise DsnError(f"action {recipient.action!r} is not one of {sorted(ACTIONS)} (RFC 3464 § 2.3.3)")
+    if not STATUS_CODE.fullmatch(recipient.status):
         raise DsnError(f"status {recipient.status!r} is not an RFC 3463 code like 5.1.1")
     # RFC 3464 § 2.3.3/2.3.4: success actions carry 2.x.x, "delayed" a transient 4.x.x, and "failed"
     # either class (a message given up after retries keeps the last transient status, as Postfix does).
@@ -474,141 +475,3 @@ def _human_text(
             lines += ["", say("large")]
         sections.append("\n".join(lines))
     return "\n\n----------\n\n".join(sections) + "\n"
-
-
-# -- parsing -------------------------------------------------------------------------------------------
-
-_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
-_HEADERS_TYPES = ("text/rfc822-headers", "message/global-headers")
-_MESSAGE_TYPES = ("message/rfc822", "message/global")
-
-
-def parse_dsn(message: EmailMessage) -> DeliveryReport | None:
-    """Read a received DSN; ``None`` when ``message`` is not a delivery-status report at all.
-
-    Raises:
-        DsnError: a delivery-status report that breaks RFC 3464 (no status part, a recipient without
-            Final-Recipient, an unknown action, a malformed status code).
-    """
-    if message.get_content_type() != "multipart/report":
-        return None
-    if str(message.get_param("report-type", "", header="content-type")).lower() != "delivery-status":
-        return None
-    payload = message.get_payload()
-    parts = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
-    status_part = next((p for p in parts if p.get_content_type() in _STATUS_TYPES), None)
-    if status_part is None:
-        raise DsnError("delivery-status report without a message/delivery-status part (RFC 3464 § 2)")
-    blocks = _blocks(status_part)
-    if len(blocks) < 2:
-        raise DsnError("delivery-status part without a per-recipient block (RFC 3464 § 2.1)")
-    per_message = blocks[0]
-    return DeliveryReport(
-        recipients=tuple(_recipient(block) for block in blocks[1:]),
-        reporting_mta=_typed(_raw(per_message, "Reporting-MTA")),
-        envid=_unfold(_raw(per_message, "Original-Envelope-Id")),
-        arrival_date=_parse_date(_raw(per_message, "Arrival-Date")),
-        original_message_id=_returned_message_id(parts),
-    )
-
-
-def _blocks(part: Message) -> list[Message]:
-    payload = part.get_payload()
-    if part.get_content_type() == "message/delivery-status" and isinstance(payload, list):
-        # The email parser splits message/delivery-status into one header block per paragraph.
-        return [block for block in payload if isinstance(block, Message) and block.keys()]
-    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-        # RFC 6533 message/global-delivery-status is parsed like message/rfc822: the first block
-        # became headers and the others a body. Put the text back together and split it ourselves.
-        inner = payload[0]
-        head = "\n".join(f"{name}: {value}" for name, value in inner.raw_items())
-        text = f"{head}\n\n{inner.get_payload()}"
-    else:
-        raw = part.get_payload(decode=True)
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-    paragraphs = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n").strip("\n"))
-    parser = HeaderParser(policy=READ_POLICY)
-    return [parser.parsestr(p + "\n\n") for p in paragraphs if p.strip()]
-
-
-def _raw(block: Message, name: str) -> str | None:
-    """A field as written, before any RFC 2047 decoding: DSN fields are plain US-ASCII (§ 2.1.1)."""
-    for key, value in block.raw_items():
-        if key.lower() == name.lower():
-            return str(value)
-    return None
-
-
-def _field(value: object) -> str | None:
-    if value is None:
-        return None
-    text = " ".join(str(value).split())
-    return text or None
-
-
-def _unfold(value: object) -> str | None:
-    """RFC 5322 § 2.2.3 unfolding only: an envelope id keeps its inner spaces (RFC 3464 § 2.2.1)."""
-    if value is None:
-        return None
-    return re.sub(r"\r?\n", "", str(value)).strip() or None
-
-
-def _typed(value: object) -> str | None:
-    """Drop the ``type;`` prefix of an address, MTA or diagnostic field (RFC 3464 § 2.1.2)."""
-    text = _field(value)
-    if text is None:
-        return None
-    kind, semi, rest = text.partition(";")
-    if not semi or not kind.strip() or " " in kind.strip():
-        return text
-    return rest.strip() or None
-
-
-def _parse_date(value: object) -> datetime | None:
-    text = _field(value)
-    if text is None:
-        return None
-    try:
-        return parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def _recipient(block: Message) -> RecipientReport:
-    final = _typed(_raw(block, "Final-Recipient"))
-    if final is None:
-        raise DsnError("per-recipient block without Final-Recipient (RFC 3464 § 2.3.2)")
-    action = (_field(_raw(block, "Action")) or "").lower()
-    if action not in _ACTIONS:
-        raise DsnError(f"{final}: action {action!r} is not one of {sorted(_ACTIONS)}")
-    # RFC 3464 § 2.3.4 lets a status carry a trailing comment: keep the code only.
-    status_text = _field(_raw(block, "Status")) or ""
-    found = _STATUS.match(status_text)
-    if found is None:
-        raise DsnError(f"{final}: status {status_text!r} is not an RFC 3463 code")
-    return RecipientReport(
-        final_recipient=final,
-        action=action,  # type: ignore[arg-type]  # checked against Action's values just above
-        status=found.group(),
-        original_recipient=_typed(_raw(block, "Original-Recipient")),
-        remote_mta=_typed(_raw(block, "Remote-MTA")),
-        diagnostic=_typed(_raw(block, "Diagnostic-Code")),
-        last_attempt=_parse_date(_raw(block, "Last-Attempt-Date")),
-        will_retry_until=_parse_date(_raw(block, "Will-Retry-Until")),
-    )
-
-
-def _returned_message_id(parts: Sequence[Message]) -> str | None:
-    for part in parts:
-        kind = part.get_content_type()
-        if kind in _MESSAGE_TYPES:
-            inner = part.get_payload()
-            returned = inner[0] if isinstance(inner, list) and inner else None
-            if isinstance(returned, Message):
-                return _field(returned.get("Message-ID"))
-        elif kind in _HEADERS_TYPES:
-            raw = part.get_payload(decode=True)
-            if isinstance(raw, bytes):
-                headers = BytesHeaderParser(policy=READ_POLICY).parsebytes(raw)
-                return _field(headers.get("Message-ID"))
-    return None

@@ -13,7 +13,8 @@ from email.parser import BytesHeaderParser, BytesParser
 
 from gateway.store.receipts import ReceiptUpdate, RecipientStatus
 from mappers import ins
-from mappers.dsn import DeliveryReport, DsnError, RecipientReport, parse_dsn
+from mappers.dsn import DeliveryReport, DsnError, RecipientReport
+from mappers.dsn_read import parse_dsn
 from mappers.folding import READ_POLICY
 from mappers.mdn import DispositionReport, MdnError, parse_mdn
 

@@ -17,10 +17,10 @@ from mappers.dsn import (
     DsnError,
     RecipientReport,
     build_dsn,
-    parse_dsn,
     xtext_decode,
     xtext_encode,
 )
+from mappers.dsn_read import parse_dsn
 from mappers.errors import MappingError
 
 NOW = datetime(2026, 11, 23, 14, 50, tzinfo=UTC)
