@@ -15,6 +15,7 @@ commit, never logs content.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,11 +29,15 @@ from gateway.inbound.instructions import apply_instructions
 from gateway.inbound.policy import INTERNAL_SOURCES, Policy, RecipientRule, SenderRule, refuse
 from gateway.inbound.trust import DomainTrust, load_trust_list
 from gateway.logsetup import log_event
+from gateway.notices import Failure, Original, failure_notice
 from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from mappers.errors import MappingError
 from mappers.mime import MimeLimits, parse_message
 from mappers.records import MessageRecord
+
+SINGLE_REPLY_SOURCES = ("submission", "operator")
+"""Sources that answer once for every recipient (SMTP after DATA): a late refusal needs a DSN."""
 
 __all__ = [
     "Arrival",
@@ -173,6 +178,19 @@ class Intake:
             if isinstance(finished, str):
                 return IntakeResult(None, False, tuple(_refused(v, finished) for v in verdicts))
             new = finished
+        late = []
+        if arrival.source in SINGLE_REPLY_SOURCES and arrival.envelope_from:
+            # Refused now but accepted at RCPT time, before the message could be read: the client holds a
+            # 250 for them already (RCPT-time refusals it heard about itself).
+            for verdict in verdicts:
+                if verdict.decision is not Decision.ACCEPTED:
+                    early = await self.check_recipient(arrival, verdict.recipient)
+                    if early.decision is Decision.ACCEPTED:
+                        late.append(verdict)
+        if late:
+            new = dataclasses.replace(
+                new, follow_ups=(*new.follow_ups, self._late_notice(arrival, raw, late))
+            )
         try:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
@@ -204,6 +222,27 @@ class Intake:
                 for v in verdicts
             ),
         )
+
+    def _late_notice(self, arrival: Arrival, raw: bytes, late: list[Verdict]) -> NewMessage:
+        """A DSN for recipients refused once the message was read, committed with the message itself.
+
+        After SMTP DATA one reply speaks for every recipient: the 250 the others get must not silently
+        drop these, so their sender hears of them as of any other failed delivery.
+        """
+        now = self.clock()
+        orcpts = {r.address: r.orcpt for r in arrival.recipients}
+        failures = [
+            Failure(
+                v.recipient,
+                f"{v.code} {v.text}",
+                v.decision is Decision.PERMANENT,
+                v.code,
+                orcpt=orcpts.get(v.recipient),
+            )
+            for v in late
+        ]
+        original = Original(raw, arrival.envelope_from, now, arrival.envid, arrival.ret)
+        return failure_notice(original, failures, self.gateway, now, source="intake")
 
     def _new_message(
         self, arrival: Arrival, raw: bytes, record: MessageRecord, accepted: list[Recipient]

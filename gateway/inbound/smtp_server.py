@@ -371,7 +371,7 @@ class _Handler:
         if accepted:
             late = len(outcome.verdicts) - len(accepted)
             if late:
-                # SMTP has one reply after DATA: recipients a rule refused only now are not delivered.
+                # SMTP has one reply after DATA: recipients a rule refused only now get a DSN (intake).
                 log_event(
                     log, "refused-after-data", logging.WARNING, queue_id=outcome.message_pk, recipients=late
                 )

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from gateway import metrics
 from gateway.batching import Batcher
 from gateway.logsetup import audit
-from gateway.outbound.notices import FailedRecipient, build_failure_notice, patient_refusal
+from gateway.notices import Failure, Original, failure_notice, patient_refusal
 from gateway.outbound.retry import gives_up, next_attempt_at
 from gateway.outbound.routing import Destination, Router
 from gateway.outbound.signing import DkimSigner, build_signer
@@ -205,7 +205,8 @@ class Relay:
         now = self.clock()
         relay = self.settings.relay
         outcomes: list[DeliveryOutcome] = []
-        failures: list[FailedRecipient] = []
+        failures: list[Failure] = []
+        failed_pks: list[int] = []
         for claim, result in zip(claims, results, strict=True):
             state, retry_at = DeliveryState.SENT, None
             if result.outcome is Outcome.TEMPORARY:
@@ -218,8 +219,17 @@ class Relay:
                 state = DeliveryState.FAILED
             refusal = None
             if state is DeliveryState.FAILED:
-                failures.append(FailedRecipient(claim, result))
-                refusal = patient_refusal(claim.recipient, result)
+                failure = Failure(
+                    claim.recipient,
+                    result.reply,
+                    result.outcome is Outcome.PERMANENT,
+                    result.code,
+                    result.peer,
+                    claim.orcpt,
+                )
+                failures.append(failure)
+                failed_pks.append(claim.pk)
+                refusal = patient_refusal(failure)
             outcomes.append(
                 DeliveryOutcome(
                     claim.pk, state, now, result.code, result.reply, result.peer, retry_at, refusal
@@ -242,7 +252,16 @@ class Relay:
         notice = None
         if failures and envelope.envelope_from:
             # Never answer a bounce with a bounce (RFC 5321 §4.5.5): null senders get no DSN.
-            notice = build_failure_notice(envelope, failures, self.settings.gateway, now)
+            original = Original(
+                envelope.raw,
+                envelope.envelope_from,
+                envelope.created_at,
+                envelope.envid,
+                envelope.ret,
+                envelope.pk,
+            )
+            message = failure_notice(original, failures, self.settings.gateway, now, source="relay")
+            notice = Notice(message, tuple(failed_pks))
         return _Report(tuple(outcomes), notice)
 
     def _record(self, reports: Sequence[_Report]) -> list[None]:

@@ -185,6 +185,34 @@ async def test_extra_rules_composed_by_the_daemon_can_refuse_a_recipient(store: 
     assert result.verdicts[0].code == 550 and rows(store) == (0, [])
 
 
+async def test_a_recipient_refused_only_once_the_message_is_read_gets_a_dsn_not_silence(store: Store) -> None:
+    # After DATA, SMTP answers once for everyone: the 250 the others get must not swallow this refusal.
+    refused = "dr.refused@cabinet.test.mssante.fr"
+
+    def late_rule(arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
+        if record is not None and recipient == refused:
+            return refuse(recipient, "550 5.7.1 Document INVISIBLE_PATIENT cannot go to this address")
+        return None
+
+    policy = Policy(inbound_settings(), CLIENTS, StaticTrustList([PEER_DOMAIN]), [late_rule])
+    intake = make_intake(store, policy)
+    arrival = submission(
+        message(to=OUTSIDE), Recipient(OUTSIDE), Recipient(refused, None, f"rfc822;{refused}")
+    )
+    assert (await intake.check_recipient(arrival, refused)).decision is Decision.ACCEPTED
+    result = await intake.receive(arrival)
+    assert [v.code for v in result.verdicts] == [250, 550]
+    with store.sessions() as session:
+        notice = session.execute(select(Message).where(Message.kind == "dsn")).scalar_one()
+    assert notice.related_message_id == result.message_pk and notice.envelope_from == ""
+    report = email.message_from_bytes(notice.raw, policy=email.policy.default)
+    assert report["To"] == APP
+    status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+    text = status.as_string()
+    assert f"Final-Recipient: rfc822; {refused}" in text or f"Final-Recipient: rfc822;{refused}" in text
+    assert "Status: 5.7.1" in text and "INVISIBLE_PATIENT" in text
+
+
 async def test_submission_headers_are_stripped_before_storing(store: Store) -> None:
     raw = message(X_MSSGW_Note="x", Comments="kept")
     assert b"X-MSSGW-Note" in raw
