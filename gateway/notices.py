@@ -1,9 +1,11 @@
-"""Delivery notices: the RFC 3464 report written into the store for a sender whose message failed somewhere.
+"""Delivery notices: the RFC 3464 report written into the store for a sender whose message failed somewhere,
+or was delivered or relayed when the sender asked (``NOTIFY=SUCCESS``).
 
 Two places fail mail after accepting it: the relay (the next hop refused, or the queue gave up) and the
 intake (a rule that needs the message refused some recipients after SMTP DATA, whose single reply already
-said 250 for the others). Both describe the failures as ``Failure`` values; the report itself is built by
-``mappers.dsn``. Nothing here touches SQL or the network.
+said 250 for the others). Both describe the failures as ``Failure`` values, the relay its successes as
+``Success``; the report itself is built by ``mappers.dsn``, and it is queued back to the sender the way
+``gateway.report_routes`` says. Nothing here touches SQL or the network.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from datetime import datetime
 from typing import Literal
 
 from gateway.receipts.reading import mes_refusal
+from gateway.report_routes import NO_NOTIFY, RELAYED, ReportRoute
 from gateway.settings import GatewaySettings
-from gateway.store.repository import NewMessage
+from gateway.store.repository import NewMessage, Recipient
 from mappers.dsn import DsnError, RecipientReport, build_dsn, xtext_decode
 
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
@@ -39,6 +42,21 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Success:
+    """One recipient whose sender asked to hear of its delivery (``NOTIFY=SUCCESS``).
+
+    ``relayed``: handed to a next hop that does not do DSN (RFC 3461 § 5.2.2), so this is the last word;
+    otherwise the mail reached the mailbox's drop folder or internal MTA (``delivered``).
+    """
+
+    recipient: str
+    reply: str
+    relayed: bool
+    peer: str | None = None
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Original:
     """The failed message as the store keeps it: raw bytes and envelope."""
 
@@ -50,21 +68,27 @@ class Original:
     pk: int | None = None
 
 
-def failure_notice(
-    original: Original, failures: Sequence[Failure], gateway: GatewaySettings, now: datetime, source: str
+def delivery_notice(
+    original: Original,
+    outcomes: Sequence[Failure | Success],
+    gateway: GatewaySettings,
+    now: datetime,
+    source: str,
+    route: ReportRoute,
 ) -> NewMessage:
-    """The DSN for the original sender about ``failures``, as a message to commit (null envelope sender)."""
+    """The DSN for the original sender about ``outcomes``, as a message to commit (null envelope sender),
+    with its queue row back to the sender when ``route`` has a way there."""
     reports = [
         RecipientReport(
-            final_recipient=f.recipient,
-            action="failed",
-            status=status_of(f),
-            original_recipient=_orcpt_address(f.orcpt),
-            remote_mta=f.peer.rpartition(":")[0] if f.peer else None,
-            diagnostic=f.reply,
+            final_recipient=o.recipient,
+            action=_action(o),
+            status=status_of(o) if isinstance(o, Failure) else "2.0.0",
+            original_recipient=_orcpt_address(o.orcpt),
+            remote_mta=o.peer.rpartition(":")[0] if o.peer and isinstance(o, Failure) else None,
+            diagnostic=o.reply,
             last_attempt=now,
         )
-        for f in failures
+        for o in outcomes
     ]
     ret: Literal["FULL", "HDRS"] | None = "FULL" if original.ret == "FULL" else None
     report = build_dsn(
@@ -78,15 +102,23 @@ def failure_notice(
         envid=_xtext(original.envid),
         ret=ret,
     )
+    back = () if route.via is None else (Recipient(original.sender, NO_NOTIFY, via=route.delivery_via),)
     return NewMessage(
         raw=report.as_bytes(),
         envelope_from="",
-        direction="inbound",
+        direction="outbound" if route.via == RELAYED else "inbound",
         source=source,
+        recipients=back,
         kind="dsn",
         message_id=str(report["Message-ID"]) if report["Message-ID"] else None,
         related_message_pk=original.pk,
     )
+
+
+def _action(outcome: Failure | Success) -> Literal["failed", "delivered", "relayed"]:
+    if isinstance(outcome, Failure):
+        return "failed"
+    return "relayed" if outcome.relayed else "delivered"
 
 
 def patient_refusal(failure: Failure) -> str | None:

@@ -235,11 +235,18 @@ class InboundSettings:
 
 @dataclass(frozen=True, slots=True)
 class SubmissionClientSettings:
-    """An internal sender: found by AUTH login, client-certificate CN or network; may use ``senders`` only."""
+    """An internal sender: found by AUTH login, client-certificate CN or network; may use ``senders`` only.
+
+    ``return_host`` is its internal MTA, where the delivery reports for its mail are sent back (SMTP or
+    LMTP, STARTTLS when offered); without it they stay in the store.
+    """
 
     name: str
     senders: tuple[str, ...] = ()
     networks: tuple[str, ...] = ()
+    return_host: str = ""
+    return_port: int = 25
+    return_protocol: Literal["smtp", "lmtp"] = "smtp"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 ``recipient_refusal`` judges one recipient before anything is stored: outgoing mail to a patient must
 pass the patient rules; mail from a patient (SMTP) needs an open channel, else ``550 5.7.1`` and why.
 ``finish`` shapes the message just before its commit: outgoing mail gets ``X-MSS-MES: FIN`` and its
-channel change; a received DSN/MDN updates the original's recipients; patient mail that came by IMAP on a
+channel change; a received DSN/MDN updates the original's recipients and is forwarded to the original's
+sender the way that sender came (``gateway.report_routes``); patient mail that came by IMAP on a
 closed channel is kept ``refused``; a read-receipt request on a package gets its MDN, committed together.
 """
 
@@ -23,10 +24,12 @@ from gateway.inbound.policy import INTERNAL_SOURCES, refuse
 from gateway.inbound.trust import DomainTrust
 from gateway.receipts.answer import build_answer
 from gateway.receipts.reading import read_receipt
+from gateway.report_routes import NO_NOTIFY, ReportRoutes
 from gateway.settings import Settings
 from gateway.store.channels import ChannelStore
 from gateway.store.db import Store
-from gateway.store.repository import NewMessage
+from gateway.store.receipts import ReceiptUpdate
+from gateway.store.repository import NewMessage, OriginalSender, Recipient
 from mappers.records import MessageRecord
 
 
@@ -39,7 +42,7 @@ def citizen_intake(
 ) -> tuple[Intake, CitizenSteps]:
     """The intake of ``settings`` with the citizen-channel and receipt steps (daemon and ``mssgw send``);
     ``official`` is the trust list the daemon keeps up to date."""
-    steps = CitizenSteps(settings, store.channels, clock)
+    steps = CitizenSteps(settings, store.channels, clock, store.repository.receipt_original)
     intake = Intake(
         build_policy(settings, recipient_rules=[steps.rule], official=official),
         store.repository.add_messages,
@@ -65,10 +68,17 @@ class CitizenSteps:
     A daemon service only so that a reload reaches it (test mode, size limit); it has nothing to run.
     """
 
-    def __init__(self, settings: Settings, channels: ChannelStore, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        channels: ChannelStore,
+        clock: Callable[[], datetime],
+        originals: Callable[[ReceiptUpdate], OriginalSender | None] = lambda _: None,
+    ) -> None:
         self.settings = settings
         self.gate = ChannelGate(channels, clock)
         self.clock = clock
+        self.originals = originals
 
     async def start(self) -> None:
         """Nothing to start."""
@@ -120,6 +130,19 @@ class CitizenSteps:
         except PatientMailRefused as error:
             return error.refusal.smtp_reply
 
+    async def _forward_receipt(self, new: NewMessage, receipt: ReceiptUpdate) -> NewMessage:
+        """``new`` with a queue row taking the receipt on to the original's sender, when there is a way."""
+        original = await asyncio.to_thread(self.originals, receipt)
+        if original is None:
+            return new
+        routes = ReportRoutes(self.settings.inbound, self.settings.submission.clients)
+        route = routes.route(original.envelope_from, original.source, original.client)
+        sender = original.envelope_from.lower()
+        if route.via is None or any(r.address.lower() == sender for r in new.recipients):
+            return new
+        back = Recipient(original.envelope_from, NO_NOTIFY, via=route.delivery_via)
+        return dataclasses.replace(new, recipients=(*new.recipients, back))
+
     async def finish(self, new: NewMessage, record: MessageRecord, ours: Sequence[str]) -> NewMessage:
         """``new`` as it must be committed; ``ours`` are its accepted recipients in our mailboxes.
 
@@ -130,7 +153,8 @@ class CitizenSteps:
             return admit_outgoing(new, record, self.settings)
         receipt = await asyncio.to_thread(read_receipt, new.raw)
         if receipt is not None:
-            return dataclasses.replace(new, kind=receipt.kind, receipt=receipt)
+            new = dataclasses.replace(new, kind=receipt.kind, receipt=receipt)
+            return await self._forward_receipt(new, receipt)
         new = await self.gate.admit(new, record, ours)
         if new.state != "stored" or not ours or not self.settings.channels.answer_mdn:
             return new

@@ -6,12 +6,14 @@ A queue id is the id ``mssgw send`` printed (a message); ``--json`` prints machi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from datetime import datetime
 
 from gateway import wake
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of, stamp, to_json
+from gateway.report_routes import ReportRoutes
 from gateway.store.queue_admin import PENDING, QueueAdmin, QueueEntry
 
 _ACTIONS = {
@@ -76,14 +78,18 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    admin, close = _admin(args)
+    settings = load_settings(args)
+    store = open_store_of(settings)
     try:
         if args.raw:
-            sys.stdout.buffer.write(admin.raw(args.id))
+            sys.stdout.buffer.write(store.queue.raw(args.id))
             return 0
-        entry = admin.show(args.id)
+        entry = store.queue.show(args.id)
     finally:
-        close()
+        store.close()
+    routes = ReportRoutes(settings.inbound, settings.submission.clients)
+    route = routes.route(entry.envelope_from, entry.source, entry.client)
+    entry = dataclasses.replace(entry, reports=route.description)
     print(to_json(entry) if args.json else _describe(entry))
     return 0
 
@@ -97,6 +103,8 @@ def _describe(entry: QueueEntry) -> str:
         f"queued:      {stamp(entry.created_at)} UTC",
         f"size:        {entry.size} bytes",
     ]
+    if entry.reports:
+        lines.append(f"delivery reports: {entry.reports}")
     if entry.related_id:
         lines.append(f"answers:     queue id {entry.related_id}")
     if entry.state != "stored":

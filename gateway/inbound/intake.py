@@ -29,7 +29,8 @@ from gateway.inbound.instructions import apply_instructions
 from gateway.inbound.policy import INTERNAL_SOURCES, Policy, RecipientRule, SenderRule, refuse
 from gateway.inbound.trust import DomainTrust, load_trust_list
 from gateway.logsetup import log_event
-from gateway.notices import Failure, Original, failure_notice
+from gateway.notices import Failure, Original, delivery_notice
+from gateway.report_routes import ReportRoutes, wants
 from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from mappers.errors import MappingError
@@ -181,9 +182,11 @@ class Intake:
         late = []
         if arrival.source in SINGLE_REPLY_SOURCES and arrival.envelope_from:
             # Refused now but accepted at RCPT time, before the message could be read: the client holds a
-            # 250 for them already (RCPT-time refusals it heard about itself).
+            # 250 for them already (RCPT-time refusals it heard about itself). NOTIFY=NEVER: not a word.
+            notify = {r.address: r.notify for r in arrival.recipients}
             for verdict in verdicts:
-                if verdict.decision is not Decision.ACCEPTED:
+                wanted = wants(notify.get(verdict.recipient), "FAILURE")
+                if verdict.decision is not Decision.ACCEPTED and wanted:
                     early = await self.check_recipient(arrival, verdict.recipient)
                     if early.decision is Decision.ACCEPTED:
                         late.append(verdict)
@@ -242,7 +245,9 @@ class Intake:
             for v in late
         ]
         original = Original(raw, arrival.envelope_from, now, arrival.envid, arrival.ret)
-        return failure_notice(original, failures, self.gateway, now, source="intake")
+        routes = ReportRoutes(self.policy.inbound, self.policy.clients)
+        route = routes.route(arrival.envelope_from, arrival.source, _client_of(arrival))
+        return delivery_notice(original, failures, self.gateway, now, "intake", route)
 
     def _new_message(
         self, arrival: Arrival, raw: bytes, record: MessageRecord, accepted: list[Recipient]
@@ -262,6 +267,7 @@ class Intake:
             ret=arrival.ret,
             patient=record.patient,
             attachments=attachment_infos(record),
+            client=_client_of(arrival),
         )
 
 
@@ -295,6 +301,11 @@ def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
         )
         for d in record.documents
     )
+
+
+def _client_of(arrival: Arrival) -> str | None:
+    """The submission client an arrival came from (its reports go back there)."""
+    return arrival.authenticated_as if arrival.source == "submission" else None
 
 
 def _refused(verdict: Verdict, reply: str) -> Verdict:

@@ -81,6 +81,7 @@ class Policy:
         self._domains = frozenset(
             {d.lower().rstrip(".") for d in inbound.domains} | {domain_of(a) for a in self._mailboxes}
         )
+        self.clients = tuple(clients)
         self._clients = {c.name: c for c in clients}
 
     def mailbox(self, address: str) -> MailboxSettings | None:

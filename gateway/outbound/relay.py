@@ -2,8 +2,9 @@
 
 It wakes when work arrives (``wake()``) or when the earliest retry or lease expiry is due; it never polls
 on a tick. Deliveries of one message to one destination go in one SMTP transaction, and the transports
-reuse connections. A delivery is marked sent only after the next hop's 250; a failure writes a DSN for the
-sender in the same transaction. An unexpected error while handling a message holds its deliveries.
+reuse connections. A delivery is marked sent only after the next hop's 250; a failure (or a success the
+sender asked to hear of) writes a DSN for the sender in the same transaction, queued back the way the sender
+came (``gateway.report_routes``). An unexpected error while handling a message holds its deliveries.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from gateway import metrics
 from gateway.batching import Batcher
 from gateway.logsetup import audit
-from gateway.notices import Failure, Original, failure_notice, patient_refusal
+from gateway.notices import Failure, Original, Success, delivery_notice, patient_refusal
 from gateway.outbound.retry import gives_up, next_attempt_at
 from gateway.outbound.routing import Destination, Router
 from gateway.outbound.signing import DkimSigner, build_signer
@@ -32,6 +33,7 @@ from gateway.outbound.transports.base import (
     all_recipients,
 )
 from gateway.outbound.transports.registry import TransportRegistry
+from gateway.report_routes import wants
 from gateway.settings import Settings
 from gateway.store.repository import (
     ClaimedDelivery,
@@ -149,7 +151,7 @@ class Relay:
     async def _dispatch(self, claimed: Sequence[ClaimedDelivery]) -> None:
         groups: dict[tuple[int, Destination], list[ClaimedDelivery]] = defaultdict(list)
         for claim in claimed:
-            groups[(claim.message_pk, self.router.destination(claim.recipient))].append(claim)
+            groups[(claim.message_pk, self.router.destination(claim.recipient, claim.via))].append(claim)
         for (message_pk, destination), claims in groups.items():
             await self._slots.acquire()
             task = asyncio.create_task(self._deliver(message_pk, destination, claims))
@@ -183,7 +185,7 @@ class Relay:
                 results = all_recipients(message, Outcome.PERMANENT, reply)
             else:
                 results = await self.transports.get(destination).send(message)
-            await self._recorder.submit(self._report(envelope, claims, results))
+            await self._recorder.submit(self._report(envelope, claims, results, destination))
             # A deferral changes when the queue is next due: let the loop look again.
             self.wake()
         except Exception as error:
@@ -200,12 +202,16 @@ class Relay:
             await self._recorder.submit(_Report(held, None))
 
     def _report(
-        self, envelope: Envelope, claims: list[ClaimedDelivery], results: list[RecipientResult]
+        self,
+        envelope: Envelope,
+        claims: list[ClaimedDelivery],
+        results: list[RecipientResult],
+        destination: Destination,
     ) -> _Report:
         now = self.clock()
         relay = self.settings.relay
         outcomes: list[DeliveryOutcome] = []
-        failures: list[Failure] = []
+        reported: list[Failure | Success] = []
         failed_pks: list[int] = []
         for claim, result in zip(claims, results, strict=True):
             state, retry_at = DeliveryState.SENT, None
@@ -227,9 +233,14 @@ class Relay:
                     result.peer,
                     claim.orcpt,
                 )
-                failures.append(failure)
-                failed_pks.append(claim.pk)
+                if wants(claim.notify, "FAILURE"):
+                    reported.append(failure)
+                    failed_pks.append(claim.pk)
                 refusal = patient_refusal(failure)
+            elif wants(claim.notify, "SUCCESS") and not result.reports_onward:
+                # RFC 3461 § 5.2.2: past a next hop without DSN, "relayed" is the last report there is.
+                relayed = destination.kind in ("smtp", "mx")
+                reported.append(Success(claim.recipient, result.reply, relayed, result.peer, claim.orcpt))
             outcomes.append(
                 DeliveryOutcome(
                     claim.pk, state, now, result.code, result.reply, result.peer, retry_at, refusal
@@ -250,7 +261,7 @@ class Relay:
                 retry_at=retry_at.isoformat(timespec="seconds") if retry_at else None,
             )
         notice = None
-        if failures and envelope.envelope_from:
+        if reported and envelope.envelope_from:
             # Never answer a bounce with a bounce (RFC 5321 §4.5.5): null senders get no DSN.
             original = Original(
                 envelope.raw,
@@ -260,7 +271,8 @@ class Relay:
                 envelope.ret,
                 envelope.pk,
             )
-            message = failure_notice(original, failures, self.settings.gateway, now, source="relay")
+            route = self.router.reports.route(envelope.envelope_from, envelope.source, envelope.client)
+            message = delivery_notice(original, reported, self.settings.gateway, now, "relay", route)
             notice = Notice(message, tuple(failed_pks))
         return _Report(tuple(outcomes), notice)
 

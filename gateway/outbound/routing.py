@@ -1,5 +1,6 @@
 """Which next hop a recipient's mail goes to: our own mailboxes' local delivery, static routes, then the
-smarthost (client mode) or the recipient domain's MX (operator mode).
+smarthost (client mode) or the recipient domain's MX (operator mode). A delivery report that carries its
+way back (``via``, see ``gateway.report_routes``) goes only there, never to the operator.
 Pure: no DNS here, an MX destination is resolved by the transport.
 """
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gateway.report_routes import CLIENT_PREFIX, MAILBOX, ReportRoutes
 from gateway.settings import RouteSettings, Security, Settings
 
 
@@ -30,6 +32,11 @@ class Destination:
         if self.kind == "local":
             return f"local:{self.host or '-'}:{self.port}:{self.path or '-'}"
         return f"{self.kind}:{self.host}:{self.port}"
+
+
+UNROUTABLE = Destination("local")
+"""A report whose way back was removed from the configuration since it was queued: the local transport
+defers it (and it expires like any delivery), rather than sending it anywhere else."""
 
 
 class Router:
@@ -61,6 +68,7 @@ class Router:
             for box in settings.inbound.mailboxes
             if box.delivered
         }
+        self.reports = ReportRoutes(settings.inbound, settings.submission.clients)
         host = settings.smarthost
         self.smarthost = (
             Destination("smtp", host.host, host.port, host.security, authenticate=bool(host.username))
@@ -68,8 +76,11 @@ class Router:
             else None
         )
 
-    def destination(self, recipient: str) -> Destination:
-        """The next hop for ``recipient`` (an address whose domain part follows the last ``@``)."""
+    def destination(self, recipient: str, via: str | None = None) -> Destination:
+        """The next hop for ``recipient`` (an address whose domain part follows the last ``@``), or the way
+        back ``via`` names for a delivery report."""
+        if via is not None:
+            return self._way_back(recipient, via)
         mailbox = self.mailboxes.get(recipient.lower())
         if mailbox is not None:
             return mailbox
@@ -82,6 +93,16 @@ class Router:
         if self.mode == "client" and self.smarthost is not None:
             return self.smarthost
         return Destination("mx", domain, 25, "starttls")
+
+    def _way_back(self, recipient: str, via: str) -> Destination:
+        if via == MAILBOX:
+            return self.mailboxes.get(recipient.lower(), UNROUTABLE)
+        client = self.reports.client(via.removeprefix(CLIENT_PREFIX))
+        if not via.startswith(CLIENT_PREFIX) or client is None:
+            return UNROUTABLE
+        return Destination(
+            "local", client.return_host, client.return_port, lmtp=client.return_protocol == "lmtp"
+        )
 
 
 def _from_route(route: RouteSettings) -> Destination:

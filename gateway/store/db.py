@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +21,15 @@ from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
 from gateway.store.stats import StoreStats
 from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
+
+# Schema changes an existing store is brought through at start, in order: version → the DDL to reach the next.
+# Only added nullable columns so far, which both SQLite and PostgreSQL add without rewriting a table.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE messages ADD COLUMN client VARCHAR(200)",
+        "ALTER TABLE deliveries ADD COLUMN via VARCHAR(200)",
+    ),
+}
 
 
 def normalise_url(url: str) -> str:
@@ -101,7 +110,7 @@ def open_store(url: str) -> Store:
                     insert(SchemaVersion).values(version=SCHEMA_VERSION, applied_at=datetime.now(UTC))
                 )
             else:
-                found = connection.execute(select(SchemaVersion.version)).scalar()
+                found = _migrate(connection, connection.execute(select(SchemaVersion.version)).scalar())
                 if found != SCHEMA_VERSION:
                     raise StoreError(
                         f"the store has schema version {found}, this mssgw expects {SCHEMA_VERSION}"
@@ -113,3 +122,15 @@ def open_store(url: str) -> Store:
         engine.dispose()
         raise StoreError(f"cannot open the store at {make_url(normalise_url(url))!r}: {error}") from error
     return Store(sessionmaker(engine, expire_on_commit=False))
+
+
+def _migrate(connection: Connection, found: int | None) -> int | None:
+    """Bring an older store up to this version in the opening transaction (all steps or none)."""
+    version = found
+    while version is not None and version in _MIGRATIONS:
+        for statement in _MIGRATIONS[version]:
+            connection.execute(text(statement))
+        version += 1
+    if version != found:
+        connection.execute(update(SchemaVersion).values(version=version, applied_at=datetime.now(UTC)))
+    return version

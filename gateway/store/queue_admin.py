@@ -61,6 +61,10 @@ class QueueEntry:
     state: str = "stored"
     state_reason: str | None = None
     related_id: int | None = None
+    source: str = ""
+    client: str | None = None
+    reports: str | None = None
+    """Where the sender's delivery reports go; said by ``mssgw queue show`` from the configuration."""
 
 
 class QueueAdmin:
@@ -153,6 +157,8 @@ class QueueAdmin:
             message.state,
             message.state_reason,
             message.related_message_id,
+            message.source,
+            message.client,
         )
 
     def retry(self, pk: int, now: datetime) -> int:

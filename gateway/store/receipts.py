@@ -44,7 +44,8 @@ class ReceiptUpdate:
     recipients: tuple[RecipientStatus, ...]
 
 
-def _original(session: Session, receipt: ReceiptUpdate) -> int | None:
+def original_of(session: Session, receipt: ReceiptUpdate) -> int | None:
+    """The id of the outbound message ``receipt`` is about, if stored."""
     conditions = []
     if receipt.original_message_id:
         conditions.append(Message.message_id == receipt.original_message_id)
@@ -58,7 +59,7 @@ def _original(session: Session, receipt: ReceiptUpdate) -> int | None:
 
 def apply_receipt(session: Session, receipt: ReceiptUpdate, receipt_pk: int, now: datetime) -> bool:
     """Update the matching deliveries (inside the caller's transaction); False when nothing matched."""
-    original = _original(session, receipt)
+    original = original_of(session, receipt)
     if original is None:
         return False
     matched = False

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.store.audit import write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
-from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt
+from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt, original_of
 from gateway.store.states import WAITING, DeliveryState
 from gateway.store.tables import (
     Attachment,
@@ -37,6 +37,8 @@ class Recipient:
     address: str
     notify: str | None = None
     orcpt: str | None = None
+    via: str | None = None
+    """A delivery report's way back to its sender (``gateway.report_routes``); None: by recipient."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ class NewMessage:
     channel: ChannelIntent | None = None
     receipt: ReceiptUpdate | None = None
     follow_ups: tuple[NewMessage, ...] = ()
+    client: str | None = None
+    """The submission client that handed the message in (where its delivery reports go back)."""
 
     @property
     def digest(self) -> str:
@@ -96,6 +100,7 @@ class ClaimedDelivery:
     orcpt: str | None
     attempts: int
     created_at: datetime
+    via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,17 @@ class Envelope:
     ret: str | None
     created_at: datetime
     raw: bytes
+    source: str = ""
+    client: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalSender:
+    """Who sent the message a received receipt is about, and how it reached us."""
+
+    envelope_from: str
+    source: str
+    client: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +200,7 @@ class Repository:
                 patient_id=patient_pk,
                 related_message_id=new.related_message_pk,
                 created_at=now,
+                client=new.client,
             )
             .returning(Message.id)
         ).scalar_one()
@@ -211,6 +228,7 @@ class Repository:
                         "recipient": r.address,
                         "notify": r.notify,
                         "orcpt": r.orcpt,
+                        "via": r.via,
                         "state": DeliveryState.QUEUED.value,
                         "attempts": 0,
                         "crashes": 0,
@@ -295,9 +313,11 @@ class Repository:
                     Delivery.orcpt,
                     Delivery.attempts,
                     Delivery.created_at,
+                    Delivery.via,
                 )
             ).all()
-        claimed = [ClaimedDelivery(*row) for row in rows]
+        # More columns than SQLAlchemy's typed ``returning`` overloads spell out: read them as a tuple.
+        claimed = [ClaimedDelivery(*tuple(row)) for row in rows]
         claimed.sort(key=lambda c: (c.message_pk, c.pk))
         return claimed
 
@@ -365,9 +385,22 @@ class Repository:
                     Message.ret,
                     Message.created_at,
                     Message.raw,
+                    Message.source,
+                    Message.client,
                 ).where(Message.id.in_(set(message_pks)))
             ).all()
         return {row[0]: Envelope(*row) for row in rows}
+
+    def receipt_original(self, receipt: ReceiptUpdate) -> OriginalSender | None:
+        """The sender of the message ``receipt`` is about, when the store has it."""
+        with self.sessions() as session:
+            pk = original_of(session, receipt)
+            if pk is None:
+                return None
+            row = session.execute(
+                select(Message.envelope_from, Message.source, Message.client).where(Message.id == pk)
+            ).one()
+        return OriginalSender(*row)
 
     def record_outcomes(
         self, outcomes: Sequence[DeliveryOutcome], notices: Sequence[Notice], now: datetime

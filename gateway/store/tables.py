@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped with every change to these tables; stored in ``schema_version`` on first start."""
 
 
@@ -97,6 +97,8 @@ class Message(Base):
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
     related_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The ``[[submission.clients]]`` name that handed the message in: its delivery reports go back there.
+    client: Mapped[str | None] = mapped_column(String(200))
 
 
 class Attachment(Base):
@@ -142,6 +144,9 @@ class Delivery(Base):
     receipt_detail: Mapped[str | None] = mapped_column(Text)
     receipt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     receipt_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    # A delivery report's way back to its sender (``mailbox``, ``client:<name>``), which the recipient's
+    # domain must not decide: the report never leaves for the operator. None: routed by recipient.
+    via: Mapped[str | None] = mapped_column(String(200))
 
 
 class DeliveryAttempt(Base):

@@ -28,6 +28,8 @@ class RecipientResult:
     reply: str
     code: int | None = None
     peer: str | None = None
+    reports_onward: bool = False
+    """The next hop took our DSN request (it offers DSN), so a success report is its to write."""
 
 
 @dataclass(frozen=True, slots=True)

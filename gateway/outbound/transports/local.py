@@ -34,6 +34,10 @@ class LocalTransport:
 
     async def send(self, message: OutboundMessage) -> list[RecipientResult]:
         destination = self.destination
+        if destination.path is None and not destination.host:
+            # routing.UNROUTABLE: a report's mailbox or client stopped delivering since it was queued.
+            reply = "4.3.5 no way back to the sender is configured any more (mailbox or return_host)"
+            return all_recipients(message, Outcome.TEMPORARY, reply)
         if destination.path is not None:
             try:
                 name = await asyncio.to_thread(self._drop, message, destination.path)

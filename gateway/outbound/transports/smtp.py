@@ -92,7 +92,7 @@ class SmtpTransport:
                 reason = f"connection to {connection.peer} lost during the transaction: {_describe(error)}"
                 return all_recipients(message, Outcome.TEMPORARY, reason, None, connection.peer)
             self._release(connection)
-            return _results(message, replies, connection.peer)
+            return _results(message, replies, connection.peer, "DSN" in connection.extensions)
         raise AssertionError("unreachable: the second attempt always returns")
 
     async def _connect(self) -> SmtpConnection:
@@ -192,24 +192,26 @@ def _rcpt_params(connection: SmtpConnection, notify: str | None, orcpt: str | No
     return params
 
 
-def _results(message: OutboundMessage, replies: TransactionReplies, peer: str) -> list[RecipientResult]:
+def _results(
+    message: OutboundMessage, replies: TransactionReplies, peer: str, onward: bool
+) -> list[RecipientResult]:
     if not replies.mail.is_positive:
-        return [_from_reply(r.address, replies.mail, peer) for r in message.recipients]
+        return [_from_reply(r.address, replies.mail, peer, onward) for r in message.recipients]
     results = []
     for recipient, rcpt_reply in zip(message.recipients, replies.rcpts, strict=True):
         decisive = rcpt_reply if not rcpt_reply.is_positive or replies.data is None else replies.data
-        results.append(_from_reply(recipient.address, decisive, peer))
+        results.append(_from_reply(recipient.address, decisive, peer, onward))
     return results
 
 
-def _from_reply(recipient: str, reply: Reply, peer: str) -> RecipientResult:
+def _from_reply(recipient: str, reply: Reply, peer: str, onward: bool) -> RecipientResult:
     if reply.code == 250 or reply.code == 251:
         outcome = Outcome.DELIVERED
     elif reply.is_permanent:
         outcome = Outcome.PERMANENT
     else:
         outcome = Outcome.TEMPORARY
-    return RecipientResult(recipient, outcome, str(reply), reply.code, peer)
+    return RecipientResult(recipient, outcome, str(reply), reply.code, peer, onward)
 
 
 def _describe(error: BaseException) -> str:
