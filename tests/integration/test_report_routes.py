@@ -4,6 +4,7 @@ and a store of the previous schema version is brought up to this one at start, k
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import text
 
@@ -79,7 +80,7 @@ async def test_a_received_dsn_for_mail_from_mssgw_send_stays_in_the_store(store:
     assert sent.deliveries[0].receipt_status == "failed"
 
 
-def test_a_store_of_schema_version_1_is_migrated(tmp_path: object) -> None:
+def test_a_store_of_schema_version_1_is_migrated(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/old.db"
     store = open_store(url)
     with store.engine.begin() as connection:
