@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 HOSTNAME = "mssgw.hopital.test.mssante.fr"
 SENDER = "secretariat.cardio@hopital.test.mssante.fr"
+_SUBMISSION_LISTENING = re.compile(r"event=listening listener=submission address=127\.0\.0\.1:(\d+)")
 
 
 def toml_value(value: Any) -> str:
@@ -226,3 +228,21 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def submission_section(pki: Pki, clients: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
+    """A ``[submission]`` listener on an ephemeral loopback port with the test PKI's server certificate."""
+    return {
+        "listen": ["127.0.0.1:0"],
+        "certificate": str(pki.server.cert),
+        "key": str(pki.server.key),
+        **options,
+        "clients": clients,
+    }
+
+
+def submission_port(gateway: Gateway) -> int:
+    """The port the running gateway's submission listener bound (it logs it once listening)."""
+    found = _SUBMISSION_LISTENING.search(gateway.wait_for_output("listener=submission"))
+    assert found, gateway.output()
+    return int(found.group(1))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import re
 import smtplib
 import ssl
 import time
@@ -19,7 +18,7 @@ import pytest
 
 from gateway.inbound.credentials import hash_password
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory, ReceivedMessage
-from tests.support.gateway import SENDER, Gateway, gateway_for
+from tests.support.gateway import SENDER, Gateway, gateway_for, submission_port, submission_section
 from tests.support.mail import message
 from tests.support.pki import Pki, write_private
 
@@ -27,7 +26,6 @@ RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
 PASSWORD = "s3cret submission password"
 MAILBOX = "accueil@hopital.test.mssante.fr"
 APPLICATION = "app@hopital.test.mssante.fr"
-_LISTENING = re.compile(r"event=listening listener=submission address=127\.0\.0\.1:(\d+)")
 
 Start = Callable[..., tuple[Gateway, FakeOperator, FakeOperator]]
 
@@ -44,20 +42,13 @@ def start(tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory) -> Itera
         credentials = write_private(
             tmp_path / "credentials", f"dpi:{hash_password(PASSWORD, log2_n=10)}\n".encode()
         )
-        gateway.sections["submission"] = {
-            "listen": ["127.0.0.1:0"],
-            "certificate": str(pki.server.cert),
-            "key": str(pki.server.key),
-            "credentials_file": str(credentials),
-            "clients": [
-                {
-                    "name": "dpi",
-                    "senders": [SENDER],
-                    "return_host": "127.0.0.1",
-                    "return_port": internal.port,
-                }
-            ],
+        client = {
+            "name": "dpi",
+            "senders": [SENDER],
+            "return_host": "127.0.0.1",
+            "return_port": internal.port,
         }
+        gateway.sections["submission"] = submission_section(pki, [client], credentials_file=str(credentials))
         gateway.sections["inbound"] = {
             "domains": ["hopital.test.mssante.fr"],
             "mailboxes": [{"address": MAILBOX, "drop_folder": str(tmp_path / "drop")}],
@@ -73,10 +64,8 @@ def start(tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory) -> Itera
 
 
 def submit(gateway: Gateway, pki: Pki, notify: str) -> None:
-    found = _LISTENING.search(gateway.output())
-    assert found, gateway.output()
     context = ssl.create_default_context(cafile=str(pki.ca))
-    with smtplib.SMTP("127.0.0.1", int(found.group(1)), timeout=10) as client:
+    with smtplib.SMTP("127.0.0.1", submission_port(gateway), timeout=10) as client:
         client.starttls(context=context)
         client.login("dpi", PASSWORD)
         refused = client.sendmail(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_operator import FakeOperatorFactory
-from tests.support.gateway import SENDER, gateway_for
+from tests.support.gateway import SENDER, gateway_for, submission_port, submission_section
 from tests.support.mail import message
 from tests.support.pki import Pki
 from tests.support.postfix import BINARY, free_port, postfix_instance
@@ -26,7 +26,6 @@ pytestmark = [
 
 DOMAIN = "hopital.test.mssante.fr"
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
-_LISTENING = re.compile(r"event=listening listener=submission address=127\.0\.0\.1:(\d+)")
 
 
 def test_a_bounce_comes_back_to_the_sender_through_postfix(
@@ -37,30 +36,23 @@ def test_a_bounce_comes_back_to_the_sender_through_postfix(
     mailbox = fake_operator(cert=None, require_starttls=False, require_client_cert=False)
     postfix_port = free_port()
     gateway = gateway_for(tmp_path / "gw", pki, operator)
-    gateway.sections["submission"] = {
-        "listen": ["127.0.0.1:0"],
-        "certificate": str(pki.server.cert),
-        "key": str(pki.server.key),
-        "clients": [
-            {
-                "name": "postfix",
-                "senders": [f"@{DOMAIN}"],
-                "networks": ["127.0.0.1/32"],
-                "return_host": "127.0.0.1",
-                "return_port": postfix_port,
-            }
-        ],
+    client = {
+        "name": "postfix",
+        "senders": [f"@{DOMAIN}"],
+        "networks": ["127.0.0.1/32"],
+        "return_host": "127.0.0.1",
+        "return_port": postfix_port,
     }
+    gateway.sections["submission"] = submission_section(pki, [client])
     gateway.sections["inbound"] = {"domains": [DOMAIN]}
     gateway.write()
     gateway.start()
     try:
-        found = _LISTENING.search(gateway.wait_for_output("listener=submission"))
-        assert found
+        listening = submission_port(gateway)
         with postfix_instance(
             port=postfix_port,
             domain=DOMAIN,
-            relayhost_port=int(found.group(1)),
+            relayhost_port=listening,
             sink_port=mailbox.port,
         ) as postfix:
             with smtplib.SMTP("127.0.0.1", postfix.port, timeout=10) as client:
@@ -82,4 +74,4 @@ def test_a_bounce_comes_back_to_the_sender_through_postfix(
     assert re.search(r"Received: from .*\n?.*by postfix\.hopital\.test\.mssante\.fr", content), content
     assert f"Reporting-MTA: dns; {gateway.sections['gateway']['hostname']}" in content
     # Postfix → gateway over TLS (the submission listener demands it).
-    assert f"TLS connection established to 127.0.0.1[127.0.0.1]:{found.group(1)}" in log, log
+    assert f"TLS connection established to 127.0.0.1[127.0.0.1]:{listening}" in log, log
