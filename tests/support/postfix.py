@@ -132,9 +132,9 @@ def postfix_instance(*, port: int, domain: str, relayhost_port: int, sink_port: 
     (root / "data").mkdir(mode=0o700)
     owner = pwd.getpwnam("postfix")
     os.chown(root / "data", owner.pw_uid, owner.pw_gid)
-    # Creates the queue's sub-folders with the owners and modes Postfix wants.
-    _postfix(root, "set-permissions")
     try:
+        # ``start`` creates the queue's sub-folders itself; ``set-permissions`` is never run, as it would
+        # also reset the modes of the system's Postfix programs.
         _postfix(root, "start")
         _wait_for_banner(port, root)
         yield Postfix(root, port)
