@@ -1,5 +1,6 @@
-"""Received receipts for our senders go back the way the sender came, once they set the receipt status;
-and a store of the previous schema version is brought up to this one at start, keeping what it holds."""
+"""Received receipts for our senders go back the way the sender came, once they set the receipt status; a
+report whose way back was removed waits rather than going anywhere else; and a store of the previous schema
+version is brought up to this one at start, keeping what it holds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from sqlalchemy import text
 
 from gateway import settings as settings_module
 from gateway.channels.steps import CitizenSteps
+from gateway.outbound.routing import UNROUTABLE, Router
+from gateway.outbound.transports.base import OutboundMessage, OutboundRecipient, Outcome
+from gateway.outbound.transports.local import LocalTransport
 from gateway.store.db import Store, open_store
 from gateway.store.repository import NewMessage, Recipient
 from mappers import dsn
@@ -97,3 +101,19 @@ def test_a_store_of_schema_version_1_is_migrated(tmp_path: Path) -> None:
             assert session.execute(text("SELECT client FROM messages")).scalar() == "dpi"
     finally:
         store.close()
+
+
+async def test_a_report_whose_client_lost_its_return_host_waits_instead_of_going_elsewhere() -> None:
+    # Queued for client:dpi, then the configuration was changed: the report is never sent to the operator.
+    settings = settings_module.from_mapping(
+        {
+            "gateway": {"hostname": "mssgw.hopital.test.mssante.fr"},
+            "routes": [{"domain": "*", "transport": "folder", "path": "/x"}],
+            "submission": {"clients": [{"name": "dpi", "senders": [APP]}]},
+        }
+    )
+    destination = Router(settings).destination(APP, "client:dpi")
+    assert destination == UNROUTABLE
+    report = OutboundMessage("", (OutboundRecipient(APP, "NEVER"),), b"Subject: x\r\n\r\nx\r\n")
+    [result] = await LocalTransport(destination, "mssgw.test", 5).send(report)
+    assert result.outcome is Outcome.TEMPORARY and result.reply.startswith("4.3.5 no way back")

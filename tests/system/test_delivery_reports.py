@@ -152,3 +152,18 @@ def test_reports_of_mssgw_send_stay_in_the_store_unless_the_sender_is_a_mailbox(
     [drop] = list((tmp_path / "drop").glob("*.eml"))
     content = drop.read_text(encoding="utf-8", errors="replace")
     assert "Status: 5.1.1" in content and f"To: {MAILBOX}" in content
+
+
+def test_a_report_refused_by_the_internal_mta_gets_no_report_of_its_own(start: Start, pki: Pki) -> None:
+    gateway, operator, internal = start()
+    operator.script(("RCPT", 550, "5.1.1 no such user", RECIPIENT))
+    internal.script(("RCPT", 550, "5.1.1 unknown here", SENDER))
+    submit(gateway, pki, "FAILURE")
+    original = gateway.json("queue", "list", "--all")[0]["id"]
+    notice_id = wait_for_state(gateway, original, "notified")["deliveries"][0]["notice_id"]
+    report = wait_for_state(gateway, notice_id, "failed")
+    # Nothing was stored after the report (ids are sequential): no report about it (RFC 5321 § 4.5.5).
+    after = gateway.command("queue", "show", str(notice_id + 1), check=False)
+    assert gateway.stop() == 0
+    assert report["envelope_from"] == "" and report["deliveries"][0]["notice_id"] is None
+    assert after.returncode == 66, after.stdout
