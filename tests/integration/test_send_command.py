@@ -201,3 +201,16 @@ def test_without_a_patient_file_the_patient_is_the_one_the_cda_names(
     assert "is not the patient of this message" in capsys.readouterr().err
     assert len(queued(config, capsys)) == 1
 
+
+def test_a_refusal_for_one_recipient_queues_nothing_for_the_others(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pdf = tmp_path / "cr.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    code = send(config, "--to", PRO, "--to", f"{PATIENT['matricule']}@patient.mssante.fr",
+                "--patient", str(patient_file(tmp_path)), "--doc", str(pdf),
+                "--confidentiality", "INVISIBLE_PATIENT")  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 65 and out == ""
+    assert "INVISIBLE_PATIENT" in err
+    assert queued(config, capsys) == []
