@@ -20,6 +20,7 @@ from mappers.headers import is_cda as is_cda_document
 from mappers.identity import Difference, differences
 from mappers.patient import Patient
 from mappers.records import Attachment, MessageRecord
+from mappers.safe_xml import XmlSyntaxError
 
 
 class PatientMismatchError(MappingError):
@@ -32,11 +33,6 @@ class NamedPatient:
 
     where: str
     patient: Patient | None
-
-
-def is_cda(content_type: str, content: bytes) -> bool:
-    """Whether an attachment is a CDA R2 document (an XML part whose root is ``ClinicalDocument``)."""
-    return content_type.lower() in CDA_MIME_TYPES and b"ClinicalDocument" in content[:4096]
 
 
 def _read(where: str, content: bytes) -> NamedPatient:
@@ -61,9 +57,15 @@ def _attachment_patients(attachment: Attachment) -> list[NamedPatient]:
             NamedPatient(f"{name} METADATA.XML", package.patient),
             *(NamedPatient(f"{name} {n.where}", n.patient) for n in inside),
         ]
-    if is_cda(attachment.content_type, attachment.content):
-        return [_read(name, attachment.content)]
-    return []
+    if attachment.content_type.lower() not in CDA_MIME_TYPES:
+        return []
+    try:
+        header = cda.read_header(attachment.content, what=name)
+    except (cda.CdaError, XmlSyntaxError):
+        # XML that is no CDA (another root, or not even well-formed): it names no patient to a receiver.
+        # Unsafe XML still refuses the message.
+        return []
+    return [NamedPatient(name, header.patient)]
 
 
 def message_patients(record: MessageRecord) -> list[NamedPatient]:

@@ -172,7 +172,8 @@ class Intake:
             )
             named = settle_patient(record, arrival.patient, "the patient given with the message")
         except PatientMismatchError as error:
-            return replies.PATIENT_MISMATCH.format(replies.ascii_text(str(error)))
+            # Every difference, within the 512 octets of a reply line (RFC 5321 § 4.5.3.1.5).
+            return replies.PATIENT_MISMATCH.format(replies.ascii_text(str(error))[:480])
         except MappingError as error:
             return replies.BAD_INSTRUCTION.format(replies.ascii_text(str(error).splitlines()[0][:200]))
         return raw, dataclasses.replace(record, patient=named or record.patient)

@@ -274,6 +274,7 @@ async def test_x_mssgw_confidentiality_masks_the_document_and_a_patient_copy_ref
          "X-MSSGW-Confidentiality: 'SECRET' is not one of INVISIBLE_PATIENT, INVISIBLE_REP_LEGAUX, "),
         ({"X_MSSGW_Confidentiality": "INVISIBLE_PATIENT"},
          "X-MSSGW-Confidentiality: only with X-MSSGW-Patient"),
+        ({"X_MSSGW_Document_Type": DOCUMENT_TYPE}, "X-MSSGW-Document-Type: only with X-MSSGW-Patient"),
     ],
 )  # fmt: skip
 async def test_an_instruction_the_gateway_cannot_follow_is_refused_554(

@@ -111,6 +111,7 @@ def test_a_bare_cda_attachment_and_the_cdas_of_an_attached_package_are_found() -
         Attachment("cr.xml", "text/xml", bare.content),
         Attachment("IHE_XDM.zip", "application/zip", package),
         Attachment("notes.xml", "text/xml", b"<notes/>"),
+        Attachment("broken.xml", "text/xml", b"<notes>"),
     )
     assert message_patients(record) == [
         NamedPatient("cr.xml", other),
