@@ -1,9 +1,9 @@
 """Submission instructions: ``X-MSSGW-*`` header fields with which internal software asks the gateway to
 build the MSSanté package (patient, document type, masking) for the PDFs it attaches, or name the patient
 of a message without documents (for the patient-mail rules). Intake consumes them from internal senders
-(the submission listener); they never reach a peer (a message is stored without them, with the gateway's
-``X-MSS-NIL``). Pure: the caller gives the clock and host name; a bad or unknown instruction raises
-``InstructionError`` naming the field, a patient the documents contradict ``PatientMismatchError``.
+(the submission listener); they never reach a peer (a message is stored without them). Pure: the caller
+gives the clock and host name; a bad or unknown instruction raises ``InstructionError`` naming the field, a
+patient the documents contradict ``PatientMismatchError``.
 
     X-MSSGW-Patient: matricule=1880799999999; oid=1.2.250.1.213.1.4.8; birth-name=DUPONT;
         given-name=Marie; birth-date=1988-07-14; sex=F
@@ -20,7 +20,7 @@ from datetime import date, datetime
 from email.parser import BytesHeaderParser
 from email.policy import default
 
-from mappers import cda, headers, ins, patient_match, xds
+from mappers import cda, ins, patient_match, xds
 from mappers.documents import Code
 from mappers.errors import MappingError
 from mappers.mime import build_message
@@ -58,7 +58,7 @@ def apply_instructions(
         for name in (DOCUMENT_TYPE, CONFIDENTIALITY):
             if fields.get(name) is not None:
                 raise InstructionError(f"{name}: only with {PATIENT} (the patient of the documents)")
-        return _as_submitted(raw, fields.get(headers.X_MSS_NIL), nil_reference), record
+        return strip_submission_headers(raw), record
     patient = _patient(str(patient_field))
     # One patient per message: every CDA the message carries must name the patient of the field.
     patient_match.settle_patient(record, patient, PATIENT)
@@ -71,8 +71,9 @@ def apply_instructions(
     if record.documents or not pdfs:
         # A message about a patient with no document to package (a text to Mon Espace Santé): the patient
         # is what the patient-mail rules check and what the store links the message to.
-        stored = _as_submitted(raw, fields.get(headers.X_MSS_NIL), nil_reference)
-        return stored, record if record.documents else dataclasses.replace(record, patient=patient)
+        return strip_submission_headers(raw), (
+            record if record.documents else dataclasses.replace(record, patient=patient)
+        )
     if type_field is None:
         raise InstructionError(f'{DOCUMENT_TYPE}: required with {PATIENT} (e.g. 11490-0; label="…")')
     code, _, rest = str(type_field).partition(";")
@@ -126,15 +127,6 @@ def _masks(values: list[str]) -> tuple[Code, ...]:
             f"{CONFIDENTIALITY}: {unknown[0]!r} is not one of {', '.join(sorted(xds.MASKING_CODES))}"
         )
     return tuple(xds.MASKING_CODES[n] for n in dict.fromkeys(n.upper() for n in names))
-
-
-def _as_submitted(raw: bytes, nil: object, nil_reference: str) -> bytes:
-    """The submitted message without ``X-MSSGW-*`` fields, with ``X-MSS-NIL`` (ECO.2.4.3) as every
-    message the gateway sends: the client's own reference, if it gives one, is kept."""
-    stripped = strip_submission_headers(raw)
-    if nil is not None or not nil_reference.strip():
-        return stripped
-    return f"{headers.X_MSS_NIL}: {headers.nil_value(nil_reference)}\r\n".encode("ascii") + stripped
 
 
 def _patient(text: str) -> Patient:

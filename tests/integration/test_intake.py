@@ -244,14 +244,6 @@ async def test_submission_headers_are_stripped_before_storing(store: Store) -> N
     assert b"X-MSSGW" not in stored and b"Comments: kept" in stored and stored.endswith(b"Hello\r\n")
 
 
-async def test_a_message_submitted_as_it_is_leaves_with_the_gateway_s_x_mss_nil(store: Store) -> None:
-    result = await make_intake(store).receive(submission(message(), Recipient(OUTSIDE)))
-    assert b"X-MSS-NIL: DEV935997\r\n" in store.queue.raw(result.message_pk or 0)
-    own = await make_intake(store).receive(submission(message(X_MSS_NIL="LPS-42"), Recipient(OUTSIDE)))
-    stored = email.message_from_bytes(store.queue.raw(own.message_pk or 0), policy=email.policy.default)
-    assert stored.get_all("X-MSS-NIL") == ["LPS-42"]
-
-
 def test_stripping_keeps_folded_lines_of_other_fields() -> None:
     raw = b"Subject: a\r\nX-MSSGW-Doc: 1\r\n  2\r\nTo: b\r\n c\r\n\r\nX-MSSGW-Body: stays\r\n"
     assert strip_submission_headers(raw) == b"Subject: a\r\nTo: b\r\n c\r\n\r\nX-MSSGW-Body: stays\r\n"
