@@ -3,9 +3,11 @@
     arrival = Arrival(raw, envelope_from, recipients, source, peer=, envid=, ret=, authenticated_as=)
     result = await intake.receive(arrival)  # IntakeResult(message_pk, duplicate, verdicts: one per rcpt)
 
-Steps: size → sender → parse (``mappers.mime.parse_message``) → From → recipients (``policy.Policy`` and the
-rules the daemon adds) → one commit shared with the messages arriving together (``batching.Batcher`` over
-``Repository.add_messages``) → wake the relay. A verdict is ``accepted`` only after the commit; a store
+Steps: size → sender → parse (``mappers.mime.parse_message``) → From → internal senders' instructions and
+their one patient (``instructions``, ``mappers.patient_match``) → recipients (``policy.Policy`` and the
+rules the daemon adds; a refusal the sender cannot hear per recipient refuses the whole message) → one
+commit shared with the messages arriving together (``batching.Batcher`` over ``Repository.add_messages``)
+→ wake the relay. A verdict is ``accepted`` only after the commit; a store
 failure turns every accepted verdict into ``451 4.3.0`` and keeps nothing. Mail for outside recipients gets
 queue rows for the relay (direction ``outbound``); mail for our mailboxes is stored (``inbound``) and gets a
 queue row only when the mailbox forwards it or drops it into a folder. Never answers for a message it did not
