@@ -13,9 +13,10 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
+from email.policy import SMTP
 from zoneinfo import ZoneInfo
 
-from mappers import cda, ins
+from mappers import cda, ins, wire
 from mappers.documents import Document
 from mappers.errors import MappingError
 from mappers.patient import Patient
@@ -34,6 +35,7 @@ PARIS = ZoneInfo("Europe/Paris")
 CDA_MIME_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-v3+xml"})
 
 _TITLES = frozenset({"dr", "pr", "docteur", "professeur", "mme", "mlle", "m", "m.", "mr", "me"})
+_NIL_FIELD = re.compile(rb"^x-mss-nil[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _FIN = re.compile(r"\[\s*FIN\s*\]", re.IGNORECASE)
 _BIRTH_DATE = re.compile(r"\s(\d{2})/(\d{2})/(\d{4})$")
 _COUNT_LABEL = re.compile(r"(\d+) documents ")
@@ -159,6 +161,20 @@ def nil_value(reference: str) -> str:
             "convergence.esante.gouv.fr"
         )
     return reference
+
+
+def with_nil(raw: bytes, reference: str) -> bytes:
+    """``raw`` (CRLF line ends) with ``X-MSS-NIL`` first unless its header block has one already.
+
+    ECO.2.4.3 asks for it on every sent mail, whoever built the message (internal software submitting
+    as it is, a DSN or MDN the gateway writes); a reference the sending software wrote itself is kept.
+    """
+    end = raw.find(b"\r\n\r\n")
+    block = raw if end < 0 else raw[: end + 2]
+    if _NIL_FIELD.search(block):
+        return raw
+    field = wire.text_header(X_MSS_NIL, nil_value(reference))
+    return field.fold(policy=SMTP).encode("ascii") + raw
 
 
 def mss_headers(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
 
-from mappers import cda, ins, xds
+from mappers import cda, identity, ins, xds
 from mappers.archive import ArchiveLimits, read_members, write_archive
 from mappers.documents import Author, Code, Document, SubmissionSet
 from mappers.errors import MappingError
@@ -194,26 +194,13 @@ def _identity(patient: Patient | None) -> str:
     return f"{ins.mask(patient.matricule)} ({ins.oid_name(patient.oid) or patient.oid})"
 
 
-def _same_ins(left: Patient, right: Patient) -> bool:
-    return ins.normalize(left.matricule) == ins.normalize(right.matricule) and (
-        left.oid.strip() == right.oid.strip()
-    )
-
-
-def _fold(name: str) -> str:
-    """Names compared as a person would: case and runs of white space do not count."""
-    return " ".join(name.split()).casefold()
-
-
 def _compare_traits(reference: Patient, other: Patient, where: str) -> list[str]:
     """Trait differences, named but not shown: problems may end up in logs (DESIGN.md §3.4)."""
-    checks = (
-        ("birth name", _fold(reference.birth_name), _fold(other.birth_name)),
-        ("first given name", _fold(reference.given_name), _fold(other.given_name)),
-        ("birth date", reference.birth_date, other.birth_date),
-        ("sex", reference.sex, other.sex),
-    )
-    return [f"{where}: {name} differs from METADATA.XML" for name, a, b in checks if a != b]
+    return [
+        f"{where}: {d.item} differs from METADATA.XML"
+        for d in identity.differences(reference, other)
+        if d.item not in identity.INS_ITEMS
+    ]
 
 
 def _read_cda(document: Document, where: str, problems: list[str]) -> cda.CdaHeader | None:
@@ -336,7 +323,7 @@ def _check_cda(header: cda.CdaHeader, document: Document, patient: Patient | Non
         return [*problems, f"{where}: the CDA header has no INS identifier"]
     if patient is None:
         return problems
-    if not _same_ins(header.patient, patient):
+    if any(d.item in identity.INS_ITEMS for d in identity.differences(patient, header.patient)):
         return [
             *problems,
             f"{where}: the CDA names patient {_identity(header.patient)}, METADATA.XML {_identity(patient)}",

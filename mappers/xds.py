@@ -54,6 +54,8 @@ INVISIBLE_PATIENT: Final = Code("INVISIBLE_PATIENT", "Non visible par le patient
 INVISIBLE_REP_LEGAUX: Final = Code(
     "INVISIBLE_REP_LEGAUX", "Non visible par les représentants légaux", CONFIDENTIALITY_FR_OID
 )
+MASKING_CODES: Final = {code.code: code for code in (MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REP_LEGAUX)}
+"""The French confidentiality codes a sender may set on a document (MSSANTE.md §7.14), by code."""
 # CDA R2 level 1 with a PDF body (IHE XDS-SD); JDV_J10 / JDV_J60 map CDA N1 to this code. The scheme is the
 # IHE format code system; the 1.2.250.1.213.1.1.4.12 seen in one tool is doubtful (MSSANTE.md §5.4).
 PDF_FORMAT: Final = Code(

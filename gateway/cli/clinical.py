@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Final
 
 from gateway.errors import InputError
-from mappers import cda, ins, xds
+from mappers import cda, ins, patient_match, xds
 from mappers.documents import Author, Code, Document
 from mappers.errors import MappingError
 from mappers.patient import Patient, Sex
 
 MAX_INPUT_BYTES: Final = 256 * 1024 * 1024
-CONFIDENTIALITY: Final = {
-    code.code: code for code in (xds.MASQUE_PS, xds.INVISIBLE_PATIENT, xds.INVISIBLE_REP_LEGAUX)
-}
 _PATIENT_KEYS: Final = frozenset(
     {
         "matricule", "oid", "birth_name", "given_name", "birth_date", "sex", "used_name",
@@ -49,7 +46,7 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
     parser.add_argument("--institution-name")
     parser.add_argument("--institution-id", help="identifiant national de structure")
     parser.add_argument("--confidentiality", action="append", default=[],
-                        choices=sorted(CONFIDENTIALITY), help="masking code; repeatable")  # fmt: skip
+                        choices=sorted(xds.MASKING_CODES), help="masking code; repeatable")  # fmt: skip
 
 
 def read_input(path: Path, what: str) -> bytes:
@@ -123,8 +120,14 @@ def document_time(text: str | None) -> datetime:
     return moment
 
 
-def documents_from_args(args: argparse.Namespace, patient: Patient, when: datetime) -> list[Document]:
-    """The ``--doc`` files as documents with their metadata; PDFs are wrapped in a CDA."""
+def documents_from_args(
+    args: argparse.Namespace, patient: Patient | None, when: datetime
+) -> tuple[Patient, list[Document]]:
+    """The patient and the ``--doc`` files as documents with their metadata; PDFs are wrapped in a CDA.
+
+    One patient per message: every CDA given must name the patient of the patient file, or, without a
+    patient file, the patient the first CDA names (a PDF alone names nobody).
+    """
     author = Author(
         rpps=args.author_rpps,
         family_name=args.author_family,
@@ -133,15 +136,30 @@ def documents_from_args(args: argparse.Namespace, patient: Patient, when: dateti
         institution_id=args.institution_id,
     )
     type_code = Code(args.type_code, args.type_label, xds.LOINC_OID)
-    masks = tuple(CONFIDENTIALITY[c] for c in dict.fromkeys(args.confidentiality))
+    masks = tuple(xds.MASKING_CODES[c] for c in dict.fromkeys(args.confidentiality))
+    files = [(path, read_input(path, "document")) for path in args.docs]
+    headers: dict[Path, cda.CdaHeader] = {}
+    for path, content in files:
+        if not content.startswith(b"%PDF-"):
+            try:
+                headers[path] = cda.read_header(content, what=str(path))
+            except MappingError as error:
+                raise InputError(f"document {path}", str(error)) from error
+    named = [patient_match.NamedPatient(str(path), header.patient) for path, header in headers.items()]
+    try:
+        settled = patient_match.one_patient(patient, "the patient file", named)
+    except MappingError as error:
+        raise InputError("--doc", str(error)) from error
+    if settled is None:
+        raise InputError("--doc", "a PDF names no patient: give --patient too (or a CDA naming the patient)")
     documents = []
-    for path in args.docs:
-        content = read_input(path, "document")
-        if content.startswith(b"%PDF-"):
+    for path, content in files:
+        header = headers.get(path)
+        if header is None:
             documents.append(
                 cda.pdf_document(
                     content,
-                    patient,
+                    settled,
                     title=args.title or args.type_label,
                     type_code=type_code,
                     effective_time=when,
@@ -151,10 +169,6 @@ def documents_from_args(args: argparse.Namespace, patient: Patient, when: dateti
                 )  # fmt: skip
             )
             continue
-        try:
-            header = cda.read_header(content, what=str(path))
-        except MappingError as error:
-            raise InputError(f"document {path}", str(error)) from error
         documents.append(
             Document(
                 filename=path.name,
@@ -168,4 +182,4 @@ def documents_from_args(args: argparse.Namespace, patient: Patient, when: dateti
                 confidentiality=masks,
             )  # fmt: skip
         )
-    return documents
+    return settled, documents

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.set_defaults(handler=_xdm_show)
 
     build = xdm_commands.add_parser("build", help="build a package from PDF or CDA files")
-    build.add_argument("--patient", type=Path, required=True, help=PATIENT_HELP)
+    build.add_argument("--patient", type=Path, help=PATIENT_HELP + " (default: the patient the CDA names)")
     add_document_options(build, required=True)
     build.add_argument("--source-id", default=xdm.DEFAULT_SOURCE_ID, help="sending system OID")
     build.add_argument("-o", "--output", type=Path, required=True)
@@ -149,9 +149,9 @@ def _xdm_build(args: argparse.Namespace) -> int:
     try:
         if output.exists() and not args.force:
             raise InputError("--output", f"{output} exists (use --force to overwrite)")
-        patient = load_patient(args.patient)
         when = document_time(args.date)
-        documents = documents_from_args(args, patient, when)
+        declared = load_patient(args.patient) if args.patient else None
+        patient, documents = documents_from_args(args, declared, when)
         data = xdm.build_package(patient, documents, now=when, source_id=args.source_id)
     except MappingError as error:
         return _fail(f"cannot build the package: {error}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import mimetypes
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from gateway.cli.clinical import (
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of
 from gateway.errors import InputError, StoreError
 from gateway.inbound.intake import Arrival, Decision, Recipient
-from mappers import headers
+from mappers import headers, patient_match
 from mappers.addresses import check_address
 from mappers.documents import Document
 from mappers.errors import MappingError
@@ -100,13 +101,11 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
     patient = load_patient(args.patient) if args.patient else None
     documents: list[Document] = []
     if args.docs:
-        if patient is None:
-            raise InputError("--doc", "documents are about a patient: give --patient too")
         if not (args.type_code and args.type_label):
             raise InputError("--doc", "give the documents' --type-code and --type-label")
-        documents = documents_from_args(args, patient, document_time(args.date))
+        patient, documents = documents_from_args(args, patient, document_time(args.date))
     author = Mailbox(sender, args.from_name)
-    return MessageRecord(
+    record = MessageRecord(
         author=author,
         to=recipients,
         subject=args.subject,
@@ -119,6 +118,12 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
         # [FIN] in the subject closes the exchange: X-MSS-MES: FIN tells Mon Espace Santé too.
         end_of_exchange=headers.subject_closes_exchange(args.subject),
     )
+    try:
+        # Attached CDAs and packages must name the same patient too; without any declared, theirs.
+        settled = patient_match.settle_patient(record, patient, "the patient file")
+    except MappingError as error:
+        raise InputError("--attach", str(error)) from error
+    return dataclasses.replace(record, patient=settled)
 
 
 def _address(value: str, field: str) -> str:

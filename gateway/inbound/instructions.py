@@ -1,12 +1,14 @@
 """Submission instructions: ``X-MSSGW-*`` header fields with which internal software asks the gateway to
-build the MSSanté package (patient, document type) for the PDFs it attaches, or name the patient of a
-message without documents (for the patient-mail rules). Intake consumes them from internal senders (the
-submission listener); they never reach a peer (a message is stored without them). Pure: the caller gives the
-clock and host name; a bad instruction raises ``InstructionError`` naming the field.
+build the MSSanté package (patient, document type, masking) for the PDFs it attaches, or name the patient
+of a message without documents (for the patient-mail rules). Intake consumes them from internal senders
+(the submission listener); they never reach a peer (a message is stored without them). Pure: the caller
+gives the clock and host name; a bad or unknown instruction raises ``InstructionError`` naming the field, a
+patient the documents contradict ``PatientMismatchError``.
 
     X-MSSGW-Patient: matricule=1880799999999; oid=1.2.250.1.213.1.4.8; birth-name=DUPONT;
         given-name=Marie; birth-date=1988-07-14; sex=F
     X-MSSGW-Document-Type: 11490-0; label="Lettre de liaison médicale"
+    X-MSSGW-Confidentiality: INVISIBLE_PATIENT, MASQUE_PS
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import date, datetime
 from email.parser import BytesHeaderParser
 from email.policy import default
 
-from mappers import cda, ins, xds
+from mappers import cda, ins, patient_match, xds
 from mappers.documents import Code
 from mappers.errors import MappingError
 from mappers.mime import build_message
@@ -28,6 +30,8 @@ from mappers.records import MessageRecord
 
 PATIENT = "X-MSSGW-Patient"
 DOCUMENT_TYPE = "X-MSSGW-Document-Type"
+CONFIDENTIALITY = "X-MSSGW-Confidentiality"
+KNOWN_FIELDS = (PATIENT, DOCUMENT_TYPE, CONFIDENTIALITY)
 _PARAMETER = re.compile(r'\s*([A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*(?:;|$)')
 _SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
 
@@ -40,17 +44,36 @@ def apply_instructions(
     raw: bytes, record: MessageRecord, *, nil_reference: str, hostname: str, now: datetime
 ) -> tuple[bytes, MessageRecord]:
     """The message to store and its record: rebuilt with an IHE_XDM.zip when ``X-MSSGW-Patient`` asks for
-    it (and the message carries no package yet), otherwise as submitted without its ``X-MSSGW-*`` fields."""
+    it (and the message carries no package yet), otherwise as submitted without its ``X-MSSGW-*`` fields.
+
+    An instruction is never dropped silently: an unknown ``X-MSSGW-*`` field, or masking with no PDF to
+    package, is refused, since the sender believes it was followed (a document meant to be hidden from the
+    patient would reach Mon Espace Santé unmasked).
+    """
     fields = BytesHeaderParser(policy=default).parsebytes(raw)
+    _check_names(fields.keys())
     patient_field, type_field = fields.get(PATIENT), fields.get(DOCUMENT_TYPE)
-    if patient_field is None or record.documents:
+    masks = _masks(fields.get_all(CONFIDENTIALITY) or [])
+    if patient_field is None:
+        for name in (DOCUMENT_TYPE, CONFIDENTIALITY):
+            if fields.get(name) is not None:
+                raise InstructionError(f"{name}: only with {PATIENT} (the patient of the documents)")
         return strip_submission_headers(raw), record
     patient = _patient(str(patient_field))
+    # One patient per message: every CDA the message carries must name the patient of the field.
+    patient_match.settle_patient(record, patient, PATIENT)
     pdfs = [a for a in record.attachments if a.content_type == PDF_MIME_TYPE]
-    if not pdfs:
+    if masks and (record.documents or not pdfs):
+        raise InstructionError(
+            f"{CONFIDENTIALITY}: masks the PDFs the gateway packages, and this message has none "
+            "(a message with its own IHE_XDM.zip carries its codes in METADATA.XML)"
+        )
+    if record.documents or not pdfs:
         # A message about a patient with no document to package (a text to Mon Espace Santé): the patient
         # is what the patient-mail rules check and what the store links the message to.
-        return strip_submission_headers(raw), dataclasses.replace(record, patient=patient)
+        return strip_submission_headers(raw), (
+            record if record.documents else dataclasses.replace(record, patient=patient)
+        )
     if type_field is None:
         raise InstructionError(f'{DOCUMENT_TYPE}: required with {PATIENT} (e.g. 11490-0; label="…")')
     code, _, rest = str(type_field).partition(";")
@@ -67,6 +90,7 @@ def apply_instructions(
             type_code=type_code,
             effective_time=when,
             document_id=cda.document_id(pdf.content),
+            confidentiality=masks,
         )
         for pdf in pdfs
     )
@@ -85,6 +109,24 @@ def apply_instructions(
         if part.is_multipart():
             part.set_boundary(f"=_mssgw_{seed}_{index}")
     return message.as_bytes(), rebuilt
+
+
+def _check_names(names: list[str]) -> None:
+    known = {name.casefold() for name in KNOWN_FIELDS}
+    for name in names:
+        if name.casefold().startswith("x-mssgw-") and name.casefold() not in known:
+            raise InstructionError(f"{name}: unknown field (known: {', '.join(KNOWN_FIELDS)})")
+
+
+def _masks(values: list[str]) -> tuple[Code, ...]:
+    """``INVISIBLE_PATIENT, MASQUE_PS`` → the codes, in order, without repeats."""
+    names = [n for value in values for n in re.split(r"[\s,;]+", str(value).strip()) if n]
+    unknown = [n for n in names if n.upper() not in xds.MASKING_CODES]
+    if unknown:
+        raise InstructionError(
+            f"{CONFIDENTIALITY}: {unknown[0]!r} is not one of {', '.join(sorted(xds.MASKING_CODES))}"
+        )
+    return tuple(xds.MASKING_CODES[n] for n in dict.fromkeys(n.upper() for n in names))
 
 
 def _patient(text: str) -> Patient:

@@ -3,9 +3,11 @@
     arrival = Arrival(raw, envelope_from, recipients, source, peer=, envid=, ret=, authenticated_as=)
     result = await intake.receive(arrival)  # IntakeResult(message_pk, duplicate, verdicts: one per rcpt)
 
-Steps: size → sender → parse (``mappers.mime.parse_message``) → From → recipients (``policy.Policy`` and the
-rules the daemon adds) → one commit shared with the messages arriving together (``batching.Batcher`` over
-``Repository.add_messages``) → wake the relay. A verdict is ``accepted`` only after the commit; a store
+Steps: size → sender → parse (``mappers.mime.parse_message``) → From → internal senders' instructions and
+their one patient (``instructions``, ``mappers.patient_match``) → recipients (``policy.Policy`` and the
+rules the daemon adds; a refusal the sender cannot hear per recipient refuses the whole message) → one
+commit shared with the messages arriving together (``batching.Batcher`` over ``Repository.add_messages``)
+→ wake the relay. A verdict is ``accepted`` only after the commit; a store
 failure turns every accepted verdict into ``451 4.3.0`` and keeps nothing. Mail for outside recipients gets
 queue rows for the relay (direction ``outbound``); mail for our mailboxes is stored (``inbound``) and gets a
 queue row only when the mailbox forwards it or drops it into a folder. Never answers for a message it did not
@@ -35,6 +37,7 @@ from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from mappers.errors import MappingError
 from mappers.mime import MimeLimits, parse_message
+from mappers.patient_match import PatientMismatchError, settle_patient
 from mappers.records import MessageRecord
 
 SINGLE_REPLY_SOURCES = ("submission", "operator")
@@ -146,24 +149,37 @@ class Intake:
             reply = self.policy.author(arrival, record)
         raw = arrival.raw
         if reply is None and record is not None and arrival.source in INTERNAL_SOURCES:
-            try:
-                raw, record = await asyncio.to_thread(
-                    apply_instructions,
-                    raw,
-                    record,
-                    nil_reference=self.gateway.nil_reference,
-                    hostname=self.gateway.hostname,
-                    now=self.clock(),
-                )
-            except MappingError as error:
-                reply = replies.BAD_INSTRUCTION.format(str(error).splitlines()[0][:200])
+            outcome = await asyncio.to_thread(self._instructions, arrival, record)
+            if isinstance(outcome, str):
+                reply = outcome
+            else:
+                raw, record = outcome
         if reply is not None:
-            log_event(log, "refused", source=arrival.source, peer=arrival.peer, reply=reply[:9])
-            metrics.message_refused(arrival.source, replies.reason(reply))
-            return IntakeResult(None, False, tuple(refuse(a, reply) for a in addresses))
+            return self._refuse_all(arrival, reply, [refuse(a, reply) for a in addresses])
         assert record is not None
         verdicts = [await self.check_recipient(arrival, a, record) for a in addresses]
         return await self._commit(arrival, raw, record, verdicts)
+
+    def _instructions(self, arrival: Arrival, record: MessageRecord) -> tuple[bytes, MessageRecord] | str:
+        """The message an internal sender asked for (``X-MSSGW-*``), with its one patient, or the refusal.
+
+        Runs in a worker thread: packaging and reading CDAs grow with the message.
+        """
+        try:
+            raw, record = apply_instructions(
+                arrival.raw,
+                record,
+                nil_reference=self.gateway.nil_reference,
+                hostname=self.gateway.hostname,
+                now=self.clock(),
+            )
+            named = settle_patient(record, arrival.patient, "the patient given with the message")
+        except PatientMismatchError as error:
+            # Every difference, within the 512 octets of a reply line (RFC 5321 § 4.5.3.1.5).
+            return replies.PATIENT_MISMATCH.format(replies.ascii_text(str(error))[:480])
+        except MappingError as error:
+            return replies.BAD_INSTRUCTION.format(replies.ascii_text(str(error).splitlines()[0][:200]))
+        return raw, dataclasses.replace(record, patient=named or record.patient)
 
     async def _commit(
         self, arrival: Arrival, raw: bytes, record: MessageRecord, verdicts: list[Verdict]
@@ -173,23 +189,22 @@ class Intake:
         ]
         if not accepted:
             return IntakeResult(None, False, tuple(verdicts))
+        unheard = await self._unheard_refusals(arrival, verdicts)
+        if unheard and arrival.source in INTERNAL_SOURCES:
+            # All or nothing: a sender told "refused" (exit 65, or SMTP's one reply after DATA) retries the
+            # whole message, so a copy queued for the others would go twice.
+            return self._refuse_all(arrival, replies.ascii_text(unheard[0].reply), verdicts)
         new = self._new_message(arrival, raw, record, accepted)
         if self.finish is not None:
             finished = await self.finish(arrival, record, new, [r.address for r in accepted])
             if isinstance(finished, str):
                 return IntakeResult(None, False, tuple(_refused(v, finished) for v in verdicts))
             new = finished
-        late = []
-        if arrival.source in SINGLE_REPLY_SOURCES and arrival.envelope_from:
-            # Refused now but accepted at RCPT time, before the message could be read: the client holds a
-            # 250 for them already (RCPT-time refusals it heard about itself). NOTIFY=NEVER: not a word.
+        late: list[Verdict] = []
+        if arrival.envelope_from:
+            # Refused once the message was read, after a 250 at RCPT time: a DSN, unless NOTIFY=NEVER.
             notify = {r.address: r.notify for r in arrival.recipients}
-            for verdict in verdicts:
-                wanted = wants(notify.get(verdict.recipient), "FAILURE")
-                if verdict.decision is not Decision.ACCEPTED and wanted:
-                    early = await self.check_recipient(arrival, verdict.recipient)
-                    if early.decision is Decision.ACCEPTED:
-                        late.append(verdict)
+            late = [v for v in unheard if wants(notify.get(v.recipient), "FAILURE")]
         if late:
             new = dataclasses.replace(
                 new, follow_ups=(*new.follow_ups, self._late_notice(arrival, raw, late))
@@ -225,6 +240,29 @@ class Intake:
                 for v in verdicts
             ),
         )
+
+    async def _unheard_refusals(self, arrival: Arrival, verdicts: Sequence[Verdict]) -> list[Verdict]:
+        """The refusals the sender cannot have heard of recipient by recipient.
+
+        ``mssgw send`` answers with one exit code. After SMTP DATA one reply speaks for every recipient:
+        the refusals that count are of recipients accepted at RCPT time, before the message could be read
+        (RCPT-time refusals the client heard about itself).
+        """
+        refused = [v for v in verdicts if v.decision is not Decision.ACCEPTED]
+        if arrival.source not in SINGLE_REPLY_SOURCES:
+            return refused if arrival.source == "cli" else []
+        late = []
+        for verdict in refused:
+            early = await self.check_recipient(arrival, verdict.recipient)
+            if early.decision is Decision.ACCEPTED:
+                late.append(verdict)
+        return late
+
+    def _refuse_all(self, arrival: Arrival, reply: str, verdicts: Sequence[Verdict]) -> IntakeResult:
+        """Nothing stored: every recipient still accepted gets ``reply``, the others keep their own."""
+        log_event(log, "refused", source=arrival.source, peer=arrival.peer, reply=reply[:9])
+        metrics.message_refused(arrival.source, replies.reason(reply))
+        return IntakeResult(None, False, tuple(_refused(v, reply) for v in verdicts))
 
     def _late_notice(self, arrival: Arrival, raw: bytes, late: list[Verdict]) -> NewMessage:
         """A DSN for recipients refused once the message was read, committed with the message itself.

@@ -7,6 +7,8 @@ Replies are ASCII (RFC 5321), hence "MSSante"; a test keeps them so.
 
 from __future__ import annotations
 
+from mappers.headers import strip_accents
+
 # Accepting.
 SENDER_OK = "250 2.1.0 Sender OK"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
@@ -53,6 +55,7 @@ BARE_LINE_END = (
 )
 UNREADABLE = "554 5.6.0 The message cannot be read safely: {}"
 BAD_INSTRUCTION = "554 5.6.0 Submission instruction refused: {}"
+PATIENT_MISMATCH = "554 5.6.0 Not sent: {}"
 LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)"
 
 # Parameters and commands.
@@ -80,3 +83,9 @@ def reason(reply: str) -> str:
     """The short, bounded code of a reply for metrics labels: its enhanced code (``5.7.1``)."""
     parts = reply.split(" ", 2)
     return parts[1] if len(parts) > 1 and parts[1][:1] in "245" and "." in parts[1] else parts[0]
+
+
+def ascii_text(text: str) -> str:
+    """``text`` fit for a reply line (RFC 5321 replies are ASCII): accents dropped, anything else ``?``."""
+    bare = strip_accents(" ".join(text.split()))
+    return bare.encode("ascii", "replace").decode("ascii")

@@ -43,6 +43,7 @@ from gateway.store.repository import (
     Repository,
 )
 from gateway.store.states import DeliveryState
+from mappers import headers
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,11 @@ class Relay:
             # Loaded here, not per claimed batch, so at most `concurrency` messages are in memory at once.
             envelope = (await asyncio.to_thread(self.repository.load_envelopes, [message_pk]))[message_pk]
             content = _LINE_END.sub(b"\r\n", envelope.raw)
+            reference = self.settings.gateway.nil_reference
+            if destination.kind != "local" and reference.strip():
+                # Every message leaving the gateway names the product, as MSSanté asks (ECO.2.4.3); mail
+                # for our own mailboxes keeps the reference its sender wrote.
+                content = headers.with_nil(content, reference)
             if self.signer is not None:
                 content = await asyncio.to_thread(self.signer.sign, content)
             message = OutboundMessage(

@@ -15,13 +15,12 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 from gateway.store.repository import NewMessage, Recipient
-from mappers import ins, xdm
+from mappers import identity, ins, xdm
 from mappers.addresses import same_address
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
 from mappers.mdn import Disposition, build_mdn, original_attachments
 from mappers.mime_parse import XDM_FILENAME
-from mappers.patient import Patient
 from mappers.records import MessageRecord
 
 REPORT_TYPES = frozenset({"multipart/report"})
@@ -46,18 +45,6 @@ def skip_reason(record: MessageRecord, envelope_from: str, message: EmailMessage
     return None
 
 
-def _identity(patient: Patient) -> tuple[object, ...]:
-    return (ins.normalize(patient.matricule), patient.oid.strip())
-
-
-def _fold(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-def _traits(patient: Patient) -> tuple[object, ...]:
-    return (_fold(patient.birth_name), _fold(patient.given_name), patient.birth_date, patient.sex)
-
-
 def integration_error(package: xdm.XdmPackage) -> int | None:
     """The ANS error code (MSSANTE.md §5.8) for an inconsistent package, ``None`` when it is integrable."""
     metadata = package.patient
@@ -65,9 +52,7 @@ def integration_error(package: xdm.XdmPackage) -> int | None:
     if metadata is None or not metadata.matricule or any(p is None for p in cda_patients):
         return 903
     for patient in cda_patients:
-        if patient is not None and (
-            _identity(patient) != _identity(metadata) or _traits(patient) != _traits(metadata)
-        ):
+        if patient is not None and identity.differences(metadata, patient):
             return 904
     if not ins.is_qualified(metadata):
         return 905

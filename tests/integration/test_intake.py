@@ -185,37 +185,60 @@ async def test_extra_rules_composed_by_the_daemon_can_refuse_a_recipient(store: 
     assert result.verdicts[0].code == 550 and rows(store) == (0, [])
 
 
-async def test_a_recipient_refused_only_once_the_message_is_read_gets_a_dsn_not_silence(store: Store) -> None:
-    # After DATA, SMTP answers once for everyone: the 250 the others get must not swallow this refusal.
-    refused = "dr.refused@cabinet.test.mssante.fr"
+def refused_once_read(refused: str) -> Policy:
+    """A policy with a rule refusing ``refused`` only once the message is read (as the patient rules do)."""
 
     def late_rule(arrival: Arrival, recipient: str, record: MessageRecord | None) -> Verdict | None:
         if record is not None and recipient == refused:
             return refuse(recipient, "550 5.7.1 Document INVISIBLE_PATIENT cannot go to this address")
         return None
 
-    policy = Policy(inbound_settings(), CLIENTS, StaticTrustList([PEER_DOMAIN]), [late_rule])
-    intake = make_intake(store, policy)
-    arrival = submission(
-        message(to=OUTSIDE), Recipient(OUTSIDE), Recipient(refused, None, f"rfc822;{refused}")
+    mailboxes = (MailboxSettings(MAILBOX), MailboxSettings(ARCHIVES))
+    return Policy(inbound_settings(mailboxes=mailboxes), CLIENTS, StaticTrustList([PEER_DOMAIN]), [late_rule])
+
+
+ARCHIVES = f"archives@{OUR_DOMAIN}"
+
+
+async def test_a_recipient_refused_only_once_the_message_is_read_gets_a_dsn_not_silence(store: Store) -> None:
+    # After DATA, SMTP answers once for everyone: the 250 the others get must not swallow this refusal.
+    peer = f"dr@{PEER_DOMAIN}"
+    intake = make_intake(store, refused_once_read(ARCHIVES))
+    arrival = Arrival(
+        message(sender=peer, to=MAILBOX),
+        peer,
+        (Recipient(MAILBOX), Recipient(ARCHIVES, None, f"rfc822;{ARCHIVES}")),
+        "operator",
     )
-    assert (await intake.check_recipient(arrival, refused)).decision is Decision.ACCEPTED
+    assert (await intake.check_recipient(arrival, ARCHIVES)).decision is Decision.ACCEPTED
     result = await intake.receive(arrival)
     assert [v.code for v in result.verdicts] == [250, 550]
     with store.sessions() as session:
         notice = session.execute(select(Message).where(Message.kind == "dsn")).scalar_one()
     assert notice.related_message_id == result.message_pk and notice.envelope_from == ""
     report = email.message_from_bytes(notice.raw, policy=email.policy.default)
-    assert report["To"] == APP
+    assert report["To"] == peer
     status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
     text = status.as_string()
-    assert f"Final-Recipient: rfc822; {refused}" in text or f"Final-Recipient: rfc822;{refused}" in text
+    assert f"Final-Recipient: rfc822; {ARCHIVES}" in text or f"Final-Recipient: rfc822;{ARCHIVES}" in text
     assert "Status: 5.7.1" in text and "INVISIBLE_PATIENT" in text
 
 
+async def test_a_submission_refused_for_one_recipient_once_read_is_refused_whole(store: Store) -> None:
+    # The client's software hears one reply after DATA and resends on a refusal: a copy queued for the
+    # others would go twice.
+    refused = "dr.refused@cabinet.test.mssante.fr"
+    intake = make_intake(store, refused_once_read(refused))
+    arrival = submission(message(to=OUTSIDE), Recipient(OUTSIDE), Recipient(refused))
+    result = await intake.receive(arrival)
+    reply = "550 5.7.1 Document INVISIBLE_PATIENT cannot go to this address"
+    assert [v.reply for v in result.verdicts] == [reply, reply] and result.message_pk is None
+    assert rows(store) == (0, [])
+
+
 async def test_submission_headers_are_stripped_before_storing(store: Store) -> None:
-    raw = message(X_MSSGW_Note="x", Comments="kept")
-    assert b"X-MSSGW-Note" in raw
+    raw = message(X_MSSGW_Patient=PATIENT_FIELD, Comments="kept")
+    assert b"X-MSSGW-Patient" in raw
     result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
     stored = store.queue.raw(result.message_pk or 0)
     assert b"X-MSSGW" not in stored and b"Comments: kept" in stored and stored.endswith(b"Hello\r\n")

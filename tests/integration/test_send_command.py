@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ import pytest
 from gateway.cli import main
 from gateway.settings import load
 from gateway.store.db import open_store
+from mappers import cda, xds
+from mappers.documents import Code
 from mappers.mime import parse_message
+from mappers.patient import Patient, Sex
 from tests.support.gateway import render_config
 
 SENDER = "secretariat.cardio@hopital.test.mssante.fr"
@@ -78,7 +82,7 @@ def test_a_document_for_a_patient_travels_in_an_xdm_package_with_mssante_headers
     ("args", "field", "reason"),
     [
         (["--to", "not an address"], "--to", "is not a valid mail address"),
-        (["--to", "a@b.test", "--doc", "x.pdf"], "--doc", "give --patient too"),
+        (["--to", "a@b.test", "--doc", "x.pdf"], "--doc", "give the documents' --type-code"),
         (
             ["--to", "a@b.test", "--body-file", "/nonexistent/body.txt"],
             "/nonexistent/body.txt",
@@ -113,3 +117,100 @@ def test_a_missing_configuration_exits_78(tmp_path: Path, capsys: pytest.Capture
                  "--subject", "x"])  # fmt: skip
     assert code == 78
     assert "cannot read the file" in capsys.readouterr().err
+
+
+OTHER = {**PATIENT, "matricule": "180077512345659", "birth_name": "Martin", "sex": "M"}
+PRO = "dr.martin@cabinet.test.mssante.fr"
+
+
+def cda_of(tmp_path: Path, person: dict[str, str], name: str = "cr.xml") -> Path:
+    """A CDA R2 N1 written by our own builder (``mappers.cda``) for ``person``."""
+    patient = Patient(
+        person["matricule"], person["oid"], person["birth_name"], person["given_name"],
+        date.fromisoformat(person["birth_date"]), Sex(person["sex"]),
+    )  # fmt: skip
+    content = cda.wrap_pdf(
+        b"%PDF-1.4\n% compte rendu\n%%EOF\n", patient, title="Compte rendu",
+        type_code=Code("11490-0", "Lettre de liaison", xds.LOINC_OID),
+        effective_time=datetime(2026, 11, 20, 9, 0, tzinfo=UTC), document_id="1.2.250.1.999.1",
+    )  # fmt: skip
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def patient_file(tmp_path: Path) -> Path:
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps(PATIENT), encoding="utf-8")
+    return path
+
+
+def send(config: Path, *args: str) -> int:
+    return main(["send", "-c", str(config), "--from", SENDER, "--subject", "x",
+                 "--type-code", "11490-0", "--type-label", "Lettre de liaison", *args])  # fmt: skip
+
+
+def queued(config: Path, capsys: pytest.CaptureFixture[str]) -> list[object]:
+    assert main(["queue", "list", "-c", str(config), "--all", "--json"]) == 0
+    result: list[object] = json.loads(capsys.readouterr().out)
+    return result
+
+
+def test_a_cda_about_another_patient_is_refused_naming_each_difference_and_nothing_is_queued(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cda_file = cda_of(tmp_path, OTHER)
+    assert send(config, "--to", PRO, "--patient", str(patient_file(tmp_path)), "--doc", str(cda_file)) == 65
+    err = capsys.readouterr().err
+    assert err.startswith(f"mssgw: --doc: one patient per message: {cda_file}: INS matricule ")
+    assert "INS matricule 2************89 in the patient file, 1************59 in the document" in err
+    assert "birth name Écart in the patient file, Martin in the document" in err
+    assert "sex F in the patient file, M in the document" in err
+    assert PATIENT["matricule"] not in err and OTHER["matricule"] not in err
+    assert queued(config, capsys) == []
+
+
+@pytest.mark.parametrize("attached", ["cda", "package"])
+def test_an_attached_cda_or_package_about_another_patient_is_refused(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], attached: str
+) -> None:
+    other = cda_of(tmp_path, OTHER)
+    if attached == "package":
+        package = tmp_path / "IHE_XDM.zip"
+        assert main(["xdm", "build", "--doc", str(other), "--type-code", "11490-0",
+                     "--type-label", "Lettre", "-o", str(package)]) == 0  # fmt: skip
+        capsys.readouterr()
+        other = package
+    code = send(config, "--to", PRO, "--patient", str(patient_file(tmp_path)), "--attach", str(other))
+    err = capsys.readouterr().err
+    assert code == 65
+    assert err.startswith("mssgw: --attach: one patient per message: ")
+    assert "birth name Écart in the patient file, Martin in the document" in err
+    assert queued(config, capsys) == []
+
+
+def test_without_a_patient_file_the_patient_is_the_one_the_cda_names(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert send(config, "--to", PRO, "--doc", str(cda_of(tmp_path, PATIENT))) == 0
+    record = parse_message(stored(config, int(capsys.readouterr().out)))
+    assert record.patient is not None and record.patient.matricule == PATIENT["matricule"]
+    # The patient's address must be that patient's too.
+    assert send(config, "--to", f"{OTHER['matricule']}@patient.mssante.fr", "--doc",
+                str(cda_of(tmp_path, PATIENT))) == 65  # fmt: skip
+    assert "is not the patient of this message" in capsys.readouterr().err
+    assert len(queued(config, capsys)) == 1
+
+
+def test_a_refusal_for_one_recipient_queues_nothing_for_the_others(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pdf = tmp_path / "cr.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    code = send(config, "--to", PRO, "--to", f"{PATIENT['matricule']}@patient.mssante.fr",
+                "--patient", str(patient_file(tmp_path)), "--doc", str(pdf),
+                "--confidentiality", "INVISIBLE_PATIENT")  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 65 and out == ""
+    assert "INVISIBLE_PATIENT" in err
+    assert queued(config, capsys) == []

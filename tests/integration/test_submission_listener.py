@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import email
+import email.policy
 import smtplib
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from gateway.inbound.credentials import hash_password
+from gateway.settings import Settings
+from mappers import cda, ins, xds
+from mappers.documents import Code
+from mappers.mime import parse_message
+from mappers.patient import Patient, Sex
 from tests.support.listener import (
     client_tls,
     listener_settings,
@@ -164,4 +175,113 @@ async def test_a_message_over_the_size_limit_is_refused_before_it_is_stored(tmp_
         assert size == "5000"
         assert declared.startswith("552 5.3.4 Message too big")
         assert sent.startswith("552 5.3.4 Message too big")
+        assert gateway.messages() == []
+
+
+NIR_PATIENT = Patient("279035121518989", ins.NIR_OID, "DUPONT", "Hélène", date(1979, 3, 5), Sex.FEMALE)
+PATIENT_FIELD = (
+    "matricule=279035121518989; birth-name=DUPONT; given-name=Hélène; birth-date=1979-03-05; sex=F"
+)
+PATIENT_ADDRESS = "279035121518989@patient.mssante.fr"
+
+
+def with_parts(*parts: tuple[str, str, bytes], **headers: str) -> bytes:
+    """A message with attachments ``(filename, content type, content)``."""
+    mail = email.message_from_bytes(message(**headers), _class=EmailMessage, policy=email.policy.default)
+    assert isinstance(mail, EmailMessage)
+    for filename, content_type, content in parts:
+        maintype, subtype = content_type.split("/")
+        mail.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+    return mail.as_bytes(policy=email.policy.SMTP)
+
+
+def cda_for(patient: Patient) -> bytes:
+    """A CDA R2 N1 written by our own builder for ``patient``."""
+    return cda.wrap_pdf(
+        b"%PDF-1.4\n% cr\n%%EOF\n", patient, title="Compte rendu",
+        type_code=Code("11490-0", "Lettre de liaison", xds.LOINC_OID),
+        effective_time=datetime(2026, 11, 20, 9, 0, tzinfo=UTC), document_id="1.2.250.1.999.2",
+    )  # fmt: skip
+
+
+def packaging_settings(tmp_path: Path, pki: Pki) -> Settings:
+    """An open submission listener whose gateway has the X-MSS-NIL reference packages need."""
+    settings = open_submission_settings(tmp_path, pki)
+    gateway = dataclasses.replace(settings.gateway, nil_reference="DEV935997")
+    return dataclasses.replace(settings, gateway=gateway)
+
+
+PDF = ("cr.pdf", "application/pdf", b"%PDF-1.4 compte rendu\n")
+DOCUMENT_TYPE = '11490-0; label="Lettre de liaison"'
+
+
+def data_reply(recipients: list[str], raw: bytes) -> Callable[[smtplib.SMTP], str]:
+    """A session sending ``raw``: "" when accepted, else the refusal's reply."""
+
+    def session(client: smtplib.SMTP) -> str:
+        try:
+            client.sendmail(APP, recipients, raw)
+        except smtplib.SMTPDataError as error:
+            return reply(error)
+        return ""
+
+    return session
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        pytest.param([("cr.xml", "text/xml", cda_for(NIR_PATIENT))], id="bare-cda"),
+        pytest.param([PDF, ("cr.xml", "text/xml", cda_for(NIR_PATIENT))], id="cda-beside-a-pdf"),
+    ],
+)
+async def test_a_cda_about_another_patient_than_x_mssgw_patient_is_refused_554(
+    tmp_path: Path, pki: Pki, parts: list[tuple[str, str, bytes]]
+) -> None:
+    other = PATIENT_FIELD.replace("DUPONT", "MARTIN").replace("sex=F", "sex=M")
+    raw = with_parts(*parts, X_MSSGW_Patient=other, X_MSSGW_Document_Type=DOCUMENT_TYPE)
+    async with running(packaging_settings(tmp_path, pki), "submission", citizen=True) as gateway:
+        answer = await smtp(gateway.port, data_reply([OUTSIDE], raw))
+        assert answer == (
+            "554 5.6.0 Not sent: one patient per message: cr.xml: birth name MARTIN in X-MSSGW-Patient, "
+            "DUPONT in the document; sex M in X-MSSGW-Patient, F in the document"
+        )
+        assert gateway.messages() == []
+
+
+async def test_x_mssgw_confidentiality_masks_the_document_and_a_patient_copy_refuses_it_all(
+    tmp_path: Path, pki: Pki
+) -> None:
+    fields = {"X_MSSGW_Patient": PATIENT_FIELD, "X_MSSGW_Document_Type": DOCUMENT_TYPE}
+    masked = with_parts(PDF, X_MSSGW_Confidentiality="INVISIBLE_PATIENT", **fields)
+    async with running(packaging_settings(tmp_path, pki), "submission", citizen=True) as gateway:
+        answer = await smtp(gateway.port, data_reply([OUTSIDE, PATIENT_ADDRESS], masked))
+        assert answer.startswith("550 5.7.1 document 'Lettre de liaison' (")
+        assert "is marked INVISIBLE_PATIENT" in answer
+        assert gateway.messages() == []
+        assert await smtp(gateway.port, data_reply([OUTSIDE], masked)) == ""
+        ((_, _, stored),) = gateway.messages()
+    record = parse_message(stored)
+    assert [c.code for d in record.documents for c in d.confidentiality] == ["INVISIBLE_PATIENT"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"X_MSSGW_Note": "x"}, "X-MSSGW-Note: unknown field (known: X-MSSGW-Patient, "),
+        ({"X_MSSGW_Patient": PATIENT_FIELD, "X_MSSGW_Document_Type": DOCUMENT_TYPE,
+          "X_MSSGW_Confidentiality": "SECRET"},
+         "X-MSSGW-Confidentiality: 'SECRET' is not one of INVISIBLE_PATIENT, INVISIBLE_REP_LEGAUX, "),
+        ({"X_MSSGW_Confidentiality": "INVISIBLE_PATIENT"},
+         "X-MSSGW-Confidentiality: only with X-MSSGW-Patient"),
+        ({"X_MSSGW_Document_Type": DOCUMENT_TYPE}, "X-MSSGW-Document-Type: only with X-MSSGW-Patient"),
+    ],
+)  # fmt: skip
+async def test_an_instruction_the_gateway_cannot_follow_is_refused_554(
+    tmp_path: Path, pki: Pki, headers: dict[str, str], reason: str
+) -> None:
+    raw = with_parts(PDF, **headers)
+    async with running(packaging_settings(tmp_path, pki), "submission", citizen=True) as gateway:
+        answer = await smtp(gateway.port, data_reply([OUTSIDE], raw))
+        assert answer.startswith(f"554 5.6.0 Submission instruction refused: {reason}")
         assert gateway.messages() == []

@@ -77,6 +77,8 @@ def test_an_authenticated_submission_over_starttls_is_queued_and_relayed(gateway
     assert delivered.tls_active and delivered.peer_cn == pki.client_address
     assert delivered.mail_params["ENVID"] == "abc" and delivered.mail_params["RET"] == "HDRS"
     assert delivered.rcpt_params(RECIPIENT) == {"NOTIFY": "SUCCESS,FAILURE", "ORCPT": f"rfc822;{RECIPIENT}"}
+    # Every message leaving for MSSanté names the product (ECO.2.4.3), as mail built by ``mssgw send``.
+    assert b"\r\nX-MSS-NIL: DEV935997\r\n" in b"\r\n" + delivered.content.split(b"\r\n\r\n", 1)[0] + b"\r\n"
 
 
 def test_a_refused_delivery_gives_a_report_carrying_envid_and_orcpt(gateway: Gateway, pki: Pki) -> None:

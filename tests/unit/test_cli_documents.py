@@ -9,6 +9,7 @@ import pytest
 
 from gateway.cli import main
 from mappers import archive, xdm
+from mappers.patient import Sex
 
 from .mappers.samples import (
     BILLION_LAUGHS,
@@ -182,3 +183,41 @@ def test_xdm_build_refuses_bad_patients(
     assert main(argv) == 65
     assert reason in capsys.readouterr().err
     assert not out.exists()
+
+
+def _build_argv(tmp_path: Path, *docs: Path, patient: Path | None = None) -> list[str]:
+    argv = ["xdm", "build", *(["--patient", str(patient)] if patient else [])]
+    for doc in docs:
+        argv += ["--doc", str(doc)]
+    return [*argv, "--type-code", "11490-0", "--type-label", "Lettre", "-o", str(tmp_path / "out.zip")]
+
+
+def test_xdm_build_refuses_a_cda_about_another_patient_naming_each_difference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cda_file = tmp_path / "cr.xml"
+    other = patient(matricule="180077512345659", birth_name="MARTIN", sex=Sex.MALE)
+    cda_file.write_bytes(cda_document(other).content)
+    assert main(_build_argv(tmp_path, cda_file, patient=_patient_json(tmp_path))) == 65
+    err = capsys.readouterr().err
+    assert err.startswith(f"mssgw: --doc: one patient per message: {cda_file}: ")
+    assert "INS matricule 2************89 in the patient file, 1************59 in the document" in err
+    assert "birth name PAT-TROIS in the patient file, MARTIN in the document" in err
+    assert "sex F in the patient file, M in the document" in err
+    assert "279035121518989" not in err and "180077512345659" not in err
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_xdm_build_without_a_patient_file_takes_the_patient_the_cda_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pdf = tmp_path / "lettre.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    cda_file = tmp_path / "cr.xml"
+    cda_file.write_bytes(cda_document().content)
+    assert main(_build_argv(tmp_path, pdf, cda_file)) == 0
+    package = xdm.parse_package((tmp_path / "out.zip").read_bytes())
+    assert package.problems == () and package.patient is not None
+    assert package.patient.matricule == patient().matricule
+    assert main([*_build_argv(tmp_path, pdf), "--force"]) == 65
+    assert "a PDF names no patient: give --patient too" in capsys.readouterr().err

@@ -371,3 +371,12 @@ def test_cda_code_with_spaces_is_refused() -> None:
 
     with pytest.raises(HeaderValueError, match="'11502 2' cannot be written"):
         headers.codecda_value([document])
+
+
+def test_with_nil_puts_the_product_reference_first_once() -> None:
+    raw = b"From: a@b.test\r\nSubject: x\r\n\r\nX-MSS-NIL: in the body does not count\r\n"
+    assert headers.with_nil(raw, "DEV935997") == b"X-MSS-NIL: DEV935997\r\n" + raw
+    own = b"From: a@b.test\r\nx-mss-nil : LPS-42\r\n\r\nbody\r\n"
+    assert headers.with_nil(own, "DEV935997") == own
+    with pytest.raises(headers.HeaderValueError, match="X-MSS-NIL: the product reference is empty"):
+        headers.with_nil(raw, " ")
