@@ -2,10 +2,15 @@
 
 Every refusal carries an RFC 3463 enhanced code and a sentence the person at the other end can act on.
 Templates with ``{}`` take the address or value at fault; nothing here ever quotes message content.
-Replies are ASCII (RFC 5321), hence "MSSante"; a test keeps them so.
+Replies are ASCII (RFC 5321), hence "MSSante"; a test keeps them so. Sentences built elsewhere (patient
+rules, citizen channels, submission instructions) may carry French letters or an address given to us:
+``ascii_line`` is applied to every line the listeners send, because aiosmtpd cannot encode anything else and
+would turn a permanent refusal into a ``451`` that the sending MTA retries for days.
 """
 
 from __future__ import annotations
+
+import unicodedata
 
 # Accepting.
 SENDER_OK = "250 2.1.0 Sender OK"
@@ -19,6 +24,7 @@ LOCAL_ERROR = "451 4.3.0 Local error while handling this command: please try aga
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address: try again later"
 TIMEOUT = "421 4.4.2 Connection timed out: closing"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down: try again later"
+DKIM_UNAVAILABLE = "451 4.7.5 DKIM key of {} could not be fetched (DNS timeout): please try again later"
 
 # Security and authentication.
 STARTTLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first: mail is only accepted over TLS"
@@ -80,3 +86,10 @@ def reason(reply: str) -> str:
     """The short, bounded code of a reply for metrics labels: its enhanced code (``5.7.1``)."""
     parts = reply.split(" ", 2)
     return parts[1] if len(parts) > 1 and parts[1][:1] in "245" and "." in parts[1] else parts[0]
+
+
+def ascii_line(text: str) -> str:
+    """``text`` as one line of printable ASCII: letters lose their accents (NFKD: "Santé" → "Sante",
+    "…" → "..."), other characters and line breaks are dropped or become spaces."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c if " " <= c <= "~" else " " for c in decomposed if c.isascii())

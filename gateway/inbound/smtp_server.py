@@ -193,7 +193,7 @@ class GatewaySMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
-        await super().push(replies.REWRITTEN.get(text, text))
+        await super().push(replies.ascii_line(replies.REWRITTEN.get(text, text)))
 
     async def auth_PLAIN(self, _: object, args: list[str]) -> AuthResult:
         return await self._checked(await super().auth_PLAIN(_, args))
@@ -362,9 +362,10 @@ class _Handler:
         config = self.server.config
         if config.dkim is not None:
             result = await config.dkim.check(raw)
-            if result.result == "fail" and config.dkim_refuse:
+            refusal = {"fail": replies.DKIM_FAILED, "temperror": replies.DKIM_UNAVAILABLE}.get(result.result)
+            if refusal is not None and config.dkim_refuse:
                 metrics.message_refused(config.kind, "dkim")
-                return replies.DKIM_FAILED.format(f"d={result.domain}")
+                return refusal.format(f"d={result.domain}")
             raw = result.header(config.hostname) + raw
         outcome = await self.server.intake.receive(self.server._arrival(raw))
         accepted = outcome.accepted

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 
 from gateway import settings as settings_module
+from gateway.channels.steps import citizen_intake
 from gateway.inbound.dkim_check import DnsFunc
 from gateway.inbound.intake import Intake, build_policy
 from gateway.inbound.listener import SmtpListener
@@ -95,11 +96,16 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    settings: Settings, kind: ListenerKind, dnsfunc: DnsFunc | None = None
+    settings: Settings, kind: ListenerKind, dnsfunc: DnsFunc | None = None, *, citizen: bool = False
 ) -> AsyncIterator[Running]:
-    """Start intake and the ``kind`` listener; stop and close everything afterwards."""
+    """Start intake (with the patient and citizen-channel steps when ``citizen``) and the ``kind``
+    listener; stop and close everything afterwards."""
     store = open_store(settings.store_url)
-    intake = Intake(build_policy(settings), store.repository.add_messages, lambda: datetime.now(UTC))
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    if citizen:
+        intake, _ = citizen_intake(settings, store, clock)
+    else:
+        intake = Intake(build_policy(settings), store.repository.add_messages, clock)
     listener = SmtpListener(kind, settings, intake, dnsfunc)
     await listener.start()
     try:
