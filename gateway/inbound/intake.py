@@ -27,7 +27,7 @@ from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
 from gateway.inbound.instructions import apply_instructions
 from gateway.inbound.policy import INTERNAL_SOURCES, Policy, RecipientRule, SenderRule, refuse
-from gateway.inbound.trust import DomainTrust, load_trust_list
+from gateway.inbound.trust import OfficialTrust, load_trust_list
 from gateway.logsetup import log_event
 from gateway.notices import Failure, Original, failure_notice
 from gateway.settings import GatewaySettings, Settings
@@ -269,7 +269,7 @@ def build_policy(
     settings: Settings,
     recipient_rules: Sequence[RecipientRule] = (),
     sender_rules: Sequence[SenderRule] = (),
-    official: DomainTrust | None = None,
+    official: OfficialTrust | None = None,
 ) -> Policy:
     """The policy of ``settings`` (reads the local trust-list file), with the official trust list the
     daemon keeps up to date and the extra rules it composes."""

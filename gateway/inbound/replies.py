@@ -48,6 +48,13 @@ DKIM_FAILED = "550 5.7.20 DKIM verification failed ({}): the message was altered
 NO_SUCH_MAILBOX = "550 5.1.1 <{}>: no such mailbox here"
 RELAY_DENIED = "554 5.7.1 <{}>: relaying denied: this gateway only accepts mail for its own domains"
 BAD_ADDRESS = "553 5.1.3 <{}>: not a valid mail address (local-part@domain)"
+ROUTED_ADDRESS = (
+    "553 5.1.3 <{}>: routing inside an address (%, source route, quoted @) is not accepted: "
+    "write local-part@domain"
+)
+NOT_MSSANTE = (
+    "550 5.7.1 Recipient domain {} is not on the MSSante trust list: this gateway only sends to MSSante"
+)
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients: send the others in a new message (limit {})"
 
 # The message itself.

@@ -32,6 +32,7 @@ ListenerKind = Literal["submission", "operator"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _BARE_LINE_END = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_SOURCE_ROUTE = re.compile(r"\s*<\s*@")
 
 
 class IntakePort(Protocol):
@@ -315,6 +316,9 @@ class GatewaySMTP(SMTP):
             await self.push("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
             return
         recipient, refusal = rcpt_parameters(address, params)
+        if stripped and _SOURCE_ROUTE.match(stripped):
+            # aiosmtpd drops "@hop,@hop:" and keeps the rest: refuse what the client asked, not that.
+            refusal = replies.ROUTED_ADDRESS.format(stripped.partition(">")[0].lstrip("<"))
         if refusal is None and len(self._txn().recipients) >= self.config.max_recipients:
             refusal = replies.TOO_MANY_RECIPIENTS.format(self.config.max_recipients)
         if refusal is None:

@@ -6,14 +6,17 @@ or an ellipsis; the listener must still send them (as ASCII), never fail to enco
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import smtplib
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+from gateway.trust import TrustList
 from tests.support.listener import listener_settings, running, smtp
-from tests.support.mail import APP, OUTSIDE, message
+from tests.support.mail import APP, OUR_DOMAIN, OUTSIDE, message
 from tests.support.pki import Pki
 
 PATIENT = "279035121518989@patient.mssante.fr"
@@ -75,3 +78,62 @@ async def test_a_message_over_the_patient_limit_gets_552_naming_mon_espace_sante
         assert answer.startswith("552 5.3.4 message of "), answer
         assert "(Mon Espace Sante limit, channels.patient_max_size)" in answer
         assert gateway.messages() == []
+
+
+def rcpt_replies(port: int, recipients: list[str]):  # type: ignore[no-untyped-def]
+    """The reply to each ``RCPT TO:`` argument (written as is, angle brackets included)."""
+
+    def session(client: smtplib.SMTP) -> dict[str, str]:
+        client.ehlo()
+        client.mail(APP)
+        answers = {}
+        for recipient in recipients:
+            code, text = client.docmd("RCPT TO:" + recipient)
+            answers[recipient] = f"{code} {text.decode('ascii')}"
+        return answers
+
+    return smtp(port, session)
+
+
+async def test_client_mode_refuses_recipients_off_the_trust_list_and_routed_addresses(
+    tmp_path: Path, pki: Pki
+) -> None:
+    client_mode = settings(tmp_path, pki)
+    client_mode = dataclasses.replace(
+        client_mode, gateway=dataclasses.replace(client_mode.gateway, mode="client")
+    )
+    official = TrustList(frozenset({OUTSIDE.rpartition("@")[2]}), datetime.now(UTC))
+    routed = "553 5.1.3 <{}>: routing inside an address (%, source route, quoted @) is not accepted: "
+    async with running(client_mode, "submission", official=official) as gateway:
+        answers = await rcpt_replies(
+            gateway.port,
+            [
+                f"<{OUTSIDE}>",
+                f"<{PATIENT}>",
+                "<victim@gmail.com>",
+                f"<victim%gmail.com@{OUR_DOMAIN}>",
+                "<@relay.example:victim@gmail.com>",
+                f'<"victim@gmail.com"@{OUR_DOMAIN}>',
+            ],
+        )
+    assert answers[f"<{OUTSIDE}>"].startswith("250")
+    assert answers[f"<{PATIENT}>"].startswith("250")
+    assert answers["<victim@gmail.com>"] == (
+        "550 5.7.1 Recipient domain gmail.com is not on the MSSante trust list: "
+        "this gateway only sends to MSSante"
+    )
+    assert answers[f"<victim%gmail.com@{OUR_DOMAIN}>"].startswith(
+        routed.format(f"victim%gmail.com@{OUR_DOMAIN}")
+    )
+    assert answers["<@relay.example:victim@gmail.com>"].startswith(
+        routed.format("@relay.example:victim@gmail.com")
+    )
+    assert answers[f'<"victim@gmail.com"@{OUR_DOMAIN}>'].startswith("553 5.1.3")
+
+
+async def test_without_a_loaded_trust_list_outside_domains_are_left_to_the_operator(
+    tmp_path: Path, pki: Pki
+) -> None:
+    async with running(settings(tmp_path, pki), "submission", official=TrustList()) as gateway:
+        answers = await rcpt_replies(gateway.port, ["<victim@gmail.com>"])
+    assert answers["<victim@gmail.com>"].startswith("250")

@@ -27,6 +27,7 @@ from gateway.inbound.smtp_server import ListenerKind
 from gateway.settings import Settings
 from gateway.store.db import Store, open_store
 from gateway.store.tables import Delivery, Message
+from gateway.trust import TrustList
 from tests.support.mail import APP, MAILBOX, OUR_DOMAIN, PEER_DOMAIN
 from tests.support.pki import Pki
 
@@ -96,16 +97,22 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    settings: Settings, kind: ListenerKind, dnsfunc: DnsFunc | None = None, *, citizen: bool = False
+    settings: Settings,
+    kind: ListenerKind,
+    dnsfunc: DnsFunc | None = None,
+    *,
+    citizen: bool = False,
+    official: TrustList | None = None,
 ) -> AsyncIterator[Running]:
-    """Start intake (with the patient and citizen-channel steps when ``citizen``) and the ``kind``
-    listener; stop and close everything afterwards."""
+    """Start intake (with the patient and citizen-channel steps when ``citizen``; ``official`` as the
+    daemon's MSSanté trust list) and the ``kind`` listener; stop and close everything afterwards."""
     store = open_store(settings.store_url)
     clock = lambda: datetime.now(UTC)  # noqa: E731
     if citizen:
-        intake, _ = citizen_intake(settings, store, clock)
+        intake, _ = citizen_intake(settings, store, clock, official=official)
     else:
-        intake = Intake(build_policy(settings), store.repository.add_messages, clock)
+        policy = build_policy(settings, official=official)
+        intake = Intake(policy, store.repository.add_messages, clock)
     listener = SmtpListener(kind, settings, intake, dnsfunc)
     await listener.start()
     try:
