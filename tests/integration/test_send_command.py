@@ -113,3 +113,32 @@ def test_a_missing_configuration_exits_78(tmp_path: Path, capsys: pytest.Capture
                  "--subject", "x"])  # fmt: skip
     assert code == 78
     assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_a_send_without_nil_reference_names_the_key_and_stores_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bare.toml"
+    path.write_text(
+        render_config(
+            {"gateway": {"state_dir": str(tmp_path / "state"), "hostname": "mssgw.hopital.test.mssante.fr"}},
+            [{"domain": "*", "transport": "folder", "path": str(tmp_path / "out")}],
+        ),
+        encoding="utf-8",
+    )
+    code = main(
+        [
+            "send",
+            "-c",
+            str(path),
+            "--from",
+            SENDER,
+            "--to",
+            "dr.martin@cabinet.test.mssante.fr",
+            "--subject",
+            "x",
+        ]
+    )
+    assert code == 78
+    assert "gateway.nil_reference: required" in capsys.readouterr().err
+    assert not (tmp_path / "state" / "mssgw.db").exists()

@@ -14,7 +14,7 @@ from tests.support.pki import Pki
 
 def base(tmp_path: Path, pki: Pki) -> dict[str, dict[str, object]]:
     return {
-        "gateway": {"state_dir": str(tmp_path / "state"), "mode": "operator"},
+        "gateway": {"state_dir": str(tmp_path / "state"), "mode": "operator", "nil_reference": "DEV935997"},
         "tls": {"ca_bundle": str(pki.ca)},
     }
 
