@@ -105,6 +105,19 @@ class DsnEnvelope(Envelope):
         self.recipients: list[Recipient] = []
 
 
+class QuietSession(Session):
+    """aiosmtpd's session without its legacy ``login_data``: aiosmtpd 1.4 still sets it after every AUTH
+    and logs a deprecation warning each time, though we use the supported ``auth_data``. Never read."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 # A well-formed scrypt hash (N = 2^15) that no password matches, checked for logins that do not exist.
 _UNKNOWN_LOGIN = "scrypt$15$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -143,6 +156,9 @@ class GatewaySMTP(SMTP):
 
     def _create_envelope(self) -> DsnEnvelope:
         return DsnEnvelope()
+
+    def _create_session(self) -> QuietSession:
+        return QuietSession(self.loop)
 
     def _txn(self) -> DsnEnvelope:
         """The transaction's envelope (a method: aiosmtpd inspects every attribute when it starts)."""
@@ -385,5 +401,5 @@ class _Handler:
 
     async def handle_exception(self, error: Exception) -> str:
         # A loop boundary (STYLE.md §5): one command failed, the connection and the daemon go on.
-        log.exception("event=smtp-command-failed peer=%s", self.server._peer())
+        log_event(log, "smtp-command-failed", logging.ERROR, exc_info=True, peer=self.server._peer())
         return replies.LOCAL_ERROR
