@@ -48,7 +48,9 @@ def material_problems(settings: Settings) -> list[str]:
             load_dkim_key(dkim.private_key_file, dkim.algorithm)
         except DkimKeyError as error:
             problems.append(f"dkim.private_key_file: {error}")
-    problems.extend(listener_problems(settings))
+    # A listener certificate that is not its key's is already said precisely: not again in general terms.
+    named = {problem.partition(":")[0] for problem in blocking}
+    problems.extend(p for p in listener_problems(settings) if p.partition(":")[0] not in named)
     return problems
 
 
