@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,3 +207,19 @@ def test_a_missing_file_does_not_hide_a_bad_listen_address(
         f"submission.key: file {tmp_path / 'missing.key'} does not exist",
         "submission.listen[0]: '587' is not host:port (e.g. 127.0.0.1:587)",
     )
+
+
+def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
+    reader, writer = os.pipe()
+    os.close(reader)  # as `| head -1` does once it has its line
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", "-c", str(EXAMPLE.with_name("local.toml"))],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (141, b"")
