@@ -13,7 +13,7 @@ from gateway.cli import main
 from gateway.settings import load
 from gateway.store.db import open_store
 from gateway.store.repository import NewMessage, Recipient
-from tests.support.gateway import render_config
+from tests.support.gateway import folder_config
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
@@ -22,14 +22,7 @@ LEASE = timedelta(minutes=10)
 def test_a_crash_limit_hold_is_logged_and_shown(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "mssgw.toml"
-    config.write_text(
-        render_config(
-            {"gateway": {"state_dir": str(tmp_path / "state"), "nil_reference": "DEV935997"}},
-            [{"domain": "*", "transport": "folder", "path": str(tmp_path / "out")}],
-        ),
-        encoding="utf-8",
-    )
+    config = folder_config(tmp_path, nil_reference="DEV935997")
     (tmp_path / "state").mkdir()
     store = open_store(load(config).store_url)
     raw = b"Message-ID: <m1@test>\r\nSubject: x\r\n\r\nbody\r\n"

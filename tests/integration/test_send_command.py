@@ -12,7 +12,7 @@ from gateway.cli import main
 from gateway.settings import load
 from gateway.store.db import open_store
 from mappers.mime import parse_message
-from tests.support.gateway import render_config
+from tests.support.gateway import folder_config, render_config
 
 SENDER = "secretariat.cardio@hopital.test.mssante.fr"
 PATIENT = {
@@ -118,14 +118,7 @@ def test_a_missing_configuration_exits_78(tmp_path: Path, capsys: pytest.Capture
 def test_a_send_without_nil_reference_names_the_key_and_stores_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "bare.toml"
-    path.write_text(
-        render_config(
-            {"gateway": {"state_dir": str(tmp_path / "state"), "hostname": "mssgw.hopital.test.mssante.fr"}},
-            [{"domain": "*", "transport": "folder", "path": str(tmp_path / "out")}],
-        ),
-        encoding="utf-8",
-    )
+    path = folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr")
     code = main(
         [
             "send",

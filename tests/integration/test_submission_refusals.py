@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from gateway.trust import TrustList
-from tests.support.listener import listener_settings, running, smtp
+from tests.support.listener import open_submission_settings, running, smtp
 from tests.support.mail import APP, OUR_DOMAIN, OUTSIDE, message
 from tests.support.pki import Pki
 
@@ -27,16 +27,7 @@ PATIENT_FIELD = (
 
 def settings(tmp_path: Path, pki: Pki, patient_max_size: int = 25 * 1024 * 1024):  # type: ignore[no-untyped-def]
     """Client "lab" submits from 127.0.0.1 without TLS or AUTH."""
-    return listener_settings(
-        tmp_path,
-        pki,
-        "submission",
-        submission={
-            "require_starttls": False,
-            "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
-        },
-        channels={"patient_max_size": patient_max_size},
-    )
+    return open_submission_settings(tmp_path, pki, {"channels": {"patient_max_size": patient_max_size}})
 
 
 def data_reply(port: int, recipient: str, raw: bytes):  # type: ignore[no-untyped-def]

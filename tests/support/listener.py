@@ -56,8 +56,11 @@ def listener_settings(tmp_path: Path, pki: Pki, kind: ListenerKind, **sections: 
     return settings_module.from_mapping(raw, source=str(tmp_path / "mssgw.toml"))
 
 
-def open_submission_settings(tmp_path: Path, pki: Pki, **inbound: Any) -> Settings:
-    """A submission listener letting 127.0.0.1 in as client "lab", no TLS or AUTH (an allowed network)."""
+def open_submission_settings(
+    tmp_path: Path, pki: Pki, sections: dict[str, dict[str, Any]] | None = None, **inbound: Any
+) -> Settings:
+    """A submission listener letting 127.0.0.1 in as client "lab", no TLS or AUTH (an allowed network);
+    ``sections`` are merged over the defaults as in ``listener_settings``."""
     return listener_settings(
         tmp_path,
         pki,
@@ -67,6 +70,7 @@ def open_submission_settings(tmp_path: Path, pki: Pki, **inbound: Any) -> Settin
             "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
         },
         inbound=inbound,
+        **(sections or {}),
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.inbound.credentials import hash_password
-from tests.support.gateway import SENDER, Gateway, gateway_for
+from tests.support.gateway import SENDER, Gateway, add_submission, gateway_for
 from tests.support.mail import message
 from tests.support.pki import Pki, write_private
 
@@ -54,17 +54,8 @@ def test_every_line_of_a_busy_run_parses(
     credentials = write_private(
         tmp_path / "credentials", f"dpi:{hash_password(PASSWORD, log2_n=10)}\n".encode()
     )
-    gateway.sections["submission"] = {
-        "listen": ["127.0.0.1:0"],
-        "certificate": str(pki.server.cert),
-        "key": str(pki.server.key),
-        "credentials_file": str(credentials),
-    }
-    gateway.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"]}
     gateway.sections["logging"] = {"format": log_format, "level": "debug"}
-    gateway.write()
-    with gateway.config.open("a", encoding="utf-8") as config:
-        config.write(f'\n[[submission.clients]]\nname = "dpi"\nsenders = ["{SENDER}"]\n')
+    add_submission(gateway, pki, credentials)
     gateways.append(gateway)
     gateway.start()
     gateway.wait_for_output("listening")
