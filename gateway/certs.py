@@ -53,8 +53,9 @@ class Finding:
 
 
 def configured_certificates(settings: Settings) -> list[CertificateFile]:
-    """Every certificate file the settings name (listeners of later issues add theirs here)."""
-    tls, trust = settings.tls, settings.trust
+    """Every certificate file the settings name: the peers' CAs, our client certificate and the
+    certificates our listeners present (a listener whose certificate expires loses its clients too)."""
+    tls, trust, submission = settings.tls, settings.trust, settings.submission
     files = []
     if tls.ca_bundle is not None:
         files.append(CertificateFile("tls.ca_bundle", tls.ca_bundle))
@@ -62,6 +63,11 @@ def configured_certificates(settings: Settings) -> list[CertificateFile]:
         files.append(CertificateFile("tls.client_certificate", tls.client_certificate, tls.client_key))
     if trust.ca_bundle is not None:
         files.append(CertificateFile("trust.ca_bundle", trust.ca_bundle))
+    for name, listener in (("submission", submission), ("operator_listener", settings.operator_listener)):
+        if listener.listen and listener.certificate is not None:
+            files.append(CertificateFile(f"{name}.certificate", listener.certificate, listener.key))
+    if submission.listen and submission.client_ca is not None:
+        files.append(CertificateFile("submission.client_ca", submission.client_ca))
     return files
 
 

@@ -23,15 +23,26 @@ AUDIT = logging.getLogger("gateway.audit")
 """The per-message trail: accepted, queued, delivered, deferred, bounced, held, refused, channel changes."""
 
 
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: object) -> None:
-    """Log one event with its fields as separate keys."""
-    if logger.isEnabledFor(level):
-        logger.log(level, event, extra={_FIELDS: fields})
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    level: int = logging.INFO,
+    *,
+    exc_info: bool = False,
+    **fields: object,
+) -> None:
+    """Log one event with its fields as separate keys (``exc_info``: with the exception being handled)."""
+    _emit(logger, event, level, fields, exc_info)
 
 
 def audit(event: str, level: int = logging.INFO, **fields: object) -> None:
     """One step of a message's life, with its ids (``queue_id``, ``delivery``, ``channel`` …)."""
-    log_event(AUDIT, event, level, **fields)
+    _emit(AUDIT, event, level, fields, False)
+
+
+def _emit(logger: logging.Logger, event: str, level: int, fields: dict[str, object], exc_info: bool) -> None:
+    if logger.isEnabledFor(level):
+        logger.log(level, event, exc_info=exc_info, extra={_FIELDS: fields})
 
 
 # Field names whose values are never written: content, patient-mail subjects, file names, secrets.

@@ -9,12 +9,16 @@ Labels are bounded sets (listener names, short reason codes, states): never an a
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -138,10 +142,16 @@ class _Sources(Collector):
             yield channels
         if self.trust_list_loaded is not None:
             loaded = self.trust_list_loaded()
+            # Never loaded is as old as can be: an alert on the age fires, and on loaded == 0 too.
+            yield GaugeMetricFamily(
+                "mssgw_trust_list_loaded",
+                "Whether a trust list is in force (0: none was ever loaded)",
+                value=0 if loaded is None else 1,
+            )
             yield GaugeMetricFamily(
                 "mssgw_trust_list_age_seconds",
-                "Age of the trust list in force (-1: none loaded)",
-                value=(now - loaded).total_seconds() if loaded else -1.0,
+                "Age of the trust list in force (+Inf: none loaded)",
+                value=(now - loaded).total_seconds() if loaded else float("inf"),
             )
 
 
@@ -163,7 +173,7 @@ class MetricsEndpoint:
         if not listen:
             return None
         host, port = split_host_port(listen)
-        server, thread = start_http_server(port, host, registry=REGISTRY)
+        server, thread = _serve(host, port)
         shown = f"[{host}]" if ":" in host else host
         log_event(log, "metrics-listening", address=f"{shown}:{server.server_port}")
         return server, thread
@@ -188,6 +198,37 @@ class MetricsEndpoint:
             self._server, self.listen = fresh, listen
 
         return apply
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """A scrape is not an event: nothing on stderr."""
+
+
+def _only_metrics(app: WSGIApplication) -> WSGIApplication:
+    """``/metrics`` and nothing else: any other path is a 404, not the metrics under another name."""
+
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"Not found: the metrics are at /metrics\n"]
+        return app(environ, start_response)
+
+    return serve
+
+
+def _serve(host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    bound = type("_BoundServer", (_Server,), {"address_family": family})
+    app = _only_metrics(make_wsgi_app(REGISTRY))
+    server: WSGIServer = make_server(host, port, app, bound, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
+    return server, thread
 
 
 def _close(server: tuple[WSGIServer, threading.Thread] | None) -> None:

@@ -2,7 +2,8 @@
 
 The settings loader checks that files exist with safe permissions; this loads them, so a certificate that
 does not match its key, or a DKIM key of the wrong type, is reported before the daemon starts. Expiry dates
-are reported (``gateway.certs``) but never block a start.
+are reported (``gateway.certs``) but never block a start. Keys without a safe default are required here
+too, by the commands that send (the loader leaves them out so that tests can build partial settings).
 """
 
 from __future__ import annotations
@@ -17,10 +18,21 @@ from gateway.settings import Settings
 from gateway.tls import client_context
 
 
+def required_problems(settings: Settings) -> list[str]:
+    """The keys every message the gateway builds needs, and that no default can stand for."""
+    if settings.gateway.nil_reference.strip():
+        return []
+    return [
+        "gateway.nil_reference: required: the product reference the ANS gave when the product was "
+        'declared, sent as X-MSS-NIL (ECO.2.4.3), e.g. "DEV935997" while in development'
+    ]
+
+
 def material_problems(settings: Settings) -> list[str]:
-    """One sentence per unusable file, naming its key."""
-    problems = [f.sentence for f in certificate_findings(settings) if f.blocking]
-    if not problems:
+    """One sentence per unusable file or missing required key, naming its key."""
+    blocking = [f.sentence for f in certificate_findings(settings) if f.blocking]
+    problems = required_problems(settings) + blocking
+    if not blocking:
         try:
             client_context(settings.tls)
         except (ssl.SSLError, OSError) as error:
@@ -36,7 +48,9 @@ def material_problems(settings: Settings) -> list[str]:
             load_dkim_key(dkim.private_key_file, dkim.algorithm)
         except DkimKeyError as error:
             problems.append(f"dkim.private_key_file: {error}")
-    problems.extend(listener_problems(settings))
+    # A listener certificate that is not its key's is already said precisely: not again in general terms.
+    named = {problem.partition(":")[0] for problem in blocking}
+    problems.extend(p for p in listener_problems(settings) if p.partition(":")[0] not in named)
     return problems
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from gateway.logsetup import log_event
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,6 @@ def _guarded(name: str, job: Job) -> Job:
             await job()
         except Exception:
             # A loop boundary (STYLE.md §5): the job failed this time; it runs again at its next time.
-            log.exception("event=job-failed job=%s", name)
+            log_event(log, "job-failed", logging.ERROR, exc_info=True, job=name)
 
     return run

@@ -344,10 +344,18 @@ def from_mapping(raw: dict[str, Any], *, source: str = "<settings>") -> Settings
     base = Path(source).resolve().parent if source and not source.startswith("<") else Path.cwd()
     reader = TomlReader(problems, base)
     values = reader.read_dataclass(Settings, raw, "", skip={"source"})
-    if problems:
+    if values is None:
         raise ConfigError(source, problems)
     settings = dataclasses.replace(typing.cast(Settings, values), source=source)
-    check_consistency(settings, problems)
+    # Run even after refused values (read as their defaults): every problem is reported at once, but
+    # not a second time for a key already named, nor for a table whose choice was refused.
+    named = {problem.partition(":")[0] for problem in problems}
+    consistency: list[str] = []
+    check_consistency(settings, consistency)
+    for problem in consistency:
+        key = problem.partition(":")[0]
+        if key not in named and key.rpartition(".")[0] not in reader.unsure:
+            problems.append(problem)
     if problems:
         raise ConfigError(source, problems)
     return settings

@@ -185,10 +185,12 @@ class TrustListService:
                 fetched=loaded.isoformat(timespec="seconds") if loaded else None,
             )
         else:
+            # Operator mode sends nothing without it; client mode only checks recipients early with it.
+            operator = self.settings.gateway.mode == "operator"
             log_event(
                 log,
                 "trust-list-missing",
-                logging.WARNING,
+                logging.WARNING if operator else logging.INFO,
                 path=str(saved_path(self.settings)),
                 hint="run mssgw trust update --from FILE_OR_URL, or set trust.url",
             )

@@ -3,6 +3,8 @@
 The settings module declares *what* the configuration is (dataclasses whose field types say how a value is
 read: ``Seconds``, ``ReadableFile``, ``SecretFile``, ``Literal`` choices, nested sections and lists); this
 module does the walking and the converting. It never raises on bad input: each problem becomes a sentence.
+A value it refuses is left out (its default stands in; a file keeps its path) and the rest is still read,
+so the rules spanning several keys can run too and ``check-config`` lists every problem in one go.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class TomlReader:
     def __init__(self, problems: list[str], base: Path) -> None:
         self.problems = problems
         self.base = base
+        self.unsure: set[str] = set()
+        """Tables with a refused choice (``mode``, ``auth``…): their other rules depend on it."""
 
     def fail(self, key: str, message: str) -> None:
         self.problems.append(f"{key}: {message}")
@@ -65,11 +69,13 @@ class TomlReader:
                 continue
             key = _join(prefix, item.name)
             if item.name in raw:
-                kwargs[item.name] = self.convert(raw[item.name], hints[item.name], key)
+                value = self.convert(raw[item.name], hints[item.name], key)
+                if value is _INVALID:
+                    value = _stand_in(raw[item.name], hints[item.name], self.base)
+                if value is not _INVALID:
+                    kwargs[item.name] = value
             elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
                 self.fail(key, "required key is missing")
-        if any(v is _INVALID for v in kwargs.values()) or (set(raw) & known) != set(kwargs):
-            return None
         try:
             instance: object = cls(**kwargs)
         except TypeError:
@@ -90,6 +96,7 @@ class TomlReader:
             if value not in allowed:
                 choices = ", ".join(repr(a) for a in allowed)
                 self.fail(key, f"{value!r} is not one of {choices}")
+                self.unsure.add(key.rpartition(".")[0])
                 return _INVALID
             return value
         if origin is tuple:
@@ -98,7 +105,7 @@ class TomlReader:
                 self.fail(key, f"expected a list, got {_kind(value)}")
                 return _INVALID
             items = [self.convert(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value)]
-            return tuple(items) if _INVALID not in items else _INVALID
+            return tuple(item for item in items if item is not _INVALID)
         if dataclasses.is_dataclass(hint):
             result = self.read_dataclass(typing.cast(type[Any], hint), value, key)
             return _INVALID if result is None else result
@@ -163,6 +170,19 @@ class TomlReader:
 
 
 _INVALID = object()
+
+
+def _stand_in(value: object, hint: Any, base: Path) -> object:
+    """What a refused value leaves for the cross-key rules: a file path that was given is still given
+    (so "certificate and key go together" is not said of a key file that is only missing); anything
+    else is left out, and its default applies."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    files = (_READABLE_FILE, _SECRET_FILE)
+    marked = typing.get_origin(hint) is Annotated and typing.get_args(hint)[1] in files
+    if marked and isinstance(value, str) and value:
+        return Path(os.path.normpath(base / value))
+    return _INVALID
 
 
 def _join(prefix: str, key: str) -> str:

@@ -21,7 +21,7 @@ from gateway.channels.rules import Refusal, check_patient_mail
 from gateway.inbound.arrival import Arrival, Verdict
 from gateway.inbound.intake import Intake, build_policy
 from gateway.inbound.policy import INTERNAL_SOURCES, refuse
-from gateway.inbound.trust import DomainTrust
+from gateway.inbound.trust import OfficialTrust
 from gateway.receipts.answer import build_answer
 from gateway.receipts.reading import read_receipt
 from gateway.report_routes import NO_NOTIFY, ReportRoutes
@@ -38,7 +38,7 @@ def citizen_intake(
     store: Store,
     clock: Callable[[], datetime],
     on_commit: Callable[[], None] = lambda: None,
-    official: DomainTrust | None = None,
+    official: OfficialTrust | None = None,
 ) -> tuple[Intake, CitizenSteps]:
     """The intake of ``settings`` with the citizen-channel and receipt steps (daemon and ``mssgw send``);
     ``official`` is the trust list the daemon keeps up to date."""

@@ -2,12 +2,13 @@
 
 Each module exposes ``register(subparsers)`` and sets ``handler=`` on its parsers; a handler returns the exit
 code. This is the only place that turns exceptions into exit codes (0 ok, 1 unexpected, 65 bad input,
-66 no such item, 75 store unavailable, 78 configuration).
+66 no such item, 75 store unavailable, 78 configuration, 141 output pipe closed by its reader).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,8 @@ EXIT_BAD_INPUT = 65
 EXIT_NOT_FOUND = 66
 EXIT_TEMPORARY = 75
 EXIT_CONFIG = 78
+EXIT_BROKEN_PIPE = 128 + 13
+"""What a shell reports for a tool killed by SIGPIPE: ``mssgw … | head -1`` behaves like ``cat``."""
 
 _EXIT_CODES: tuple[tuple[type[GatewayError], int], ...] = (
     (ConfigError, EXIT_CONFIG),
@@ -47,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+    except BrokenPipeError:
+        # The reader stopped reading (``| head -1``): nothing more to say, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except GatewayError as error:
         prefix = "store unavailable: " if isinstance(error, StoreError) else ""
         print(f"mssgw: {prefix}{error}", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway import settings as settings_module
 from gateway.errors import ConfigError
-from gateway.preflight import material_problems
+from gateway.preflight import material_problems, required_problems
 from gateway.settings import Settings
 from gateway.store.db import Store, open_store
 
@@ -30,17 +30,23 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_settings(args: argparse.Namespace, *, check_material: bool = False) -> Settings:
+def load_settings(
+    args: argparse.Namespace, *, check_material: bool = False, check_required: bool = False
+) -> Settings:
     """The validated settings named by ``-c``; raises ConfigError.
 
-    With ``check_material``, the TLS and DKIM files are loaded too (``run`` and ``check-config``).
+    With ``check_material``, the TLS and DKIM files are loaded too (``run`` and ``check-config``); with
+    ``check_required``, only the keys a sent message needs are checked (``send``).
     """
     path: Path = args.config
     settings = settings_module.load(path)
+    problems = []
     if check_material:
         problems = material_problems(settings)
-        if problems:
-            raise ConfigError(settings.source, problems)
+    elif check_required:
+        problems = required_problems(settings)
+    if problems:
+        raise ConfigError(settings.source, problems)
     return settings
 
 

@@ -113,6 +113,8 @@ def _describe(entry: QueueEntry) -> str:
         )
     for d in entry.deliveries:
         lines.append(f"delivery {d.id} to {d.recipient}: {d.state}, {d.attempts} attempt(s)")
+        if d.held_reason:
+            lines.append(f"    held by the gateway: {d.held_reason} (mssgw queue release {entry.id})")
         if d.next_attempt_at:
             lines.append(f"    next attempt {stamp(d.next_attempt_at)} UTC")
         if d.sent_at:

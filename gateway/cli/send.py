@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _send(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
+    settings = load_settings(args, check_required=True)
     record = _record_from(args)
     moment = now()
     try:

@@ -2,7 +2,9 @@
 
 dkimpy does the work in a worker thread; DNS goes through an injectable ``dnsfunc`` (dkimpy's seam) so tests
 are offline. The result is a header prepended to the stored message and a verdict for the listener: with
-``refuse``, a signature that fails is refused; a message without any signature is only recorded.
+``refuse``, a signature that fails is refused; a message without any signature is only recorded. A key that
+cannot be fetched in time is ``temperror`` (RFC 8601 §2.7.1), which the listener answers with a ``451``:
+dkimpy reports it as a plain failure, so the lookup is wrapped to tell the two apart.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import dkim
+import dkim.dnsplug
+import dns.exception
 
 DnsFunc = Callable[..., bytes | None]
+_TIMEOUTS = (dkim.DnsTimeoutError, dns.exception.Timeout, TimeoutError)
 
 _SIGNATURE_TAG = re.compile(rb"(?:^|;)\s*([ds])\s*=\s*([^;\s]+)")
 _quiet = logging.getLogger(__name__ + ".dkimpy")
@@ -25,7 +30,7 @@ _quiet.addHandler(logging.NullHandler())
 
 @dataclass(frozen=True, slots=True)
 class DkimResult:
-    """``pass``, ``fail`` or ``none`` (RFC 8601 §2.7.1) and the signing domain, if any."""
+    """``pass``, ``fail``, ``temperror`` or ``none`` (RFC 8601 §2.7.1) and the signing domain, if any."""
 
     result: str
     domain: str | None = None
@@ -57,14 +62,22 @@ class DkimVerifier:
             m.group(1).decode(): m.group(2).decode("ascii", "replace")
             for m in _SIGNATURE_TAG.finditer(signature)
         }
-        options: dict[str, object] = {"logger": _quiet}
-        if self.dnsfunc is not None:
-            options["dnsfunc"] = self.dnsfunc
+        lookup = self.dnsfunc or dkim.dnsplug.get_txt
+        timed_out: list[BaseException] = []
+
+        def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+            try:
+                return lookup(name, timeout=timeout)
+            except _TIMEOUTS as error:
+                timed_out.append(error)
+                raise dkim.DnsTimeoutError(str(error)) from error
+
         try:
-            ok = dkim.verify(raw, **options)
+            ok = dkim.verify(raw, logger=_quiet, dnsfunc=dnsfunc)
         except dkim.DKIMException:
             ok = False
-        return DkimResult("pass" if ok else "fail", tags.get("d"), tags.get("s"))
+        result = "temperror" if timed_out else "pass" if ok else "fail"
+        return DkimResult(result, tags.get("d"), tags.get("s"))
 
 
 def _signature_field(raw: bytes) -> bytes | None:

@@ -29,7 +29,7 @@ from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient, Verdict
 from gateway.inbound.instructions import apply_instructions
 from gateway.inbound.policy import INTERNAL_SOURCES, Policy, RecipientRule, SenderRule, refuse
-from gateway.inbound.trust import DomainTrust, load_trust_list
+from gateway.inbound.trust import OfficialTrust, load_trust_list
 from gateway.logsetup import log_event
 from gateway.notices import Failure, Original, delivery_notice
 from gateway.report_routes import ReportRoutes, wants
@@ -176,9 +176,9 @@ class Intake:
             named = settle_patient(record, arrival.patient, "the patient given with the message")
         except PatientMismatchError as error:
             # Every difference, within the 512 octets of a reply line (RFC 5321 § 4.5.3.1.5).
-            return replies.PATIENT_MISMATCH.format(replies.ascii_text(str(error))[:480])
+            return replies.PATIENT_MISMATCH.format(replies.ascii_line(str(error))[:480])
         except MappingError as error:
-            return replies.BAD_INSTRUCTION.format(replies.ascii_text(str(error).splitlines()[0][:200]))
+            return replies.BAD_INSTRUCTION.format(replies.ascii_line(str(error).splitlines()[0][:200]))
         return raw, dataclasses.replace(record, patient=named or record.patient)
 
     async def _commit(
@@ -193,7 +193,7 @@ class Intake:
         if unheard and arrival.source in INTERNAL_SOURCES:
             # All or nothing: a sender told "refused" (exit 65, or SMTP's one reply after DATA) retries the
             # whole message, so a copy queued for the others would go twice.
-            return self._refuse_all(arrival, replies.ascii_text(unheard[0].reply), verdicts)
+            return self._refuse_all(arrival, replies.ascii_line(unheard[0].reply), verdicts)
         new = self._new_message(arrival, raw, record, accepted)
         if self.finish is not None:
             finished = await self.finish(arrival, record, new, [r.address for r in accepted])
@@ -313,7 +313,7 @@ def build_policy(
     settings: Settings,
     recipient_rules: Sequence[RecipientRule] = (),
     sender_rules: Sequence[SenderRule] = (),
-    official: DomainTrust | None = None,
+    official: OfficialTrust | None = None,
 ) -> Policy:
     """The policy of ``settings`` (reads the local trust-list file), with the official trust list the
     daemon keeps up to date and the extra rules it composes."""

@@ -13,8 +13,9 @@ from typing import Protocol
 
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, Decision, Verdict
-from gateway.inbound.trust import DomainTrust, StaticTrustList
+from gateway.inbound.trust import DomainTrust, OfficialTrust, StaticTrustList
 from gateway.settings import InboundSettings, MailboxSettings, SubmissionClientSettings
+from mappers import ins
 from mappers.addresses import check_address
 from mappers.errors import MappingError
 from mappers.records import MessageRecord
@@ -70,7 +71,7 @@ class Policy:
         trust: DomainTrust | None = None,
         recipient_rules: Sequence[RecipientRule] = (),
         sender_rules: Sequence[SenderRule] = (),
-        official: DomainTrust | None = None,
+        official: OfficialTrust | None = None,
     ) -> None:
         self.inbound = inbound
         self.trust: DomainTrust = trust if trust is not None else StaticTrustList(())
@@ -117,6 +118,13 @@ class Policy:
             self.official is not None and self.official.is_trusted(domain)
         )
 
+    def _outside_mssante(self, address: str) -> bool:
+        """Known not to be MSSante: off both trust lists, once the official one is loaded (the operator
+        would refuse it later; said now, the client hears it in its own session)."""
+        if self.official is None or not self.official.domains or ins.is_citizen_address(address):
+            return False
+        return not self.trusted(domain_of(address))
+
     def author(self, arrival: Arrival, record: MessageRecord) -> str | None:
         """The refusal of the From header, if any: a submission client writes only as itself."""
         if arrival.source != "submission":
@@ -140,6 +148,9 @@ class Policy:
             check_address(address)
         except MappingError:
             return refuse(address, replies.BAD_ADDRESS.format(address))
+        if "%" in address.rpartition("@")[0]:
+            # The "percent hack" asks the next hop to relay once more: never on a mail gateway.
+            return refuse(address, replies.ROUTED_ADDRESS.format(address))
         if source == "imap":
             # Read from one of our own mailboxes at the operator: it is ours, wherever it is addressed.
             return accept(address)
@@ -148,5 +159,7 @@ class Policy:
                 return accept(address)
             return refuse(address, replies.NO_SUCH_MAILBOX.format(address))
         if source in INTERNAL_SOURCES and (identity is not None or source == "cli"):
+            if self._outside_mssante(address):
+                return refuse(address, replies.NOT_MSSANTE.format(domain_of(address)))
             return accept(address)
         return refuse(address, replies.RELAY_DENIED.format(address))

@@ -2,12 +2,15 @@
 
 Every refusal carries an RFC 3463 enhanced code and a sentence the person at the other end can act on.
 Templates with ``{}`` take the address or value at fault; nothing here ever quotes message content.
-Replies are ASCII (RFC 5321), hence "MSSante"; a test keeps them so.
+Replies are ASCII (RFC 5321), hence "MSSante"; a test keeps them so. Sentences built elsewhere (patient
+rules, citizen channels, submission instructions) may carry French letters or an address given to us:
+``ascii_line`` is applied to every line the listeners send, because aiosmtpd cannot encode anything else and
+would turn a permanent refusal into a ``451`` that the sending MTA retries for days.
 """
 
 from __future__ import annotations
 
-from mappers.headers import strip_accents
+import unicodedata
 
 # Accepting.
 SENDER_OK = "250 2.1.0 Sender OK"
@@ -21,6 +24,7 @@ LOCAL_ERROR = "451 4.3.0 Local error while handling this command: please try aga
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address: try again later"
 TIMEOUT = "421 4.4.2 Connection timed out: closing"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down: try again later"
+DKIM_UNAVAILABLE = "451 4.7.5 DKIM key of {} could not be fetched (DNS timeout): please try again later"
 
 # Security and authentication.
 STARTTLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first: mail is only accepted over TLS"
@@ -44,6 +48,13 @@ DKIM_FAILED = "550 5.7.20 DKIM verification failed ({}): the message was altered
 NO_SUCH_MAILBOX = "550 5.1.1 <{}>: no such mailbox here"
 RELAY_DENIED = "554 5.7.1 <{}>: relaying denied: this gateway only accepts mail for its own domains"
 BAD_ADDRESS = "553 5.1.3 <{}>: not a valid mail address (local-part@domain)"
+ROUTED_ADDRESS = (
+    "553 5.1.3 <{}>: routing inside an address (%, source route, quoted @) is not accepted: "
+    "write local-part@domain"
+)
+NOT_MSSANTE = (
+    "550 5.7.1 Recipient domain {} is not on the MSSante trust list: this gateway only sends to MSSante"
+)
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients: send the others in a new message (limit {})"
 
 # The message itself.
@@ -85,7 +96,8 @@ def reason(reply: str) -> str:
     return parts[1] if len(parts) > 1 and parts[1][:1] in "245" and "." in parts[1] else parts[0]
 
 
-def ascii_text(text: str) -> str:
-    """``text`` fit for a reply line (RFC 5321 replies are ASCII): accents dropped, anything else ``?``."""
-    bare = strip_accents(" ".join(text.split()))
-    return bare.encode("ascii", "replace").decode("ascii")
+def ascii_line(text: str) -> str:
+    """``text`` as one line of printable ASCII: letters lose their accents (NFKD: "Santé" → "Sante",
+    "…" → "..."), other characters and line breaks are dropped or become spaces."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c if " " <= c <= "~" else " " for c in decomposed if c.isascii())

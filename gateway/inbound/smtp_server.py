@@ -32,6 +32,7 @@ ListenerKind = Literal["submission", "operator"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _BARE_LINE_END = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_SOURCE_ROUTE = re.compile(r"\s*<\s*@")
 
 
 class IntakePort(Protocol):
@@ -104,6 +105,19 @@ class DsnEnvelope(Envelope):
         self.recipients: list[Recipient] = []
 
 
+class QuietSession(Session):
+    """aiosmtpd's session without its legacy ``login_data``: aiosmtpd 1.4 still sets it after every AUTH
+    and logs a deprecation warning each time, though we use the supported ``auth_data``. Never read."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 # A well-formed scrypt hash (N = 2^15) that no password matches, checked for logins that do not exist.
 _UNKNOWN_LOGIN = "scrypt$15$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -142,6 +156,9 @@ class GatewaySMTP(SMTP):
 
     def _create_envelope(self) -> DsnEnvelope:
         return DsnEnvelope()
+
+    def _create_session(self) -> QuietSession:
+        return QuietSession(self.loop)
 
     def _txn(self) -> DsnEnvelope:
         """The transaction's envelope (a method: aiosmtpd inspects every attribute when it starts)."""
@@ -193,7 +210,7 @@ class GatewaySMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
-        await super().push(replies.REWRITTEN.get(text, text))
+        await super().push(replies.ascii_line(replies.REWRITTEN.get(text, text)))
 
     async def auth_PLAIN(self, _: object, args: list[str]) -> AuthResult:
         return await self._checked(await super().auth_PLAIN(_, args))
@@ -315,6 +332,9 @@ class GatewaySMTP(SMTP):
             await self.push("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
             return
         recipient, refusal = rcpt_parameters(address, params)
+        if stripped and _SOURCE_ROUTE.match(stripped):
+            # aiosmtpd drops "@hop,@hop:" and keeps the rest: refuse what the client asked, not that.
+            refusal = replies.ROUTED_ADDRESS.format(stripped.partition(">")[0].lstrip("<"))
         if refusal is None and len(self._txn().recipients) >= self.config.max_recipients:
             refusal = replies.TOO_MANY_RECIPIENTS.format(self.config.max_recipients)
         if refusal is None:
@@ -362,9 +382,10 @@ class _Handler:
         config = self.server.config
         if config.dkim is not None:
             result = await config.dkim.check(raw)
-            if result.result == "fail" and config.dkim_refuse:
+            refusal = {"fail": replies.DKIM_FAILED, "temperror": replies.DKIM_UNAVAILABLE}.get(result.result)
+            if refusal is not None and config.dkim_refuse:
                 metrics.message_refused(config.kind, "dkim")
-                return replies.DKIM_FAILED.format(f"d={result.domain}")
+                return refusal.format(f"d={result.domain}")
             raw = result.header(config.hostname) + raw
         outcome = await self.server.intake.receive(self.server._arrival(raw))
         accepted = outcome.accepted
@@ -380,5 +401,5 @@ class _Handler:
 
     async def handle_exception(self, error: Exception) -> str:
         # A loop boundary (STYLE.md §5): one command failed, the connection and the daemon go on.
-        log.exception("event=smtp-command-failed peer=%s", self.server._peer())
+        log_event(log, "smtp-command-failed", logging.ERROR, exc_info=True, peer=self.server._peer())
         return replies.LOCAL_ERROR

@@ -22,6 +22,14 @@ class DomainTrust(Protocol):
         ...
 
 
+class OfficialTrust(DomainTrust, Protocol):
+    """The official list (``gateway.trust.TrustList``): until one is loaded its domains are empty, and it
+    cannot tell an MSSante domain from any other."""
+
+    @property
+    def domains(self) -> frozenset[str]: ...
+
+
 class StaticTrustList:
     """The local trust list held in memory: exact domains and ``.suffix`` entries."""
 

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from gateway import metrics
 from gateway.batching import Batcher
-from gateway.logsetup import audit
+from gateway.logsetup import audit, log_event
 from gateway.notices import Failure, Original, Success, delivery_notice, patient_refusal
 from gateway.outbound.retry import gives_up, next_attempt_at
 from gateway.outbound.routing import Destination, Router
@@ -196,7 +196,7 @@ class Relay:
             self.wake()
         except Exception as error:
             # A loop boundary (STYLE.md §5): whatever broke, hold the deliveries for a person to look at.
-            log.exception("event=delivery-crashed queue_id=%s", message_pk)
+            log_event(log, "delivery-crashed", logging.ERROR, exc_info=True, queue_id=message_pk)
             now = self.clock()
             held = tuple(
                 DeliveryOutcome(c.pk, DeliveryState.HELD, now, reply=f"internal error: {error!r}")

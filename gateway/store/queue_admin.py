@@ -6,6 +6,7 @@ sense for, and say how many they changed. A delivery being sent right now is nev
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,6 +46,8 @@ class DeliveryView:
     receipt_detail: str | None = None
     receipt_at: datetime | None = None
     receipt_id: int | None = None
+    held_reason: str | None = None
+    """Why a held delivery is held, when the gateway held it (``crash-limit after 3 crashes``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,7 @@ class QueueAdmin:
                     d.receipt_detail,
                     d.receipt_at,
                     d.receipt_pk,
+                    _held_reason(session, d.id) if d.state == DeliveryState.HELD.value else None,
                 )
             )
         events: tuple[tuple[datetime, str, int | None], ...] = ()
@@ -227,3 +231,19 @@ class QueueAdmin:
         query = select(Delivery.state).where(Delivery.message_pk == pk)
         states = list(session.execute(query).scalars())
         return sorted(set(states)) if distinct else states
+
+
+def _held_reason(session: Session, delivery_pk: int) -> str | None:
+    """The reason the last hold of the delivery records; None when a person held it."""
+    last = session.execute(
+        select(AuditEvent.kind, AuditEvent.detail)
+        .where(AuditEvent.delivery_pk == delivery_pk, AuditEvent.kind.in_(("held", "admin-hold")))
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    ).first()
+    if last is None or last.kind != "held" or not last.detail:
+        return None
+    detail = last.detail
+    recorded = json.loads(detail)
+    crashes = recorded.get("crashes")
+    return str(recorded.get("reason")) + (f" after {crashes} crashes" if crashes else "")

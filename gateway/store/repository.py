@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.logsetup import audit
 from gateway.store.audit import write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
 from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt, original_of
@@ -28,6 +30,9 @@ from gateway.store.tables import (
     Patient,
 )
 from mappers.patient import Patient as PatientRecord
+
+CRASH_LIMIT = "crash-limit"
+"""Why a delivery was held when its leases expired ``relay.crash_limit`` times (the daemon died with it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +359,13 @@ class Repository:
                     updated_at=now,
                 )
             )
-            write_audit(session, now, "held" if held else "lease-reclaimed", message_pk, pk)
+            if held:
+                # Nothing else says why a delivery stopped moving: the trail, the log and ``queue show``.
+                detail: dict[str, object] = {"reason": CRASH_LIMIT, "crashes": crashes + 1}
+                write_audit(session, now, "held", message_pk, pk, detail=detail)
+                audit("held", logging.WARNING, queue_id=message_pk, delivery=pk, **detail)
+            else:
+                write_audit(session, now, "lease-reclaimed", message_pk, pk)
         return len(rows)
 
     def release_claims(self, owner: str, now: datetime) -> int:

@@ -80,3 +80,19 @@ def test_the_daemon_warns_at_start_about_a_certificate_expiring_soon(tmp_path: P
         assert gateway.stop() == 0
     line = next(line for line in output.splitlines() if "event=certificate-warning" in line)
     assert "key=tls.client_certificate" in line and f"path={cert.cert}" in line and "in 20 days" in line
+
+
+def test_the_listener_certificates_are_checked_too(tmp_path: Path, pki: Pki) -> None:
+    soon = client_certificate(tmp_path / "soon", datetime.now(UTC) + timedelta(days=20))
+    gateway = gateway_for(tmp_path / "gw", pki, None)
+    gateway.sections["submission"] = {
+        "listen": ["127.0.0.1:0"],
+        "certificate": str(soon.cert),
+        "key": str(soon.key),
+        "client_ca": str(pki.ca),
+    }
+    gateway.write()
+    lines = gateway.command("check-config").stdout.splitlines()
+    [listener] = [line for line in lines if "submission.certificate" in line]
+    assert listener.split()[0] == "warning" and str(soon.cert) in listener and "in 20 days" in listener
+    assert any("submission.client_ca" in line and str(pki.ca) in line for line in lines)

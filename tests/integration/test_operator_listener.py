@@ -6,6 +6,7 @@ import smtplib
 import ssl
 from pathlib import Path
 
+import dns.exception
 import pytest
 
 from gateway import metrics
@@ -136,7 +137,7 @@ async def test_no_relay_trick_gets_a_250(tmp_path: Path, pki: Pki) -> None:
         assert refused == sum(a.startswith("554 5.7.1") for a in answers.values())
         assert answers["someone@outside.test"].startswith("554 5.7.1 <someone@outside.test>: relaying denied")
         assert answers["someone@OUTSIDE.TEST"].startswith("554 5.7.1")
-        assert answers[f"someone%outside.test@{OUR_DOMAIN}"].startswith("550 5.1.1")
+        assert answers[f"someone%outside.test@{OUR_DOMAIN}"].startswith("553 5.1.3")
         assert gateway.messages() == []
 
 
@@ -175,3 +176,33 @@ async def test_dkim_is_verified_and_recorded(tmp_path: Path, pki: Pki, policy: s
         else:
             assert failed["DATA"].startswith("250")
             assert b"dkim=fail" in stored[1][2]
+
+
+@pytest.mark.parametrize("policy", ["record", "refuse"])
+async def test_a_dns_timeout_on_the_dkim_key_is_a_temporary_error(
+    tmp_path: Path, pki: Pki, policy: str
+) -> None:
+    key = make_dkim_key(tmp_path / "dkim", "rsa")
+    sender = f"dr@{DOMAIN}"
+    settings = listener_settings(
+        tmp_path, pki, "operator", inbound={"trusted_domains": [DOMAIN], "dkim_policy": policy}
+    )
+
+    def timing_out(name: bytes, timeout: float = 5) -> bytes | None:
+        raise dns.exception.Timeout(timeout=timeout)
+
+    async with running(settings, "operator", dnsfunc=timing_out) as gateway:
+        signed = key.sign(message(sender=sender, to=MAILBOX))
+        answers = await smtp(gateway.port, operator_session(pki, sender, [MAILBOX], signed))
+        if policy == "refuse":
+            assert answers["DATA"] == (
+                f"451 4.7.5 DKIM key of d={DOMAIN} could not be fetched (DNS timeout): please try again later"
+            )
+            assert gateway.messages() == []
+        else:
+            assert answers["DATA"].startswith("250")
+            [(_, _, stored)] = gateway.messages()
+            assert stored.startswith(
+                f"Authentication-Results: mssgw.hopital.test.mssante.fr; dkim=temperror header.d={DOMAIN} "
+                f"header.s={key.selector}\r\n".encode()
+            )

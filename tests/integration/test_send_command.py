@@ -16,7 +16,7 @@ from mappers import cda, xds
 from mappers.documents import Code
 from mappers.mime import parse_message
 from mappers.patient import Patient, Sex
-from tests.support.gateway import render_config
+from tests.support.gateway import folder_config, render_config
 
 SENDER = "secretariat.cardio@hopital.test.mssante.fr"
 PATIENT = {
@@ -214,3 +214,25 @@ def test_a_refusal_for_one_recipient_queues_nothing_for_the_others(
     assert code == 65 and out == ""
     assert "INVISIBLE_PATIENT" in err
     assert queued(config, capsys) == []
+
+
+def test_a_send_without_nil_reference_names_the_key_and_stores_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr")
+    code = main(
+        [
+            "send",
+            "-c",
+            str(path),
+            "--from",
+            SENDER,
+            "--to",
+            "dr.martin@cabinet.test.mssante.fr",
+            "--subject",
+            "x",
+        ]
+    )
+    assert code == 78
+    assert "gateway.nil_reference: required" in capsys.readouterr().err
+    assert not (tmp_path / "state" / "mssgw.db").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
+import logging
 import smtplib
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -61,6 +62,21 @@ async def test_an_authenticated_submission_over_starttls_is_queued(tmp_path: Pat
         assert (auth_before_tls, dsn, refused) == (False, True, {})
         assert [m[1] for m in gateway.messages()] == ["outbound"]
         assert gateway.deliveries() == [(OUTSIDE, None, None)]
+
+
+async def test_a_login_logs_no_library_deprecation_warning(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(settings_for(tmp_path, pki), "submission") as gateway:
+
+        def session(client: smtplib.SMTP) -> object:
+            client.starttls(context=client_tls(pki))
+            client.ehlo()
+            return client.login("dpi", PASSWORD)
+
+        with caplog.at_level(logging.WARNING):
+            await smtp(gateway.port, session)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_unauthenticated_submission_is_refused_530(tmp_path: Path, pki: Pki) -> None:

@@ -220,6 +220,31 @@ def gateway_for(
     return gateway
 
 
+def folder_config(directory: Path, **gateway: Any) -> Path:
+    """``directory/mssgw.toml``: state in ``directory/state``, every message into the folder ``out``;
+    ``gateway`` adds keys to ``[gateway]``."""
+    path = directory / "mssgw.toml"
+    sections = {"gateway": {"state_dir": str(directory / "state"), **gateway}}
+    route = {"domain": "*", "transport": "folder", "path": str(directory / "out")}
+    path.write_text(render_config(sections, [route]), encoding="utf-8")
+    return path
+
+
+def add_submission(gateway: Gateway, pki: Pki, credentials: Path) -> None:
+    """A submission listener on a free loopback port for client "dpi" (AUTH from ``credentials``),
+    which sends as ``SENDER`` to the gateway's domain and beyond."""
+    gateway.sections["submission"] = {
+        "listen": ["127.0.0.1:0"],
+        "certificate": str(pki.server.cert),
+        "key": str(pki.server.key),
+        "credentials_file": str(credentials),
+    }
+    gateway.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"]}
+    gateway.write()
+    with gateway.config.open("a", encoding="utf-8") as config:
+        config.write(f'\n[[submission.clients]]\nname = "dpi"\nsenders = ["{SENDER}"]\n')
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     import socket

@@ -27,6 +27,7 @@ from gateway.inbound.smtp_server import ListenerKind
 from gateway.settings import Settings
 from gateway.store.db import Store, open_store
 from gateway.store.tables import Delivery, Message
+from gateway.trust import TrustList
 from tests.support.mail import APP, MAILBOX, OUR_DOMAIN, PEER_DOMAIN
 from tests.support.pki import Pki
 
@@ -55,8 +56,11 @@ def listener_settings(tmp_path: Path, pki: Pki, kind: ListenerKind, **sections: 
     return settings_module.from_mapping(raw, source=str(tmp_path / "mssgw.toml"))
 
 
-def open_submission_settings(tmp_path: Path, pki: Pki, **inbound: Any) -> Settings:
-    """A submission listener letting 127.0.0.1 in as client "lab", no TLS or AUTH (an allowed network)."""
+def open_submission_settings(
+    tmp_path: Path, pki: Pki, sections: dict[str, dict[str, Any]] | None = None, **inbound: Any
+) -> Settings:
+    """A submission listener letting 127.0.0.1 in as client "lab", no TLS or AUTH (an allowed network);
+    ``sections`` are merged over the defaults as in ``listener_settings``."""
     return listener_settings(
         tmp_path,
         pki,
@@ -66,6 +70,7 @@ def open_submission_settings(tmp_path: Path, pki: Pki, **inbound: Any) -> Settin
             "clients": [{"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}],
         },
         inbound=inbound,
+        **(sections or {}),
     )
 
 
@@ -96,21 +101,22 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    settings: Settings, kind: ListenerKind, dnsfunc: DnsFunc | None = None, *, citizen: bool = False
+    settings: Settings,
+    kind: ListenerKind,
+    dnsfunc: DnsFunc | None = None,
+    *,
+    citizen: bool = False,
+    official: TrustList | None = None,
 ) -> AsyncIterator[Running]:
-    """Start intake and the ``kind`` listener; stop and close everything afterwards.
-
-    ``citizen`` composes the patient-mail rules and channel steps as the daemon does.
-    """
+    """Start intake (with the patient and citizen-channel steps when ``citizen``; ``official`` as the
+    daemon's MSSanté trust list) and the ``kind`` listener; stop and close everything afterwards."""
     store = open_store(settings.store_url)
-
-    def clock() -> datetime:
-        return datetime.now(UTC)
-
+    clock = lambda: datetime.now(UTC)  # noqa: E731
     if citizen:
-        intake, _ = citizen_intake(settings, store, clock)
+        intake, _ = citizen_intake(settings, store, clock, official=official)
     else:
-        intake = Intake(build_policy(settings), store.repository.add_messages, clock)
+        policy = build_policy(settings, official=official)
+        intake = Intake(policy, store.repository.add_messages, clock)
     listener = SmtpListener(kind, settings, intake, dnsfunc)
     await listener.start()
     try:

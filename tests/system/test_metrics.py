@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fake_operator import FakeOperatorFactory
@@ -66,11 +68,18 @@ def test_counters_match_the_traffic_sent(
         assert value(samples, "mssgw_queue_depth", state=state) == 0
     assert value(samples, "mssgw_queue_oldest_age_seconds") == 0
     assert value(samples, "mssgw_store_up") == 1
-    assert value(samples, "mssgw_trust_list_age_seconds") == -1
+    # No list was ever loaded: an alert on the age fires (and one on loaded == 0).
+    assert value(samples, "mssgw_trust_list_loaded") == 0
+    assert value(samples, "mssgw_trust_list_age_seconds") == float("inf")
     days = value(
         samples, "mssgw_certificate_expiry_days", key="tls.client_certificate", path=str(pki.client.cert)
     )
     assert days > 300
+    for path in ("/", "/metrics/", "/favicon.ico", "/anything"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://{address}{path}", timeout=10)  # noqa: S310 (loopback)
+        missing.value.close()
+        assert missing.value.code == 404, path
     assert gateway.stop() == 0
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.inbound.credentials import hash_password
 from tests.support.fake_operator import FakeOperatorFactory
-from tests.support.gateway import SENDER, Gateway, gateway_for
+from tests.support.gateway import SENDER, Gateway, add_submission, gateway_for
 from tests.support.mail import message
 from tests.support.pki import Pki, write_private
 
@@ -32,16 +32,7 @@ def gateway(tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory) -> Ite
     credentials = write_private(
         tmp_path / "credentials", f"dpi:{hash_password(PASSWORD, log2_n=10)}\n".encode()
     )
-    gateway.sections["submission"] = {
-        "listen": ["127.0.0.1:0"],
-        "certificate": str(pki.server.cert),
-        "key": str(pki.server.key),
-        "credentials_file": str(credentials),
-    }
-    gateway.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"]}
-    gateway.write()
-    with gateway.config.open("a", encoding="utf-8") as config:
-        config.write(f'\n[[submission.clients]]\nname = "dpi"\nsenders = ["{SENDER}"]\n')
+    add_submission(gateway, pki, credentials)
     gateway.operator = operator  # type: ignore[attr-defined]
     gateway.start()
     yield gateway

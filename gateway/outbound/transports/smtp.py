@@ -12,6 +12,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 
+from gateway.logsetup import log_event
 from gateway.outbound.mx import MxLookupError, MxResolver
 from gateway.outbound.routing import Destination
 from gateway.outbound.transports.base import (
@@ -65,8 +66,12 @@ class SmtpTransport:
                 return all_recipients(message, outcome, str(error))
             except (OSError, SmtpError, TimeoutError) as error:
                 reason = f"cannot deliver through {self.destination}: {_describe(error)}"
-                log.warning(
-                    "event=connect-failed destination=%s error=%r", self.destination, _describe(error)
+                log_event(
+                    log,
+                    "connect-failed",
+                    logging.WARNING,
+                    destination=str(self.destination),
+                    error=_describe(error),
                 )
                 return all_recipients(message, Outcome.TEMPORARY, reason)
             limit = connection.max_size

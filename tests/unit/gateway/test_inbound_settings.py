@@ -14,7 +14,7 @@ from tests.support.pki import Pki
 
 def base(tmp_path: Path, pki: Pki) -> dict[str, dict[str, object]]:
     return {
-        "gateway": {"state_dir": str(tmp_path / "state"), "mode": "operator"},
+        "gateway": {"state_dir": str(tmp_path / "state"), "mode": "operator", "nil_reference": "DEV935997"},
         "tls": {"ca_bundle": str(pki.ca)},
     }
 
@@ -78,6 +78,11 @@ def test_unusable_listener_material_is_reported_before_start(tmp_path: Path, pki
         "credentials_file": str(pki.server.key),
     }
     found = material_problems(settings.from_mapping(raw))
-    assert found[0].startswith("submission.credentials_file: line 1 is not name:scrypt$")
-    assert found[-1].startswith("operator_listener.certificate: cannot use the certificate, key or client CA")
+    # The listener certificates are checked with the others, which name a key mismatch precisely.
+    assert found[0] == (
+        f"operator_listener.certificate: {pki.server.cert}: the certificate does not match the private "
+        f"key {pki.untrusted.server.key}"
+    )
+    assert found[1].startswith("submission.credentials_file: line 1 is not name:scrypt$")
+    assert not any(p.startswith("operator_listener.certificate: cannot use") for p in found)
     assert not any("PRIVATE KEY" in problem for problem in found)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,7 @@ def test_a_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
     assert loaded.gateway.owner == loaded.gateway.hostname
 
 
-def test_three_mistakes_are_reported_together_each_with_its_key(tmp_path: Path) -> None:
+def test_every_mistake_is_reported_together_each_with_its_key(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         """
@@ -55,11 +57,12 @@ prot = 25
     with pytest.raises(ConfigError) as caught:
         settings.load(path)
     problems = caught.value.problems
-    assert len(problems) == 3
+    # The rule across keys (a smarthost needs tls.ca_bundle) is reported with the values refused.
     assert problems == (
         "gateway.mode: 'relay' is not one of 'client', 'operator'",
         "smarthost.prot: unknown key (misspelt, or in the wrong section?)",
         "relay.retry_schedule[1]: 'soon' is not a duration (write e.g. 30s, 5m, 1h, 5d)",
+        "tls.ca_bundle: required when mail leaves by SMTP (peer certificates are always verified)",
     )
 
 
@@ -78,8 +81,8 @@ concurrency = "many"
     )
     assert main(["check-config", "-c", str(path)]) == 78
     err = capsys.readouterr().err
-    assert "3 configuration problems" in err
-    for key in ("gateway.mode", "gateway.shutdown_timeout", "relay.concurrency"):
+    assert "4 configuration problems" in err
+    for key in ("gateway.mode", "gateway.shutdown_timeout", "relay.concurrency", "smarthost.host"):
         assert f"  - {key}: " in err
 
 
@@ -163,3 +166,60 @@ def test_the_example_file_loads_once_its_files_exist(tmp_path: Path) -> None:
     loaded = settings.load(write(tmp_path, text))
     assert loaded.gateway.mode == "client"
     assert loaded.relay.lease == 600.0
+
+
+def test_check_config_requires_the_nil_reference_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        f'[gateway]\nstate_dir = "{tmp_path}"\n'
+        f'[[routes]]\ndomain = "*"\ntransport = "folder"\npath = "{tmp_path}"\n',
+    )
+    assert main(["check-config", "-c", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert "  - gateway.nil_reference: required: the product reference the ANS gave" in err
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("[gateway]\n", '[gateway]\nnil_reference = "DEV935997"\n')
+    )
+    assert main(["check-config", "-c", str(path)]) == 0
+
+
+def test_the_first_run_configuration_passes_check_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "-c", str(EXAMPLE.with_name("local.toml"))]) == 0
+    assert "configuration is valid" in capsys.readouterr().out
+
+
+def test_a_missing_file_does_not_hide_a_bad_listen_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = minimal(tmp_path)
+    certificate = tmp_path / "server.crt"
+    certificate.write_text("x", encoding="utf-8")
+    raw["submission"] = {
+        "listen": ["587"],
+        "certificate": str(certificate),
+        "key": str(tmp_path / "missing.key"),
+    }
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    assert caught.value.problems == (
+        f"submission.key: file {tmp_path / 'missing.key'} does not exist",
+        "submission.listen[0]: '587' is not host:port (e.g. 127.0.0.1:587)",
+    )
+
+
+def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
+    reader, writer = os.pipe()
+    os.close(reader)  # as `| head -1` does once it has its line
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", "-c", str(EXAMPLE.with_name("local.toml"))],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (141, b"")
