@@ -22,7 +22,7 @@ from gateway.store.states import ChannelState
 from mappers import ins
 from mappers.records import MessageRecord
 
-REFUSED = "refused"
+REFUSED = "refused"  # one of gateway.store.states.KEPT_ASIDE
 """Message state of patient mail kept aside by the gate (``mssgw channels refused`` lists it)."""
 
 
@@ -104,12 +104,15 @@ class ChannelGate:
         refusals = [await self._check(matricule, r) for r in recipients]
         open_to = [r for r, refusal in zip(recipients, refusals, strict=True) if refusal is None]
         if not open_to:
+            # Kept aside for a person, handed to no mailbox: no queue row (drop folder, forward host).
             first = next(r for r in refusals if r is not None)
-            return dataclasses.replace(new, state=REFUSED, state_reason=first.text)
+            return dataclasses.replace(new, state=REFUSED, state_reason=first.text, recipients=())
         thread = record.in_reply_to, *record.references
         related = await asyncio.to_thread(self.channels.thread_of, [m for m in thread if m])
+        still_open = {r.lower() for r in open_to}
         return dataclasses.replace(
             new,
+            recipients=tuple(r for r in new.recipients if r.address.lower() in still_open),
             related_message_pk=new.related_message_pk or related,
             channel=ChannelIntent(tuple(open_to), (matricule,), "reply", new.message_id),
         )

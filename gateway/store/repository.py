@@ -21,7 +21,7 @@ from gateway.logsetup import audit
 from gateway.store.audit import write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
 from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt, original_of
-from gateway.store.states import WAITING, DeliveryState
+from gateway.store.states import KEPT_ASIDE, WAITING, DeliveryState
 from gateway.store.tables import (
     Attachment,
     Delivery,
@@ -186,6 +186,8 @@ class Repository:
         return session.execute(query.limit(1)).scalar()
 
     def _insert_message(self, session: Session, new: NewMessage, now: datetime) -> int:
+        if new.state in KEPT_ASIDE and new.recipients:
+            raise ValueError(f"a message kept {new.state!r} must have no deliveries")
         patient_pk = self._upsert_patient(session, new.patient) if new.patient else None
         pk: int = session.execute(
             insert(Message)

@@ -48,6 +48,11 @@ _ALLOWED: dict[DeliveryState, frozenset[DeliveryState]] = {
 }
 
 
+KEPT_ASIDE = frozenset({"refused"})
+"""Message states that mean "not for the mailbox" (kept for a person to look at): such a message has no
+delivery row, so it is never dropped into a folder, forwarded or relayed."""
+
+
 def can_move(source: DeliveryState, target: DeliveryState) -> bool:
     """True when the queue may move a delivery from ``source`` to ``target``."""
     return target in _ALLOWED[source]

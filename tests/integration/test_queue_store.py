@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from gateway.batching import Batcher
 from gateway.store.db import Store
 from gateway.store.repository import DeliveryOutcome, NewMessage, Recipient
-from gateway.store.states import DeliveryState
+from gateway.store.states import KEPT_ASIDE, DeliveryState
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
@@ -46,6 +49,15 @@ def test_the_same_message_twice_is_stored_once(store: Store) -> None:
     again = repo.add_messages([message(7)], T0)[0]
     assert again == first.__class__(first.pk, duplicate=True)
     assert len(repo.claim_due("a", T0, LEASE, 100, 3)) == 1
+
+
+def test_a_message_kept_aside_never_gets_a_delivery_row(store: Store) -> None:
+    """A refused message is for a person, not for a mailbox: the store will not queue it (issue 10)."""
+    repo = store.repository
+    for state in KEPT_ASIDE:
+        with pytest.raises(ValueError, match="must have no deliveries"):
+            repo.add_messages([dataclasses.replace(message(3), state=state)], T0)
+    assert repo.claim_due("a", T0, LEASE, 100, 3) == []
 
 
 def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(

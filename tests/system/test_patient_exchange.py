@@ -240,7 +240,11 @@ def test_patient_replies_read_by_imap_are_filed_while_open_and_kept_refused_afte
         password.chmod(0o600)
         gateway = gateway_for(tmp_path / "gw", pki, mes)
         gateway.sections["gateway"]["test_mode"] = True
-        gateway.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"]}
+        drop = tmp_path / "secretariat"
+        gateway.sections["inbound"] = {
+            "domains": ["hopital.test.mssante.fr"],
+            "mailboxes": [{"address": SENDER, "drop_folder": str(drop)}],
+        }
         gateway.sections["imap"] = {
             "backoff_initial": "100ms",
             "accounts": [
@@ -269,6 +273,7 @@ def test_patient_replies_read_by_imap_are_filed_while_open_and_kept_refused_afte
             with dovecot.mailbox(SENDER) as mailbox:
                 mailbox.append(patient_says("Merci docteur", original_id))
                 wait_for(lambda: len(imported(store)) == 1, "the open-channel reply stored")
+                wait_for(lambda: len(list(drop.glob("*.eml"))) == 1, "the open-channel reply dropped")
                 gateway.send(
                     "--from", SENDER, "--to", PATIENT, "--subject", "[FIN]", "--patient", str(identity)
                 )
@@ -290,3 +295,6 @@ def test_patient_replies_read_by_imap_are_filed_while_open_and_kept_refused_afte
     assert [(r["id"], r["source"], r["reason"]) for r in gateway.json("channels", "refused")] == [
         (kept_id, "imap", why)
     ]
+    # Refused means never handed to the mailbox: no delivery row, nothing in its drop folder.
+    assert gateway.json("queue", "show", str(kept_id))["deliveries"] == []
+    assert [int(p.name.split("-")[0]) for p in drop.glob("*.eml")] == [open_id]
