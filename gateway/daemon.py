@@ -1,7 +1,8 @@
 """The daemon: builds every service from the settings, runs them in one event loop, stops them in order.
 
-Start: settings → store (schema) → take back this instance's old leases → services (scheduler, metrics,
-trust list, certificate checks, relay, wake socket, and the listeners and pollers of later issues) → ready
+Start: settings → store (schema) → services (scheduler, metrics,
+trust list, certificate checks, relay — which first takes back this instance's old leases —, wake socket,
+listeners and pollers) → ready
 (``READY=1`` to systemd, then ``WATCHDOG=1`` from this loop). SIGTERM/SIGINT: ``STOPPING=1``; services stop
 in reverse order; the relay lets deliveries in flight finish within ``gateway.shutdown_timeout`` and gives
 back unfinished leases; exit 0. SIGHUP: ``RELOADING=1``; every service prepares the new settings first (TLS
@@ -38,6 +39,7 @@ from gateway.scheduler import Scheduler
 from gateway.sd_notify import Notifier
 from gateway.settings import Settings
 from gateway.store.db import Store, open_store
+from gateway.store_health import STORE_FAULTS, StoreHealth, describe
 from gateway.trust import TrustList, TrustListService
 
 log = logging.getLogger(__name__)
@@ -86,14 +88,18 @@ class WakeSocket:
         return lambda: None
 
 
-def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> list[Service]:
+def build_services(
+    settings: Settings, store: Store, scheduler: Scheduler, health: StoreHealth | None = None
+) -> list[Service]:
     """Every service of this gateway, in start order.
 
     ``trust_list`` is the one ``TrustList`` the operator listener and the relay consult; its service keeps
     it up to date. The scheduler starts first so the others can register their periodic jobs with it.
     """
     trust_list = TrustList()
+    health = health or StoreHealth()
     metrics.SOURCES.store = store.stats.gauges
+    metrics.SOURCES.store_healthy = lambda: health.up
     relay = Relay(
         settings,
         store.repository,
@@ -102,9 +108,10 @@ def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> li
         utc_now,
         # The intake's policy holds the official and local trust lists in force (reloads included).
         trusts=lambda domain: intake.trusts(domain),
+        health=health,
     )
     # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
-    intake, steps = citizen_intake(settings, store, utc_now, relay.wake, official=trust_list)
+    intake, steps = citizen_intake(settings, store, utc_now, relay.wake, official=trust_list, health=health)
     services: list[Service] = [
         scheduler,
         MetricsEndpoint(settings),
@@ -137,6 +144,7 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self.notifier = Notifier.from_environment()
         self.store: Store | None = None
+        self.health = StoreHealth(on_change=self._store_changed)
 
     async def run(self) -> int:
         """Run until a stop signal; the exit code for the process."""
@@ -144,9 +152,6 @@ class Daemon:
         settings.gateway.state_dir.mkdir(parents=True, exist_ok=True)
         store = await asyncio.to_thread(open_store, settings.store_url)
         self.store = store
-        recovered = await asyncio.to_thread(
-            store.repository.recover_owner, settings.gateway.owner, utc_now(), settings.relay.crash_limit
-        )
         loop = asyncio.get_running_loop()
         watched: set[asyncio.Task[object]] = set()
         try:
@@ -155,14 +160,12 @@ class Daemon:
                 loop.add_signal_handler(signum, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
             scheduler = Scheduler()
-            self.services = build_services(settings, store, scheduler)
+            self.services = build_services(settings, store, scheduler, self.health)
             for service in self.services:
                 started = await service.start()
                 if started is not None:
                     watched.add(started)
-            log_event(
-                log, "started", owner=settings.gateway.owner, recovered_leases=recovered, store=store.backend
-            )
+            log_event(log, "started", owner=settings.gateway.owner, store=store.backend)
             # Every service is started (listeners bound, store open, relay running): only now is the
             # gateway ready for systemd, and the heartbeats begin.
             self.notifier.ready(await self._status("ready"))
@@ -228,9 +231,22 @@ class Daemon:
     async def _send_status(self) -> None:
         self.notifier.status(await self._status("running"))
 
+    def _store_changed(self, up: bool, reason: str) -> None:
+        """Tell systemd at once when the store goes away or comes back, not at the next status tick."""
+        if up:
+            self.notifier.status("running: store available again")
+        else:
+            self.notifier.status(f"degraded: store unavailable ({reason}), mail refused with 451, retrying")
+
     async def _status(self, state: str) -> str:
         """``running: queue 3 queued, 1 deferred, 0 sending, 0 held`` for ``systemctl status``."""
         assert self.store is not None
-        depth = await asyncio.to_thread(self.store.repository.queue_depth)
+        try:
+            depth = await asyncio.to_thread(self.store.repository.queue_depth)
+        except STORE_FAULTS as error:
+            return f"{state}, degraded: store unavailable ({describe(error)}), retrying"
         counts = ", ".join(f"{depth.get(s, 0)} {s}" for s in ("queued", "deferred", "sending", "held"))
+        if not self.health.up:
+            cause = "disk full" if self.health.disk_full else "writes fail"
+            return f"{state}, degraded: store {cause}, retrying; queue {counts}"
         return f"{state}: queue {counts}"

@@ -27,6 +27,7 @@ from gateway.settings import Settings
 from gateway.store.channels import ChannelStore
 from gateway.store.db import Store
 from gateway.store.repository import NewMessage
+from gateway.store_health import StoreHealth
 from mappers.records import MessageRecord
 
 
@@ -36,6 +37,7 @@ def citizen_intake(
     clock: Callable[[], datetime],
     on_commit: Callable[[], None] = lambda: None,
     official: DomainTrust | None = None,
+    health: StoreHealth | None = None,
 ) -> tuple[Intake, CitizenSteps]:
     """The intake of ``settings`` with the citizen-channel and receipt steps (daemon and ``mssgw send``);
     ``official`` is the trust list the daemon keeps up to date."""
@@ -48,6 +50,7 @@ def citizen_intake(
         max_batch=settings.store.group_commit_max,
         gateway=settings.gateway,
         finish=steps.finish_arrival,
+        health=health,
     )
     return intake, steps
 
