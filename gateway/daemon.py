@@ -26,7 +26,7 @@ from gateway import settings as settings_module
 from gateway.certs import CertificateWatch
 from gateway.channels.expiry import ChannelExpiry
 from gateway.channels.steps import citizen_intake
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SchemaMismatch, StoreError
 from gateway.inbound.imap_poller import ImapPoller, ingest_through
 from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
@@ -38,8 +38,9 @@ from gateway.preflight import material_problems
 from gateway.scheduler import Scheduler
 from gateway.sd_notify import Notifier
 from gateway.settings import Settings
-from gateway.store.db import Store, open_store
-from gateway.store_health import STORE_FAULTS, StoreHealth, describe
+from gateway.store.db import Store, connect_store, prepare_schema
+from gateway.store.faults import STORE_FAULTS, describe, is_disk_full
+from gateway.store_health import StoreHealth
 from gateway.trust import TrustList, TrustListService
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,9 @@ class Daemon:
         """Run until a stop signal; the exit code for the process."""
         settings = self.settings
         settings.gateway.state_dir.mkdir(parents=True, exist_ok=True)
-        store = await asyncio.to_thread(open_store, settings.store_url)
+        store = await asyncio.to_thread(connect_store, settings.store_url)
         self.store = store
+        schema_later = await self._prepare(store)
         loop = asyncio.get_running_loop()
         watched: set[asyncio.Task[object]] = set()
         try:
@@ -159,7 +161,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
-            scheduler = Scheduler()
+            scheduler = Scheduler(self.health)
             self.services = build_services(settings, store, scheduler, self.health)
             for service in self.services:
                 started = await service.start()
@@ -173,6 +175,8 @@ class Daemon:
                 watched.add(asyncio.create_task(self._watchdog(), name="watchdog"))
                 scheduler.every("systemd-status", STATUS_INTERVAL, self._send_status)
             watched.add(asyncio.create_task(self._reloads(), name="reloads"))
+            if schema_later:
+                watched.add(asyncio.create_task(self._prepare_later(store), name="schema"))
             stop = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait({stop, *watched}, return_when=asyncio.FIRST_COMPLETED)
             for ended in done - {stop}:
@@ -192,6 +196,24 @@ class Daemon:
             store.close()
         log_event(log, "stopped")
         return 0
+
+    async def _prepare(self, store: Store) -> bool:
+        """Prepare the schema; True if that must wait for room on a full disk (the start goes on)."""
+        try:
+            await asyncio.to_thread(prepare_schema, store)
+        except StoreError as error:
+            if isinstance(error, SchemaMismatch) or not is_disk_full(error):
+                store.close()
+                raise
+            # A full disk must not keep the gateway down: it answers 452 and delivers what it can.
+            self.health.failed("open-store", error)
+            return True
+        return False
+
+    async def _prepare_later(self, store: Store) -> None:
+        """Prepare the schema once the disk has room; a schema of another version ends the daemon."""
+        await self.health.retry("open-store", lambda: asyncio.to_thread(prepare_schema, store))
+        await asyncio.Event().wait()
 
     async def _reloads(self) -> None:
         """Reload on each SIGHUP (one received while starting is served once the start is done)."""

@@ -11,46 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from gateway.errors import StoreError
+from gateway.errors import SchemaMismatch
 from gateway.logsetup import log_event
+from gateway.store.faults import STORE_FAULTS, describe, is_disk_full
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-STORE_FAULTS: tuple[type[BaseException], ...] = (SQLAlchemyError, StoreError, sqlite3.Error, OSError)
-"""What a store call raises when the database, not our code, is at fault (OSError: a disk full on SQLite,
-or a socket to PostgreSQL)."""
-
 
 class Abandoned(Exception):
     """The caller stopped waiting for the store (the daemon is stopping); nothing was done."""
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) says the disk holding the store is full."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, sqlite3.Error) and getattr(seen, "sqlite_errorname", "") == "SQLITE_FULL":
-            return True
-        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
-            return True
-        orig = getattr(seen, "orig", None)
-        seen = orig if isinstance(orig, BaseException) else (seen.__cause__ or seen.__context__)
-    return False
-
-
-def describe(error: BaseException) -> str:
-    """A one-line, content-free reason for logs: the error class and whether the disk is full."""
-    return "disk-full" if is_disk_full(error) else type(error).__name__
 
 
 class StoreHealth:
@@ -102,6 +77,8 @@ class StoreHealth:
         while True:
             try:
                 result = await call()
+            except SchemaMismatch:
+                raise
             except STORE_FAULTS as error:
                 self.failed(what, error)
                 failures += 1

@@ -42,6 +42,7 @@ from gateway.outbound.transports.base import (
 )
 from gateway.outbound.transports.registry import TransportRegistry
 from gateway.settings import Settings
+from gateway.store.faults import STORE_FAULTS, describe
 from gateway.store.repository import (
     ClaimedDelivery,
     DeliveryOutcome,
@@ -50,7 +51,7 @@ from gateway.store.repository import (
     Repository,
 )
 from gateway.store.states import DeliveryState
-from gateway.store_health import STORE_FAULTS, Abandoned, StoreHealth, describe
+from gateway.store_health import Abandoned, StoreHealth
 
 log = logging.getLogger(__name__)
 
