@@ -9,6 +9,7 @@ the normal suite; ``MSSGW_LONG_OUTAGE=1`` runs the 30-second one of issue 11.
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import threading
 import time
@@ -22,9 +23,11 @@ from gateway import wake
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.mail import message
+from tests.support.notify import NotifySocket
 from tests.support.pg_cluster import PgCluster
 from tests.support.pki import Pki
 from tests.support.submission import add_submission, submission_client
+from tests.system.test_metrics import scrape, value
 
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
 
@@ -101,9 +104,28 @@ def test_postgresql_stopped_under_load_only_delays_mail(
 ) -> None:
     operator = fake_operator()
     gateway = gateway_for(tmp_path / "gw", pki, operator, store_url=pg_cluster.url)
+    gateway.sections["metrics"] = {"listen": "127.0.0.1:0"}
     add_submission(gateway, pki, tmp_path)
     gateways.append(gateway)
-    gateway.start()
+    with NotifySocket() as manager:
+        gateway.start(env={"NOTIFY_SOCKET": manager.address})
+        metrics = re.findall(r"event=metrics-listening address=(\S+)", gateway.output())[0]
+        outage_under_load(gateway, pki, operator, pg_cluster, outage, manager, metrics)
+
+
+def store_up(metrics: str) -> float:
+    return value(scrape(metrics), "mssgw_store_up")
+
+
+def outage_under_load(
+    gateway: Gateway,
+    pki: Pki,
+    operator: FakeOperator,
+    pg_cluster: PgCluster,
+    outage: float,
+    manager: NotifySocket,
+    metrics: str,
+) -> None:
     load = Load(gateway, pki)
     sender = threading.Thread(target=load.run, daemon=True)
     sender.start()
@@ -119,10 +141,17 @@ def test_postgresql_stopped_under_load_only_delays_mail(
         wake.ping(gateway.state_dir)
         time.sleep(outage)
         assert gateway.process is not None and gateway.process.poll() is None, gateway.output()
+        # Readiness says so: the metric, and systemd's status line at once.
+        assert store_up(metrics) == 0
+        manager.wait_for(lambda seen: any("store unavailable" in n.fields.get("STATUS", "") for n in seen))
         pg_cluster.start()
         restarted = time.monotonic()
         back = lambda: 250 in load.codes_between(restarted, time.monotonic())  # noqa: E731
         wait_for(back, 60, "250 after the restart", gateway)
+        manager.wait_for(
+            lambda seen: any("store available again" in n.fields.get("STATUS", "") for n in seen)
+        )
+        assert store_up(metrics) == 1
     finally:
         load.stop.set()
         sender.join(30)
