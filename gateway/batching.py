@@ -31,6 +31,11 @@ class Batcher(Generic[T, R]):
             self._worker = asyncio.create_task(self._drain())
         return await asyncio.shield(future)
 
+    async def drained(self) -> None:
+        """Return once every item submitted so far has been handled (its caller may have gone)."""
+        while self._worker is not None and not self._worker.done():
+            await asyncio.wait({self._worker})
+
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]

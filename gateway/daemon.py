@@ -1,7 +1,8 @@
 """The daemon: builds every service from the settings, runs them in one event loop, stops them in order.
 
-Start: settings → store (schema) → take back this instance's old leases → services (scheduler, metrics,
-trust list, certificate checks, relay, wake socket, and the listeners and pollers of later issues) → ready
+Start: settings → store (schema) → services (scheduler, metrics,
+trust list, certificate checks, relay — which first takes back this instance's old leases —, wake socket,
+listeners and pollers) → ready
 (``READY=1`` to systemd, then ``WATCHDOG=1`` from this loop). SIGTERM/SIGINT: ``STOPPING=1``; services stop
 in reverse order; the relay lets deliveries in flight finish within ``gateway.shutdown_timeout`` and gives
 back unfinished leases; exit 0. SIGHUP: ``RELOADING=1``; every service prepares the new settings first (TLS
@@ -25,7 +26,7 @@ from gateway import settings as settings_module
 from gateway.certs import CertificateWatch
 from gateway.channels.expiry import ChannelExpiry
 from gateway.channels.steps import citizen_intake
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SchemaMismatch, StoreError
 from gateway.inbound.imap_poller import ImapPoller, ingest_through
 from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
@@ -37,7 +38,9 @@ from gateway.preflight import material_problems
 from gateway.scheduler import Scheduler
 from gateway.sd_notify import Notifier
 from gateway.settings import Settings
-from gateway.store.db import Store, open_store
+from gateway.store.db import Store, connect_store, prepare_schema
+from gateway.store.faults import STORE_FAULTS, describe, is_disk_full
+from gateway.store_health import StoreHealth
 from gateway.trust import TrustList, TrustListService
 
 log = logging.getLogger(__name__)
@@ -86,14 +89,18 @@ class WakeSocket:
         return lambda: None
 
 
-def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> list[Service]:
+def build_services(
+    settings: Settings, store: Store, scheduler: Scheduler, health: StoreHealth | None = None
+) -> list[Service]:
     """Every service of this gateway, in start order.
 
     ``trust_list`` is the one ``TrustList`` the operator listener and the relay consult; its service keeps
     it up to date. The scheduler starts first so the others can register their periodic jobs with it.
     """
     trust_list = TrustList()
+    health = health or StoreHealth()
     metrics.SOURCES.store = store.stats.gauges
+    metrics.SOURCES.store_healthy = lambda: health.up
     relay = Relay(
         settings,
         store.repository,
@@ -102,9 +109,10 @@ def build_services(settings: Settings, store: Store, scheduler: Scheduler) -> li
         utc_now,
         # The intake's policy holds the official and local trust lists in force (reloads included).
         trusts=lambda domain: intake.trusts(domain),
+        health=health,
     )
     # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
-    intake, steps = citizen_intake(settings, store, utc_now, relay.wake, official=trust_list)
+    intake, steps = citizen_intake(settings, store, utc_now, relay.wake, official=trust_list, health=health)
     services: list[Service] = [
         scheduler,
         MetricsEndpoint(settings),
@@ -137,16 +145,15 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self.notifier = Notifier.from_environment()
         self.store: Store | None = None
+        self.health = StoreHealth(on_change=self._store_changed)
 
     async def run(self) -> int:
         """Run until a stop signal; the exit code for the process."""
         settings = self.settings
         settings.gateway.state_dir.mkdir(parents=True, exist_ok=True)
-        store = await asyncio.to_thread(open_store, settings.store_url)
+        store = await asyncio.to_thread(connect_store, settings.store_url)
         self.store = store
-        recovered = await asyncio.to_thread(
-            store.repository.recover_owner, settings.gateway.owner, utc_now(), settings.relay.crash_limit
-        )
+        schema_later = await self._prepare(store)
         loop = asyncio.get_running_loop()
         watched: set[asyncio.Task[object]] = set()
         try:
@@ -154,15 +161,13 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
-            scheduler = Scheduler()
-            self.services = build_services(settings, store, scheduler)
+            scheduler = Scheduler(self.health)
+            self.services = build_services(settings, store, scheduler, self.health)
             for service in self.services:
                 started = await service.start()
                 if started is not None:
                     watched.add(started)
-            log_event(
-                log, "started", owner=settings.gateway.owner, recovered_leases=recovered, store=store.backend
-            )
+            log_event(log, "started", owner=settings.gateway.owner, store=store.backend)
             # Every service is started (listeners bound, store open, relay running): only now is the
             # gateway ready for systemd, and the heartbeats begin.
             self.notifier.ready(await self._status("ready"))
@@ -170,6 +175,8 @@ class Daemon:
                 watched.add(asyncio.create_task(self._watchdog(), name="watchdog"))
                 scheduler.every("systemd-status", STATUS_INTERVAL, self._send_status)
             watched.add(asyncio.create_task(self._reloads(), name="reloads"))
+            if schema_later:
+                watched.add(asyncio.create_task(self._prepare_later(store), name="schema"))
             stop = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait({stop, *watched}, return_when=asyncio.FIRST_COMPLETED)
             for ended in done - {stop}:
@@ -189,6 +196,24 @@ class Daemon:
             store.close()
         log_event(log, "stopped")
         return 0
+
+    async def _prepare(self, store: Store) -> bool:
+        """Prepare the schema; True if that must wait for room on a full disk (the start goes on)."""
+        try:
+            await asyncio.to_thread(prepare_schema, store)
+        except StoreError as error:
+            if isinstance(error, SchemaMismatch) or not is_disk_full(error):
+                store.close()
+                raise
+            # A full disk must not keep the gateway down: it answers 452 and delivers what it can.
+            self.health.failed("open-store", error)
+            return True
+        return False
+
+    async def _prepare_later(self, store: Store) -> None:
+        """Prepare the schema once the disk has room; a schema of another version ends the daemon."""
+        await self.health.retry("open-store", lambda: asyncio.to_thread(prepare_schema, store))
+        await asyncio.Event().wait()
 
     async def _reloads(self) -> None:
         """Reload on each SIGHUP (one received while starting is served once the start is done)."""
@@ -228,9 +253,22 @@ class Daemon:
     async def _send_status(self) -> None:
         self.notifier.status(await self._status("running"))
 
+    def _store_changed(self, up: bool, reason: str) -> None:
+        """Tell systemd at once when the store goes away or comes back, not at the next status tick."""
+        if up:
+            self.notifier.status("running: store available again")
+        else:
+            self.notifier.status(f"degraded: store unavailable ({reason}), mail refused with 451, retrying")
+
     async def _status(self, state: str) -> str:
         """``running: queue 3 queued, 1 deferred, 0 sending, 0 held`` for ``systemctl status``."""
         assert self.store is not None
-        depth = await asyncio.to_thread(self.store.repository.queue_depth)
+        try:
+            depth = await asyncio.to_thread(self.store.repository.queue_depth)
+        except STORE_FAULTS as error:
+            return f"{state}, degraded: store unavailable ({describe(error)}), retrying"
         counts = ", ".join(f"{depth.get(s, 0)} {s}" for s in ("queued", "deferred", "sending", "held"))
+        if not self.health.up:
+            cause = "disk full" if self.health.disk_full else "writes fail"
+            return f"{state}, degraded: store {cause}, retrying; queue {counts}"
         return f"{state}: queue {counts}"

@@ -4,6 +4,7 @@ GatewayError
 ├── ConfigError          the configuration file is wrong (exit 78); lists every problem at once
 ├── InputError           a command-line or API input is refused (exit 65); names the field
 ├── StoreError           the database failed; nothing half-written (SMTP answers 451)
+│   └── SchemaMismatch   the store was made by another mssgw version: waiting will not help
 └── NotFoundError        a queue id, channel or message that does not exist
 """
 
@@ -38,6 +39,10 @@ class InputError(GatewayError):
 
 class StoreError(GatewayError):
     """The store could not complete an operation; the transaction was rolled back."""
+
+
+class SchemaMismatch(StoreError):
+    """The store's schema version is not this program's."""
 
 
 class NotFoundError(GatewayError):

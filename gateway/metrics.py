@@ -109,6 +109,8 @@ class _Sources(Collector):
 
     def __init__(self) -> None:
         self.store: Callable[[], StoreGauges] | None = None
+        self.store_healthy: Callable[[], bool] = lambda: True
+        """False while the daemon's own store calls fail (writes on a full disk, though reads answer)."""
         self.trust_list_loaded: Callable[[], datetime | None] | None = None
 
     def collect(self) -> Iterable[Metric]:
@@ -121,8 +123,12 @@ class _Sources(Collector):
                 gauges = self.store()
             except StoreError as error:
                 log_event(log, "metrics-store-unavailable", logging.WARNING, reason=str(error))
-            up = 0 if gauges is None else 1
-            yield GaugeMetricFamily("mssgw_store_up", "Whether the store answered this scrape", value=up)
+            up = 1 if gauges is not None and self.store_healthy() else 0
+            yield GaugeMetricFamily(
+                "mssgw_store_up",
+                "Whether the store answered this scrape and the daemon's last call",
+                value=up,
+            )
         if gauges is not None:
             depth = GaugeMetricFamily(
                 "mssgw_queue_depth", "Deliveries still to do, by state", labels=["state"]

@@ -2,7 +2,8 @@
 
 One APScheduler ``AsyncIOScheduler`` in the daemon's loop, as a daemon service; the job bodies live with
 their subject and are coroutines. Each run is a loop boundary (STYLE.md §5): an exception is logged and the
-job runs again at its next time. Never used for the relay, which wakes on events.
+job runs again at its next time — a store fault is weather, told to ``StoreHealth`` (logged once per
+outage, no traceback). Never used for the relay, which wakes on events.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.logsetup import log_event
 from gateway.settings import Settings
+from gateway.store.faults import STORE_FAULTS
+from gateway.store_health import StoreHealth
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,8 @@ Job = Callable[[], Awaitable[None]]
 class Scheduler:
     """Runs registered jobs every so many seconds; a job registered again replaces the previous one."""
 
-    def __init__(self) -> None:
+    def __init__(self, health: StoreHealth | None = None) -> None:
+        self.health = health or StoreHealth()
         self._scheduler: AsyncIOScheduler | None = None
         self._pending: dict[str, tuple[float, Job, bool]] = {}
 
@@ -37,7 +41,7 @@ class Scheduler:
         # Without ``next_run_time`` the trigger computes the first run (passing None would pause the job).
         first: dict[str, datetime] = {"next_run_time": datetime.now(UTC)} if now else {}
         self._scheduler.add_job(
-            _guarded(name, job),
+            _guarded(name, job, self.health),
             "interval",
             seconds=seconds,
             id=name,
@@ -70,10 +74,12 @@ class Scheduler:
         return lambda: None
 
 
-def _guarded(name: str, job: Job) -> Job:
+def _guarded(name: str, job: Job, health: StoreHealth) -> Job:
     async def run() -> None:
         try:
             await job()
+        except STORE_FAULTS as error:
+            health.failed(f"job:{name}", error)
         except Exception:
             # A loop boundary (STYLE.md §5): the job failed this time; it runs again at its next time.
             log_event(log, "job-failed", logging.ERROR, exc_info=True, job=name)

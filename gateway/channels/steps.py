@@ -30,6 +30,7 @@ from gateway.store.channels import ChannelStore
 from gateway.store.db import Store
 from gateway.store.receipts import ReceiptUpdate
 from gateway.store.repository import NewMessage, OriginalSender, Recipient
+from gateway.store_health import StoreHealth
 from mappers.records import MessageRecord
 
 
@@ -39,6 +40,7 @@ def citizen_intake(
     clock: Callable[[], datetime],
     on_commit: Callable[[], None] = lambda: None,
     official: OfficialTrust | None = None,
+    health: StoreHealth | None = None,
 ) -> tuple[Intake, CitizenSteps]:
     """The intake of ``settings`` with the citizen-channel and receipt steps (daemon and ``mssgw send``);
     ``official`` is the trust list the daemon keeps up to date."""
@@ -51,6 +53,7 @@ def citizen_intake(
         max_batch=settings.store.group_commit_max,
         gateway=settings.gateway,
         finish=steps.finish_arrival,
+        health=health,
     )
     return intake, steps
 

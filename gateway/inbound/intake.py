@@ -7,11 +7,12 @@ Steps: size → sender → parse (``mappers.mime.parse_message``) → From → i
 their one patient (``instructions``, ``mappers.patient_match``) → recipients (``policy.Policy`` and the
 rules the daemon adds; a refusal the sender cannot hear per recipient refuses the whole message) → one
 commit shared with the messages arriving together (``batching.Batcher`` over ``Repository.add_messages``)
-→ wake the relay. A verdict is ``accepted`` only after the commit; a store
-failure turns every accepted verdict into ``451 4.3.0`` and keeps nothing. Mail for outside recipients gets
-queue rows for the relay (direction ``outbound``); mail for our mailboxes is stored (``inbound``) and gets a
-queue row only when the mailbox forwards it or drops it into a folder. Never answers for a message it did not
-commit, never logs content.
+→ wake the relay. A verdict is ``accepted`` only after the commit; a store failure turns every accepted
+verdict into ``451 4.3.0`` (``452 4.3.1`` when the store's disk is full) and keeps nothing; the next message
+tries the store again, so mail is taken as soon as it is back. Mail for outside recipients gets queue rows
+for the relay (direction ``outbound``); mail for our mailboxes is stored (``inbound``) and gets a queue row
+only when the mailbox forwards it or drops it into a folder. Never answers for a message it did not commit,
+never logs content.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from gateway.notices import Failure, Original, delivery_notice
 from gateway.report_routes import ReportRoutes, wants
 from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
+from gateway.store_health import StoreHealth
 from mappers.errors import MappingError
 from mappers.mime import MimeLimits, parse_message
 from mappers.patient_match import PatientMismatchError, settle_patient
@@ -75,8 +77,10 @@ class Intake:
         max_batch: int = 500,
         gateway: GatewaySettings | None = None,
         finish: Finish | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self.policy = policy
+        self.health = health or StoreHealth()
         self.gateway = gateway or GatewaySettings()
         self.clock = clock
         self.on_commit = on_commit
@@ -212,9 +216,12 @@ class Intake:
         try:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
+            self.health.failed("intake-commit", error)
+            unavailable = replies.STORE_FULL if self.health.disk_full else replies.STORE_UNAVAILABLE
             log_event(log, "store-failed", logging.ERROR, source=arrival.source, error=type(error).__name__)
-            metrics.message_refused(arrival.source, replies.reason(replies.STORE_UNAVAILABLE))
-            return IntakeResult(None, False, tuple(_unavailable(v) for v in verdicts))
+            metrics.message_refused(arrival.source, replies.reason(unavailable))
+            return IntakeResult(None, False, tuple(_refused(v, unavailable) for v in verdicts))
+        self.health.succeeded()
         if new.recipients or new.follow_ups:
             self.on_commit()
         if not stored.duplicate:
@@ -348,10 +355,6 @@ def _client_of(arrival: Arrival) -> str | None:
 
 def _refused(verdict: Verdict, reply: str) -> Verdict:
     return refuse(verdict.recipient, reply) if verdict.decision is Decision.ACCEPTED else verdict
-
-
-def _unavailable(verdict: Verdict) -> Verdict:
-    return _refused(verdict, replies.STORE_UNAVAILABLE)
 
 
 async def _outcome(value: Verdict | None | Awaitable[Verdict | None]) -> Verdict | None:

@@ -5,18 +5,27 @@ on a tick. Deliveries of one message to one destination go in one SMTP transacti
 reuse connections. A delivery is marked sent only after the next hop's 250; a failure (or a success the
 sender asked to hear of) writes a DSN for the sender in the same transaction, queued back the way the sender
 came (``gateway.report_routes``). An unexpected error while handling a message holds its deliveries.
+
+Leases mean what they say: the relay claims no more deliveries than it has free transaction slots, and a
+heartbeat renews the lease of every delivery it still holds, so a lease expires only when its owner is
+gone. A store that fails is waited for (``StoreHealth``): claims back off, and an outcome that could not
+be recorded is kept in memory and recorded once the store answers, never held and never sent again.
+A stop is orderly: no claim in progress, transactions finish (or reach the grace time), then the leases
+go back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from gateway import metrics
 from gateway.batching import Batcher
@@ -35,6 +44,7 @@ from gateway.outbound.transports.base import (
 from gateway.outbound.transports.registry import TransportRegistry
 from gateway.report_routes import wants
 from gateway.settings import Settings
+from gateway.store.faults import STORE_FAULTS, describe
 from gateway.store.repository import (
     ClaimedDelivery,
     DeliveryOutcome,
@@ -43,6 +53,7 @@ from gateway.store.repository import (
     Repository,
 )
 from gateway.store.states import DeliveryState
+from gateway.store_health import Abandoned, StoreHealth
 from mappers import headers
 
 log = logging.getLogger(__name__)
@@ -50,6 +61,10 @@ log = logging.getLogger(__name__)
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+
+HEARTBEATS_PER_LEASE = 3
+"""Lease renewals per lease period: two may be lost (a store blip) before a live lease could expire."""
 
 # The audit trail's words for what happened to a delivery (the store keeps the state names).
 _AUDIT_EVENTS = {
@@ -79,8 +94,10 @@ class Relay:
         clock: Clock,
         *,
         trusts: Callable[[str], bool],
+        health: StoreHealth | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health or StoreHealth()
         self.trusts = trusts
         self.repository = repository
         self.router = Router(settings)
@@ -89,8 +106,13 @@ class Relay:
         self.clock = clock
         self._wake = asyncio.Event()
         self._stopping = False
-        self._slots = asyncio.Semaphore(settings.relay.concurrency)
+        self._stopped = asyncio.Event()
+        self._slot_freed = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._held_leases: set[int] = set()
+        """Deliveries claimed and not yet recorded: the heartbeat renews their leases."""
+        self._runner: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._recorder: Batcher[_Report, None] = Batcher(self._record, max_batch=200)
 
@@ -100,7 +122,9 @@ class Relay:
 
     async def start(self) -> asyncio.Task[None]:
         """Start working the queue; the task ends only if the relay crashes."""
-        return asyncio.create_task(self.run(), name="relay")
+        self._heartbeat = asyncio.create_task(self._renew_leases(), name="relay-heartbeat")
+        self._runner = asyncio.create_task(self.run(), name="relay")
+        return self._runner
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
         """Build what new settings need (may raise); the returned call switches to them.
@@ -124,24 +148,71 @@ class Relay:
 
     async def run(self) -> None:
         """Claim and dispatch until ``stop`` is called."""
-        relay = self.settings.relay
-        while not self._stopping:
-            self._wake.clear()
-            claimed = await asyncio.to_thread(
-                self.repository.claim_due,
-                self.settings.gateway.owner,
-                self.clock(),
-                timedelta(seconds=relay.lease),
-                relay.claim_batch,
-                relay.crash_limit,
+        owner = self.settings.gateway.owner
+        with contextlib.suppress(Abandoned):
+            # Leases a previous, dead incarnation of this owner held (a clean stop leaves none). Here, not
+            # before the start, so that a store that is down or full does not keep the daemon from starting.
+            relay = self.settings.relay
+            recovered = await self._store(
+                "recover-leases",
+                lambda: self.repository.recover_owner(owner, self.clock(), relay.crash_limit),
             )
-            if claimed:
-                await self._dispatch(claimed)
-                continue
-            await self._sleep_until_due()
+            log_event(log, "leases-recovered", count=recovered)
+            while not self._stopping:
+                self._wake.clear()
+                relay = self.settings.relay
+                free = relay.concurrency - len(self._in_flight)
+                if free <= 0:
+                    # A claimed delivery waiting for a slot would hold a lease it is not using.
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                    continue
+                claimed = await self._store("claim-due", functools.partial(self._claim, free))
+                self._held_leases.update(c.pk for c in claimed)
+                if self._stopping:
+                    break  # claimed during the stop: ``stop`` gives them back
+                if claimed:
+                    self._dispatch(claimed)
+                    continue
+                await self._sleep_until_due(owner)
 
-    async def _sleep_until_due(self) -> None:
-        wake_at = await asyncio.to_thread(self.repository.next_wakeup)
+    def _claim(self, free: int) -> list[ClaimedDelivery]:
+        relay = self.settings.relay
+        return self.repository.claim_due(
+            self.settings.gateway.owner,
+            self.clock(),
+            timedelta(seconds=relay.lease),
+            min(relay.claim_batch, free),
+            relay.crash_limit,
+        )
+
+    async def _store(self, what: str, call: Callable[[], T]) -> T:
+        """``call`` in a worker thread, waiting out store faults; ``Abandoned`` once stopping."""
+        return await self.health.retry(
+            what, lambda: asyncio.to_thread(call), abandon=lambda: self._stopping, interrupt=self._stopped
+        )
+
+    async def _renew_leases(self) -> None:
+        """The heartbeat: every lease/3, extend the lease of every delivery this relay still holds."""
+        owner = self.settings.gateway.owner
+        while not self._stopping:
+            lease = self.settings.relay.lease
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), lease / HEARTBEATS_PER_LEASE)
+            held = sorted(self._held_leases)
+            if self._stopping or not held:
+                continue
+            until = self.clock() + timedelta(seconds=lease)
+            try:
+                await asyncio.to_thread(self.repository.renew_leases, owner, held, until)
+            except STORE_FAULTS as error:
+                # Tried again at the next beat; a lease lasts HEARTBEATS_PER_LEASE beats.
+                self.health.failed("renew-leases", error)
+            else:
+                self.health.succeeded()
+
+    async def _sleep_until_due(self, owner: str) -> None:
+        wake_at = await self._store("next-wakeup", lambda: self.repository.next_wakeup(owner))
         timeout = None
         if wake_at is not None:
             # Leases are claimed by rows whose time has come; a tiny margin avoids waking a hair early.
@@ -149,26 +220,30 @@ class Relay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _dispatch(self, claimed: Sequence[ClaimedDelivery]) -> None:
+    def _dispatch(self, claimed: Sequence[ClaimedDelivery]) -> None:
+        # At most one transaction per claimed delivery, and no more claimed than free slots: every
+        # transaction starts at once.
         groups: dict[tuple[int, Destination], list[ClaimedDelivery]] = defaultdict(list)
         for claim in claimed:
             groups[(claim.message_pk, self.router.destination(claim.recipient, claim.via))].append(claim)
         for (message_pk, destination), claims in groups.items():
-            await self._slots.acquire()
             task = asyncio.create_task(self._deliver(message_pk, destination, claims))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._slots.release()
+        self._slot_freed.set()
 
     async def _deliver(
         self, message_pk: int, destination: Destination, claims: list[ClaimedDelivery]
     ) -> None:
         try:
             # Loaded here, not per claimed batch, so at most `concurrency` messages are in memory at once.
-            envelope = (await asyncio.to_thread(self.repository.load_envelopes, [message_pk]))[message_pk]
+            envelopes = await self._store(
+                "load-envelope", functools.partial(self.repository.load_envelopes, [message_pk])
+            )
+            envelope = envelopes[message_pk]
             content = _LINE_END.sub(b"\r\n", envelope.raw)
             reference = self.settings.gateway.nil_reference
             if destination.kind != "local" and reference.strip():
@@ -191,9 +266,9 @@ class Relay:
                 results = all_recipients(message, Outcome.PERMANENT, reply)
             else:
                 results = await self.transports.get(destination).send(message)
-            await self._recorder.submit(self._report(envelope, claims, results, destination))
-            # A deferral changes when the queue is next due: let the loop look again.
-            self.wake()
+            report = self._report(envelope, claims, results, destination)
+        except Abandoned:
+            return  # stopping while the store is down: nothing was sent, the lease goes back
         except Exception as error:
             # A loop boundary (STYLE.md §5): whatever broke, hold the deliveries for a person to look at.
             log_event(log, "delivery-crashed", logging.ERROR, exc_info=True, queue_id=message_pk)
@@ -204,8 +279,13 @@ class Relay:
             )
             for claim in claims:
                 metrics.delivery_recorded(DeliveryState.HELD.value, claim.attempts)
-                audit("held", logging.ERROR, queue_id=envelope.pk, delivery=claim.pk, reason="internal error")
-            await self._recorder.submit(_Report(held, None))
+                audit("held", logging.ERROR, queue_id=message_pk, delivery=claim.pk, reason="internal error")
+            report = _Report(held, None)
+        # The next hop's answer is kept until the store has it: never forgotten, never sent again.
+        await self.health.retry("record-outcomes", lambda: self._recorder.submit(report))
+        self._held_leases.difference_update(c.pk for c in claims)
+        # A deferral changes when the queue is next due: let the loop look again.
+        self.wake()
 
     def _report(
         self,
@@ -283,7 +363,8 @@ class Relay:
         return _Report(tuple(outcomes), notice)
 
     def _record(self, reports: Sequence[_Report]) -> list[None]:
-        outcomes = [o for report in reports for o in report.outcomes]
+        # In delivery order, as the heartbeat renews them: two transactions never lock rows crosswise.
+        outcomes = sorted((o for report in reports for o in report.outcomes), key=lambda o: o.delivery_pk)
         notices = [report.notice for report in reports if report.notice is not None]
         notice_pks = self.repository.record_outcomes(outcomes, notices, self.clock())
         for notice, pk in zip(notices, notice_pks, strict=True):
@@ -292,14 +373,33 @@ class Relay:
 
     async def stop(self, grace: float) -> None:
         """Stop claiming, let transactions in flight finish for up to ``grace`` seconds, then give the
-        unfinished leases back so the next start (or another instance) sends them at once."""
+        unfinished leases back so the next start (or another instance) sends them at once.
+
+        In that order, one after the other: a release running beside a claim would miss the rows the
+        claim commits (the next start would count them as crashes), and on PostgreSQL the two can
+        deadlock."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
+        self._slot_freed.set()
+        for task in (self._runner, self._heartbeat):
+            if task is not None:
+                await asyncio.wait({task})
         if self._in_flight:
             _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        await asyncio.to_thread(self.repository.release_claims, self.settings.gateway.owner, self.clock())
+        # Outcomes already handed to the store are committed (or failed) before any lease goes back.
+        await self._recorder.drained()
+        try:
+            released = await asyncio.to_thread(
+                self.repository.release_claims, self.settings.gateway.owner, self.clock()
+            )
+        except STORE_FAULTS as error:
+            # The next start of this owner takes them back (``recover_owner``).
+            log_event(log, "leases-kept", logging.ERROR, error=describe(error))
+        else:
+            log_event(log, "leases-released", count=released)
         await self.transports.close()

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.errors import StoreError
+from gateway.errors import SchemaMismatch, StoreError
 from gateway.store.channels import ChannelStore
 from gateway.store.imap_cursors import ImapCursors
 from gateway.store.queue_admin import QueueAdmin
@@ -99,11 +99,19 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(url: str) -> Store:
-    """Open the store, creating the schema on first start and checking its version afterwards."""
-    engine = create_store_engine(url)
+def connect_store(url: str) -> Store:
+    """The store at ``url``, not yet touched: no connection is made before its first use."""
+    return Store(sessionmaker(create_store_engine(url), expire_on_commit=False))
+
+
+def prepare_schema(store: Store) -> None:
+    """Create the schema on first start, check its version afterwards.
+
+    Raises ``SchemaMismatch`` for another version's store, ``StoreError`` when the database cannot answer
+    (the daemon starts anyway when that is a full disk, and prepares the schema once there is room).
+    """
     try:
-        with engine.begin() as connection:
+        with store.engine.begin() as connection:
             if not inspect(connection).has_table("schema_version"):
                 Base.metadata.create_all(connection)
                 connection.execute(
@@ -112,16 +120,13 @@ def open_store(url: str) -> Store:
             else:
                 found = _migrate(connection, connection.execute(select(SchemaVersion.version)).scalar())
                 if found != SCHEMA_VERSION:
-                    raise StoreError(
+                    raise SchemaMismatch(
                         f"the store has schema version {found}, this mssgw expects {SCHEMA_VERSION}"
                     )
     except StoreError:
-        engine.dispose()
         raise
     except Exception as error:
-        engine.dispose()
-        raise StoreError(f"cannot open the store at {make_url(normalise_url(url))!r}: {error}") from error
-    return Store(sessionmaker(engine, expire_on_commit=False))
+        raise StoreError(f"cannot open the store at {store.engine.url!r}: {error}") from error
 
 
 def _migrate(connection: Connection, found: int | None) -> int | None:
@@ -134,3 +139,14 @@ def _migrate(connection: Connection, found: int | None) -> int | None:
     if version != found:
         connection.execute(update(SchemaVersion).values(version=version, applied_at=datetime.now(UTC)))
     return version
+
+
+def open_store(url: str) -> Store:
+    """Open the store, creating the schema on first start and checking its version afterwards."""
+    store = connect_store(url)
+    try:
+        prepare_schema(store)
+    except StoreError:
+        store.close()
+        raise
+    return store

@@ -277,15 +277,22 @@ class Repository:
     def claim_due(
         self, owner: str, now: datetime, lease: timedelta, limit: int, crash_limit: int
     ) -> list[ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries to ``owner``, first reclaiming expired leases.
+        """Lease up to ``limit`` due deliveries to ``owner``, first reclaiming other owners' expired leases.
 
+        A live owner renews its leases (``renew_leases``), so an expired one means its owner is gone: that
+        counts as a crash. ``owner``'s own leases are never reclaimed here, whatever their time: this
+        instance still holds them in memory (a restart takes them back with ``recover_owner``).
         On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED`` so several instances can share
         the queue without waiting on each other; SQLite serialises writers with ``BEGIN IMMEDIATE``.
         """
         with self.sessions.begin() as session:
             self._reclaim(
                 session,
-                and_(Delivery.state == DeliveryState.SENDING.value, Delivery.claimed_until < now),
+                and_(
+                    Delivery.state == DeliveryState.SENDING.value,
+                    Delivery.claimed_until < now,
+                    Delivery.claimed_by != owner,
+                ),
                 now,
                 crash_limit,
             )
@@ -369,6 +376,22 @@ class Repository:
             else:
                 write_audit(session, now, "lease-reclaimed", message_pk, pk)
         return len(rows)
+
+    def renew_leases(self, owner: str, delivery_pks: Sequence[int], until: datetime) -> int:
+        """The heartbeat: extend ``owner``'s leases on deliveries it is still working on to ``until``."""
+        if not delivery_pks:
+            return 0
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(delivery_pks),
+                    Delivery.state == DeliveryState.SENDING.value,
+                    Delivery.claimed_by == owner,
+                )
+                .values(claimed_until=until)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     def release_claims(self, owner: str, now: datetime) -> int:
         """On a clean stop, give back unfinished leases without counting a crash."""
@@ -481,17 +504,18 @@ class Repository:
                 )
         return notice_pks
 
-    def next_wakeup(self) -> datetime | None:
-        """When the relay must look again: the earliest due retry or lease expiry."""
+    def next_wakeup(self, owner: str | None = None) -> datetime | None:
+        """When the relay must look again: the earliest due retry or expiry of another owner's lease."""
+        leased = Delivery.state == DeliveryState.SENDING.value
+        if owner is not None:
+            leased = and_(leased, Delivery.claimed_by != owner)
         with self.sessions() as session:
             due = session.execute(
                 select(func.min(Delivery.next_attempt_at)).where(
                     Delivery.state.in_([s.value for s in WAITING])
                 )
             ).scalar()
-            lease = session.execute(
-                select(func.min(Delivery.claimed_until)).where(Delivery.state == DeliveryState.SENDING.value)
-            ).scalar()
+            lease = session.execute(select(func.min(Delivery.claimed_until)).where(leased)).scalar()
         times = [t for t in (due, lease) if t is not None]
         return min(times) if times else None
 

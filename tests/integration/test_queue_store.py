@@ -72,18 +72,46 @@ def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(
 
 
 def test_a_delivery_that_crashed_the_worker_three_times_is_held(store: Store) -> None:
+    # Each worker dies holding the lease (no heartbeat renews it); the next one reclaims it.
     repo = store.repository
     pk = repo.add_messages([message(1)], T0)[0].pk
     now = T0
-    for _ in range(3):
-        assert len(repo.claim_due("a", now, LEASE, 100, 3)) == 1
+    for worker in ("a", "b", "c"):
+        assert len(repo.claim_due(worker, now, LEASE, 100, 3)) == 1
         now += timedelta(minutes=11)
-    assert repo.claim_due("a", now, LEASE, 100, 3) == []
+    assert repo.claim_due("d", now, LEASE, 100, 3) == []
     entry = store.queue.show(pk)
     assert [d.state for d in entry.deliveries] == ["held"]
     assert [kind for _, kind, _ in entry.events].count("lease-reclaimed") == 2
     assert store.queue.release(pk, now) == 1
-    assert len(repo.claim_due("a", now, LEASE, 100, 3)) == 1
+    assert len(repo.claim_due("d", now, LEASE, 100, 3)) == 1
+
+
+def test_an_owner_never_reclaims_its_own_live_lease(store: Store) -> None:
+    # The relay of "a" still holds the delivery in memory (its heartbeat may have missed a beat):
+    # claiming it again would send it twice, and counting a crash would be false.
+    repo = store.repository
+    pk = repo.add_messages([message(1)], T0)[0].pk
+    assert len(repo.claim_due("a", T0, LEASE, 100, 3)) == 1
+    later = T0 + timedelta(minutes=11)
+    assert repo.claim_due("a", later, LEASE, 100, 3) == []
+    assert repo.next_wakeup("a") is None
+    entry = store.queue.show(pk)
+    assert [d.state for d in entry.deliveries] == ["sending"]
+    assert [kind for _, kind, _ in entry.events if kind in ("lease-reclaimed", "held")] == []
+
+
+def test_a_renewed_lease_is_not_taken_by_another_instance(store: Store) -> None:
+    repo = store.repository
+    repo.add_messages([message(1)], T0)
+    (claim,) = repo.claim_due("a", T0, LEASE, 100, 3)
+    renewed_at = T0 + timedelta(minutes=8)
+    assert repo.renew_leases("a", [claim.pk], renewed_at + LEASE) == 1
+    assert repo.renew_leases("b", [claim.pk], renewed_at + LEASE) == 0
+    assert repo.claim_due("b", T0 + timedelta(minutes=11), LEASE, 100, 3) == []
+    assert repo.next_wakeup("b") == renewed_at + LEASE
+    (reclaimed,) = repo.claim_due("b", renewed_at + LEASE + timedelta(seconds=1), LEASE, 100, 3)
+    assert reclaimed.attempts == 2
 
 
 def test_a_restart_takes_back_its_own_leases_at_once(store: Store) -> None:

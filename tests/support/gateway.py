@@ -230,21 +230,6 @@ def folder_config(directory: Path, **gateway: Any) -> Path:
     return path
 
 
-def add_submission(gateway: Gateway, pki: Pki, credentials: Path) -> None:
-    """A submission listener on a free loopback port for client "dpi" (AUTH from ``credentials``),
-    which sends as ``SENDER`` to the gateway's domain and beyond."""
-    gateway.sections["submission"] = {
-        "listen": ["127.0.0.1:0"],
-        "certificate": str(pki.server.cert),
-        "key": str(pki.server.key),
-        "credentials_file": str(credentials),
-    }
-    gateway.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"]}
-    gateway.write()
-    with gateway.config.open("a", encoding="utf-8") as config:
-        config.write(f'\n[[submission.clients]]\nname = "dpi"\nsenders = ["{SENDER}"]\n')
-
-
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     import socket

@@ -3,39 +3,14 @@ only the transactions that were in flight at the moment of the kill may arrive t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import wake
-from gateway.settings import load
-from gateway.store.db import open_store
-from gateway.store.repository import NewMessage, Recipient
 from tests.support.fake_operator import FakeOperatorFactory
-from tests.support.gateway import SENDER, Gateway, gateway_for
+from tests.support.gateway import Gateway, gateway_for
 from tests.support.pki import Pki
+from tests.support.queue import queue_messages
 
 COUNT = 200
-
-
-def queue_messages(gateway: Gateway, count: int) -> set[str]:
-    """Commit ``count`` messages through the store API, as an internal application does."""
-    store = open_store(load(gateway.config).store_url)
-    ids = {f"<crash-{n}@hopital.test.mssante.fr>" for n in range(count)}
-    batch = [
-        NewMessage(
-            raw=f"From: {SENDER}\r\nTo: dr@cabinet.test\r\nMessage-ID: {mid}\r\n\r\nbody\r\n".encode(),
-            envelope_from=SENDER,
-            direction="outbound",
-            source="api",
-            recipients=(Recipient("dr@cabinet.test"),),
-            message_id=mid,
-        )
-        for mid in sorted(ids)
-    ]
-    store.repository.add_messages(batch, datetime.now(UTC))
-    store.close()
-    wake.ping(gateway.state_dir)
-    return ids
 
 
 def test_sigkill_while_delivering_loses_nothing(

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.inbound.credentials import hash_password
-from tests.support.gateway import SENDER, Gateway, add_submission, gateway_for
+from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.mail import message
-from tests.support.pki import Pki, write_private
+from tests.support.pki import Pki
+from tests.support.submission import PASSWORD, add_submission
 
-PASSWORD = "s3cret submission password"
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
 _PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_.-]*)=("(?:[^"\\]|\\.)*"|[^\s"=]*)(?: |$)')
 _EVENT = re.compile(r"[a-z][a-z0-9-]*")
@@ -51,11 +50,8 @@ def test_every_line_of_a_busy_run_parses(
     tmp_path: Path, pki: Pki, gateways: list[Gateway], log_format: str
 ) -> None:
     gateway = gateway_for(tmp_path / "gw", pki, None)  # the smarthost's port is closed: connect-failed
-    credentials = write_private(
-        tmp_path / "credentials", f"dpi:{hash_password(PASSWORD, log2_n=10)}\n".encode()
-    )
     gateway.sections["logging"] = {"format": log_format, "level": "debug"}
-    add_submission(gateway, pki, credentials)
+    add_submission(gateway, pki, tmp_path)
     gateways.append(gateway)
     gateway.start()
     gateway.wait_for_output("listening")

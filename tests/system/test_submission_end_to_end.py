@@ -6,50 +6,34 @@ refusal comes back as a delivery report that carries ENVID and ORCPT.
 from __future__ import annotations
 
 import re
-import smtplib
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.inbound.credentials import hash_password
 from tests.support.fake_operator import FakeOperatorFactory
-from tests.support.gateway import SENDER, Gateway, add_submission, gateway_for
+from tests.support.gateway import SENDER, Gateway, gateway_for
 from tests.support.mail import message
-from tests.support.pki import Pki, write_private
+from tests.support.pki import Pki
+from tests.support.submission import add_submission, submission_client
 
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
-PASSWORD = "s3cret submission password"
-_LISTENING = re.compile(r"event=listening listener=submission address=127\.0\.0\.1:(\d+)")
 
 
 @pytest.fixture
 def gateway(tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory) -> Iterator[Gateway]:
     operator = fake_operator()
     gateway = gateway_for(tmp_path / "gw", pki, operator)
-    credentials = write_private(
-        tmp_path / "credentials", f"dpi:{hash_password(PASSWORD, log2_n=10)}\n".encode()
-    )
-    add_submission(gateway, pki, credentials)
+    add_submission(gateway, pki, tmp_path)
     gateway.operator = operator  # type: ignore[attr-defined]
     gateway.start()
     yield gateway
     gateway.cleanup()
 
 
-def submission_port(gateway: Gateway) -> int:
-    found = _LISTENING.search(gateway.output())
-    assert found, gateway.output()
-    return int(found.group(1))
-
-
 def submit(gateway: Gateway, pki: Pki) -> dict[str, tuple[int, bytes]]:
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    with smtplib.SMTP("127.0.0.1", submission_port(gateway), timeout=10) as client:
-        client.starttls(context=context)
-        client.login("dpi", PASSWORD)
+    with submission_client(gateway, pki) as client:
         return client.sendmail(
             SENDER,
             [RECIPIENT],
@@ -89,10 +73,7 @@ def test_a_refused_delivery_gives_a_report_carrying_envid_and_orcpt(gateway: Gat
 
 
 def test_a_message_being_received_during_a_reload_is_accepted(gateway: Gateway, pki: Pki) -> None:
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    with smtplib.SMTP("127.0.0.1", submission_port(gateway), timeout=10) as client:
-        client.starttls(context=context)
-        client.login("dpi", PASSWORD)
+    with submission_client(gateway, pki) as client:
         assert client.mail(SENDER)[0] == 250
         assert client.rcpt(RECIPIENT)[0] == 250
         gateway.reload()

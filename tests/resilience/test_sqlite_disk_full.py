@@ -1,0 +1,114 @@
+"""SQLite on a full disk: intake refuses with ``452 4.3.1`` and keeps nothing, the daemon stays up, mail
+already queued is still delivered, a start on the full disk still starts, and mail is taken again as soon
+as there is room — without a restart.
+
+The disk is a real small filesystem (tmpfs, 8 MB) mounted by the test, filled with a file; where mounting
+is refused (not root), the test skips.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
+from tests.support.gateway import SENDER, Gateway, gateway_for
+from tests.support.mail import message
+from tests.support.pki import Pki
+from tests.support.submission import add_submission, submission_client
+
+RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
+BIG = "x" * 76 + "\n"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the filesystem has no room left."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return filler
+
+
+def submit(gateway: Gateway, pki: Pki, number: int, lines: int = 1) -> tuple[int, str]:
+    """One message; the DATA reply (code, text)."""
+    raw = message(
+        sender=SENDER, to=RECIPIENT, body=BIG * lines, Message_ID=f"<full-{number}@hopital.test.mssante.fr>"
+    )
+    with submission_client(gateway, pki) as client:
+        assert client.mail(SENDER)[0] == 250
+        assert client.rcpt(RECIPIENT)[0] == 250
+        code, text = client.data(raw)
+    return code, text.decode("ascii")
+
+
+def delivered(operator: FakeOperator) -> Counter[str]:
+    return Counter(str(m.message["Message-ID"]) for m in operator.messages)
+
+
+def test_a_full_disk_refuses_with_452_and_keeps_delivering(
+    tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway], small_disk: Path
+) -> None:
+    operator = fake_operator()
+    gateway = gateway_for(tmp_path / "gw", pki, operator, store_url=f"sqlite:///{small_disk / 'store.db'}")
+    add_submission(gateway, pki, tmp_path)
+    gateways.append(gateway)
+    gateway.start()
+    operator.hold()
+    assert [submit(gateway, pki, n)[0] for n in (1, 2, 3)] == [250, 250, 250]
+    operator.wait_for_held(1)
+
+    filler = fill(small_disk)
+    code, text = submit(gateway, pki, 4, lines=20_000)
+    assert (code, text[:5]) == (452, "4.3.1"), text
+    # Mail queued before the disk filled up still leaves.
+    operator.release()
+    operator.wait_until(lambda: len(delivered(operator)) == 3, timeout=30, what="the 3 queued messages")
+    assert gateway.process is not None and gateway.process.poll() is None, gateway.output()
+
+    filler.unlink()
+    assert submit(gateway, pki, 5)[0] == 250
+    operator.wait_until(
+        lambda: len(delivered(operator)) == 4, timeout=30, what="the message after the room came"
+    )
+    assert gateway.stop() == 0
+
+    filler = fill(small_disk)
+    gateway.start()
+    assert submit(gateway, pki, 6, lines=20_000)[0] == 452
+    filler.unlink()
+    assert submit(gateway, pki, 7)[0] == 250
+    operator.wait_until(
+        lambda: len(delivered(operator)) == 5, timeout=30, what="the message after the restart"
+    )
+    assert gateway.stop() == 0
+    counts = delivered(operator)
+    assert sorted(counts) == [f"<full-{n}@hopital.test.mssante.fr>" for n in (1, 2, 3, 5, 7)]
+    assert set(counts.values()) == {1}
+    assert gateway.json("queue", "list") == []
+    assert "event=store-unavailable" in gateway.output() and "error=disk-full" in gateway.output()
