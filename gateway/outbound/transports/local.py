@@ -1,10 +1,11 @@
 """The local transport: mail for one of our mailboxes, dropped as files and/or forwarded inside the hospital.
 
-Drop folder: ``<queue id>-<recipient hash>.documents/`` (the extracted documents and attachments, built
-under a temporary name and renamed whole) and then ``<same>.eml`` (atomic write), so software that watches
-for ``.eml`` files only ever sees complete ones with their documents beside them; a retry rewrites the same
-names. Forwarding: SMTP or LMTP (one recipient per transaction, so one reply) to the internal MTA, with
-STARTTLS when offered (certificate checked against the system CAs). Blocking work runs in a worker thread.
+Drop folder: ``<queue id>-<recipient hash>.documents/`` (what ``mappers.drop_files`` extracts: METADATA.XML,
+each document, the PDF of a CDA, the attachments; built under a temporary name and renamed whole) and then
+``<same>.eml`` (atomic write), so software that watches for ``.eml`` files only ever sees complete ones with
+their documents beside them; a retry rewrites the same names. Forwarding: SMTP or LMTP (one recipient per
+transaction, so one reply) to the internal MTA, with STARTTLS when offered (certificate checked against the
+system CAs). Blocking work runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from gateway.outbound.routing import Destination
 from gateway.outbound.transports.base import OutboundMessage, Outcome, RecipientResult, all_recipients
 from gateway.outbound.transports.folder import sync_directory, write_atomically
+from mappers.drop_files import drop_files
 from mappers.errors import MappingError
 from mappers.mime import parse_message
 
@@ -106,20 +108,9 @@ def _text(reply: bytes | str) -> str:
 
 
 def _extracted(content: bytes) -> dict[str, bytes]:
-    """The documents and attachments of the message by safe file name (none when it cannot be read)."""
+    """The files of ``mappers.drop_files`` for the message (none when it cannot be read)."""
     try:
         record = parse_message(content)
     except MappingError:
         return {}
-    files: dict[str, bytes] = {}
-    for filename, data in [(d.filename, d.content) for d in record.documents] + [
-        (a.filename, a.content) for a in record.attachments
-    ]:
-        name = Path(filename).name.lstrip(".") or "document"
-        stem, suffix = os.path.splitext(name)
-        candidate, number = name, 1
-        while candidate in files:
-            number += 1
-            candidate = f"{stem}-{number}{suffix}"
-        files[candidate] = data
-    return files
+    return drop_files(record)
