@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import stat
 import threading
 from email.message import EmailMessage
 from pathlib import Path
@@ -188,3 +189,17 @@ async def test_a_received_dsn_is_dropped_with_its_per_recipient_block(tmp_path: 
     status = files["delivery-status-1.txt"].decode()
     assert "Reporting-MTA: dns; mx.x.mssante.fr" in status
     assert "Final-Recipient: RFC822; dr.b@x.mssante.fr" in status and "Status: 5.2.2" in status
+
+
+async def test_a_setgid_drop_folder_passes_its_group_on_whatever_the_umask(tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    folder.chmod(0o2750)  # as the README says to prepare it for the business software's group
+    previous = os.umask(0o077)  # a restrictive umask must not hide the files from that group either
+    try:
+        await dropped(folder, with_documents(10, 3))
+    finally:
+        os.umask(previous)
+    [documents] = folder.glob("*.documents")
+    assert stat.S_IMODE(documents.stat().st_mode) == 0o2750
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [*folder.glob("*.eml"), *documents.iterdir()]} == {0o640}

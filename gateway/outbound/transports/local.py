@@ -18,6 +18,7 @@ import smtplib
 import ssl
 from pathlib import Path
 
+from gateway.file_modes import SHARED_DIR, make_dirs
 from gateway.outbound.routing import Destination
 from gateway.outbound.transports.base import OutboundMessage, Outcome, RecipientResult, all_recipients
 from gateway.outbound.transports.folder import sync_directory, write_atomically
@@ -54,12 +55,12 @@ class LocalTransport:
         stem = f"{message.queue_id or 0:010d}-{hashlib.sha256(recipients.encode()).hexdigest()[:12]}"
         files = _extracted(message.content)
         if files:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder, SHARED_DIR)
             building, final = folder / f".tmp-{stem}.documents", folder / f"{stem}.documents"
             for stale in (building, final):
                 if stale.exists():
                     shutil.rmtree(stale)  # an earlier attempt's, whose .eml may never have been written
-            building.mkdir()
+            make_dirs(building, SHARED_DIR)
             for filename, content in files.items():
                 write_atomically(building, filename, content)
             os.replace(building, final)
