@@ -27,6 +27,7 @@ from gateway.certs import CertificateWatch
 from gateway.channels.expiry import ChannelExpiry
 from gateway.channels.steps import citizen_intake
 from gateway.errors import ConfigError, SchemaMismatch, StoreError
+from gateway.file_modes import PRIVATE_DIR, make_dirs
 from gateway.inbound.imap_poller import ImapPoller, ingest_through
 from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
@@ -150,7 +151,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until a stop signal; the exit code for the process."""
         settings = self.settings
-        settings.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(settings.gateway.state_dir, PRIVATE_DIR)
         store = await asyncio.to_thread(connect_store, settings.store_url)
         self.store = store
         schema_later = await self._prepare(store)

@@ -57,15 +57,11 @@ _NIR = re.compile(
     r"(?<![0-9A-Za-z])[0-9] ?[0-9]{2} ?(?:0[1-9]|1[0-2]) ?(?:[0-9]{2}|2[ABab])"
     r" ?[0-9]{3} ?[0-9]{3}(?: ?[0-9]{2})?(?![0-9A-Za-z])"
 )
-_PATIENT_ADDRESS = re.compile(rf"[^\s<>\"'(),;:@]+@{re.escape(ins.CITIZEN_DOMAIN)}\b", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """``text`` with patient addresses' local parts and INS matricules masked (``2************89``)."""
-    text = _PATIENT_ADDRESS.sub(
-        lambda m: ins.mask(m.group(0).partition("@")[0]) + "@" + ins.CITIZEN_DOMAIN, text
-    )
-    return _NIR.sub(lambda m: ins.mask(m.group(0)), text)
+    return _NIR.sub(lambda m: ins.mask(m.group(0)), ins.mask_addresses(text))
 
 
 class RedactionFilter(logging.Filter):

@@ -8,7 +8,7 @@ Public API (stable):
     is_valid_matricule(text: str) -> bool
     normalize(text: str) -> str
     compute_key(first13: str) -> int
-    mask(matricule: str) -> str ; mask_address(address: str) -> str
+    mask(matricule: str) -> str ; mask_address(address: str) -> str ; mask_addresses(text: str) -> str
     check_patient_id(matricule: str, oid: str) -> str | None   # a sentence (masked) or None
     oid_name(oid: str) -> str | None ; is_ins_oid(oid: str) -> bool ; is_test_oid(oid: str) -> bool
     citizen_address(matricule: str) -> str ; parse_citizen_address(address: str) -> Matricule
@@ -18,6 +18,7 @@ Public API (stable):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -226,6 +227,14 @@ def mask_address(address: str) -> str:
     if at and domain.lower().rstrip(".") == CITIZEN_DOMAIN:
         return f"{mask(local.strip('<'))}@{domain.rstrip('>')}"
     return address
+
+
+_CITIZEN_ADDRESS = re.compile(rf"[^\s<>\"'(),;:@]+@{re.escape(CITIZEN_DOMAIN)}\b", re.IGNORECASE)
+
+
+def mask_addresses(text: str) -> str:
+    """``text`` with the matricule of every citizen address in it masked (reply texts, reasons, lists)."""
+    return _CITIZEN_ADDRESS.sub(lambda m: mask(m.group(0).partition("@")[0]) + "@" + CITIZEN_DOMAIN, text)
 
 
 def check_patient_id(matricule: str, oid: str) -> str | None:

@@ -36,7 +36,23 @@ _MSG_ID = re.compile(r"<[^<>\s]+>")
 XDM_FILENAME = "IHE_XDM.zip"
 _BOUNDARY_PARAM = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
 _DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,202})", re.MULTILINE)
-_EXTENSIONS = {"text/plain": ".txt", "text/html": ".html", "application/pdf": ".pdf"}
+_EXTENSIONS = {
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "application/pdf": ".pdf",
+    "message/rfc822": ".eml",
+    "message/delivery-status": ".txt",
+    "message/global-delivery-status": ".txt",
+    "message/disposition-notification": ".txt",
+    "text/rfc822-headers": ".txt",
+}
+# A report's parts come without a file name: the default name says which part of the report it is.
+_UNNAMED = {
+    "message/delivery-status": "delivery-status",
+    "message/global-delivery-status": "delivery-status",
+    "message/disposition-notification": "disposition-notification",
+    "text/rfc822-headers": "original-headers",
+}
 
 
 class MimeError(MappingError):
@@ -188,6 +204,7 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
         disposition_notification_to=_first(_addresses(message, "Disposition-Notification-To")),
         end_of_exchange=headers.is_end_of_exchange(_header(message, headers.X_MSS_MES)),
         problems=tuple(problems),
+        package_metadata=() if package is None else package.metadata,
     )
 
 
@@ -339,8 +356,9 @@ def _text(part: MIMEPart) -> str:
 
 def _content(part: Message) -> bytes:
     if part.get_content_maintype() == "message":
-        inner = _children(part)
-        return inner[0].as_bytes(policy=READ_POLICY) if inner else b""
+        # A delivery status is parsed as one block per message then per recipient: all of them are the
+        # content, not only the first.
+        return b"".join(inner.as_bytes(policy=READ_POLICY) for inner in _children(part))
     raw = part.get_payload(decode=True)
     return raw if isinstance(raw, bytes) else b""
 
@@ -350,7 +368,7 @@ def safe_filename(name: str | None, index: int, content_type: str) -> str:
     name = (name or "").replace("\\", "/").rpartition("/")[2]
     name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")).strip()
     if name in ("", ".", ".."):
-        name = f"attachment-{index}{_EXTENSIONS.get(content_type, '.bin')}"
+        name = f"{_UNNAMED.get(content_type, 'attachment')}-{index}{_EXTENSIONS.get(content_type, '.bin')}"
     return name
 
 

@@ -38,6 +38,8 @@ class MessageRecord:
     ``Sender`` header). ``documents`` and ``patient`` travel in the IHE_XDM.zip; ``end_of_exchange`` is
     ``X-MSS-MES: FIN``. ``problems`` lists what a received message got wrong without being unreadable
     (an XDM hash that disagrees, an X-MSS-INS that contradicts the package); it is empty when sending.
+    ``package_metadata`` is the received package's METADATA.XML, as it came (for drop folders); building
+    ignores it and it does not count in comparisons, since the documents already say what it says.
     """
 
     author: Mailbox
@@ -57,3 +59,4 @@ class MessageRecord:
     disposition_notification_to: Mailbox | None = None
     end_of_exchange: bool = False
     problems: tuple[str, ...] = field(default_factory=tuple)
+    package_metadata: tuple[bytes, ...] = field(default_factory=tuple, compare=False)

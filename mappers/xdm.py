@@ -62,7 +62,8 @@ class XdmPackage:
     """What a received IHE_XDM.zip says, and what is inconsistent in it.
 
     ``patient`` comes from METADATA.XML (patientId + sourcePatientInfo), ``cda_patient`` from the first CDA
-    header. Documents carry their file name in the package (``DOC0001.XML``) as ``filename``.
+    header. Documents carry their file name in the package (``DOC0001.XML``) as ``filename``. ``metadata``
+    holds each subset's METADATA.XML as received, for readers that want the XDS metadata itself.
     """
 
     patient: Patient | None
@@ -72,6 +73,7 @@ class XdmPackage:
     cda_patient: Patient | None = None
     cda_codes: tuple[str, ...] = field(default_factory=tuple)
     cda_headers: tuple[cda.CdaHeader, ...] = field(default_factory=tuple)
+    metadata: tuple[bytes, ...] = field(default_factory=tuple)
 
     @property
     def ins_qualified(self) -> bool:
@@ -299,6 +301,7 @@ def parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPac
         cda_patient=next((h.patient for h in headers if h.patient), None),
         cda_codes=_unique(h.code.code for h in headers if h.code and h.code.code),
         cda_headers=tuple(headers),
+        metadata=tuple(members[name] for name, _ in found),
     )
 
 

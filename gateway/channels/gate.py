@@ -4,7 +4,8 @@
 from ``<matricule>@patient.mssante.fr`` to a mailbox whose channel with that patient is closed, expired or
 unknown is refused, with a sentence saying why and since when. ``ChannelGate`` is the hook the intake
 calls: ``check`` answers an SMTP recipient (``550 5.7.1 …``), ``admit`` marks a message that arrived by
-IMAP as ``refused`` (kept, never delivered, never deleted) or files an accepted reply in its thread.
+IMAP as ``refused`` (kept, never delivered, never deleted: it gets no queue row) or files an accepted
+reply in its thread.
 """
 
 from __future__ import annotations
@@ -103,16 +104,18 @@ class ChannelGate:
             return new
         refusals = [await self._check(matricule, r) for r in recipients]
         open_to = [r for r, refusal in zip(recipients, refusals, strict=True) if refusal is None]
+        # A refusal is a refusal on every path: no queue row may carry refused mail to a drop folder or
+        # an internal MTA, whatever the message's state.
+        deliverable = tuple(r for r in new.recipients if r.address not in recipients or r.address in open_to)
         if not open_to:
             # Kept aside for a person, handed to no mailbox: no queue row (drop folder, forward host).
             first = next(r for r in refusals if r is not None)
-            return dataclasses.replace(new, state=REFUSED, state_reason=first.text, recipients=())
+            return dataclasses.replace(new, state=REFUSED, state_reason=first.text, recipients=deliverable)
         thread = record.in_reply_to, *record.references
         related = await asyncio.to_thread(self.channels.thread_of, [m for m in thread if m])
-        still_open = {r.lower() for r in open_to}
         return dataclasses.replace(
             new,
-            recipients=tuple(r for r in new.recipients if r.address.lower() in still_open),
+            recipients=deliverable,
             related_message_pk=new.related_message_pk or related,
             channel=ChannelIntent(tuple(open_to), (matricule,), "reply", new.message_id),
         )

@@ -1,6 +1,8 @@
 """``mssgw queue list|show|retry|hold|release|delete``: inspect and repair the outbound queue.
 
 A queue id is the id ``mssgw send`` printed (a message); ``--json`` prints machine-readable output.
+``list`` and ``show`` mask the INS in patient addresses unless ``--reveal`` (a terminal, a ticket or a
+script's log is no place for it); ``list`` stops at ``--limit`` messages and says so.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from datetime import datetime
 
 from gateway import wake
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of, stamp, to_json
+from gateway.errors import InputError
 from gateway.report_routes import ReportRoutes
 from gateway.store.queue_admin import PENDING, QueueAdmin, QueueEntry
+from mappers import ins
+
+DEFAULT_LIMIT = 1000
 
 _ACTIONS = {
     "retry": "make waiting or failed deliveries due now",
@@ -30,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing = actions.add_parser("list", help="messages with deliveries still to do (or --all)")
     listing.add_argument("--all", action="store_true", help="include delivered messages")
     listing.add_argument("--state", action="append", choices=[*PENDING, "sent", "notified"])
+    listing.add_argument(
+        "--limit", type=int, default=DEFAULT_LIMIT, help=f"messages to list (default {DEFAULT_LIMIT})"
+    )
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", help="one message: deliveries, attempts and audit trail")
     show.add_argument("id", type=int, metavar="ID")
@@ -39,9 +48,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action = actions.add_parser(name, help=description)
         action.add_argument("id", type=int, metavar="ID")
         action.set_defaults(handler=_act)
+    for parser in (listing, show):
+        parser.add_argument("--reveal", action="store_true", help="show patient addresses in full")
     for parser in (listing, show, *(actions.choices[n] for n in _ACTIONS)):
         add_config_option(parser)
         parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _masked(entry: QueueEntry, reveal: bool) -> QueueEntry:
+    """``entry`` with the INS in patient addresses masked, wherever an address may be quoted."""
+    if reveal:
+        return entry
+
+    def hide(text: str | None) -> str | None:
+        return None if text is None else ins.mask_addresses(text)
+
+    deliveries = tuple(
+        dataclasses.replace(
+            d,
+            recipient=ins.mask_addresses(d.recipient),
+            last_reply=hide(d.last_reply),
+            receipt_detail=hide(d.receipt_detail),
+            history=tuple(dataclasses.replace(a, reply=hide(a.reply)) for a in d.history),
+        )
+        for d in entry.deliveries
+    )
+    return dataclasses.replace(
+        entry,
+        envelope_from=ins.mask_addresses(entry.envelope_from),
+        state_reason=hide(entry.state_reason),
+        deliveries=deliveries,
+    )
 
 
 def _admin(args: argparse.Namespace) -> tuple[QueueAdmin, Callable[[], None]]:
@@ -51,6 +88,8 @@ def _admin(args: argparse.Namespace) -> tuple[QueueAdmin, Callable[[], None]]:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise InputError("--limit", f"{args.limit} lists nothing; give at least 1")
     admin, close = _admin(args)
     try:
         if args.state:
@@ -59,11 +98,17 @@ def _list(args: argparse.Namespace) -> int:
             states = (*PENDING, "sent", "notified")
         else:
             states = PENDING
-        entries = admin.entries(states)
+        found = admin.entries(states, limit=args.limit + 1)
     finally:
         close()
+    entries = [_masked(e, args.reveal) for e in found[: args.limit]]
+    more = ""
+    if len(found) > args.limit:
+        more = f"stopped at {args.limit} messages (the oldest); more are queued: raise --limit to see them"
     if args.json:
         print(to_json(entries))
+        if more:
+            print(more, file=sys.stderr)
         return 0
     if not entries:
         print("queue is empty")
@@ -74,6 +119,8 @@ def _list(args: argparse.Namespace) -> int:
         print(
             f"{entry.id:>8}  {stamp(entry.created_at)}  {entry.size:>9}  {entry.envelope_from:30}  {summary}"
         )
+    if more:
+        print(more)
     return 0
 
 
@@ -84,7 +131,7 @@ def _show(args: argparse.Namespace) -> int:
         if args.raw:
             sys.stdout.buffer.write(store.queue.raw(args.id))
             return 0
-        entry = store.queue.show(args.id)
+        entry = _masked(store.queue.show(args.id), args.reveal)
     finally:
         store.close()
     routes = ReportRoutes(settings.inbound, settings.submission.clients)

@@ -1,11 +1,14 @@
 """Opening the store: engine, SQLite pragmas, schema creation with a version row.
 
 SQLite (WAL, ``synchronous=FULL`` so a commit survives a power cut, ``BEGIN IMMEDIATE`` so concurrent
-writers queue instead of failing) is the embedded default; PostgreSQL is used through psycopg 3.
+writers queue instead of failing) is the embedded default, its file ``0600`` whatever the umask;
+PostgreSQL is used through psycopg 3.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import SchemaMismatch, StoreError
+from gateway.file_modes import PRIVATE_DIR, PRIVATE_FILE, create_file, make_dirs
 from gateway.store.channels import ChannelStore
 from gateway.store.imap_cursors import ImapCursors
 from gateway.store.queue_admin import QueueAdmin
@@ -45,7 +49,7 @@ def create_store_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            create_private_database(Path(parsed.database))
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 60},
@@ -55,6 +59,14 @@ def create_store_engine(url: str) -> Engine:
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def create_private_database(path: Path) -> None:
+    """Make the SQLite file ``0600`` (in a ``0700`` directory when it is missing) before SQLite opens it:
+    SQLite would follow the umask, and it gives its ``-wal`` and ``-shm`` files the database's mode."""
+    make_dirs(path.parent, PRIVATE_DIR)
+    with contextlib.suppress(FileExistsError):  # an existing store keeps the mode its owner gave it
+        os.close(create_file(path, PRIVATE_FILE, exclusive=True))
 
 
 def _configure_sqlite(engine: Engine) -> None:

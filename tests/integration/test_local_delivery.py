@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import stat
 import threading
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,8 +17,14 @@ from gateway.outbound.routing import Destination, Router
 from gateway.outbound.transports.base import OutboundMessage, OutboundRecipient, Outcome
 from gateway.outbound.transports.local import LocalTransport
 from gateway.settings import from_mapping
+from mappers.documents import Code
+from mappers.mime import build_message
+from mappers.records import Mailbox, MessageRecord
+from mappers.xds import LOINC_OID
 from tests.support.fake_operator import FakeOperatorFactory
 from tests.support.mail import MAILBOX, PEER_DOMAIN
+from tests.unit.mappers import samples
+from tests.unit.mappers.test_dsn import POSTFIX_DSN
 
 SENDER = f"dr@{PEER_DOMAIN}"
 
@@ -146,3 +153,53 @@ async def test_mail_for_a_mailbox_is_forwarded_over_lmtp() -> None:
         await server.wait_closed()
     assert [r.outcome for r in results] == [Outcome.DELIVERED, Outcome.DELIVERED]
     assert received == [(SENDER, [MAILBOX]), (SENDER, [f"b@{PEER_DOMAIN}"])]
+
+
+def received(content: bytes, queue_id: int = 7) -> OutboundMessage:
+    return OutboundMessage(SENDER, (OutboundRecipient(MAILBOX),), content, queue_id=queue_id)
+
+
+async def dropped(folder: Path, message: OutboundMessage) -> dict[str, bytes]:
+    """The ``.documents/`` files the local transport wrote for ``message``, by name."""
+    results = await LocalTransport(Destination("local", path=folder), "mssgw.test", 10).send(message)
+    assert [r.outcome for r in results] == [Outcome.DELIVERED]
+    [documents] = folder.glob("*.documents")
+    return {p.name: p.read_bytes() for p in sorted(documents.iterdir())}
+
+
+async def test_a_received_package_is_dropped_as_metadata_cda_and_decoded_pdf(tmp_path: Path) -> None:
+    letter = samples.cda_document(type_code=Code("11490-0", "Lettre de liaison", LOINC_OID))
+    record = MessageRecord(
+        Mailbox(SENDER), (Mailbox(MAILBOX),), "Lettre", patient=samples.patient(), documents=(letter,)
+    )
+    content = bytes(build_message(record, nil_reference="DEV935997", hostname="gw.test", now=samples.NOW))
+    files = await dropped(tmp_path, received(content))
+    assert sorted(files) == [
+        "DOC0001-lettre-de-liaison.cda.xml",
+        "DOC0001-lettre-de-liaison.pdf",
+        "METADATA.XML",
+    ]
+    assert files["DOC0001-lettre-de-liaison.pdf"] == samples.PDF
+    assert files["DOC0001-lettre-de-liaison.cda.xml"] == letter.content
+    assert b"ExtrinsicObject" in files["METADATA.XML"] and b"DOC0001.XML" in files["METADATA.XML"]
+
+
+async def test_a_received_dsn_is_dropped_with_its_per_recipient_block(tmp_path: Path) -> None:
+    files = await dropped(tmp_path, received(POSTFIX_DSN))
+    status = files["delivery-status-1.txt"].decode()
+    assert "Reporting-MTA: dns; mx.x.mssante.fr" in status
+    assert "Final-Recipient: RFC822; dr.b@x.mssante.fr" in status and "Status: 5.2.2" in status
+
+
+async def test_a_setgid_drop_folder_passes_its_group_on_whatever_the_umask(tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    folder.chmod(0o2750)  # as the README says to prepare it for the business software's group
+    previous = os.umask(0o077)  # a restrictive umask must not hide the files from that group either
+    try:
+        await dropped(folder, with_documents(10, 3))
+    finally:
+        os.umask(previous)
+    [documents] = folder.glob("*.documents")
+    assert stat.S_IMODE(documents.stat().st_mode) == 0o2750
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [*folder.glob("*.eml"), *documents.iterdir()]} == {0o640}

@@ -105,9 +105,9 @@ class Gateway:
         """``mssgw send …``; the queue id it printed."""
         return int(self.command("send", *args).stdout.strip())
 
-    def start(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start ``mssgw run`` (with ``env`` added to the environment) and return once it listens on its
-        wake socket."""
+    def start(self, env: dict[str, str] | None = None, umask: int = -1) -> subprocess.Popen[bytes]:
+        """Start ``mssgw run`` (with ``env`` added to the environment, under ``umask`` when given) and
+        return once it listens on its wake socket."""
         assert self.process is None, "already running"
         self.runs += 1
         socket_path = self.state_dir / "wake.sock"
@@ -119,6 +119,7 @@ class Gateway:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
+                umask=umask,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while not socket_path.exists():

@@ -9,7 +9,10 @@ import re
 import signal
 import smtplib
 import ssl
+import stat
 import time
+from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 
 from tests.support.gateway import Gateway, gateway_for
@@ -75,6 +78,28 @@ def test_a_trusted_operator_delivers_into_our_mailbox_drop_folder(
     content = dropped[0].read_bytes()
     assert content.startswith(b"Authentication-Results: mssgw.hopital.test.mssante.fr; dkim=none\r\n")
     assert content.endswith(raw.split(b"\r\n\r\n", 1)[1])
+
+
+def test_under_umask_000_the_store_is_private_and_the_drop_group_readable(
+    tmp_path: Path, pki: Pki, gateways: list[Gateway]
+) -> None:
+    gateway = operator_gateway(tmp_path, pki, "clinique.test.mssante.fr")
+    gateways.append(gateway)
+    gateway.start(umask=0)
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = PEER, MAILBOX, "Compte rendu"
+    mail.set_content("Bonjour\n")
+    mail.add_attachment(b"%PDF-1.4\n%%EOF\n", maintype="application", subtype="pdf", filename="cr.pdf")
+    assert deliver(gateway, pki, mail.as_bytes(policy=SMTP)).startswith("250 2.0.0 Queued as")
+    [dropped] = wait_for_files(tmp_path / "drop", "*.eml", 1)
+    assert gateway.stop() == 0
+    documents = dropped.with_suffix(".documents")
+    modes = {path: stat.S_IMODE(path.stat().st_mode) for path in (dropped, documents, *documents.iterdir())}
+    assert modes == {dropped: 0o640, documents: 0o750, documents / "cr.pdf": 0o640}
+    assert stat.S_IMODE((tmp_path / "drop").stat().st_mode) == 0o750
+    assert stat.S_IMODE(gateway.state_dir.stat().st_mode) == 0o700
+    store_files = list(gateway.state_dir.glob("mssgw.db*"))
+    assert store_files and {stat.S_IMODE(p.stat().st_mode) for p in store_files} == {0o600}
 
 
 def test_sighup_rereads_the_trust_list(tmp_path: Path, pki: Pki, gateways: list[Gateway]) -> None:

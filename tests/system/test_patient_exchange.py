@@ -240,7 +240,7 @@ def test_patient_replies_read_by_imap_are_filed_while_open_and_kept_refused_afte
         password.chmod(0o600)
         gateway = gateway_for(tmp_path / "gw", pki, mes)
         gateway.sections["gateway"]["test_mode"] = True
-        drop = tmp_path / "secretariat"
+        drop = tmp_path / "drop"
         gateway.sections["inbound"] = {
             "domains": ["hopital.test.mssante.fr"],
             "mailboxes": [{"address": SENDER, "drop_folder": str(drop)}],
@@ -282,6 +282,7 @@ def test_patient_replies_read_by_imap_are_filed_while_open_and_kept_refused_afte
                 wait_for(lambda: len(imported(store)) == 2, "the closed-channel reply stored")
                 wait_for(lambda: all("\\Seen" in f for f in mailbox.flags()), "both flagged on the server")
                 assert mailbox.count() == 2  # nothing deleted on the server
+            wait_for(lambda: any(drop.glob("*.eml")), "the open-channel reply in the drop folder")
             (open_id, open_state, thread, _), (kept_id, kept_state, _, reason) = imported(store)
         finally:
             store.close()
@@ -295,6 +296,8 @@ def test_patient_replies_read_by_imap_are_filed_while_open_and_kept_refused_afte
     assert [(r["id"], r["source"], r["reason"]) for r in gateway.json("channels", "refused")] == [
         (kept_id, "imap", why)
     ]
-    # Refused means never handed to the mailbox: no delivery row, nothing in its drop folder.
-    assert gateway.json("queue", "show", str(kept_id))["deliveries"] == []
-    assert [int(p.name.split("-")[0]) for p in drop.glob("*.eml")] == [open_id]
+    # Kept, never delivered: only the open-channel reply reaches the drop folder, and the refused one has
+    # no queue row at all.
+    assert [p.name.split("-")[0] for p in drop.glob("*.eml")] == [f"{open_id:010d}"]
+    queue = {entry["id"]: entry["deliveries"] for entry in gateway.json("queue", "list", "--all")}
+    assert kept_id not in queue and [d["recipient"] for d in queue[open_id]] == [SENDER]

@@ -2,7 +2,9 @@
 
 Written to a temporary name, flushed to disk, then renamed, so a reader never sees a partial file and a
 crash leaves at most a stray temporary file (``.tmp-*``), never a half message under its final name.
-``write_atomically`` is shared with the local transport's drop folders.
+``write_atomically`` is shared with the local transport's drop folders; files are ``0640`` and the
+directories made ``0750`` whatever the umask, for business software reading through a group
+(``gateway.file_modes``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import uuid
 from pathlib import Path
 
+from gateway.file_modes import SHARED_DIR, SHARED_FILE, create_file, make_dirs
 from gateway.outbound.transports.base import OutboundMessage, Outcome, RecipientResult, all_recipients
 
 
@@ -34,10 +37,11 @@ class FolderTransport:
 
 
 def write_atomically(directory: Path, name: str, content: bytes) -> None:
-    """Write ``directory/name`` through a flushed temporary file and a rename, then sync the directory."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write ``directory/name`` (``0640``) through a flushed temporary file and a rename, then sync the
+    directory."""
+    make_dirs(directory, SHARED_DIR)
     temporary = directory / f".tmp-{name}"
-    with open(temporary, "wb") as handle:
+    with os.fdopen(create_file(temporary, SHARED_FILE), "wb") as handle:
         handle.write(content)
         handle.flush()
         os.fsync(handle.fileno())

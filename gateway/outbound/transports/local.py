@@ -1,10 +1,11 @@
 """The local transport: mail for one of our mailboxes, dropped as files and/or forwarded inside the hospital.
 
-Drop folder: ``<queue id>-<recipient hash>.documents/`` (the extracted documents and attachments, built
-under a temporary name and renamed whole) and then ``<same>.eml`` (atomic write), so software that watches
-for ``.eml`` files only ever sees complete ones with their documents beside them; a retry rewrites the same
-names. Forwarding: SMTP or LMTP (one recipient per transaction, so one reply) to the internal MTA, with
-STARTTLS when offered (certificate checked against the system CAs). Blocking work runs in a worker thread.
+Drop folder: ``<queue id>-<recipient hash>.documents/`` (what ``mappers.drop_files`` extracts: METADATA.XML,
+each document, the PDF of a CDA, the attachments; built under a temporary name and renamed whole) and then
+``<same>.eml`` (atomic write), so software that watches for ``.eml`` files only ever sees complete ones with
+their documents beside them; a retry rewrites the same names. Forwarding: SMTP or LMTP (one recipient per
+transaction, so one reply) to the internal MTA, with STARTTLS when offered (certificate checked against the
+system CAs). Blocking work runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import smtplib
 import ssl
 from pathlib import Path
 
+from gateway.file_modes import SHARED_DIR, make_dirs
 from gateway.outbound.routing import Destination
 from gateway.outbound.transports.base import OutboundMessage, Outcome, RecipientResult, all_recipients
 from gateway.outbound.transports.folder import sync_directory, write_atomically
+from mappers.drop_files import drop_files
 from mappers.errors import MappingError
 from mappers.mime import parse_message
 
@@ -56,12 +59,12 @@ class LocalTransport:
         stem = f"{message.queue_id or 0:010d}-{hashlib.sha256(recipients.encode()).hexdigest()[:12]}"
         files = _extracted(message.content)
         if files:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder, SHARED_DIR)
             building, final = folder / f".tmp-{stem}.documents", folder / f"{stem}.documents"
             for stale in (building, final):
                 if stale.exists():
                     shutil.rmtree(stale)  # an earlier attempt's, whose .eml may never have been written
-            building.mkdir()
+            make_dirs(building, SHARED_DIR)
             for filename, content in files.items():
                 write_atomically(building, filename, content)
             os.replace(building, final)
@@ -110,20 +113,9 @@ def _text(reply: bytes | str) -> str:
 
 
 def _extracted(content: bytes) -> dict[str, bytes]:
-    """The documents and attachments of the message by safe file name (none when it cannot be read)."""
+    """The files of ``mappers.drop_files`` for the message (none when it cannot be read)."""
     try:
         record = parse_message(content)
     except MappingError:
         return {}
-    files: dict[str, bytes] = {}
-    for filename, data in [(d.filename, d.content) for d in record.documents] + [
-        (a.filename, a.content) for a in record.attachments
-    ]:
-        name = Path(filename).name.lstrip(".") or "document"
-        stem, suffix = os.path.splitext(name)
-        candidate, number = name, 1
-        while candidate in files:
-            number += 1
-            candidate = f"{stem}-{number}{suffix}"
-        files[candidate] = data
-    return files
+    return drop_files(record)
