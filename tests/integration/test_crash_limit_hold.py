@@ -30,8 +30,10 @@ def test_a_crash_limit_hold_is_logged_and_shown(
     pk = store.repository.add_messages([new], T0)[0].pk
     now = T0
     with caplog.at_level(logging.INFO, logger="gateway.audit"):
-        for _ in range(4):  # three leases expire with the daemon that held them: the third is the limit
-            store.repository.claim_due("a", now, LEASE, 100, 3)
+        # Three daemons die holding the lease in turn; the fourth finds the third expiry: the limit. (A daemon
+        # never reclaims its own leases, so each claim comes from another instance.)
+        for owner in ("a", "b", "c", "d"):
+            store.repository.claim_due(owner, now, LEASE, 100, 3)
             now += timedelta(minutes=11)
     store.close()
     [held] = [r for r in caplog.records if r.name == "gateway.audit" and r.getMessage() == "held"]
