@@ -28,10 +28,14 @@ def make_dirs(path: Path, mode: int) -> None:
         path = path.parent
     for directory in reversed(missing):
         try:
-            directory.mkdir()
+            directory.mkdir(mode)
         except FileExistsError:
             continue  # made meanwhile by another writer, who chose its mode
-        os.chmod(directory, mode | (directory.stat().st_mode & stat.S_ISGID))
+        made = directory.stat().st_mode
+        # Under the unit's UMask=0027 mkdir already gave ``mode``; chmod only when another umask did not,
+        # because the unit's RestrictSUIDSGID=yes refuses a chmod that keeps the inherited setgid bit.
+        if stat.S_IMODE(made) & 0o777 != mode:
+            os.chmod(directory, mode | (made & stat.S_ISGID))
 
 
 def create_file(path: Path, mode: int, *, exclusive: bool = False) -> int:

@@ -10,6 +10,7 @@ import threading
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope
 
@@ -203,3 +204,28 @@ async def test_a_setgid_drop_folder_passes_its_group_on_whatever_the_umask(tmp_p
     [documents] = folder.glob("*.documents")
     assert stat.S_IMODE(documents.stat().st_mode) == 0o2750
     assert {stat.S_IMODE(p.stat().st_mode) for p in [*folder.glob("*.eml"), *documents.iterdir()]} == {0o640}
+
+
+async def test_a_setgid_drop_folder_works_under_the_units_restrict_suid_sgid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd's RestrictSUIDSGID=yes makes a chmod that sets the setgid bit fail with EPERM: under the
+    unit's UMask=0027 the folders must come out right without one."""
+    real_chmod = os.chmod
+
+    def restricted_chmod(path: object, mode: int, *args: object, **kwargs: object) -> None:
+        if mode & (stat.S_ISUID | stat.S_ISGID):
+            raise PermissionError(1, "Operation not permitted (RestrictSUIDSGID)")
+        real_chmod(path, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "chmod", restricted_chmod)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    real_chmod(folder, 0o2750)
+    previous = os.umask(0o027)  # systemd/mssgw.service: UMask=0027
+    try:
+        await dropped(folder, with_documents(10, 3))
+    finally:
+        os.umask(previous)
+    [documents] = folder.glob("*.documents")
+    assert stat.S_IMODE(documents.stat().st_mode) == 0o2750

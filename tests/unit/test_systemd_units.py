@@ -68,6 +68,7 @@ def test_the_service_runs_hardened_as_its_own_user() -> None:
     expected = {
         "User": "mssgw",
         "StateDirectory": "mssgw",
+        "StateDirectoryMode": "0700",  # gateway.file_modes.PRIVATE_DIR: the store holds every message
         "ProtectSystem": "strict",
         "ReadWritePaths": "/var/lib/mssgw",
         "ProtectHome": "yes",
@@ -96,7 +97,7 @@ def test_the_user_and_its_folders_are_declared() -> None:
     assert any(line.startswith("u mssgw ") for line in sysusers.splitlines())
     tmpfiles = (UNITS / "mssgw.tmpfiles.conf").read_text(encoding="utf-8")
     assert any(
-        line.split()[:5] == ["d", "/var/lib/mssgw", "0750", "mssgw", "mssgw"]
+        line.split()[:5] == ["d", "/var/lib/mssgw", "0700", "mssgw", "mssgw"]
         for line in tmpfiles.splitlines()
         if line.strip()
     )
