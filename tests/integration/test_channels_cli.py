@@ -12,37 +12,17 @@ from gateway.cli import main
 from gateway.settings import load
 from gateway.store.db import open_store
 from mappers.mime import parse_message
-from tests.support.gateway import render_config
+from tests.support.gateway import folder_config, patient_file
 
 PRO = "dr.chaput@hopital.test.mssante.fr"
 OTHER = "sage-femme@hopital.test.mssante.fr"
 PATIENT = "279035121518989@patient.mssante.fr"
-IDENTITY = {
-    "matricule": "279035121518989",
-    "oid": "1.2.250.1.213.1.4.8",
-    "birth_name": "PAT-TROIS",
-    "given_name": "DOMINIQUE",
-    "birth_date": "1979-03-28",
-    "sex": "F",
-}
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "mssgw.toml"
-    sections = {"gateway": {"state_dir": str(tmp_path / "state"), "hostname": "mssgw.hopital.test.mssante.fr",
-                            "nil_reference": "DEV935997"}}  # fmt: skip
-    path.write_text(
-        render_config(sections, [{"domain": "*", "transport": "folder", "path": str(tmp_path / "out")}]),
-        encoding="utf-8",
-    )
+    path = folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997")
     return path
-
-
-def patient_file(tmp_path: Path, **changes: str) -> str:
-    path = tmp_path / "patient.json"
-    path.write_text(json.dumps({**IDENTITY, **changes}), encoding="utf-8")
-    return str(path)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

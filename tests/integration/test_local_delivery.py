@@ -192,18 +192,27 @@ async def test_a_received_dsn_is_dropped_with_its_per_recipient_block(tmp_path: 
     assert "Final-Recipient: RFC822; dr.b@x.mssante.fr" in status and "Status: 5.2.2" in status
 
 
-async def test_a_setgid_drop_folder_passes_its_group_on_whatever_the_umask(tmp_path: Path) -> None:
+async def dropped_in_setgid_folder(tmp_path: Path, umask: int) -> Path:
+    """Drop a message with documents into a folder prepared as the README says (``chmod 2750``) under
+    ``umask``; its ``.documents/`` folder."""
     folder = tmp_path / "drop"
     folder.mkdir()
-    folder.chmod(0o2750)  # as the README says to prepare it for the business software's group
-    previous = os.umask(0o077)  # a restrictive umask must not hide the files from that group either
+    folder.chmod(0o2750)
+    previous = os.umask(umask)
     try:
         await dropped(folder, with_documents(10, 3))
     finally:
         os.umask(previous)
     [documents] = folder.glob("*.documents")
+    return documents
+
+
+async def test_a_setgid_drop_folder_passes_its_group_on_whatever_the_umask(tmp_path: Path) -> None:
+    # A restrictive umask must not hide the files from the business software's group either.
+    documents = await dropped_in_setgid_folder(tmp_path, 0o077)
     assert stat.S_IMODE(documents.stat().st_mode) == 0o2750
-    assert {stat.S_IMODE(p.stat().st_mode) for p in [*folder.glob("*.eml"), *documents.iterdir()]} == {0o640}
+    files = [*documents.parent.glob("*.eml"), *documents.iterdir()]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o640}
 
 
 async def test_a_setgid_drop_folder_works_under_the_units_restrict_suid_sgid(
@@ -214,18 +223,10 @@ async def test_a_setgid_drop_folder_works_under_the_units_restrict_suid_sgid(
     real_chmod = os.chmod
 
     def restricted_chmod(path: object, mode: int, *args: object, **kwargs: object) -> None:
-        if mode & (stat.S_ISUID | stat.S_ISGID):
+        if mode & (stat.S_ISUID | stat.S_ISGID) and Path(str(path)).name != "drop":
             raise PermissionError(1, "Operation not permitted (RestrictSUIDSGID)")
         real_chmod(path, mode, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(os, "chmod", restricted_chmod)
-    folder = tmp_path / "drop"
-    folder.mkdir()
-    real_chmod(folder, 0o2750)
-    previous = os.umask(0o027)  # systemd/mssgw.service: UMask=0027
-    try:
-        await dropped(folder, with_documents(10, 3))
-    finally:
-        os.umask(previous)
-    [documents] = folder.glob("*.documents")
+    monkeypatch.setattr(os, "chmod", restricted_chmod)  # the drop folder itself is the sysadmin's chmod
+    documents = await dropped_in_setgid_folder(tmp_path, 0o027)  # systemd/mssgw.service: UMask=0027
     assert stat.S_IMODE(documents.stat().st_mode) == 0o2750

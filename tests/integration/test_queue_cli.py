@@ -10,31 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import render_config
+from tests.support.gateway import folder_config, patient_file
 
 PRO = "dr.chaput@hopital.test.mssante.fr"
 PATIENT = "279035121518989@patient.mssante.fr"
 MASKED = "2************89@patient.mssante.fr"
-IDENTITY = {
-    "matricule": "279035121518989",
-    "oid": "1.2.250.1.213.1.4.8",
-    "birth_name": "PAT-TROIS",
-    "given_name": "DOMINIQUE",
-    "birth_date": "1979-03-28",
-    "sex": "F",
-}
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "mssgw.toml"
-    sections = {"gateway": {"state_dir": str(tmp_path / "state"), "hostname": "mssgw.hopital.test.mssante.fr",
-                            "nil_reference": "DEV935997"}}  # fmt: skip
-    path.write_text(
-        render_config(sections, [{"domain": "*", "transport": "folder", "path": str(tmp_path / "out")}]),
-        encoding="utf-8",
-    )
-    (tmp_path / "patient.json").write_text(json.dumps(IDENTITY), encoding="utf-8")
+    path = folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997")
+    patient_file(tmp_path)
     return path
 
 

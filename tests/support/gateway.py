@@ -231,6 +231,24 @@ def folder_config(directory: Path, **gateway: Any) -> Path:
     return path
 
 
+PATIENT_FILE = {
+    "matricule": "279035121518989",
+    "oid": "1.2.250.1.213.1.4.8",
+    "birth_name": "PAT-TROIS",
+    "given_name": "DOMINIQUE",
+    "birth_date": "1979-03-28",
+    "sex": "F",
+}
+"""The ``--patient`` file of PAT-TROIS Dominique (MSSANTE.md §5.7), as ``mssgw send`` reads it."""
+
+
+def patient_file(directory: Path, **changes: str) -> str:
+    """``directory/patient.json``: :data:`PATIENT_FILE` with ``changes``; its path."""
+    path = directory / "patient.json"
+    path.write_text(json.dumps({**PATIENT_FILE, **changes}), encoding="utf-8")
+    return str(path)
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     import socket
