@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -42,15 +42,16 @@ __all__ = [
     "parse_mdn",
 ]
 
-# ANS integration error codes (MSSANTE.md §5.8, P1 error-codes.md).
+# The ANS applicationErrorCondition table, labels word for word (volet "Transmission au LPS de documents
+# CDA provenant d'un courriel MSSanté", page error-codes; MSSANTE.md §5.8): a receiving PFI may match them.
 ERROR_LABELS: Final[dict[int, str]] = {
-    900: "Version incorrecte (remplacement/suppression)",
-    901: "Auteur non autorisé",
-    902: "Identifiant de patient inconnu",
+    900: "Version du document incorrecte lors d'une demande de remplacement/suppression",
+    901: "Auteur non autorisé à remplacer ou supprimer un document",
+    902: "Identifiant patient inconnu",
     903: "INS non présent dans le document",
-    904: "INS ne correspond pas exactement (traits ou matricule)",
-    905: "INS non complet (traits manquants)",
-    906: "Erreur Autre",
+    904: "L'INS transmis ne correspond pas exactement à celui stocké dans la base du consommateur",
+    905: "L'INS transmis n'est pas complet",
+    906: "Erreur 'Autre'",
 }
 KO_PREFIX: Final = "[KO Intégration système !]"
 
@@ -134,6 +135,8 @@ def build_mdn(
     headers = header_block(original)
     parsed = HeaderParser(policy=READ_POLICY).parsestr(headers)
     original_id = " ".join(str(parsed.get("Message-ID", "")).split()) or None
+    # RFC 8098 § 3.2.3: copied from the original's Original-Recipient header, absent when it was absent.
+    original_recipient = " ".join(str(parsed.get("Original-Recipient", "")).split()) or None
     subject = " ".join(str(parsed.get("Subject", "")).split())
 
     report = EmailMessage(policy=MESSAGE_POLICY)
@@ -162,7 +165,7 @@ def build_mdn(
             fields_block(
                 [
                     ("Reporting-UA", f"{hostname}; mssgw"),
-                    ("Original-Recipient", f"rfc822; {final_recipient}"),
+                    ("Original-Recipient", original_recipient),
                     ("Final-Recipient", f"rfc822; {final_recipient}"),
                     ("Original-Message-ID", original_id),
                     ("Disposition", disposition.field()),
@@ -170,12 +173,17 @@ def build_mdn(
             )
         ]
     )
-    parts: list[Message | str] = [human, notification, returned_part(original, headers, full=False)]
+    # The ANS page: the third part is the original message itself, and its attachments come back after it.
+    parts: list[Message | str] = [human, notification, returned_part(original, headers, full=True)]
     for attachment in attachments:
         part = MIMEPart(policy=MESSAGE_POLICY)
         maintype, _, subtype = attachment.content_type.partition("/")
         part.set_content(
-            attachment.content, maintype, subtype or "octet-stream", filename=attachment.filename
+            attachment.content,
+            maintype,
+            subtype or "octet-stream",
+            filename=attachment.filename,
+            params={"name": attachment.filename},
         )
         parts.append(part)
     report.set_payload(parts)
@@ -231,6 +239,10 @@ def parse_mdn(message: EmailMessage) -> DispositionReport | None:
         raise MdnError("disposition-notification report without a message/disposition-notification part")
     fields = _fields(part)
     final = _typed(fields.get("final-recipient"))
+    if final is None and part.get("Final-Recipient") is not None:
+        # The ANS's own example writes the fields in the part's header, with no blank line before them.
+        fields = _field_values(part.raw_items())
+        final = _typed(fields.get("final-recipient"))
     if final is None:
         raise MdnError("MDN without Final-Recipient (RFC 8098 § 3.2.4)")
     disposition_text = fields.get("disposition")
@@ -239,7 +251,8 @@ def parse_mdn(message: EmailMessage) -> DispositionReport | None:
     return DispositionReport(
         final_recipient=final,
         disposition=_disposition(disposition_text),
-        original_message_id=" ".join((fields.get("original-message-id") or "").split()) or None,
+        # "<id >" (a space inside the brackets, as in the ANS example) still names the message "<id>".
+        original_message_id="".join((fields.get("original-message-id") or "").split()) or None,
         original_recipient=_typed(fields.get("original-recipient")),
         reporting_ua=" ".join((fields.get("reporting-ua") or "").split()) or None,
     )
@@ -254,6 +267,11 @@ def _fields(part: Message) -> dict[str, str]:
         raw = part.get_payload(decode=True)
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
         items = HeaderParser(policy=READ_POLICY).parsestr(text.strip() + "\n\n").raw_items()
+    return _field_values(items)
+
+
+def _field_values(items: Iterable[tuple[str, object]]) -> dict[str, str]:
+    """Field name (lower case) → its unfolded value."""
     return {name.lower(): " ".join(re.sub(r"\r?\n", "", str(value)).split()) for name, value in items}
 
 

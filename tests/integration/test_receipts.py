@@ -156,7 +156,7 @@ async def test_an_mdn_error_keeps_the_ans_code_and_an_unmatched_receipt_is_kept_
     colleague = deliveries(store, pk)[COLLEAGUE]
     assert (colleague.receipt_status, colleague.receipt_detail) == (
         "error",
-        "902^Identifiant de patient inconnu",
+        "902^Identifiant patient inconnu",
     )
 
     stray = negative.as_bytes().replace(_id(original).encode(), b"<unknown@nowhere>")
@@ -217,18 +217,21 @@ async def test_a_package_whose_cda_and_metadata_disagree_gets_the_ans_904_mdn(
     assert [p.get_content_type() for p in parts] == [
         "text/plain",
         "message/disposition-notification",
-        "text/rfc822-headers",
+        "message/rfc822",
         "application/zip",
         "application/pdf",
     ]
-    assert "l'erreur 904^INS ne correspond pas exactement (traits ou matricule)" in parts[0].get_content()
+    label = "L'INS transmis ne correspond pas exactement à celui stocké dans la base du consommateur"
+    assert f"l'erreur 904^{label}" in parts[0].get_content()
     fields = parts[1].get_payload()[0]
     original_message = email.message_from_bytes(original, policy=email.policy.default)
     assert fields["Disposition"] == (
-        "automatic-action/MDN-sent-automatically; processed/Error: 904^INS ne correspond pas exactement "
-        "(traits ou matricule)"
+        "automatic-action/MDN-sent-automatically; processed/Error: 904^L'INS transmis ne correspond pas "
+        "exactement a celui stocke dans la base du consommateur"  # the field is US-ASCII (RFC 8098)
     )
     assert fields["Final-Recipient"] == f"rfc822; {PRO}"
+    assert "Original-Recipient" not in fields  # the original had none (RFC 8098 § 3.2.3)
+    assert parts[2].get_content()["Message-ID"] == original_message["Message-ID"]
     assert fields["Original-Message-ID"] == original_message["Message-ID"]
     assert str(answer["Subject"]).startswith("[KO Intégration système !][904] XDM/1.0/DDM+")
     assert answer["In-Reply-To"] == original_message["Message-ID"]
@@ -236,6 +239,7 @@ async def test_a_package_whose_cda_and_metadata_disagree_gets_the_ans_904_mdn(
     sent = {p.get_filename(): p.get_content() for p in original_message.iter_attachments()}
     returned = {p.get_filename(): p.get_content() for p in parts[3:]}
     assert returned == sent and "IHE_XDM.zip" in returned
+    assert [p.get_param("name") for p in parts[3:]] == [p.get_filename() for p in parts[3:]]
 
 
 @pytest.mark.parametrize(
@@ -264,3 +268,29 @@ async def test_a_receipt_is_never_answered_with_a_receipt(store: Store, steps: C
     )
     receipt["Disposition-Notification-To"] = COLLEAGUE
     assert await answer_of(store, steps, receipt.as_bytes()) is None
+
+
+async def test_an_mdn_in_the_ans_pages_shape_records_its_902(store: Store, steps: CitizenSteps) -> None:
+    pk, original = await send_original(store, steps)
+    await receive(store, steps, samples.ans_shaped_mdn(_id(original), COLLEAGUE, PRO), T0)
+    colleague = deliveries(store, pk)[COLLEAGUE]
+    assert (colleague.receipt_status, colleague.receipt_detail) == (
+        "error",
+        "902^Identifiant patient inconnu",
+    )
+
+
+def test_an_mdn_copies_the_originals_original_recipient_header() -> None:
+    original = b"Original-Recipient: rfc822;Dr.B@x.mssante.fr\r\nMessage-ID: <o@x>\r\nSubject: s\r\n\r\nb\r\n"
+    mdn = build_mdn(
+        original,
+        disposition=Disposition(),
+        final_recipient="b@x.mssante.fr",
+        sender="b@x.mssante.fr",
+        recipient=PRO,
+        hostname="x.mssante.fr",
+        now=T0,
+    )
+    fields = mdn.get_payload()[1].get_payload()[0]
+    assert fields["Original-Recipient"] == "rfc822;Dr.B@x.mssante.fr"
+    assert fields["Final-Recipient"] == "rfc822; b@x.mssante.fr"

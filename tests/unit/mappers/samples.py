@@ -120,3 +120,34 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
  >&lol9;</lcm:SubmitObjectsRequest>
 """
+
+
+def ans_shaped_mdn(original_id: str, final_recipient: str, to: str) -> bytes:
+    """An error 902 MDN in the shape of the ANS page's example (struct-msg-mdn), written anew.
+
+    Its quirks, all seen from peers: no blank line after the header section nor in any part, the
+    disposition fields in the part's own header, trailing spaces, a space inside the Original-Message-ID
+    brackets, 8-bit UTF-8 in the header, and a closing boundary with a dash that is not one (so the last
+    part never closes).
+    """
+    return f"""Date: Tue, 14 May 2024 09:12:00 +0200
+From: {final_recipient}
+Message-Id: <20240514091200.777@chb.mssante.fr>
+Subject: [KO Intégration système !][902] XDM/1.0/DDM+ECHOGRAPHIE ABDOMINOPELVIENNE CORSE FIGATELLIX 12/10/1988
+To: {to}
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=disposition-notification; boundary="KQZ.5521"
+--KQZ.5521
+Le document n’a pas pu être intégré.
+Le système a retourné l'erreur 902^Identifiant patient inconnu^messageErrorCondition| E^Error^errorSeverity
+--KQZ.5521
+Content-Type: message/disposition-notification
+Original-Recipient: rfc822;{final_recipient} 
+Final-Recipient: rfc822; {final_recipient} 
+Original-Message-ID: {original_id[:-1]} >
+Disposition:automatic-action/MDN-sent-automatically; processed/Error: 902^Identifiant patient inconnu^messageErrorCondition| E^Error^errorSeverity
+--KQZ.5521
+Content-Type: message/rfc822
+Le courriel d'origine.
+--KQZ.5521—
+""".encode()  # noqa: E501, W291

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mappers.folding import READ_POLICY
 from mappers.mdn import ERROR_LABELS, Disposition, MdnError, build_mdn, original_attachments, parse_mdn
 from mappers.records import Attachment
+from tests.unit.mappers import samples
 
 NOW = datetime(2024, 2, 20, 4, 19, tzinfo=UTC)
 ORIGINAL = (
@@ -22,28 +23,9 @@ ORIGINAL = (
     b"Message-ID: <199509192301.23456@chb.mssante.fr>\r\n\r\nbody\r\n"
 )
 
-# MSSANTE.md §8.3: the ANS example, boundaries and spacing as published (its broken boundaries fixed).
-ANS_EXAMPLE = b"""Date: Wed, 20 Feb 2024 00:19:00 -0400
-From: serviceY_auto@chb.mssante.fr
-Message-Id: <199509200019.12345@chb.mssante.fr>
-Subject: [KO Integration systeme !][902] XDM/1.0/DDM+ECHOGRAPHIE ABDOMINOPELVIENNE CORSE FIGATELLIX 12/10/1988
-To: serviceY@chb.mssante.fr
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=disposition-notification; boundary="RAA14128.773615765"
-
---RAA14128.773615765
-
-Le document n'a pas pu etre integre.
-Le systeme a retourne l'erreur 902^Identifiant de patient inconnu^messageErrorCondition| E^Error^errorSeverity
---RAA14128.773615765
-Content-Type: message/disposition-notification
-
-Original-Recipient: rfc822;serviceY_auto@chb.mssante.fr
-Final-Recipient: rfc822; serviceY_auto@chb.mssante.fr
-Original-Message-ID: <199509192301.23456 >
-Disposition:automatic-action/MDN-sent-automatically; processed/Error: 902^Identifiant de patient inconnu^messageErrorCondition| E^Error^errorSeverity
---RAA14128.773615765--
-"""  # noqa: E501
+ANS_EXAMPLE = samples.ans_shaped_mdn(
+    "<199509192301.23456@chb.mssante.fr>", "serviceY_auto@chb.mssante.fr", "serviceY@chb.mssante.fr"
+)
 
 
 def parsed(raw: bytes) -> EmailMessage:
@@ -57,9 +39,9 @@ def test_the_ans_example_is_read_with_its_error_code() -> None:
     assert report is not None
     assert report.final_recipient == "serviceY_auto@chb.mssante.fr"
     assert report.original_recipient == "serviceY_auto@chb.mssante.fr"
-    assert report.original_message_id == "<199509192301.23456 >"
+    assert report.original_message_id == "<199509192301.23456@chb.mssante.fr>"  # the original's own id
     assert report.disposition == Disposition(
-        type="processed", automatic=True, error_code=902, error_label="Identifiant de patient inconnu"
+        type="processed", automatic=True, error_code=902, error_label="Identifiant patient inconnu"
     )
 
 
