@@ -3,8 +3,9 @@
 ``recipient_refusal`` judges one recipient before anything is stored: outgoing mail to a patient must
 pass the patient rules; mail from a patient (SMTP) needs an open channel, else ``550 5.7.1`` and why.
 ``finish`` shapes the message just before its commit: outgoing mail gets ``X-MSS-MES: FIN`` and its
-channel change; a received DSN/MDN updates the original's recipients and is forwarded to the original's
-sender the way that sender came (``gateway.report_routes``); patient mail that came by IMAP on a
+channel change; a received DSN/MDN or automatic reply updates the original's recipients and is forwarded to
+the original's sender the way that sender came (``gateway.report_routes``) — a patient's automatic reply is
+patient mail that is no exchange on the channel; patient mail that came by IMAP on a
 closed channel is kept ``refused``; a read-receipt request on a package gets its MDN, committed together.
 """
 
@@ -15,7 +16,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from gateway.channels.gate import ChannelGate
+from gateway.channels.gate import ChannelGate, patient_matricule
 from gateway.channels.outgoing import PatientMailRefused, admit_outgoing
 from gateway.channels.rules import Refusal, check_patient_mail
 from gateway.inbound.arrival import Arrival, Verdict
@@ -28,7 +29,7 @@ from gateway.report_routes import NO_NOTIFY, ReportRoutes
 from gateway.settings import Settings
 from gateway.store.channels import ChannelStore
 from gateway.store.db import Store
-from gateway.store.receipts import ReceiptUpdate
+from gateway.store.receipts import AUTO_REPLY, ReceiptUpdate
 from gateway.store.repository import NewMessage, OriginalSender, Recipient
 from gateway.store_health import StoreHealth
 from mappers.records import MessageRecord
@@ -155,6 +156,15 @@ class CitizenSteps:
         if new.source in INTERNAL_SOURCES:
             return admit_outgoing(new, record, self.settings)
         receipt = await asyncio.to_thread(read_receipt, new.raw)
+        if (
+            receipt is not None
+            and receipt.kind == AUTO_REPLY
+            and patient_matricule(new.envelope_from, record.author.address)
+        ):
+            # A patient's absence reply is still patient mail (refused on a closed channel, on every path)
+            # but never an exchange: it neither keeps the channel alive nor closes it, whatever it quotes.
+            admitted = await self.gate.admit(new, record, ours)
+            return dataclasses.replace(admitted, kind=receipt.kind, receipt=receipt, channel=None)
         if receipt is not None:
             new = dataclasses.replace(new, kind=receipt.kind, receipt=receipt)
             return await self._forward_receipt(new, receipt)

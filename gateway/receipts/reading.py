@@ -11,8 +11,9 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 
-from gateway.store.receipts import ReceiptUpdate, RecipientStatus
+from gateway.store.receipts import AUTO_REPLY, ReceiptUpdate, RecipientStatus
 from mappers import ins
+from mappers.auto_reply import AutoReply, is_auto_reply, read_auto_reply
 from mappers.dsn import DeliveryReport, DsnError, RecipientReport
 from mappers.dsn_read import parse_dsn
 from mappers.folding import READ_POLICY
@@ -70,17 +71,27 @@ def from_mdn(report: DispositionReport) -> ReceiptUpdate:
     return ReceiptUpdate("mdn", report.original_message_id, None, (status,))
 
 
+def from_auto_reply(reply: AutoReply) -> ReceiptUpdate:
+    """Status of an absence or redirection reply: ``auto-reply``, with what the reply says."""
+    status = RecipientStatus(recipient=reply.responder, status=AUTO_REPLY, detail=reply.text or None)
+    return ReceiptUpdate(AUTO_REPLY, reply.original_message_id, None, (status,))
+
+
 def read_receipt(raw: bytes) -> ReceiptUpdate | None:
-    """The receipt a received message is, or ``None`` when it is not a (readable) DSN or MDN.
+    """The receipt a received message is, or ``None`` when it is not a (readable) DSN, MDN or auto-reply.
 
     A malformed report is not a receipt for the store: it is kept as an ordinary message.
     """
     head = BytesHeaderParser(policy=READ_POLICY).parsebytes(raw)
-    if head.get_content_type() != "multipart/report":
+    report = head.get_content_type() == "multipart/report"
+    if not report and not is_auto_reply(head):
         return None  # most mail: the header section is enough to tell
     message = BytesParser(policy=READ_POLICY).parsebytes(raw)
     if not isinstance(message, EmailMessage):
         return None
+    if not report:
+        reply = read_auto_reply(message)
+        return None if reply is None else from_auto_reply(reply)
     try:
         dsn = parse_dsn(message)
         if dsn is not None:

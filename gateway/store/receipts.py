@@ -18,15 +18,19 @@ from gateway.store.audit import write_audit
 from gateway.store.tables import Delivery, Message
 
 UNMATCHED = "unmatched"
+AUTO_REPLY = "auto-reply"
+"""The receipt kind and status of an absence or redirection reply (``mappers.auto_reply``)."""
 
-# A later, weaker receipt never hides a stronger one (a DSN "delivered" arriving after the MDN "displayed").
-_RANK = {"delayed": 0, "relayed": 1, "delivered": 1}
+# A later, weaker receipt never hides a stronger one (a DSN "delivered" arriving after the MDN "displayed";
+# an absence reply says the mail was delivered, and no more than a read receipt).
+_RANK = {"delayed": 0, "relayed": 1, "delivered": 1, AUTO_REPLY: 1}
 
 
 @dataclass(frozen=True, slots=True)
 class RecipientStatus:
     """What a receipt says about one recipient: ``delivered``, ``failed``, ``displayed``, ``processed``,
-    ``error``, a Mon Espace Santé refusal (``mailbox-closed`` …); ``detail`` is the reason or error code."""
+    ``error``, a Mon Espace Santé refusal (``mailbox-closed`` …), ``auto-reply``; ``detail`` is the reason,
+    the error code or the reply's text."""
 
     recipient: str
     status: str
@@ -36,7 +40,7 @@ class RecipientStatus:
 
 @dataclass(frozen=True, slots=True)
 class ReceiptUpdate:
-    """A received DSN or MDN, reduced to what the store needs to match it."""
+    """A received DSN, MDN or automatic reply, reduced to what the store needs to match it."""
 
     kind: str
     original_message_id: str | None

@@ -20,6 +20,7 @@ from mappers import dsn, ins
 from mappers.mdn import Disposition, build_mdn
 from mappers.mime import build_message, parse_message
 from mappers.records import Mailbox, MessageRecord
+from tests.support.mail import message
 from tests.unit.mappers import samples
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
@@ -294,3 +295,53 @@ def test_an_mdn_copies_the_originals_original_recipient_header() -> None:
     fields = mdn.get_payload()[1].get_payload()[0]
     assert fields["Original-Recipient"] == "rfc822;Dr.B@x.mssante.fr"
     assert fields["Final-Recipient"] == "rfc822; b@x.mssante.fr"
+
+
+ABSENT = "Absent jusqu'au 2 janvier, ecrire au secretariat@cabinet.test.mssante.fr"
+
+
+@pytest.mark.parametrize(
+    "form",
+    [{"Auto_Submitted": "auto-replied"}, {"X_Autoreply": "yes"}, {"X_Autorespond": "on"},
+     {"Precedence": "auto_reply"}],
+    ids=lambda form: next(iter(form)),
+)  # fmt: skip
+async def test_an_absence_reply_is_the_recipients_receipt_and_is_never_answered(
+    store: Store, steps: CitizenSteps, form: dict[str, str]
+) -> None:
+    pk, original = await send_original(store, steps)
+    absence = message(COLLEAGUE, PRO, subject="Absent", body=ABSENT, In_Reply_To=_id(original), **form)
+    reply_pk = await receive(store, steps, absence, T0, sender="")
+    colleague = deliveries(store, pk)[COLLEAGUE]
+    assert (colleague.receipt_status, colleague.receipt_detail) == ("auto-reply", ABSENT)
+    entry = store.queue.show(reply_pk)
+    assert (entry.kind, entry.state) == ("auto-reply", "stored")
+    assert [e for e in store.queue.entries(("queued",)) if e.related_id == reply_pk] == []  # no answer
+
+
+async def test_a_patients_absence_reply_quoting_fin_leaves_the_channel_as_it_was(
+    store: Store, steps: CitizenSteps
+) -> None:
+    pk, original = await send_original(store, steps)
+    [before] = store.channels.find(("open",))
+    absence = message(
+        PATIENT, PRO, subject="Re: [FIN] Ordonnance", body=ABSENT, In_Reply_To=_id(original),
+        Auto_Submitted="auto-replied",
+    )  # fmt: skip
+    await receive(store, steps, absence, T0 + timedelta(days=3), sender=PATIENT)
+    assert deliveries(store, pk)[PATIENT].receipt_status == "auto-reply"
+    [after] = store.channels.find(("open",))
+    assert after.last_activity_at == before.last_activity_at  # no exchange, and no [FIN]
+
+
+async def test_a_patients_absence_reply_on_a_closed_channel_is_refused_like_any_patient_mail(
+    store: Store, steps: CitizenSteps
+) -> None:
+    pk, original = await send_original(store, steps)
+    [channel] = store.channels.find(("open",))
+    store.channels.close(channel.id, "test", T0 + timedelta(hours=1))
+    absence = message(PATIENT, PRO, body=ABSENT, In_Reply_To=_id(original), Auto_Submitted="auto-replied")
+    kept = await receive(store, steps, absence, T0 + timedelta(days=1), sender=PATIENT)
+    entry = store.queue.show(kept)
+    assert (entry.kind, entry.state, entry.deliveries) == ("auto-reply", "refused", ())
+    assert deliveries(store, pk)[PATIENT].receipt_status == "auto-reply"

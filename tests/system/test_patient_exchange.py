@@ -207,6 +207,29 @@ def test_a_mon_espace_sante_refusal_at_delivery_becomes_an_explicit_status(
     assert delivery["receipt_detail"] == "550 5.2.1 Messagerie fermee pour ce patient"
 
 
+def test_an_absence_reply_from_a_peer_that_answers_everything_is_a_receipt_and_no_conversation(
+    gateway: Gateway, mes: FakeOperator, pki: Pki, tmp_path: Path
+) -> None:
+    gateway.start()
+    sent = gateway.send(
+        "--from", SENDER, "--to", PATIENT, "--subject", "Ordonnance",
+        "--patient", str(tmp_path / "patient.json"), "--read-receipt",
+    )  # fmt: skip
+    [delivered] = mes.wait_for_messages(1)
+    # The mailbox answers everything automatically, quoting the subject; "[FIN]" in it closes nothing.
+    absence = message(
+        PATIENT, SENDER, subject="Réponse automatique : Re: [FIN] Ordonnance", body="Je suis absente.\n",
+        In_Reply_To=delivered.message["Message-ID"], Auto_Submitted="auto-replied",
+    )  # fmt: skip
+    assert mes_delivers(gateway, pki, PATIENT, absence).startswith("250 2.0.0 Queued as")
+    shown = gateway.command("queue", "show", str(sent)).stdout
+    assert "    receipt: auto-reply (Je suis absente.)" in shown, shown
+    [channel] = gateway.json("channels", "list", "--open")
+    assert channel["opened_by"] == delivered.message["Message-ID"]
+    assert gateway.stop() == 0  # after the stop nothing more can leave: nothing answered the reply
+    assert len(mes.messages) == 1
+
+
 def imported(store: Store) -> list[tuple[int, str, int | None, str | None]]:
     """(queue id, state, thread, reason) of what the IMAP bridge stored, in order."""
     with store.sessions() as session:
