@@ -31,9 +31,10 @@ from mappers import ins, xds
 from mappers.documents import Author, Code, Document
 from mappers.errors import MappingError
 from mappers.patient import Patient, Sex
-from mappers.safe_xml import parse_xml, sanitize_tree
+from mappers.safe_xml import parse_xml, root_tag, sanitize_tree
 
 HL7_NS: Final = "urn:hl7-org:v3"
+CLINICAL_DOCUMENT: Final = f"{{{HL7_NS}}}ClinicalDocument"
 TEMPLATE_IDS: Final = ("2.16.840.1.113883.2.8.2.1", "1.2.250.1.213.1.1.1.1", "1.3.6.1.4.1.19376.1.2.20")
 GENDER_OID: Final = "2.16.840.1.113883.5.1"
 _GENDERS: Final = {Sex.FEMALE: ("F", "Féminin"), Sex.MALE: ("M", "Masculin"), Sex.UNKNOWN: ("UN", "Inconnu")}
@@ -42,6 +43,15 @@ _N: Final = {"h": HL7_NS}
 
 class CdaError(MappingError):
     """A document that is not a usable CDA R2 (wrong root, not a PDF to wrap …)."""
+
+
+class NotCdaError(CdaError):
+    """Well-formed XML whose root is not a ClinicalDocument (an XML signature, a KOS in XML): not a CDA."""
+
+
+def is_clinical_document(data: bytes) -> bool:
+    """Whether ``data`` is a CDA R2 document by its root element, as ECO.2.4.1 understands "a CDA"."""
+    return root_tag(data) == CLINICAL_DOCUMENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,8 +339,8 @@ def _read_author(root: ET.Element) -> Author | None:
 def read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader:
     """Identity, ``code``, title, date, id and author of a CDA R2 document (body ignored)."""
     root = parse_xml(data, what=what)
-    if root.tag != f"{{{HL7_NS}}}ClinicalDocument":
-        raise CdaError(f"{what} is not a CDA R2 document (root {root.tag!r})")
+    if root.tag != CLINICAL_DOCUMENT:
+        raise NotCdaError(f"{what} is not a CDA R2 document (root {root.tag!r})")
     code = root.find("h:code", _N)
     ident = root.find("h:id", _N)
     unique_id = None

@@ -95,8 +95,9 @@ def subject_given_name(given_name: str) -> str:
 
 
 def is_cda(document: Document) -> bool:
-    """True for a CDA R2 document (as opposed to a PDF or image carried directly in the package)."""
-    return document.mime_type.lower() in CDA_MIME_TYPES
+    """True for a CDA R2 document: XML whose root is a ClinicalDocument (ECO.2.4.1) — not a PDF or image
+    carried directly in the package, nor other XML such as a signature."""
+    return document.mime_type.lower() in CDA_MIME_TYPES and cda.is_clinical_document(document.content)
 
 
 def read_cda_headers(documents: Sequence[Document]) -> list[tuple[Document, cda.CdaHeader | None]]:
@@ -117,14 +118,18 @@ def codecda_value(
 ) -> str | None:
     """Value of X-MSS-CODECDA (ECO.2.4.1), or ``None`` when no CDA travels and the header must be absent.
 
-    Each code is the ``code`` of a CDA header; a header that cannot be read falls back to the XDS
-    typeCode, as ``mappers.xdm.cda_codes`` does. The ANS text only says "multi-valué"; the comma list
-    without spaces follows the connector examples (MSSANTE.md §4.2).
+    Each code is the ``code`` of a CDA header, never the XDS typeCode: the header says what the CDA
+    itself says (ECO.2.4.1). The ANS text only says "multi-valué"; the comma list without spaces follows
+    the connector examples (MSSANTE.md §4.2).
     """
     codes: list[str] = []
     for document, header in read_cda_headers(documents) if read is None else read:
-        code = header.code.code if header and header.code and header.code.code else document.type_code.code
-        code = check_header_value(code.strip(), field=X_MSS_CODECDA)
+        if header is None or header.code is None or not header.code.code:
+            raise HeaderValueError(
+                f"{X_MSS_CODECDA}: the CDA {document.filename or document.title or 'document'} has no "
+                "readable header code"
+            )
+        code = check_header_value(header.code.code.strip(), field=X_MSS_CODECDA)
         if not code or any(char == "," or char.isspace() for char in code):
             raise HeaderValueError(f"{X_MSS_CODECDA}: CDA code {code!r} cannot be written in the header")
         if code not in codes:

@@ -14,7 +14,6 @@ Public API (stable):
     parse_package(data: bytes, *, limits: ArchiveLimits | None = None) -> XdmPackage
     XdmPackage(.patient, .documents, .submission, .problems, .cda_patient, .cda_codes, .cda_headers,
                .ins_qualified)
-    cda_codes(documents: Sequence[Document]) -> tuple[str, ...]
     package_cda_codes(package: XdmPackage) -> tuple[str, ...]
     package_filenames(documents: Sequence[Document]) -> tuple[str, ...]     # DOC0001.XML, DOC0002.PDF …
 """
@@ -212,6 +211,8 @@ def _read_cda(document: Document, where: str, problems: list[str]) -> cda.CdaHea
         return cda.read_header(document.content, what=where)
     except XmlSyntaxError as error:
         problems.append(str(error))
+    except cda.NotCdaError:
+        pass  # other XML (a signature …): not a CDA, and nothing wrong with it
     except cda.CdaError as error:
         problems.append(f"{where}: {error}")
     return None
@@ -338,26 +339,6 @@ def _unique(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def cda_codes(documents: Sequence[Document]) -> tuple[str, ...]:
-    """``X-MSS-CODECDA`` values: the header ``code`` of each CDA document, in order, without repeats.
-
-    Documents that are not XML are not CDA and are skipped; an XML document whose header cannot be read
-    falls back to its XDS typeCode (the same LOINC in French packages).
-    """
-    codes: list[str] = []
-    for document in documents:
-        if document.mime_type.lower() not in _XML_TYPES:
-            continue
-        try:
-            header = cda.read_header(document.content, what=document.filename or "document")
-        except MappingError:
-            header = None
-        code = header.code.code if header and header.code else document.type_code.code
-        if code:
-            codes.append(code)
-    return _unique(codes)
-
-
 def package_cda_codes(package: XdmPackage) -> tuple[str, ...]:
-    """``X-MSS-CODECDA`` values of a parsed package."""
-    return package.cda_codes or cda_codes(package.documents)
+    """``X-MSS-CODECDA`` values of a parsed package: the header ``code`` of each CDA, never a typeCode."""
+    return package.cda_codes

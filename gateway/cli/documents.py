@@ -128,7 +128,10 @@ def _xdm_show(args: argparse.Namespace) -> int:
     lines = [f"Patient: {_describe_patient(package.patient, args.reveal)}"]
     if package.cda_patient and package.cda_patient != package.patient:
         lines.append(f"Patient in CDA: {_describe_patient(package.cda_patient, args.reveal)}")
-    lines.append(f"Qualified INS (X-MSS-INS): {'O' if package.ins_qualified else 'N'}")
+    if package.cda_headers:
+        lines.append(f"Qualified INS (X-MSS-INS): {'O' if package.ins_qualified else 'N'}")
+    else:
+        lines.append("Qualified INS (X-MSS-INS): - (no CDA: the header is absent)")
     if package.submission:
         lines.append(
             f"Submission: {_time(package.submission.submission_time)}, "

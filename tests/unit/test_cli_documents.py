@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -221,3 +222,24 @@ def test_xdm_build_without_a_patient_file_takes_the_patient_the_cda_names(
     assert package.patient.matricule == patient().matricule
     assert main([*_build_argv(tmp_path, pdf), "--force"]) == 65
     assert "a PDF names no patient: give --patient too" in capsys.readouterr().err
+
+
+def test_xdm_show_of_a_package_without_cda_reports_no_cda_and_no_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DICOM KOS and an XML signature: no CDA travels, so neither X-MSS header, and nothing wrong."""
+    kos = dataclasses.replace(
+        pdf_document(), filename="KOS.DCM", content=b"\0" * 128 + b"DICM", mime_type="application/dicom"
+    )
+    signature = dataclasses.replace(
+        cda_document(),
+        filename="SIGN.XML",
+        content=b'<Signature xmlns="http://www.w3.org/2000/09/xmldsig#"/>',
+    )
+    path = tmp_path / "IHE_XDM.zip"
+    path.write_bytes(xdm.build_package(patient(), [kos, signature], now=NOW))
+    assert main(["xdm", "show", str(path), "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert "CDA codes (X-MSS-CODECDA): -" in out
+    assert "Qualified INS (X-MSS-INS): - (no CDA: the header is absent)" in out
+    assert "Problems: none" in out

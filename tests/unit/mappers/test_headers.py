@@ -280,12 +280,22 @@ def test_ins_is_n_unless_every_cda_holds_a_qualified_ins(changes: dict[str, obje
     assert headers.ins_value(samples.patient(), documents[:1]) == "O"
 
 
-def test_ins_of_an_unreadable_cda_is_judged_on_the_patient() -> None:
-    unreadable = replace(samples.cda_document(), content=b"<pas-du-xml")
+SIGNATURE = (
+    b'<Signature xmlns="http://www.w3.org/2000/09/xmldsig#"><SignedInfo/><SignatureValue>AA==</SignatureValue>'
+    b"</Signature>"
+)
 
-    assert headers.ins_value(samples.patient(), [unreadable]) == "O"
-    assert headers.ins_value(samples.patient(birth_date=None), [unreadable]) == "N"
-    assert headers.ins_value(None, [unreadable]) == "N"
+
+@pytest.mark.parametrize("content", [b"<pas-du-xml", SIGNATURE], ids=["malformed", "xml-signature"])
+def test_xml_that_is_not_a_clinical_document_is_no_cda(content: bytes) -> None:
+    """ECO.2.4.1: the headers say a CDA travels only when a document's root is a ClinicalDocument; no
+    fallback to the XDS typeCode of another XML document."""
+    other = replace(samples.cda_document(), content=content)
+    assert headers.ins_value(samples.patient(), [other]) is None
+    assert headers.codecda_value([other]) is None
+    assert [name for name, _ in headers.mss_headers(samples.patient(), [other], nil_reference="X")] == [
+        "X-MSS-NIL"
+    ]
 
 
 def test_no_codecda_nor_ins_without_a_cda() -> None:
@@ -359,11 +369,17 @@ def test_tab_and_unicode_are_ordinary_characters() -> None:
 
 def test_injection_through_a_cda_code_is_refused() -> None:
     evil = Code("11502-2\r\nBcc: x@y.fr", "CR", "2.16.840.1.113883.6.1")
-    # An XML document whose header cannot be read: the XDS type code stands in for the CDA code.
-    document = replace(samples.pdf_document(), mime_type="text/xml", content=b"<x/>", type_code=evil)
-
+    # The CDA header's own code (written as &#13;&#10; in the XML attribute) carries the injection.
     with pytest.raises(HeaderInjectionError, match="X-MSS-CODECDA"):
-        headers.codecda_value([document])
+        headers.codecda_value([biology(type_code=evil)])
+
+
+def test_a_cda_without_a_header_code_is_refused_not_given_its_type_code() -> None:
+    coded = biology()
+    bare = replace(coded, content=coded.content.replace(b"<code ", b"<notcode ", 1))
+
+    with pytest.raises(HeaderValueError, match="has no readable header code"):
+        headers.codecda_value([bare])
 
 
 def test_cda_code_with_spaces_is_refused() -> None:

@@ -209,8 +209,9 @@ def test_documents_without_a_patient_are_refused() -> None:
 def test_structured_cda_without_pdf_copy_is_refused_unless_allowed() -> None:
     structured = replace(
         _two_documents()[0],
-        content=b'<ClinicalDocument xmlns="urn:hl7-org:v3"><component><structuredBody/></component>'
-        b"</ClinicalDocument>",
+        content=b'<ClinicalDocument xmlns="urn:hl7-org:v3">'
+        b'<code code="18748-4" codeSystem="2.16.840.1.113883.6.1"/>'
+        b"<component><structuredBody/></component></ClinicalDocument>",
     )
     record = _document_record(documents=(structured,))
 

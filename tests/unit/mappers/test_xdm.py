@@ -250,12 +250,15 @@ def test_build_refuses_what_it_cannot_package() -> None:
         xdm.build_package(patient(), [naive], now=NOW)
 
 
-def test_cda_codes_skip_non_cda_documents() -> None:
+def test_cda_codes_come_from_cda_headers_only() -> None:
     bio = cda_document(type_code=Code("11502-2", "CR d'examens biologiques", xds.LOINC_OID))
-    assert xdm.cda_codes([cda_document(), pdf_document(), bio, cda_document()]) == (
-        "18748-4",
-        "11502-2",
+    signature = dataclasses.replace(
+        cda_document(), content=b'<Signature xmlns="http://www.w3.org/2000/09/xmldsig#"/>', filename="SIG.XML"
     )
+    data = xdm.build_package(patient(), [cda_document(), pdf_document(), bio, signature], now=NOW)
+    package = xdm.parse_package(data)
+    assert xdm.package_cda_codes(package) == ("18748-4", "11502-2")
+    assert package.problems == ()  # the signature is other XML, nothing wrong with it
 
 
 def test_unqualified_identity_is_reported() -> None:
