@@ -13,7 +13,7 @@ from datetime import date
 from typing import Final
 
 from mappers import ins
-from mappers.patient import Patient
+from mappers.patient import Patient, Sex
 
 INS_ITEMS: Final = ("INS matricule", "INS OID")
 
@@ -36,8 +36,31 @@ def _day(value: date | None) -> str:
     return value.isoformat() if value else "no birth date"
 
 
-def differences(declared: Patient, named: Patient) -> tuple[Difference, ...]:
-    """Every item of the INS identity (matricule, OID, the four traits) on which the two disagree."""
+def differences(declared: Patient, named: Patient, *, present_only: bool = False) -> tuple[Difference, ...]:
+    """Every item of the INS identity (matricule, OID, the four traits) on which the two disagree.
+
+    ``present_only``: a trait ``named`` does not give (empty name, no birth date, unknown sex) is not a
+    difference — a METADATA.XML entry without sourcePatientInfo (an XML signature) names nobody else.
+    """
+    found = [
+        d
+        for d in _all_differences(declared, named)
+        if not present_only or d.item in INS_ITEMS or _given(named, d.item)
+    ]
+    return tuple(found)
+
+
+def _given(patient: Patient, item: str) -> bool:
+    value = {
+        "birth name": patient.birth_name.strip(),
+        "first given name": patient.given_name.strip(),
+        "birth date": patient.birth_date,
+        "sex": patient.sex is not Sex.UNKNOWN,
+    }[item]
+    return bool(value)
+
+
+def _all_differences(declared: Patient, named: Patient) -> list[Difference]:
     found: list[Difference] = []
     if ins.normalize(declared.matricule) != ins.normalize(named.matricule):
         found.append(Difference("INS matricule", ins.mask(declared.matricule), ins.mask(named.matricule)))
@@ -53,4 +76,4 @@ def differences(declared: Patient, named: Patient) -> tuple[Difference, ...]:
         found.append(Difference("birth date", _day(declared.birth_date), _day(named.birth_date)))
     if declared.sex is not named.sex:
         found.append(Difference("sex", declared.sex.value, named.sex.value))
-    return tuple(found)
+    return found

@@ -195,11 +195,13 @@ def _identity(patient: Patient | None) -> str:
     return f"{ins.mask(patient.matricule)} ({ins.oid_name(patient.oid) or patient.oid})"
 
 
-def _compare_traits(reference: Patient, other: Patient, where: str) -> list[str]:
+def _compare_traits(
+    reference: Patient, other: Patient, where: str, *, present_only: bool = False
+) -> list[str]:
     """Trait differences, named but not shown: problems may end up in logs (DESIGN.md §3.4)."""
     return [
         f"{where}: {d.item} differs from METADATA.XML"
-        for d in identity.differences(reference, other)
+        for d in identity.differences(reference, other, present_only=present_only)
         if d.item not in identity.INS_ITEMS
     ]
 
@@ -252,7 +254,8 @@ class _Reading:
         elif not same_id:
             self.problems.append(f"{where}: patientId differs from the SubmissionSet's")
         elif entry.patient and self.patient:
-            self.problems.extend(_compare_traits(self.patient, entry.patient, where))
+            # An entry may describe the patient less (a signature has no sourcePatientInfo): not another one.
+            self.problems.extend(_compare_traits(self.patient, entry.patient, where, present_only=True))
         if same_id and self.patient is None:
             self.patient = entry.patient
         if entry.uri is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -199,6 +200,28 @@ def test_any_subset_name_and_case_are_found() -> None:
     package = xdm.parse_package(archive.write_archive(renamed, when=NOW))
     assert package.problems == ()
     assert len(package.documents) == 2
+
+
+def test_an_entry_describing_the_patient_less_upper_case_hashes_and_local_ids_are_no_problem() -> None:
+    """What valid packages from other PFIs do: an entry with no sourcePatientInfo (as a signature has), hashes
+    in upper case, and the IPP beside the INS in PID-3 (``^PI``)."""
+    members = archive.read_members(_package())
+    metadata = members[METADATA].decode()
+    first, second = metadata.split("<ExtrinsicObject", 2)[1:]
+    bare = re.sub(r'<Slot name="sourcePatientInfo">.*?</Slot>', "", second, count=1, flags=re.S)
+    metadata = metadata.replace(second, bare)
+    metadata = re.sub(
+        r"<Value>([0-9a-f]{40})</Value>", lambda m: f"<Value>{m.group(1).upper()}</Value>", metadata
+    )
+    metadata = metadata.replace(
+        "<Value>PID-5|PAT-TROIS", "<Value>PID-3|1234567890121^^^&amp;1.2.3.4.567.8.9.10&amp;ISO^PI</Value>"
+        "<Value>PID-5|PAT-TROIS", 1,
+    )  # fmt: skip
+    assert "sourcePatientInfo" in first and "PID-3|" in metadata and re.search("[0-9A-F]{40}", metadata)
+    members[METADATA] = metadata.encode()
+    package = xdm.parse_package(archive.write_archive(list(members.items()), when=NOW))
+    assert package.problems == ()
+    assert package.patient is not None and package.patient.birth_name == "PAT-TROIS"
 
 
 def test_a_zip_without_metadata_is_not_xdm() -> None:
