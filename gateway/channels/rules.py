@@ -3,9 +3,10 @@
 Checked before a message to a patient is committed, by ``mssgw send``, the store API and the SMTP
 submission listener alike: the address must be a valid citizen address; the message must carry the
 patient's qualified INS (ECO.2.2.6, ECO.2.4.2) matching that address; test and demonstration INS are for
-test mode only; a document hidden from the patient (INVISIBLE_PATIENT, MSSANTE.md §7.14) never goes;
-Mon Espace Santé takes 25 MB at most (§9). Each refusal is a sentence naming what is missing, with the
-SMTP code to answer it; sentences never show a full INS.
+test mode only; a document hidden from the patient (INVISIBLE_PATIENT, MSSANTE.md §7.14) never goes; a
+PDF or CDA goes in IHE_XDM.zip, never bare (ECO.2.1.1); Mon Espace Santé takes 25 MB at most (§9). Each
+refusal is a sentence naming what is missing, with the SMTP code to answer it; sentences never show a
+full INS.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from mappers import ins, xds
 from mappers.patient import Sex
-from mappers.records import MessageRecord
+from mappers.records import Attachment, MessageRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,16 @@ def _missing_traits(record: MessageRecord) -> list[str]:
         ("sex", patient.sex is not Sex.UNKNOWN),
     )
     return [name for name, present in checks if not present]
+
+
+_HEALTH_DOCUMENT_TYPES = frozenset(
+    {"application/pdf", "text/xml", "application/xml", "application/hl7-v3+xml"}
+)
+
+
+def _is_health_document(attachment: Attachment) -> bool:
+    """A PDF or a CDA: what a professional sends a patient as a document, never a bare file (ECO.2.1.1)."""
+    return attachment.content_type.lower() in _HEALTH_DOCUMENT_TYPES
 
 
 def check_patient_mail(
@@ -102,6 +113,15 @@ def check_patient_mail(
                 f"document {document.title!r} ({document.filename}) is marked INVISIBLE_PATIENT (not "
                 "visible to the patient) and is never sent to a patient address",
             )
+    bare = [a.filename for a in record.attachments if _is_health_document(a)]
+    if bare and not record.documents:
+        return Refusal(
+            554,
+            "5.6.0",
+            f"{', '.join(bare)}: a health document to a patient travels in IHE_XDM.zip with its metadata "
+            "(ECO.2.1.1); give it as a document with its type (mssgw send --doc FILE --type-code "
+            "--type-label, or X-MSSGW-Document-Type on submission), not as a bare attachment",
+        )
     if size > max_size:
         return Refusal(
             552,

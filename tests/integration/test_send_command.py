@@ -16,7 +16,7 @@ from mappers import cda, xds
 from mappers.documents import Code
 from mappers.mime import parse_message
 from mappers.patient import Patient, Sex
-from tests.support.gateway import folder_config, render_config
+from tests.support.gateway import folder_config
 
 SENDER = "secretariat.cardio@hopital.test.mssante.fr"
 PATIENT = {
@@ -31,16 +31,7 @@ PATIENT = {
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "mssgw.toml"
-    path.write_text(
-        render_config(
-            {"gateway": {"state_dir": str(tmp_path / "state"), "hostname": "mssgw.hopital.test.mssante.fr",
-                         "nil_reference": "DEV935997"}},
-            [{"domain": "*", "transport": "folder", "path": str(tmp_path / "out")}],
-        ),
-        encoding="utf-8",
-    )  # fmt: skip
-    return path
+    return folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997")
 
 
 def stored(config: Path, queue_id: int) -> bytes:
@@ -236,3 +227,21 @@ def test_a_send_without_nil_reference_names_the_key_and_stores_nothing(
     assert code == 78
     assert "gateway.nil_reference: required" in capsys.readouterr().err
     assert not (tmp_path / "state" / "mssgw.db").exists()
+
+
+def test_a_bare_pdf_to_a_patient_is_refused_and_nothing_is_queued(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patient = tmp_path / "patient.json"
+    patient.write_text(json.dumps(PATIENT), encoding="utf-8")
+    pdf = tmp_path / "cr.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    code = main(["send", "-c", str(config), "--from", SENDER, "--to", "279035121518989@patient.mssante.fr",
+                 "--subject", "Votre CR", "--patient", str(patient), "--attach", str(pdf)])  # fmt: skip
+    assert code == 65
+    err = capsys.readouterr().err
+    assert (
+        "cr.pdf: a health document to a patient travels in IHE_XDM.zip with its metadata (ECO.2.1.1)" in err
+    )
+    assert main(["queue", "list", "-c", str(config), "--all"]) == 0
+    assert capsys.readouterr().out == "queue is empty\n"
