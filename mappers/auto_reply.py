@@ -48,7 +48,7 @@ def read_auto_reply(message: EmailMessage) -> AutoReply | None:
     message it answers (then it is nobody's receipt and stays ordinary mail)."""
     if not is_auto_reply(message):
         return None
-    responders = [address for _, address in getaddresses([str(message.get("From", ""))]) if "@" in address]
+    responders = [address for _, address in getaddresses([_raw(message, "From")]) if "@" in address]
     original = _original_id(message)
     if not responders or original is None:
         return None
@@ -58,10 +58,17 @@ def read_auto_reply(message: EmailMessage) -> AutoReply | None:
 def _original_id(message: Message) -> str | None:
     """In-Reply-To, else the last of References (RFC 5322 § 3.6.4): the message answered."""
     for name, pick in (("In-Reply-To", 0), ("References", -1)):
-        found: list[str] = _MESSAGE_ID.findall(str(message.get(name, "")))
+        found: list[str] = _MESSAGE_ID.findall(_raw(message, name))
         if found:
             return found[pick]
     return None
+
+
+def _raw(message: Message, name: str) -> str:
+    """A field's value as received: a malformed From must not stop the reading (the parsed header
+    objects raise on some of them)."""
+    wanted = name.lower()
+    return next((str(value) for field, value in message.raw_items() if field.lower() == wanted), "")
 
 
 def _text(message: EmailMessage) -> str:

@@ -46,6 +46,24 @@ ABROAD: Final = "99"
 
 # CNAM NirKey (MSSANTE.md §6.2): Corsican departments are replaced by numbers before the modulo.
 _CORSICA: Final[dict[str, str]] = {"2A": "19", "2B": "18"}
+_OVERSEAS_PREFIXES: Final = frozenset({"97", "98"})
+# The departments a reader cannot tell from their number alone (INSEE codes): Corsica's letters, and
+# the overseas departments and collectivities whose number has three digits.
+DEPARTMENT_NAMES: Final[dict[str, str]] = {
+    "2A": "Corse-du-Sud",
+    "2B": "Haute-Corse",
+    "971": "Guadeloupe",
+    "972": "Martinique",
+    "973": "Guyane",
+    "974": "La Réunion",
+    "975": "Saint-Pierre-et-Miquelon",
+    "976": "Mayotte",
+    "977": "Saint-Barthélemy",
+    "978": "Saint-Martin",
+    "986": "Wallis-et-Futuna",
+    "987": "Polynésie française",
+    "988": "Nouvelle-Calédonie",
+}
 _SPACES: Final = " \t\u00a0\u202f"
 
 
@@ -122,16 +140,26 @@ class Matricule:
         """Four-digit year: the latest one ending in ``birth_yy`` that is not after ``current_year``."""
         return current_year - (current_year - self.birth_yy) % 100
 
+    @property
+    def birth_department(self) -> str:
+        """The department as people know it: three digits overseas (971 …), where the NIR's two (97) and
+        the first commune digit belong together; ``2A``/``2B`` for Corsica; ``99`` abroad."""
+        if self.department in _OVERSEAS_PREFIXES:
+            return self.department + self.commune[0]
+        return self.department
+
     def describe(self, current_year: int) -> str:
         """A sentence for a person checking who the patient is (Ref#2 §3.4.2.2)."""
         who = {Sex.FEMALE: "woman", Sex.MALE: "man"}.get(self.sex, f"sex digit {self.sex_digit}")
         year = self.birth_year(current_year)
-        where = (
-            f"department {self.department} (born abroad, country code {self.commune})"
-            if self.born_abroad
-            else f"department {self.department}"
-        )
-        return f"{who}, born {year:04d}-{self.birth_month:02d}, {where}"
+        department = self.birth_department
+        if self.born_abroad:
+            where = f"department {department} (born abroad, country code {self.commune})"
+        elif department in DEPARTMENT_NAMES:
+            where = f"department {department} ({DEPARTMENT_NAMES[department]})"
+        else:
+            where = f"department {department}"
+        return f"{who}, born {year:04d}-{self.birth_month:02d}, {where}, key {self.key:02d}"
 
 
 def normalize(text: str) -> str:

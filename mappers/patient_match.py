@@ -10,7 +10,7 @@ INS values appear masked only, since the sentences end up in replies and logs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mappers import cda, xdm
 from mappers.documents import Document
@@ -108,9 +108,23 @@ def one_patient(declared: Patient | None, declared_as: str, named: Sequence[Name
         found = differences(reference, item.patient)
         if found:
             problems.append(describe(item, reference_as, found))
+        else:
+            reference = _completed(reference, item.patient)
     if problems:
         raise PatientMismatchError("one patient per message: " + " | ".join(problems))
     return reference
+
+
+def _completed(patient: Patient, same: Patient) -> Patient:
+    """``patient`` with the IPP and birth place a document about the same patient gives and it lacks:
+    the receiver's METADATA.XML (sourcePatientId, PID-11) then says what the CDA says."""
+    take_ipp = not patient.local_id and bool(same.local_id)
+    return replace(
+        patient,
+        local_id=same.local_id if take_ipp else patient.local_id,
+        local_id_root=same.local_id_root if take_ipp else patient.local_id_root,
+        birth_place_code=patient.birth_place_code or same.birth_place_code,
+    )
 
 
 def settle_patient(record: MessageRecord, declared: Patient | None, declared_as: str) -> Patient | None:

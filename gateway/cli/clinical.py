@@ -85,7 +85,8 @@ def load_patient(path: Path) -> Patient:
         return str(value) if value else None
 
     patient = Patient(
-        matricule=raw["matricule"],
+        # Typed "2 80 07 2a …", it would travel so: the address, METADATA.XML and CDA carry it upper case.
+        matricule=ins.normalize(raw["matricule"]),
         oid=raw["oid"],
         birth_name=raw["birth_name"],
         given_name=raw["given_name"],

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import dataclasses
 import mimetypes
+import sys
 from pathlib import Path
 
 from gateway import wake
@@ -67,6 +68,8 @@ def _send(args: argparse.Namespace) -> int:
         )
     except MappingError as error:
         raise InputError("message", str(error)) from error
+    for notice in _notices(record, str(message["Subject"])):
+        print(f"mssgw: note: {notice}", file=sys.stderr)
     arrival = Arrival(
         raw=message.as_bytes(),
         envelope_from=record.author.address,
@@ -124,6 +127,19 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
     except MappingError as error:
         raise InputError("--attach", str(error)) from error
     return dataclasses.replace(record, patient=settled)
+
+
+def _notices(record: MessageRecord, subject: str) -> list[str]:
+    """What the sender should know although the message goes: choices made for them, advice the ANS gives."""
+    notices = []
+    if subject != record.subject.strip():
+        notices.append(f"--subject replaced by the document subject {subject!r} (ECO.2.1.3)")
+    if not record.author.display_name:
+        notices.append(
+            "--from has no display name: MSSanté asks for one that says who writes, "
+            "e.g. --from-name 'Dr Jean MARTIN - Cardiologie CH Exemple' (ECO.2.2.7)"
+        )
+    return notices
 
 
 def _address(value: str, field: str) -> str:

@@ -144,7 +144,8 @@ def _patient(text: str) -> Patient:
         raise InstructionError(f"{PATIENT}: {error} (birth-date is AAAA-MM-JJ, sex M/F/U)") from error
     if not ins.is_ins_oid(oid):
         raise InstructionError(f"{PATIENT}: oid {oid} is not an INS assigning authority")
-    return Patient(values["matricule"], oid, values["birth-name"], values["given-name"], birth, sex)
+    matricule = ins.normalize(values["matricule"])  # a Corsican 2a/2b travels upper case
+    return Patient(matricule, oid, values["birth-name"], values["given-name"], birth, sex)
 
 
 def _parameters(text: str, field: str) -> dict[str, str]:

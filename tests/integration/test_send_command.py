@@ -245,3 +245,25 @@ def test_a_bare_pdf_to_a_patient_is_refused_and_nothing_is_queued(
     )
     assert main(["queue", "list", "-c", str(config), "--all"]) == 0
     assert capsys.readouterr().out == "queue is empty\n"
+
+
+def test_a_corsican_matricule_typed_in_lower_case_travels_upper_case_and_choices_are_said(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patient = tmp_path / "patient.json"
+    patient.write_text(
+        json.dumps({**PATIENT, "matricule": "1 80 07 2a 123 456 19", "sex": "M"}), encoding="utf-8"
+    )
+    pdf = tmp_path / "cr.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    code = main([
+        "send", "-c", str(config), "--from", SENDER, "--to", "dr.martin@cabinet.test.mssante.fr",
+        "--subject", "Courrier", "--patient", str(patient), "--doc", str(pdf),
+        "--type-code", "11490-0", "--type-label", "Lettre de liaison",
+    ])  # fmt: skip
+    assert code == 0
+    out, err = capsys.readouterr()
+    record = parse_message(stored(config, int(out)))
+    assert record.patient is not None and record.patient.matricule == "180072A12345619"
+    assert "mssgw: note: --subject replaced by the document subject 'XDM/1.0/DDM+Lettre de liaison" in err
+    assert "mssgw: note: --from has no display name" in err and "(ECO.2.2.7)" in err

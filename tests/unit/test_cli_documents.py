@@ -27,7 +27,7 @@ def test_ins_check_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ins", "check", "2 79 03 51 215 189 89", "--oid", "1.2.250.1.213.1.4.10"]) == 0
     out = capsys.readouterr().out
     assert "279035121518989: valid INS matricule" in out
-    assert "woman, born 1979-03, department 51" in out
+    assert "woman, born 1979-03, department 51, key 89" in out
     assert "INS-NIR-TEST (1.2.250.1.213.1.4.10) - test data only" in out
     assert "citizen address: 279035121518989@patient.mssante.fr" in out
 

@@ -30,7 +30,7 @@ def test_decodes_the_traits() -> None:
     assert (decoded.department, decoded.commune, decoded.order, decoded.key) == ("51", "215", "189", 89)
     assert decoded.place_code == "51215"
     assert not decoded.born_abroad
-    assert decoded.describe(2026) == "woman, born 1979-03, department 51"
+    assert decoded.describe(2026) == "woman, born 1979-03, department 51, key 89"
 
 
 def test_born_abroad_is_department_99_with_a_country_code() -> None:
@@ -39,7 +39,9 @@ def test_born_abroad_is_department_99_with_a_country_code() -> None:
     decoded = ins.parse_matricule(matricule)
     assert decoded.born_abroad
     assert decoded.country_code == "216"
-    assert decoded.describe(2026) == "woman, born 1988-07, department 99 (born abroad, country code 216)"
+    assert decoded.describe(2026) == (
+        "woman, born 1988-07, department 99 (born abroad, country code 216), key 29"
+    )
 
 
 def test_spaces_and_case_are_tolerated() -> None:
@@ -261,3 +263,19 @@ def test_generated_adjacent_transpositions_are_caught(body: str, position: int) 
     swapped = matricule[:position] + second + first + matricule[position + 2 :]
     with pytest.raises(ins.InsError):
         ins.parse_matricule(swapped)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("180072A123456", "department 2A (Corse-du-Sud)"),
+        ("280072B123456", "department 2B (Haute-Corse)"),
+        ("180079740512", "department 974 (La Réunion)"),
+        ("285119880123", "department 988 (Nouvelle-Calédonie)"),
+    ],
+)
+def test_corsica_and_overseas_departments_are_named(body: str, where: str) -> None:
+    body = body.ljust(13, "3")
+    decoded = ins.parse_matricule(f"{body}{ins.compute_key(body):02d}".lower())
+    assert decoded.value == decoded.value.upper()
+    assert f", {where}, key {decoded.key:02d}" in decoded.describe(2026)

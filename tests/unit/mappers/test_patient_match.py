@@ -86,6 +86,19 @@ def test_one_patient_takes_the_first_document_s_patient_when_none_is_declared() 
     assert one_patient(None, "the patient file", named) == patient()
 
 
+def test_the_declared_patient_takes_the_ipp_and_birth_place_the_cda_gives() -> None:
+    declared = patient(local_id=None, local_id_root=None, birth_place_code=None)
+    settled = one_patient(declared, "the patient file", [NamedPatient("cr.xml", patient())])
+    assert settled is not None
+    assert (settled.local_id, settled.local_id_root, settled.birth_place_code) == (
+        "1234567890121",
+        "1.2.3.4.567.8.9.10",
+        "63220",
+    )
+    own = patient(local_id="42", local_id_root="1.2.3", birth_place_code="75056")
+    assert one_patient(own, "the patient file", [NamedPatient("cr.xml", patient())]) == own  # given wins
+
+
 def test_one_patient_lists_each_document_that_disagrees() -> None:
     named = [
         NamedPatient("a.xml", patient(birth_name="MARTIN")),
