@@ -150,7 +150,7 @@ class Intake:
             except MappingError as error:
                 reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
         if reply is None and record is not None:
-            reply = self.policy.author(arrival, record)
+            reply = self.policy.author(arrival)
         raw = arrival.raw
         if reply is None and record is not None and arrival.source in INTERNAL_SOURCES:
             outcome = await asyncio.to_thread(self._instructions, arrival, record)
