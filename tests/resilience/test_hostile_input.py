@@ -1,5 +1,7 @@
 """Hostile input on the submission listener: every case gets its exact refusal, nothing of it is queued,
 and the same session then queues a good message (refusing never loses what was, or will be, accepted).
+Once in process, case by case; then all of them against one ``mssgw run``, which keeps every good message
+and stops with exit 0.
 
 Raw bytes on a real socket (``smtp_wire.Wire``), since smtplib would fix most of them before sending.
 """
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gateway import Gateway, gateway_for, submission_port, submission_section
 from tests.support.listener import open_submission_settings, running
 from tests.support.mail import APP, OUR_DOMAIN, OUTSIDE, message
 from tests.support.pki import Pki
@@ -94,3 +97,31 @@ async def test_hostile_input_is_refused_and_the_session_still_queues_good_mail(
         await wire.close()
         assert [raw for _, _, raw in gateway.messages()] == [good]
         assert len(gateway.deliveries()) == 1
+
+
+async def test_a_daemon_fed_every_hostile_case_keeps_each_good_message_and_stops_cleanly(
+    tmp_path: Path, pki: Pki, gateways: list[Gateway]
+) -> None:
+    # No operator: what is accepted stays queued, where it can be counted.
+    gateway = gateway_for(tmp_path / "gw", pki, None)
+    client = {"name": "lab", "senders": [APP], "networks": ["127.0.0.1/32"]}
+    gateway.sections["submission"] = submission_section(pki, [client], require_starttls=False)
+    gateway.sections["inbound"] = {"domains": [OUR_DOMAIN]}
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    wire = await Wire.connect(submission_port(gateway))
+    await wire.send(b"EHLO client.test\r\n")
+    for case in HOSTILE:
+        *steps, last = case.values[0]
+        for step in steps:
+            await wire.send(step)
+        assert (await wire.send(last)).startswith(case.values[1]), case.id
+        assert (await wire.send(b"RSET\r\n")).startswith("250")
+        replies = [await wire.send(step) for step in transaction(message(subject=case.id))]
+        assert replies[-1].startswith("250 2.0.0 Queued as"), (case.id, replies)
+    await wire.close()
+    queued = gateway.json("queue", "list", "--all")
+    assert len(queued) == len(HOSTILE)
+    assert gateway.stop() == 0
+    assert "Traceback" not in gateway.output()
