@@ -44,6 +44,12 @@ MESSAGES_REFUSED = Counter(
     ["listener", "reason"],
     registry=REGISTRY,
 )
+AUTH_FAILURES = Counter(
+    "mssgw_auth_failures",
+    "Failed AUTH logins on the submission listener (wrong login or password)",
+    ["listener"],
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "mssgw_deliveries",
     "Delivery attempts by outcome (sent, deferred, failed, held)",
@@ -83,6 +89,11 @@ def message_accepted(listener: str) -> None:
 def message_refused(listener: str, reason: str) -> None:
     """A message or recipient was refused; ``reason`` is a short code (``auth``, ``trust-list``, ``size``)."""
     MESSAGES_REFUSED.labels(listener, reason).inc()
+
+
+def auth_failed(listener: str) -> None:
+    """A client of ``listener`` gave a wrong login or password."""
+    AUTH_FAILURES.labels(listener).inc()
 
 
 def delivery_recorded(outcome: str, attempt: int, latency: float | None = None) -> None:

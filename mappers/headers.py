@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from email.policy import SMTP
@@ -435,3 +435,29 @@ def document_pdf_name(
 def _filename_part(text: str) -> str:
     check_header_value(text, field="attachment name")
     return _UNSAFE_FILENAME.sub("-", text)
+
+
+def remove_fields(raw: bytes, unwanted: Callable[[bytes], bool]) -> bytes:
+    """``raw`` without the header fields ``unwanted`` picks (given each whole field, folded lines and
+    all); the body after the blank line is never looked at."""
+    kept: list[bytes] = []
+    field: list[bytes] = []
+    position = 0
+
+    def flush() -> None:
+        if field and not unwanted(b"".join(field)):
+            kept.extend(field)
+        field.clear()
+
+    while position < len(raw):
+        line_end = raw.find(b"\n", position)
+        line_end = len(raw) if line_end < 0 else line_end + 1
+        line = raw[position:line_end]
+        if line in (b"\r\n", b"\n"):
+            break  # the blank line: the body follows, untouched
+        if line[:1] not in (b" ", b"\t"):
+            flush()
+        field.append(line)
+        position = line_end
+    flush()
+    return b"".join(kept) + raw[position:]

@@ -20,7 +20,15 @@ from mappers import headers, wire, xdm
 from mappers.addresses import to_header_address
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
-from mappers.mime_parse import XDM_FILENAME, MimeError, MimeLimits, canonical_body, parse_message
+from mappers.mime_parse import (
+    XDM_FILENAME,
+    Authors,
+    MimeError,
+    MimeLimits,
+    canonical_body,
+    parse_message,
+    read_authors,
+)
 from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
 from mappers.records import Attachment, Mailbox, MessageRecord
 from mappers.wire import WireHeader
@@ -28,6 +36,7 @@ from mappers.wire import WireHeader
 __all__ = [
     "MESSAGE_POLICY",
     "XDM_FILENAME",
+    "Authors",
     "MessageBuildError",
     "MimeError",
     "MimeLimits",
@@ -36,6 +45,7 @@ __all__ = [
     "effective_subject",
     "end_of_exchange",
     "parse_message",
+    "read_authors",
 ]
 
 # RFC 5322 line ends. The headers and bodies are encoded by ``mappers.wire``; the policy only gives the

@@ -33,6 +33,7 @@ from mappers.records import Attachment, Mailbox, MessageRecord
 from mappers.safe_xml import UnsafeXmlError
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 XDM_FILENAME = "IHE_XDM.zip"
 _BOUNDARY_PARAM = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
 _DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,202})", re.MULTILINE)
@@ -69,12 +70,15 @@ class MimeLimits:
     size in one-character lines would keep it busy for seconds. ``archive`` bounds the IHE_XDM.zip
     (``None``: the defaults of ``mappers.archive``). ``max_header_length`` bounds one header field:
     the email package's header parsers take seconds on a few hundred kilobytes of encoded-words or
-    addresses, and a thousand recipients fit in 32 000 characters.
+    addresses, and a thousand recipients fit in 32 000 characters. ``max_header_fields`` bounds the
+    fields of one part: real mail has tens, a long relay path a few hundred, and each field is parsed,
+    stored and copied into every DSN again.
     """
 
     max_bytes: int = 40 * 1024 * 1024
     max_lines: int = 1_000_000
     max_header_length: int = 32_000
+    max_header_fields: int = 1000
     max_depth: int = 10
     max_parts: int = 250
     archive: ArchiveLimits | None = None
@@ -148,6 +152,8 @@ def _check_structure(message: Message, limits: MimeLimits) -> None:
     while stack:
         part, depth = stack.pop()
         count += 1
+        if len(part) > limits.max_header_fields:
+            raise MimeError(f"message has {len(part)} header fields; the limit is {limits.max_header_fields}")
         for name, value in part.raw_items():
             if len(value) > limits.max_header_length:
                 raise MimeError(
@@ -280,10 +286,38 @@ def _header(message: EmailMessage, name: str) -> str | None:
     return None if value is None else str(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Authors:
+    """Who a message says wrote it: every From field (RFC 5322 § 3.6.2 allows one) and every Sender."""
+
+    from_fields: int
+    from_addresses: tuple[str, ...]
+    sender_addresses: tuple[str, ...]
+
+
+def read_authors(data: bytes) -> Authors:
+    """The authors a message's header names, however many fields and addresses it has.
+
+    ``MessageRecord.author`` is the first From address only; a check of who may write must see them all.
+    Reads the header block alone, so it costs little beside the full parse.
+    """
+    end = _HEADER_END.search(data)
+    fields = BytesParser(policy=READ_POLICY).parsebytes(data[: end.end()] if end else data, headersonly=True)
+    froms = fields.get_all("From") or []
+    senders = fields.get_all("Sender") or []
+    return Authors(
+        len(froms),
+        tuple(m.address for header in froms for m in _mailboxes(header)),
+        tuple(m.address for header in senders for m in _mailboxes(header)),
+    )
+
+
 def _addresses(message: EmailMessage, name: str) -> list[Mailbox]:
     header = message.get(name)
-    if header is None:
-        return []
+    return [] if header is None else _mailboxes(header)
+
+
+def _mailboxes(header: object) -> list[Mailbox]:
     found: tuple[Address, ...] = getattr(header, "addresses", ())
     mailboxes: list[Mailbox] = []
     for address in found:

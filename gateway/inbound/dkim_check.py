@@ -44,6 +44,16 @@ class DkimResult:
         return f"Authentication-Results: {authserv_id}; dkim={self.result}{detail}\r\n".encode("ascii")
 
 
+def claims_authserv_id(field: bytes, authserv_id: str) -> bool:
+    """Whether a header field (its raw bytes) is an ``Authentication-Results`` naming ``authserv_id``:
+    RFC 8601 § 5 has a receiver remove those that come from outside, since only it writes them."""
+    name, colon, value = field.partition(b":")
+    if not colon or name.strip().lower() != b"authentication-results":
+        return False
+    claimed = value.split(b";", 1)[0].split()
+    return bool(claimed) and claimed[0].decode("ascii", "replace").lower() == authserv_id.lower()
+
+
 class DkimVerifier:
     """Checks the first DKIM signature of a message; ``dnsfunc`` defaults to dkimpy's own DNS lookups."""
 

@@ -20,7 +20,7 @@ from datetime import date, datetime
 from email.parser import BytesHeaderParser
 from email.policy import default
 
-from mappers import cda, ins, patient_match, xds
+from mappers import cda, headers, ins, patient_match, xds
 from mappers.documents import Code
 from mappers.errors import MappingError
 from mappers.mime import build_message
@@ -166,18 +166,9 @@ def _parameters(text: str, field: str) -> dict[str, str]:
 
 def strip_submission_headers(raw: bytes) -> bytes:
     """Remove the ``X-MSSGW-*`` header fields (and their folded lines) from the header block only."""
-    kept: list[bytes] = []
-    dropping = False
-    position = 0
-    while position < len(raw):
-        line_end = raw.find(b"\n", position)
-        line_end = len(raw) if line_end < 0 else line_end + 1
-        line = raw[position:line_end]
-        if line in (b"\r\n", b"\n"):
-            break  # the blank line: the body follows, untouched
-        if line[:1] not in (b" ", b"\t"):
-            dropping = _SUBMISSION_HEADER.match(line) is not None
-        if not dropping:
-            kept.append(line)
-        position = line_end
-    return b"".join(kept) + raw[position:]
+    return headers.remove_fields(raw, is_submission_field)
+
+
+def is_submission_field(field: bytes) -> bool:
+    """Whether a header field (its raw bytes) is one of ours, ``X-MSSGW-*``."""
+    return _SUBMISSION_HEADER.match(field) is not None

@@ -150,7 +150,8 @@ class Intake:
             except MappingError as error:
                 reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
         if reply is None and record is not None:
-            reply = self.policy.author(arrival, record)
+            # Reads the header again, which may be large (a thousand fields of 32 000 characters).
+            reply = await asyncio.to_thread(self.policy.author, arrival)
         raw = arrival.raw
         if reply is None and record is not None and arrival.source in INTERNAL_SOURCES:
             outcome = await asyncio.to_thread(self._instructions, arrival, record)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gateway.errors import ConfigError
 from gateway.inbound import replies
+from gateway.inbound.auth_throttle import AuthThrottle
 from gateway.inbound.credentials import load_credentials, verify_password
 from gateway.inbound.dkim_check import DkimVerifier, DnsFunc
 from gateway.inbound.smtp_server import Connections, GatewaySMTP, IntakePort, ListenerConfig, ListenerKind
@@ -98,6 +99,7 @@ class SmtpListener:
         section = settings.submission if kind == "submission" else settings.operator_listener
         self.addresses = [split_host_port(text) for text in section.listen]
         self.connections = Connections()
+        self.auth_throttle = AuthThrottle()
         self.servers: list[asyncio.Server] = []
 
     @property
@@ -106,7 +108,7 @@ class SmtpListener:
         return [int(server.sockets[0].getsockname()[1]) for server in self.servers]
 
     def _session(self) -> GatewaySMTP:
-        return GatewaySMTP(self.config, self.intake, self.connections)
+        return GatewaySMTP(self.config, self.intake, self.connections, self.auth_throttle)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

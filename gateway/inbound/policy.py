@@ -18,6 +18,7 @@ from gateway.settings import InboundSettings, MailboxSettings, SubmissionClientS
 from mappers import ins
 from mappers.addresses import check_address
 from mappers.errors import MappingError
+from mappers.mime import read_authors
 from mappers.records import MessageRecord
 
 INTERNAL_SOURCES = frozenset({"submission", "cli"})
@@ -55,6 +56,19 @@ def refuse(recipient: str, reply: str) -> Verdict:
 def accept(recipient: str) -> Verdict:
     code, _, text = replies.RECIPIENT_OK.partition(" ")
     return Verdict(recipient, Decision.ACCEPTED, int(code), text)
+
+
+def path_refusal(address: str, invalid: str, routed: str) -> str | None:
+    """``invalid`` or ``routed`` (templates taking the address) when ``address`` is no plain
+    local-part@domain: the "percent hack" and a quoted "@" ask the next hop to relay once more, never
+    done on a mail gateway; control characters (CR, NUL) could not be written to the next hop."""
+    if any(c in address.rpartition("@")[0] for c in "%@"):
+        return routed.format(address)
+    try:
+        check_address(address)
+    except MappingError:
+        return invalid.format(address)
+    return None
 
 
 def domain_of(address: str) -> str:
@@ -103,7 +117,15 @@ class Policy:
         return replies.TOO_BIG.format(limit) if limit and size > limit else None
 
     def sender(self, source: str, identity: str | None, address: str) -> str | None:
-        """The refusal of the envelope sender ``address`` (MAIL FROM), if any."""
+        """The refusal of the envelope sender ``address`` (MAIL FROM), if any.
+
+        Checked like a recipient: a DSN goes back to it, so a routed or malformed sender would have the
+        gateway relay for whoever wrote it. Not for IMAP: the operator already took that mail for us.
+        """
+        if address and source != "imap":
+            refusal = path_refusal(address, replies.BAD_SENDER, replies.ROUTED_SENDER)
+            if refusal is not None:
+                return refusal
         if source == "submission":
             return self._assigned(identity, address, replies.SENDER_NOT_YOURS)
         if source == "operator":
@@ -125,11 +147,24 @@ class Policy:
             return False
         return not self.trusted(domain_of(address))
 
-    def author(self, arrival: Arrival, record: MessageRecord) -> str | None:
-        """The refusal of the From header, if any: a submission client writes only as itself."""
+    def author(self, arrival: Arrival) -> str | None:
+        """The refusal of the message's authors, if any: a submission client writes only as itself, in
+        every address of its From field (one field: RFC 5322 § 3.6) and of Sender."""
         if arrival.source != "submission":
             return None
-        return self._assigned(arrival.authenticated_as, record.author.address, replies.FROM_NOT_YOURS)
+        try:
+            authors = read_authors(arrival.raw)
+        except MappingError as error:
+            return replies.UNREADABLE.format(str(error).splitlines()[0][:200])
+        if authors.from_fields > 1:
+            return replies.TWO_FROM_FIELDS.format(authors.from_fields)
+        checked = [(a, replies.FROM_NOT_YOURS) for a in authors.from_addresses]
+        checked += [(a, replies.SENDER_FIELD_NOT_YOURS) for a in authors.sender_addresses]
+        for address, template in checked:
+            refusal = self._assigned(arrival.authenticated_as, address, template)
+            if refusal is not None:
+                return refusal
+        return None
 
     def _assigned(self, identity: str | None, address: str, template: str) -> str | None:
         client = self._clients.get(identity or "")
@@ -144,13 +179,9 @@ class Policy:
 
     def recipient(self, source: str, identity: str | None, address: str) -> Verdict:
         """Whether ``address`` may be a recipient of mail from ``source``: ours, or out from inside."""
-        try:
-            check_address(address)
-        except MappingError:
-            return refuse(address, replies.BAD_ADDRESS.format(address))
-        if "%" in address.rpartition("@")[0]:
-            # The "percent hack" asks the next hop to relay once more: never on a mail gateway.
-            return refuse(address, replies.ROUTED_ADDRESS.format(address))
+        refusal = path_refusal(address, replies.BAD_ADDRESS, replies.ROUTED_ADDRESS)
+        if refusal is not None:
+            return refuse(address, refusal)
         if source == "imap":
             # Read from one of our own mailboxes at the operator: it is ours, wherever it is addressed.
             return accept(address)

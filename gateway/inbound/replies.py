@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import unicodedata
 
+_not_an_address = "not a valid mail address (local-part@domain)"
+_routing = "routing inside an address (%, source route, quoted @) is not accepted: write local-part@domain"
+
 # Accepting.
 SENDER_OK = "250 2.1.0 Sender OK"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
@@ -35,6 +38,7 @@ AUTH_REQUIRED = (
 )
 AUTH_NEEDS_TLS = "538 5.7.11 Encryption required: issue STARTTLS before AUTH"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+AUTH_FAILED_TOO_OFTEN = "421 4.7.0 Too many failed authentication attempts: closing"
 CERTIFICATE_REQUIRED = (
     "530 5.7.0 Client certificate required: present your MSSante operator certificate in the TLS handshake"
 )
@@ -43,16 +47,19 @@ SENDER_NOT_TRUSTED = (
 )
 SENDER_NOT_YOURS = "553 5.7.1 Sender address <{}> is not assigned to {}: use one of your own addresses"
 FROM_NOT_YOURS = "553 5.7.1 From address <{}> is not assigned to {}: use one of your own addresses"
+SENDER_FIELD_NOT_YOURS = (
+    "553 5.7.1 Sender address <{}> in the header is not assigned to {}: use one of your own addresses"
+)
+TWO_FROM_FIELDS = "554 5.6.0 The message has {} From fields: RFC 5322 allows one; nothing was kept"
+BAD_SENDER = f"553 5.1.7 Sender <{{}}>: {_not_an_address}"
+ROUTED_SENDER = f"553 5.1.7 Sender <{{}}>: {_routing}"
 DKIM_FAILED = "550 5.7.20 DKIM verification failed ({}): the message was altered or wrongly signed"
 
 # Recipients.
 NO_SUCH_MAILBOX = "550 5.1.1 <{}>: no such mailbox here"
 RELAY_DENIED = "554 5.7.1 <{}>: relaying denied: this gateway only accepts mail for its own domains"
-BAD_ADDRESS = "553 5.1.3 <{}>: not a valid mail address (local-part@domain)"
-ROUTED_ADDRESS = (
-    "553 5.1.3 <{}>: routing inside an address (%, source route, quoted @) is not accepted: "
-    "write local-part@domain"
-)
+BAD_ADDRESS = f"553 5.1.3 <{{}}>: {_not_an_address}"
+ROUTED_ADDRESS = f"553 5.1.3 <{{}}>: {_routing}"
 NOT_MSSANTE = (
     "550 5.7.1 Recipient domain {} is not on the MSSante trust list: this gateway only sends to MSSante"
 )
@@ -65,6 +72,9 @@ BARE_LINE_END = (
     "554 5.6.0 Bare LF or CR in the message data (RFC 5321 section 2.3.8): "
     "send lines ending in CRLF; nothing was kept"
 )
+NUL_IN_DATA = (
+    "554 5.6.0 NUL character in the message data (RFC 5322 section 2.3 forbids it): nothing was kept"
+)
 UNREADABLE = "554 5.6.0 The message cannot be read safely: {}"
 BAD_INSTRUCTION = "554 5.6.0 Submission instruction refused: {}"
 PATIENT_MISMATCH = "554 5.6.0 Not sent: {}"
@@ -72,6 +82,7 @@ LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)"
 
 # Parameters and commands.
 BAD_PARAMETER = "555 5.5.4 Unsupported or malformed parameter: {}"
+BARE_LF_COMMAND = "500 5.5.2 Command line ended by a bare LF: end every command with CRLF (RFC 5321 2.3.8)"
 TOO_MANY_COMMANDS = "421 4.7.0 Too many commands on this connection: closing"
 NOT_ASCII = "553 5.6.7 Non-ASCII addresses and commands are not accepted here (no SMTPUTF8)"
 NEED_RCPT = "503 5.5.1 Need RCPT before DATA"

@@ -13,26 +13,56 @@ import ipaddress
 import logging
 import re
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from gateway import metrics
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, IntakeResult, Recipient, Verdict
-from gateway.inbound.dkim_check import DkimVerifier
+from gateway.inbound.auth_throttle import AuthThrottle
+from gateway.inbound.dkim_check import DkimVerifier, claims_authserv_id
+from gateway.inbound.instructions import is_submission_field
 from gateway.inbound.parameters import mail_parameters, rcpt_parameters
 from gateway.logsetup import log_event
+from mappers.headers import remove_fields
+
+if TYPE_CHECKING:
+    from asyncio.streams import _ReaduntilBuffer
 
 log = logging.getLogger(__name__)
 
 ListenerKind = Literal["submission", "operator"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_BARE_LINE_END = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_DATA_FAULTS = (
+    (re.compile(rb"(?<!\r)\n|\r(?!\n)"), replies.BARE_LINE_END, "bare-line-end"),
+    (re.compile(rb"\x00"), replies.NUL_IN_DATA, "nul"),
+)
 _SOURCE_ROUTE = re.compile(r"\s*<\s*@")
+
+
+class BareLineFeedError(Exception):
+    """A command line ended by LF alone (RFC 5321 § 2.3.8: CRLF only); the command is not run."""
+
+
+class CommandReader(asyncio.StreamReader):
+    """aiosmtpd's stream reader, refusing command lines not ended by CRLF.
+
+    aiosmtpd reads a command with ``readuntil()`` and its separator left out, and message data and AUTH
+    answers with an explicit one: only the former is checked, so the message data keeps its own reply
+    (``replies.BARE_LINE_END``). A server that takes LF alone reads commands differently from one that
+    does not, which is how SMTP smuggling hides a second message.
+    """
+
+    async def readuntil(self, separator: _ReaduntilBuffer | None = None) -> bytes:
+        line = await super().readuntil(b"\n" if separator is None else separator)
+        if separator is None and not line.endswith(b"\r\n"):
+            raise BareLineFeedError
+        return line
 
 
 class IntakePort(Protocol):
@@ -118,6 +148,9 @@ class QuietSession(Session):
         self._login_data = value
 
 
+MAX_AUTH_FAILURES = 3
+"""Failed logins one connection may make; the last is answered ``421`` and the connection closed."""
+
 # A well-formed scrypt hash (N = 2^15) that no password matches, checked for logins that do not exist.
 _UNKNOWN_LOGIN = "scrypt$15$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -134,12 +167,16 @@ class GatewaySMTP(SMTP):
     aiosmtpd 1.4 internals (``_getaddr``, ``_smtp_methods``, ``_timeout_cb``…), hence ``<2`` in pyproject.
     """
 
-    def __init__(self, config: ListenerConfig, intake: IntakePort, connections: Connections) -> None:
+    def __init__(
+        self, config: ListenerConfig, intake: IntakePort, connections: Connections, throttle: AuthThrottle
+    ) -> None:
         self.config = config
         self.intake = intake
         self.connections = connections
+        self.throttle = throttle
         self._counted: str | None = None
         self._commands = 0
+        self._auth_failures = 0
         super().__init__(
             _Handler(self),
             data_size_limit=config.max_message_size or None,
@@ -153,6 +190,10 @@ class GatewaySMTP(SMTP):
             auth_exclude_mechanism=[] if config.kind == "submission" else ["PLAIN", "LOGIN"],
         )
         self._smtp_methods = {name: self._counted_command(m) for name, m in self._smtp_methods.items()}
+        # asyncio's StreamReaderProtocol takes its reader only at construction, and aiosmtpd makes its own.
+        reader = CommandReader(limit=self.line_length_limit, loop=self.loop)
+        self._stream_reader_wr = weakref.ref(reader)
+        self._strong_reader = reader
 
     def _create_envelope(self) -> DsnEnvelope:
         return DsnEnvelope()
@@ -232,9 +273,27 @@ class GatewaySMTP(SMTP):
         )
         ok = ok and stored is not None
         log_event(log, "auth", logging.INFO if ok else logging.WARNING, peer=self._peer(), login=login, ok=ok)
-        if not ok:
+        host = self._counted or "?"
+        if ok:
+            self.throttle.succeeded(host)
+            return AuthResult(success=True, auth_data=login)
+        return await self._failed(host)
+
+    async def _failed(self, host: str) -> AuthResult:
+        """A wrong login: wait longer with each failure from ``host``, close after the third here."""
+        metrics.auth_failed(self.config.kind)
+        self._auth_failures += 1
+        failures, delay = self.throttle.failed(host)
+        if delay:
+            log_event(log, "auth-delayed", logging.WARNING, peer=self._peer(), failures=failures, delay=delay)
+            await asyncio.sleep(delay)
+        if self._auth_failures < MAX_AUTH_FAILURES:
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
-        return AuthResult(success=True, auth_data=login)
+        log_event(log, "auth-disconnected", logging.WARNING, peer=self._peer(), failures=self._auth_failures)
+        await self.push(replies.AUTH_FAILED_TOO_OFTEN)
+        if self.transport is not None:
+            self.transport.close()
+        return AuthResult(success=False, handled=True)
 
     def _peer(self) -> str | None:
         peer = self.session.peer if self.session is not None else None
@@ -298,6 +357,7 @@ class GatewaySMTP(SMTP):
             if self.config.kind == "submission" and self._txn().identity is None:
                 refusal = replies.AUTH_REQUIRED
         sender = "" if address == "<>" else address
+        refusal = refusal or _source_route(stripped, replies.ROUTED_SENDER)
         if refusal is None:
             self._txn().mail_from = sender
             verdict = await self.intake.check_sender(self._arrival())
@@ -332,9 +392,7 @@ class GatewaySMTP(SMTP):
             await self.push("501 5.5.4 Syntax: RCPT TO:<address> [parameters]")
             return
         recipient, refusal = rcpt_parameters(address, params)
-        if stripped and _SOURCE_ROUTE.match(stripped):
-            # aiosmtpd drops "@hop,@hop:" and keeps the rest: refuse what the client asked, not that.
-            refusal = replies.ROUTED_ADDRESS.format(stripped.partition(">")[0].lstrip("<"))
+        refusal = _source_route(stripped, replies.ROUTED_ADDRESS) or refusal
         if refusal is None and len(self._txn().recipients) >= self.config.max_recipients:
             refusal = replies.TOO_MANY_RECIPIENTS.format(self.config.max_recipients)
         if refusal is None:
@@ -348,6 +406,14 @@ class GatewaySMTP(SMTP):
         self._txn().recipients.append(recipient)
         self._txn().rcpt_tos.append(address)
         await self.push(replies.RECIPIENT_OK)
+
+
+def _source_route(path: str | None, template: str) -> str | None:
+    """``template`` with the path as given when it is a source route (``<@hop,@hop:a@b>``): aiosmtpd
+    drops the "@hop:" part and keeps the rest, so refuse what the client asked, not that."""
+    if path is None or not _SOURCE_ROUTE.match(path):
+        return None
+    return template.format(path.partition(">")[0].lstrip("<"))
 
 
 def _common_name(certificate: Mapping[str, Any]) -> str | None:
@@ -375,18 +441,27 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        if _BARE_LINE_END.search(raw):
-            log_event(log, "data-refused", logging.WARNING, peer=self.server._peer(), reason="bare-line-end")
-            metrics.message_refused(self.server.config.kind, "bare-line-end")
-            return replies.BARE_LINE_END
+        for fault, faulty, reason in _DATA_FAULTS:
+            if fault.search(raw):
+                log_event(log, "data-refused", logging.WARNING, peer=self.server._peer(), reason=reason)
+                metrics.message_refused(self.server.config.kind, reason)
+                return faulty
         config = self.server.config
+        results = b""
         if config.dkim is not None:
             result = await config.dkim.check(raw)
             refusal = {"fail": replies.DKIM_FAILED, "temperror": replies.DKIM_UNAVAILABLE}.get(result.result)
             if refusal is not None and config.dkim_refuse:
                 metrics.message_refused(config.kind, "dkim")
                 return refusal.format(f"d={result.domain}")
-            raw = result.header(config.hostname) + raw
+            results = result.header(config.hostname)
+        if config.kind == "operator":
+            # Verified as received, then rid of what only we may write: results under our name (a peer's
+            # would pass for ours downstream) and submission instructions (for our own software only).
+            raw = remove_fields(
+                raw, lambda f: is_submission_field(f) or claims_authserv_id(f, config.hostname)
+            )
+        raw = results + raw
         outcome = await self.server.intake.receive(self.server._arrival(raw))
         accepted = outcome.accepted
         if accepted:
@@ -400,6 +475,9 @@ class _Handler:
         return outcome.verdicts[0].reply if outcome.verdicts else replies.LOCAL_ERROR
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, BareLineFeedError):
+            log_event(log, "command-refused", logging.WARNING, peer=self.server._peer(), reason="bare-lf")
+            return replies.BARE_LF_COMMAND
         # A loop boundary (STYLE.md §5): one command failed, the connection and the daemon go on.
         log_event(log, "smtp-command-failed", logging.ERROR, exc_info=True, peer=self.server._peer())
         return replies.LOCAL_ERROR

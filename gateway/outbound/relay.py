@@ -55,6 +55,7 @@ from gateway.store.repository import (
 from gateway.store.states import DeliveryState
 from gateway.store_health import Abandoned, StoreHealth
 from mappers import headers
+from mappers.errors import MappingError
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +359,13 @@ class Relay:
                 envelope.pk,
             )
             route = self.router.reports.route(envelope.envelope_from, envelope.source, envelope.client)
-            message = delivery_notice(original, reported, self.settings.gateway, now, "relay", route)
-            notice = Notice(message, tuple(failed_pks))
+            try:
+                message = delivery_notice(original, reported, self.settings.gateway, now, "relay", route)
+            except MappingError as error:
+                # A sender no report can be addressed to (a control character in it): the outcomes stand.
+                log_event(log, "dsn-impossible", logging.WARNING, queue_id=envelope.pk, reason=str(error))
+            else:
+                notice = Notice(message, tuple(failed_pks))
         return _Report(tuple(outcomes), notice)
 
     def _record(self, reports: Sequence[_Report]) -> list[None]:

@@ -206,3 +206,20 @@ async def test_a_dns_timeout_on_the_dkim_key_is_a_temporary_error(
                 f"Authentication-Results: mssgw.hopital.test.mssante.fr; dkim=temperror header.d={DOMAIN} "
                 f"header.s={key.selector}\r\n".encode()
             )
+
+
+async def test_results_under_our_name_and_submission_instructions_from_outside_are_removed(
+    tmp_path: Path, pki: Pki
+) -> None:
+    ours = "Authentication-Results: MSSGW.hopital.test.mssante.fr;\r\n dkim=pass header.d=forged.test"
+    theirs = f"Authentication-Results: mx.{PEER_DOMAIN}; dkim=pass header.d={PEER_DOMAIN}"
+    instruction = "X-MSSGW-Patient: matricule=279035121518989;\r\n birth-name=DUPONT"
+    raw = f"{ours}\r\n{theirs}\r\n{instruction}\r\n".encode() + message(sender=PEER, to=MAILBOX)
+    async with running(listener_settings(tmp_path, pki, "operator"), "operator") as gateway:
+        answers = await smtp(gateway.port, operator_session(pki, PEER, [MAILBOX], raw))
+        assert answers["DATA"].startswith("250")
+        [(_, _, stored)] = gateway.messages()
+    head = stored.partition(b"\r\n\r\n")[0].decode()
+    assert head.startswith("Authentication-Results: mssgw.hopital.test.mssante.fr; dkim=none\r\n")
+    assert "forged.test" not in head and "X-MSSGW" not in head and "DUPONT" not in head
+    assert f"{theirs}\r\n" in head

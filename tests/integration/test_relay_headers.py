@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from gateway.outbound.transports.registry import TransportRegistry
 from gateway.settings import from_mapping
 from gateway.store.db import Store
 from gateway.store.repository import NewMessage, Recipient
+from tests.support.relay import run_relay_until, states
 
 
 async def test_a_message_stored_without_x_mss_nil_leaves_with_the_gateway_s(
@@ -40,14 +40,7 @@ async def test_a_message_stored_without_x_mss_nil_leaves_with_the_gateway_s(
     relay = Relay(
         settings, store.repository, TransportRegistry(settings), None, lambda: datetime.now(UTC), trusts=bool
     )
-    task = await relay.start()
-    deadline = asyncio.get_running_loop().time() + 20
-    while any(d.state != "sent" for pk in pks for d in store.queue.show(pk).deliveries):
-        assert asyncio.get_running_loop().time() < deadline, "the relay never finished"
-        await asyncio.sleep(0.05)
-    await relay.stop(5)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await run_relay_until(relay, lambda: states(store, *pks) == {"sent"})
 
     written = sorted(path.read_bytes() for path in out.glob("*.eml"))
     assert sorted(written) == sorted([b"X-MSS-NIL: DEV935997\r\n" + bare, own])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from gateway.outbound.transports.registry import TransportRegistry
 from gateway.settings import from_mapping
 from gateway.store.db import Store
 from gateway.store.repository import NewMessage, Recipient
+from tests.support.relay import run_relay_until, states
 
 TRUSTED = "clinique.mssante.test"
 
@@ -49,14 +49,7 @@ async def test_mail_for_a_domain_off_the_trust_list_is_refused_before_any_look_u
         lambda: datetime.now(UTC),
         trusts=lambda domain: domain == TRUSTED,
     )
-    task = await relay.start()
-    deadline = asyncio.get_running_loop().time() + 20
-    while {d.state for d in store.queue.show(pk).deliveries} & {"queued", "sending"}:
-        assert asyncio.get_running_loop().time() < deadline, "the relay never finished"
-        await asyncio.sleep(0.05)
-    await relay.stop(5)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await run_relay_until(relay, lambda: not states(store, pk) & {"queued", "sending"})
 
     untrusted, trusted = store.queue.show(pk).deliveries
     assert untrusted.state == "notified"

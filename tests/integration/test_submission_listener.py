@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import email
 import email.policy
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway import metrics
+from gateway.inbound.auth_throttle import AuthThrottle
 from gateway.inbound.credentials import hash_password
 from gateway.settings import Settings
 from mappers import cda, ins, xds
@@ -126,6 +129,44 @@ async def test_a_wrong_password_is_refused(tmp_path: Path, pki: Pki) -> None:
             return reply(refused.value)
 
         assert (await smtp(gateway.port, session)).startswith("535 5.7.8")
+
+
+async def test_failed_logins_wait_longer_each_time_and_the_third_closes_the_connection(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    failed_before = metrics.REGISTRY.get_sample_value("mssgw_auth_failures_total", {"listener": "submission"})
+    async with running(settings_for(tmp_path, pki), "submission") as gateway:
+        gateway.listener.auth_throttle = AuthThrottle(base=0.01)
+        wrong = base64.b64encode(b"\0dpi\0wrong").decode()
+
+        def guessing(client: smtplib.SMTP) -> list[str]:
+            client.starttls(context=client_tls(pki))
+            client.ehlo()
+            answers = [client.docmd("AUTH", f"PLAIN {wrong}") for _ in range(3)]
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                client.noop()
+            return [f"{code} {text.decode()}" for code, text in answers]
+
+        def logging_in(client: smtplib.SMTP) -> object:
+            client.starttls(context=client_tls(pki))
+            client.ehlo()
+            return client.login("dpi", PASSWORD)
+
+        with caplog.at_level(logging.INFO, logger="gateway.inbound.smtp_server"):
+            assert await smtp(gateway.port, guessing) == [
+                "535 5.7.8 Authentication credentials invalid",
+                "535 5.7.8 Authentication credentials invalid",
+                "421 4.7.0 Too many failed authentication attempts: closing",
+            ]
+            # A right password still gets in, and starts its address again from no delay.
+            await smtp(gateway.port, logging_in)
+            assert gateway.listener.auth_throttle.failed("127.0.0.1") == (1, 0.0)
+    failed = metrics.REGISTRY.get_sample_value("mssgw_auth_failures_total", {"listener": "submission"})
+    assert (failed or 0) - (failed_before or 0) == 3
+    events = [(r.getMessage(), getattr(r, "mssgw_fields", {})) for r in caplog.records]
+    delays = [fields["delay"] for event, fields in events if event == "auth-delayed"]
+    assert delays == [0.01, 0.02]
+    assert [f["failures"] for e, f in events if e == "auth-disconnected"] == [3]
 
 
 @pytest.mark.parametrize("where", ["envelope", "header"])

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from gateway.outbound.transports.smtp_client import unwritable
+
 
 class Outcome(StrEnum):
     """What the next hop did with one recipient."""
@@ -70,3 +72,15 @@ def all_recipients(
 ) -> list[RecipientResult]:
     """The same result for every recipient (a connection failure, a refused MAIL FROM …)."""
     return [RecipientResult(r.address, outcome, reply, code, peer) for r in message.recipients]
+
+
+def unsendable(message: OutboundMessage) -> list[RecipientResult] | None:
+    """Permanent results for every recipient when SMTP can never carry ``message`` (a control character in
+    its envelope, NUL in its content): sent again, it would fail the same way until ``relay.max_lifetime``,
+    so the sender hears at once, with a DSN, instead of days later."""
+    reply = unwritable(
+        (message.envelope_from, message.envid or "", message.ret or ""),
+        [(r.address, r.notify or "", r.orcpt or "") for r in message.recipients],
+        message.content,
+    )
+    return None if reply is None else all_recipients(message, Outcome.PERMANENT, reply)

@@ -20,7 +20,13 @@ from pathlib import Path
 
 from gateway.file_modes import SHARED_DIR, make_dirs
 from gateway.outbound.routing import Destination
-from gateway.outbound.transports.base import OutboundMessage, Outcome, RecipientResult, all_recipients
+from gateway.outbound.transports.base import (
+    OutboundMessage,
+    Outcome,
+    RecipientResult,
+    all_recipients,
+    unsendable,
+)
 from gateway.outbound.transports.folder import sync_directory, write_atomically
 from mappers.drop_files import drop_files
 from mappers.errors import MappingError
@@ -52,7 +58,8 @@ class LocalTransport:
                 return all_recipients(
                     message, Outcome.DELIVERED, f"written as {name}", peer=f"folder:{destination.path}"
                 )
-        return await asyncio.to_thread(self._forward, message)
+        refused = unsendable(message)
+        return refused if refused is not None else await asyncio.to_thread(self._forward, message)
 
     def _drop(self, message: OutboundMessage, folder: Path) -> str:
         recipients = ",".join(r.address.lower() for r in message.recipients)

@@ -20,6 +20,7 @@ from gateway.outbound.transports.base import (
     Outcome,
     RecipientResult,
     all_recipients,
+    unsendable,
 )
 from gateway.outbound.transports.smtp_client import Reply, SmtpConnection, SmtpError, TransactionReplies
 
@@ -57,6 +58,9 @@ class SmtpTransport:
             return await self._send(message)
 
     async def _send(self, message: OutboundMessage) -> list[RecipientResult]:
+        refused = unsendable(message)
+        if refused is not None:
+            return refused
         for _ in range(2):
             reused = bool(self._idle)
             try:

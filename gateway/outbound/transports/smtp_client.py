@@ -262,9 +262,29 @@ class SmtpConnection:
                 return int(raw[:3]), lines
 
 
+def unwritable(mail_from: Sequence[str], rcpts: Sequence[Sequence[str]], content: bytes) -> str | None:
+    """The permanent reply (enhanced code first) for a transaction SMTP can never carry, if it cannot.
+
+    ``mail_from`` are the values of MAIL FROM (address, parameters), ``rcpts`` those of each RCPT TO. A
+    control character in a command would end it or smuggle another (RFC 5321 § 4.1.2), and NUL may not
+    appear in message data (RFC 5322 § 2.3): the same message would fail the same way every retry.
+    """
+    for status, values in (("5.1.7", mail_from), *(("5.1.3", r) for r in rcpts)):
+        for value in values:
+            if _has_control(value):
+                return f"{status} control character in the envelope value {value!r}: SMTP cannot carry it"
+    if b"\x00" in content:
+        return "5.6.0 NUL character in the message data (RFC 5322 section 2.3): SMTP cannot carry it"
+    return None
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
 def _command_bytes(verb: str, address: str, params: Sequence[str]) -> bytes:
     for part in (address, *params):
-        if any(ord(c) < 32 or ord(c) == 127 for c in part):
+        if _has_control(part):
             raise SmtpError(f"control character in envelope value {part!r}")
     text = f"{verb}<{address}>" + "".join(f" {p}" for p in params)
     return text.encode("utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.inbound.dkim_check import claims_authserv_id
 from gateway.inbound.instructions import strip_submission_headers
 from gateway.inbound.parameters import mail_parameters, rcpt_parameters
 from gateway.inbound.policy import Policy
@@ -104,3 +105,23 @@ def test_mail_parameters_of_rfc_3461_keep_the_envid_as_sent() -> None:
 def test_mail_parameters_never_raise(params: str, limit: int) -> None:
     parameters, refusal = mail_parameters(params, limit)
     assert refusal is not None or parameters.envid is None or parameters.envid in params
+
+
+def test_the_envelope_sender_is_checked_like_a_recipient_but_with_5_1_7() -> None:
+    local, _, domain = APP.partition("@")
+    hostile = (f"{local}\r@{domain}", f"{local}\0@{domain}", f'"{OUTSIDE}"@{domain}', f"a%b.test@{domain}")
+    for address in hostile:
+        for source in ("submission", "operator", "cli"):
+            refusal = POLICY.sender(source, "dpi", address)
+            assert refusal is not None and refusal.startswith("553 5.1.7 Sender <"), (source, address)
+    assert POLICY.sender("submission", "dpi", APP) is None
+    assert POLICY.sender("operator", None, "") is None  # the null sender of a bounce
+    assert POLICY.sender("imap", None, f"a%b.test@{domain}") is None  # taken by the operator already
+
+
+def test_only_authentication_results_under_our_name_are_ours() -> None:
+    host = "mssgw.hopital.test"
+    assert claims_authserv_id(b"Authentication-Results: MSSGW.hopital.test; dkim=pass\r\n", host)
+    assert claims_authserv_id(b"authentication-results:\r\n mssgw.hopital.test 1;\r\n spf=pass\r\n", host)
+    assert not claims_authserv_id(b"Authentication-Results: mx.other.test; dkim=pass\r\n", host)
+    assert not claims_authserv_id(b"X-Authentication-Results: mssgw.hopital.test; dkim=pass\r\n", host)
