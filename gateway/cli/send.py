@@ -68,8 +68,6 @@ def _send(args: argparse.Namespace) -> int:
         )
     except MappingError as error:
         raise InputError("message", str(error)) from error
-    for notice in _notices(record, str(message["Subject"])):
-        print(f"mssgw: note: {notice}", file=sys.stderr)
     arrival = Arrival(
         raw=message.as_bytes(),
         envelope_from=record.author.address,
@@ -92,6 +90,8 @@ def _send(args: argparse.Namespace) -> int:
         raise InputError("--to", reasons)
     stored_pk = result.message_pk
     wake.ping(settings.gateway.state_dir)
+    for notice in _notices(record, str(message["Subject"])):
+        print(f"mssgw: note: {notice}", file=sys.stderr)
     print(stored_pk)
     return 0
 
