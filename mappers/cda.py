@@ -23,7 +23,7 @@ import base64
 import hashlib
 import uuid
 import xml.etree.ElementTree as ET  # noqa: S405 - only builds XML; parsing goes through defusedxml
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
@@ -55,6 +55,22 @@ def is_clinical_document(data: bytes) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderMetadata:
+    """The header parts METADATA.XML repeats, as the CI-SIS annex "lien entre l'en-tête CDA et les
+    métadonnées XDS" maps them; ``apply_header`` writes them into a Document."""
+
+    confidentiality: Code | None = None
+    language: str | None = None
+    event_codes: tuple[Code, ...] = ()
+    service_start: datetime | None = None
+    service_stop: datetime | None = None
+    legal_authenticator: Author | None = None
+    healthcare_facility_type: Code | None = None
+    practice_setting: Code | None = None
+    format_code: Code | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CdaHeader:
     """What the header of a CDA says; ``patient`` is ``None`` when no INS identifier is present."""
 
@@ -64,6 +80,7 @@ class CdaHeader:
     effective_time: datetime | None
     unique_id: str | None
     author: Author | None
+    metadata: HeaderMetadata = field(default_factory=HeaderMetadata)
 
 
 def _ts(moment: datetime) -> str:
@@ -313,6 +330,65 @@ def _read_patient(root: ET.Element) -> Patient | None:
     )
 
 
+def _read_code(element: ET.Element | None) -> Code | None:
+    if element is None or not element.get("code"):
+        return None
+    return Code(element.get("code", ""), element.get("displayName", ""), element.get("codeSystem", ""))
+
+
+def _read_person(entity: ET.Element | None, person_tag: str) -> Author | None:
+    """The RPPS and name of an ``assignedEntity``/``assignedAuthor``."""
+    if entity is None:
+        return None
+    rpps = next(
+        (i.get("extension") for i in entity.findall("h:id", _N) if i.get("root") == xds.RPPS_OID),
+        None,
+    )
+    family = _text(entity.find(f"h:{person_tag}/h:name/h:family", _N)) or None
+    given = _text(entity.find(f"h:{person_tag}/h:name/h:given", _N)) or None
+    if not (rpps or family or given):
+        return None
+    return Author(rpps=rpps, family_name=family, given_name=given)
+
+
+def _read_metadata(root: ET.Element) -> HeaderMetadata:
+    event = root.find("h:documentationOf/h:serviceEvent", _N)
+    period = event.find("h:effectiveTime", _N) if event is not None else None
+    low = period.find("h:low", _N) if period is not None else None
+    high = period.find("h:high", _N) if period is not None else None
+    confidentiality = _read_code(root.find("h:confidentialityCode", _N))
+    language = root.find("h:languageCode", _N)
+    setting = _read_code(
+        root.find(
+            "h:documentationOf/h:serviceEvent/h:performer/h:assignedEntity/h:representedOrganization/"
+            "h:standardIndustryClassCode",
+            _N,
+        )
+    ) or _read_code(
+        root.find("h:author/h:assignedAuthor/h:representedOrganization/h:standardIndustryClassCode", _N)
+    )
+    pdf_body = root.find("h:component/h:nonXMLBody/h:text[@mediaType='application/pdf']", _N)
+    return HeaderMetadata(
+        confidentiality=confidentiality,
+        language=(language.get("code") or None) if language is not None else None,
+        event_codes=tuple(
+            c
+            for e in root.findall("h:documentationOf/h:serviceEvent", _N)
+            if (c := _read_code(e.find("h:code", _N)))
+        ),
+        service_start=_parse_ts(low.get("value")) if low is not None else None,
+        service_stop=_parse_ts(high.get("value")) if high is not None else None,
+        legal_authenticator=_read_person(
+            root.find("h:legalAuthenticator/h:assignedEntity", _N), "assignedPerson"
+        ),
+        healthcare_facility_type=_read_code(
+            root.find("h:componentOf/h:encompassingEncounter/h:location/h:healthCareFacility/h:code", _N)
+        ),
+        practice_setting=setting,
+        format_code=xds.PDF_FORMAT if pdf_body is not None else None,
+    )
+
+
 def _read_author(root: ET.Element) -> Author | None:
     assigned = root.find("h:author/h:assignedAuthor", _N)
     if assigned is None:
@@ -333,6 +409,7 @@ def _read_author(root: ET.Element) -> Author | None:
         specialty=Code(code.get("code", ""), code.get("displayName", ""), code.get("codeSystem", ""))
         if code is not None
         else None,
+        role=_read_code(root.find("h:author/h:functionCode", _N)),
     )
 
 
@@ -357,6 +434,37 @@ def read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader:
         effective_time=_parse_ts(effective.get("value")) if effective is not None else None,
         unique_id=unique_id,
         author=_read_author(root),
+        metadata=_read_metadata(root),
+    )
+
+
+def apply_header(document: Document, header: CdaHeader) -> Document:
+    """``document`` with the metadata its CDA header states, so METADATA.XML says what the CDA says.
+
+    What the header gives wins, except the masking codes (XDS only: MASQUE_PS …), which are kept beside a
+    restricted CDA confidentialityCode; what it leaves out keeps the document's value.
+    """
+    masks = document.confidentiality
+    known = header.metadata
+    restricted = known.confidentiality
+    if restricted is not None and restricted.code != xds.NORMAL.code and restricted not in masks:
+        masks = (*masks, restricted)
+    return replace(
+        document,
+        type_code=header.code or document.type_code,
+        title=header.title or document.title,
+        creation_time=header.effective_time or document.creation_time,
+        unique_id=header.unique_id or document.unique_id,
+        author=header.author or document.author,
+        confidentiality=masks,
+        language=known.language or document.language,
+        event_codes=known.event_codes or document.event_codes,
+        service_start=known.service_start or document.service_start,
+        service_stop=known.service_stop or document.service_stop,
+        legal_authenticator=known.legal_authenticator or document.legal_authenticator,
+        healthcare_facility_type=known.healthcare_facility_type or document.healthcare_facility_type,
+        practice_setting=known.practice_setting or document.practice_setting,
+        format_code=known.format_code or document.format_code,
     )
 
 

@@ -28,6 +28,7 @@ class Author:
     institution_name: str | None = None
     institution_id: str | None = None
     specialty: Code | None = None
+    role: Code | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,8 @@ def _author(parent: ET.Element, scheme: str, obj: str, author: Author) -> None:
             "authorInstitution",
             xds.format_xon(author.institution_name, author.institution_id),
         )
+    if author.role:
+        _slot(element, "authorRole", xds.format_code_triplet(author.role))
     if author.specialty:
         _slot(element, "authorSpecialty", xds.format_code_triplet(author.specialty))
 

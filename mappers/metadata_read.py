@@ -108,10 +108,12 @@ def _read_author(classification: ET.Element) -> Author:
     name = structure = None
     if slots.get("authorInstitution"):
         name, structure = xds.parse_xon(slots["authorInstitution"][0])
-    specialty = None
+    specialty = role = None
     if slots.get("authorSpecialty"):
         specialty = xds.parse_code_triplet(slots["authorSpecialty"][0])
-    return Author(rpps, family, given, name, structure, specialty)
+    if slots.get("authorRole"):
+        role = xds.parse_code_triplet(slots["authorRole"][0])
+    return Author(rpps, family, given, name, structure, specialty, role)
 
 
 def _signer(slots: dict[str, list[str]]) -> Author | None:

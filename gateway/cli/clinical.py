@@ -8,6 +8,7 @@ option at fault (exit 65).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -36,8 +37,8 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
     """The ``--doc`` option and the metadata that goes with the documents."""
     parser.add_argument("--doc", type=Path, action="append", required=required, dest="docs", default=[],
                         help="a PDF (wrapped in a CDA R2 N1) or a CDA XML file; repeatable")  # fmt: skip
-    parser.add_argument("--type-code", required=required, help="LOINC document type, e.g. 11490-0")
-    parser.add_argument("--type-label", required=required, help="its label, e.g. 'Lettre de liaison'")
+    parser.add_argument("--type-code", help="LOINC document type, e.g. 11490-0 (for a CDA: its header code)")
+    parser.add_argument("--type-label", help="its label, e.g. 'Lettre de liaison'")
     parser.add_argument("--title", help="document title (default: the type label)")
     parser.add_argument("--date", help="document date, ISO 8601 with offset (default: now)")
     parser.add_argument("--author-rpps")
@@ -136,7 +137,7 @@ def documents_from_args(
         institution_name=args.institution_name,
         institution_id=args.institution_id,
     )
-    type_code = Code(args.type_code, args.type_label, xds.LOINC_OID)
+    type_code = Code(args.type_code or "", args.type_label or "", xds.LOINC_OID)
     masks = tuple(xds.MASKING_CODES[c] for c in dict.fromkeys(args.confidentiality))
     files = [(path, read_input(path, "document")) for path in args.docs]
     headers: dict[Path, cda.CdaHeader] = {}
@@ -153,6 +154,9 @@ def documents_from_args(
         raise InputError("--doc", str(error)) from error
     if settled is None:
         raise InputError("--doc", "a PDF names no patient: give --patient too (or a CDA naming the patient)")
+    with_pdfs = len(headers) < len(files)
+    for path, _ in files:
+        _check_type(path, headers.get(path), type_code, about_pdfs=with_pdfs)
     documents = []
     for path, content in files:
         header = headers.get(path)
@@ -170,17 +174,34 @@ def documents_from_args(
                 )  # fmt: skip
             )
             continue
-        documents.append(
-            Document(
-                filename=path.name,
-                content=content,
-                mime_type="text/xml",
-                title=args.title or header.title or args.type_label,
-                type_code=header.code or type_code,
-                creation_time=header.effective_time or when,
-                unique_id=header.unique_id or cda.document_id(content),
-                author=header.author or author,
-                confidentiality=masks,
-            )  # fmt: skip
+        given = Document(
+            filename=path.name,
+            content=content,
+            mime_type="text/xml",
+            title=args.type_label or "",
+            type_code=type_code,
+            creation_time=when,
+            unique_id=cda.document_id(content),
+            author=author,
+            confidentiality=masks,
         )
+        documented = cda.apply_header(given, header)  # METADATA.XML says what the CDA header says
+        if args.title:
+            documented = dataclasses.replace(documented, title=args.title)
+        documents.append(documented)
     return settled, documents
+
+
+def _check_type(path: Path, header: cda.CdaHeader | None, given: Code, *, about_pdfs: bool) -> None:
+    """A PDF needs --type-code and --type-label; a CDA has its own code, which --type-code may not
+    contradict when it can only be about the CDAs (``about_pdfs``: it types the PDFs given beside)."""
+    code = header.code if header is not None else None
+    if code is None or not code.code:
+        if not (given.code and given.label):
+            what = "a PDF" if header is None else "a CDA without a header code"
+            raise InputError("--doc", f"{path} is {what}: give the document's --type-code and --type-label")
+    elif given.code and given.code != code.code and not about_pdfs:
+        raise InputError(
+            "--type-code",
+            f"{given.code} given, but {path} says it is {code.code} ({code.label}) in its header",
+        )

@@ -104,8 +104,6 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
     patient = load_patient(args.patient) if args.patient else None
     documents: list[Document] = []
     if args.docs:
-        if not (args.type_code and args.type_label):
-            raise InputError("--doc", "give the documents' --type-code and --type-label")
         patient, documents = documents_from_args(args, patient, document_time(args.date))
     author = Mailbox(sender, args.from_name)
     record = MessageRecord(

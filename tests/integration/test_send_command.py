@@ -73,7 +73,7 @@ def test_a_document_for_a_patient_travels_in_an_xdm_package_with_mssante_headers
     ("args", "field", "reason"),
     [
         (["--to", "not an address"], "--to", "is not a valid mail address"),
-        (["--to", "a@b.test", "--doc", "x.pdf"], "--doc", "give the documents' --type-code"),
+        (["--to", "a@b.test", "--doc", "/nonexistent/x.pdf"], "/nonexistent/x.pdf", "cannot read document"),
         (
             ["--to", "a@b.test", "--body-file", "/nonexistent/body.txt"],
             "/nonexistent/body.txt",
