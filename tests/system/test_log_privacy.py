@@ -31,8 +31,9 @@ def test_logs_carry_the_audit_trail_but_no_patient_data_or_credentials(
     gateways.append(gateway)
     body = tmp_path / "body.txt"
     body.write_text(f"Madame DUPONT Jeanne, INS {MATRICULE} : compte rendu confidentiel.\n", encoding="utf-8")
-    attachment = tmp_path / f"CR_DUPONT_{MATRICULE}.pdf"
-    attachment.write_bytes(b"%PDF-1.4 test\n")
+    # A note, not a PDF: a health document goes to a patient only inside IHE_XDM.zip (ECO.2.1.1).
+    attachment = tmp_path / f"CR_DUPONT_{MATRICULE}.txt"
+    attachment.write_bytes(b"Rendez-vous le 12 janvier.\n")
     patient = tmp_path / "patient.json"
     patient.write_text(
         json.dumps(
