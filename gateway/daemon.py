@@ -41,6 +41,7 @@ from gateway.sd_notify import Notifier
 from gateway.settings import Settings
 from gateway.store.db import Store, connect_store, prepare_schema
 from gateway.store.faults import STORE_FAULTS, describe, is_disk_full
+from gateway.store.reserve import SpaceReserve
 from gateway.store_health import StoreHealth
 from gateway.trust import TrustList, TrustListService
 
@@ -146,7 +147,9 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self.notifier = Notifier.from_environment()
         self.store: Store | None = None
-        self.health = StoreHealth(on_change=self._store_changed)
+        self.health = StoreHealth(
+            on_change=self._store_changed, reserve=SpaceReserve.for_store(settings.store_url)
+        )
 
     async def run(self) -> int:
         """Run until a stop signal; the exit code for the process."""
@@ -154,6 +157,8 @@ class Daemon:
         make_dirs(settings.gateway.state_dir, PRIVATE_DIR)
         store = await asyncio.to_thread(connect_store, settings.store_url)
         self.store = store
+        # Before the schema, which may need the room; on a full disk the start goes on without it.
+        await asyncio.to_thread(self.health.room_for_intake)
         schema_later = await self._prepare(store)
         loop = asyncio.get_running_loop()
         watched: set[asyncio.Task[object]] = set()

@@ -4,7 +4,8 @@ A PostgreSQL restart or failover, or SQLite's disk filling up, must not end the 
 calls go through ``StoreHealth.retry``, the intake reports its commits here, and the listeners keep
 answering (451, or 452 on a full disk) until the store is back. One episode — from the first failure to
 the first success after it — logs ``store-unavailable`` once and ``store-back`` once, never a line per
-attempt; ``up`` is what ``mssgw_store_up`` and systemd's ``STATUS=`` show meanwhile.
+attempt; ``up`` is what ``mssgw_store_up`` and systemd's ``STATUS=`` show meanwhile. On SQLite a full
+disk also gives back the room the daemon set aside (``gateway.store.reserve``), so that the relay goes on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TypeVar
 from gateway.errors import SchemaMismatch
 from gateway.logsetup import log_event
 from gateway.store.faults import STORE_FAULTS, describe, is_disk_full
+from gateway.store.reserve import SpaceReserve
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,20 @@ class StoreHealth:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         on_change: Callable[[bool, str], None] = lambda up, reason: None,
+        reserve: SpaceReserve | None = None,
     ) -> None:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.on_change = on_change
         self.up = True
         self.disk_full = False
+        self.reserve = reserve
 
     def failed(self, what: str, error: BaseException) -> None:
         """A store call failed; the first failure of an episode is logged and announced."""
         self.disk_full = is_disk_full(error)
+        if self.disk_full and self.reserve is not None:
+            self.reserve.release()
         if not self.up:
             return
         self.up = False
@@ -62,6 +68,16 @@ class StoreHealth:
         self.up = True
         log_event(log, "store-back")
         self.on_change(True, "")
+
+    @property
+    def room_set_aside(self) -> bool:
+        """Whether the reserve is held (or there is none): the intake's check without touching the disk."""
+        return self.reserve is None or self.reserve.held
+
+    def room_for_intake(self) -> bool:
+        """Whether new mail may be stored: not while the reserve is given back and cannot be set aside
+        again (the room left is the relay's). Touches the disk: call it from a worker thread."""
+        return self.reserve is None or self.reserve.ensure()
 
     async def retry(
         self,

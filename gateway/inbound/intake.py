@@ -214,14 +214,15 @@ class Intake:
             new = dataclasses.replace(
                 new, follow_ups=(*new.follow_ups, self._late_notice(arrival, raw, late))
             )
+        if not self.health.room_set_aside and not await asyncio.to_thread(self.health.room_for_intake):
+            return self._not_stored(arrival, verdicts, replies.STORE_FULL)
         try:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
             self.health.failed("intake-commit", error)
-            unavailable = replies.STORE_FULL if self.health.disk_full else replies.STORE_UNAVAILABLE
             log_event(log, "store-failed", logging.ERROR, source=arrival.source, error=type(error).__name__)
-            metrics.message_refused(arrival.source, replies.reason(unavailable))
-            return IntakeResult(None, False, tuple(_refused(v, unavailable) for v in verdicts))
+            unavailable = replies.STORE_FULL if self.health.disk_full else replies.STORE_UNAVAILABLE
+            return self._not_stored(arrival, verdicts, unavailable)
         self.health.succeeded()
         if new.recipients or new.follow_ups:
             self.on_commit()
@@ -248,6 +249,12 @@ class Intake:
                 for v in verdicts
             ),
         )
+
+    @staticmethod
+    def _not_stored(arrival: Arrival, verdicts: Sequence[Verdict], reply: str) -> IntakeResult:
+        """The store could not take the message: every recipient gets the temporary refusal."""
+        metrics.message_refused(arrival.source, replies.reason(reply))
+        return IntakeResult(None, False, tuple(_refused(v, reply) for v in verdicts))
 
     async def _unheard_refusals(self, arrival: Arrival, verdicts: Sequence[Verdict]) -> list[Verdict]:
         """The refusals the sender cannot have heard of recipient by recipient.

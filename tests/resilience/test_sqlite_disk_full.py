@@ -3,7 +3,8 @@ already queued is still delivered, a start on the full disk still starts, and ma
 as there is room — without a restart.
 
 The disk is a real small filesystem (tmpfs, 8 MB) mounted by the test, filled with a file; where mounting
-is refused (not root), the test skips.
+is refused (not root), the test skips. What lets queued mail leave is the room the daemon keeps aside beside
+the database (``store.db-reserve``) and gives back at the first "disk full".
 """
 
 from __future__ import annotations
@@ -112,3 +113,45 @@ def test_a_full_disk_refuses_with_452_and_keeps_delivering(
     assert set(counts.values()) == {1}
     assert gateway.json("queue", "list") == []
     assert "event=store-unavailable" in gateway.output() and "error=disk-full" in gateway.output()
+
+
+def test_a_backlog_still_waiting_for_a_slot_leaves_on_a_full_disk(
+    tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway], small_disk: Path
+) -> None:
+    """One transaction at a time: when the disk fills, two messages are queued and not yet claimed, and
+    claiming them needs a write — the reserve is what makes room for it."""
+    operator = fake_operator()
+    gateway = gateway_for(
+        tmp_path / "gw",
+        pki,
+        operator,
+        store_url=f"sqlite:///{small_disk / 'store.db'}",
+        relay={"concurrency": 1},
+    )
+    add_submission(gateway, pki, tmp_path)
+    gateways.append(gateway)
+    gateway.start()
+    assert (small_disk / "store.db-reserve").stat().st_size == 2 * 1024 * 1024
+    operator.hold()
+    assert [submit(gateway, pki, n)[0] for n in (1, 2, 3)] == [250, 250, 250]
+    operator.wait_for_held(1)
+
+    filler = fill(small_disk)
+    code, text = submit(gateway, pki, 4, lines=20_000)
+    assert (code, text[:5]) == (452, "4.3.1"), text
+    assert not (small_disk / "store.db-reserve").exists()
+    # While the reserve is given back, even a small message is refused without being tried.
+    assert submit(gateway, pki, 5)[0] == 452
+    operator.release()
+    operator.wait_until(lambda: len(delivered(operator)) == 3, timeout=30, what="the 3 queued messages")
+
+    filler.unlink()
+    assert submit(gateway, pki, 6)[0] == 250
+    assert (small_disk / "store.db-reserve").exists()
+    operator.wait_until(
+        lambda: len(delivered(operator)) == 4, timeout=30, what="the message after the room came"
+    )
+    assert gateway.stop() == 0
+    assert sorted(delivered(operator)) == [f"<full-{n}@hopital.test.mssante.fr>" for n in (1, 2, 3, 6)]
+    output = gateway.output()
+    assert "event=store-reserve-released" in output and "event=store-reserve-held" in output
