@@ -29,6 +29,20 @@ PATIENT = {
 }
 
 
+def patient_file(directory: Path, **changes: str) -> Path:
+    """``directory/patient.json``: :data:`PATIENT` (non-ASCII traits) with ``changes``."""
+    path = directory / "patient.json"
+    path.write_text(json.dumps({**PATIENT, **changes}), encoding="utf-8")
+    return path
+
+
+def report_pdf(directory: Path) -> Path:
+    """``directory/cr.pdf``, a minimal PDF report."""
+    path = directory / "cr.pdf"
+    path.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    return path
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     return folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997")
@@ -45,10 +59,8 @@ def stored(config: Path, queue_id: int) -> bytes:
 def test_a_document_for_a_patient_travels_in_an_xdm_package_with_mssante_headers(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    patient = tmp_path / "patient.json"
-    patient.write_text(json.dumps(PATIENT), encoding="utf-8")
-    pdf = tmp_path / "cr.pdf"
-    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    patient = patient_file(tmp_path)
+    pdf = report_pdf(tmp_path)
     code = main([
         "send", "-c", str(config), "--from", SENDER, "--to", "dr.martin@cabinet.test.mssante.fr",
         "--subject", "ignored for documents", "--patient", str(patient), "--doc", str(pdf),
@@ -95,8 +107,7 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored(
 def test_a_patient_with_a_wrong_ins_key_is_refused(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    patient = tmp_path / "patient.json"
-    patient.write_text(json.dumps({**PATIENT, "matricule": "279035121518988"}), encoding="utf-8")
+    patient = patient_file(tmp_path, matricule="279035121518988")
     code = main(["send", "-c", str(config), "--from", SENDER, "--to", "a@b.test", "--subject", "x",
                  "--patient", str(patient)])  # fmt: skip
     assert code == 65
@@ -127,12 +138,6 @@ def cda_of(tmp_path: Path, person: dict[str, str], name: str = "cr.xml") -> Path
     )  # fmt: skip
     path = tmp_path / name
     path.write_bytes(content)
-    return path
-
-
-def patient_file(tmp_path: Path) -> Path:
-    path = tmp_path / "patient.json"
-    path.write_text(json.dumps(PATIENT), encoding="utf-8")
     return path
 
 
@@ -196,8 +201,7 @@ def test_without_a_patient_file_the_patient_is_the_one_the_cda_names(
 def test_a_refusal_for_one_recipient_queues_nothing_for_the_others(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pdf = tmp_path / "cr.pdf"
-    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    pdf = report_pdf(tmp_path)
     code = send(config, "--to", PRO, "--to", f"{PATIENT['matricule']}@patient.mssante.fr",
                 "--patient", str(patient_file(tmp_path)), "--doc", str(pdf),
                 "--confidentiality", "INVISIBLE_PATIENT")  # fmt: skip
@@ -232,10 +236,8 @@ def test_a_send_without_nil_reference_names_the_key_and_stores_nothing(
 def test_a_bare_pdf_to_a_patient_is_refused_and_nothing_is_queued(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    patient = tmp_path / "patient.json"
-    patient.write_text(json.dumps(PATIENT), encoding="utf-8")
-    pdf = tmp_path / "cr.pdf"
-    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    patient = patient_file(tmp_path)
+    pdf = report_pdf(tmp_path)
     code = main(["send", "-c", str(config), "--from", SENDER, "--to", "279035121518989@patient.mssante.fr",
                  "--subject", "Votre CR", "--patient", str(patient), "--attach", str(pdf)])  # fmt: skip
     assert code == 65
@@ -250,12 +252,8 @@ def test_a_bare_pdf_to_a_patient_is_refused_and_nothing_is_queued(
 def test_a_corsican_matricule_typed_in_lower_case_travels_upper_case_and_choices_are_said(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    patient = tmp_path / "patient.json"
-    patient.write_text(
-        json.dumps({**PATIENT, "matricule": "1 80 07 2a 123 456 19", "sex": "M"}), encoding="utf-8"
-    )
-    pdf = tmp_path / "cr.pdf"
-    pdf.write_bytes(b"%PDF-1.4\n% compte rendu\n%%EOF\n")
+    patient = patient_file(tmp_path, matricule="1 80 07 2a 123 456 19", sex="M")
+    pdf = report_pdf(tmp_path)
     code = main([
         "send", "-c", str(config), "--from", SENDER, "--to", "dr.martin@cabinet.test.mssante.fr",
         "--subject", "Courrier", "--patient", str(patient), "--doc", str(pdf),
