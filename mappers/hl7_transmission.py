@@ -9,6 +9,7 @@ Public API (stable):
     read_transmission(er7: str) -> Transmission          # raises Hl7Refusal (code, text)
     check_flags(flags: Mapping[str, bool]) -> Route       # raises Hl7Refusal 207
     read_header(er7: str) -> RequestHeader | None         # what an ACK needs, even for a refused message
+    decode_er7(block: bytes) -> str                       # an MLLP block decoded as its MSH-18 says
 """
 
 from __future__ import annotations
@@ -102,6 +103,24 @@ def check_flags(flags: Mapping[str, bool]) -> Route:
         return Route.PATIENT_ONLY
     shown = ", ".join(f"{name}={'Y' if f[name] else 'N'}" for name in REQUIRED_FLAGS)
     raise Hl7Refusal(207, f"MetaDMPMSS combination not allowed for MSSanté: {shown}")
+
+
+def decode_er7(block: bytes) -> str:
+    """Decode a frame in the character set its own MSH-18 names (the profile allows UTF-8 and 8859/1, /15).
+
+    MSH is read as bytes first: every allowed set is ASCII-compatible up to MSH-18, so the header can be
+    split before the body is decoded.
+    """
+    if block[:3] != b"MSH" or len(block) < 4:
+        raise Hl7Refusal(100, "the frame does not start with an MSH segment")
+    fields = block.split(b"\r", 1)[0].split(block[3:4])
+    name = fields[17].decode("ascii", "replace").strip() if len(fields) > 17 else ""
+    if name not in _CHARSETS:
+        raise Hl7Refusal(203, f"MSH-18 character set {name!r} not supported")
+    try:
+        return block.decode(_CHARSETS[name])
+    except UnicodeDecodeError as exc:
+        raise Hl7Refusal(102, f"the message is not valid {name or 'ASCII'} (MSH-18)") from exc
 
 
 def read_transmission(er7: str) -> Transmission:

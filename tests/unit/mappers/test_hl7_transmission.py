@@ -16,6 +16,7 @@ from mappers.hl7_transmission import (
     Hl7Refusal,
     Route,
     check_flags,
+    decode_er7,
     read_header,
     read_transmission,
 )
@@ -159,3 +160,24 @@ def test_body_text_round_trips_through_er7_escapes(text: str) -> None:
     body = f"OBX|30|ED|CORPSMAIL_PATIENT^Corps^MetaDMPMSS||{escaped}||||||F"
     record = read_transmission(message(extra=(body,)))
     assert record.body_patient == text.strip()
+
+
+def test_frames_decode_as_their_msh18_says() -> None:
+    utf8 = message().replace("ANNE MARIE", "ANNE-HÉLÈNE")
+    assert decode_er7(utf8.encode("utf-8")) == utf8
+    latin = utf8.replace("UNICODE UTF-8", "8859/1")
+    assert decode_er7(latin.encode("iso-8859-1")) == latin
+    with pytest.raises(Hl7Refusal) as refused:
+        decode_er7(latin.encode("iso-8859-1").replace(b"8859/1", b"UNICODE UTF-8"))
+    assert refused.value.code == 102
+    with pytest.raises(Hl7Refusal) as refused:
+        decode_er7(utf8.replace("UNICODE UTF-8", "EBCDIC").encode())
+    assert refused.value.code == 203
+
+
+@given(st.binary(max_size=200))
+def test_any_frame_decodes_or_is_refused(block: bytes) -> None:
+    try:
+        decode_er7(b"MSH|^~\\&|" + block)
+    except Hl7Refusal as refused:
+        assert refused.code in {100, 102, 203}
