@@ -37,9 +37,9 @@ def test_a_refusal_needs_its_error() -> None:
         build_ack(REQUEST, AckCode.REJECTED, None, NOW, "ACK-3")
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=80))
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=80).filter(str.strip))
 def test_any_reason_keeps_the_structure(reason: str) -> None:
     text = build_ack(REQUEST, AckCode.REJECTED, (199, reason), NOW, "ACK-4")
     ack = hl7.parse(text)
     assert [str(s[0]) for s in ack] == ["MSH", "MSA", "ERR"]
-    assert ack.extract_field("ERR", 1, 8, 1, 1, 1) == reason.strip()
+    assert ack.extract_field("ERR", 1, 8, 1, 1, 1) == reason.rstrip()  # the parser trims line ends
