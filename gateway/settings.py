@@ -272,6 +272,37 @@ class OperatorListenerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Hl7ProducerSettings:
+    """A producing application (DPI, RIS, SGL), found by MSH-3 (and MSH-4 when set); its mail leaves from
+    ``from_address`` (a BAL applicative) with ``display_name`` (ECO.2.2.7); its business acknowledgements
+    (ZAM) go to ``zam_host``:``zam_port``, over TLS when ``zam_tls``."""
+
+    name: str
+    application: str
+    facility: str = ""
+    from_address: str = ""
+    display_name: str = ""
+    zam_host: str = ""
+    zam_port: int = 0
+    zam_tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hl7Settings:
+    """The MLLP listener for producers' ORU/MDM (off while ``listen`` is empty); TLS with a certificate."""
+
+    listen: tuple[str, ...] = ()
+    certificate: ReadableFile | None = None
+    key: SecretFile | None = None
+    client_ca: ReadableFile | None = None
+    networks: tuple[str, ...] = ()
+    max_message_size: int = 16 * 1024 * 1024
+    timeout: Seconds = 300.0
+    max_connections: int = 50
+    producers: tuple[Hl7ProducerSettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """The Prometheus endpoint; off while ``listen`` is empty, and only ever on a loopback address."""
 
@@ -313,6 +344,7 @@ class Settings:
     inbound: InboundSettings = field(default_factory=InboundSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     operator_listener: OperatorListenerSettings = field(default_factory=OperatorListenerSettings)
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
     certificates: CertificateSettings = field(default_factory=CertificateSettings)

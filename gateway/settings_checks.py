@@ -119,13 +119,7 @@ def _check_listeners(settings: Settings, problems: list[str]) -> None:
     """The inbound sections: listeners need TLS material, operators need the CA bundle and operator mode."""
     for name in ("submission", "operator_listener"):
         listener: SubmissionSettings | OperatorListenerSettings = getattr(settings, name)
-        for index, address in enumerate(listener.listen):
-            try:
-                host, port = split_host_port(address)
-                if not host or port > 65535:
-                    raise ValueError(address)
-            except ValueError:
-                problems.append(f"{name}.listen[{index}]: {address!r} is not host:port (e.g. 127.0.0.1:587)")
+        _check_addresses(name, listener.listen, problems)
         if listener.listen and (listener.certificate is None or listener.key is None):
             problems.append(f"{name}.certificate: a listener needs certificate and key (STARTTLS)")
     if settings.operator_listener.listen:
@@ -137,9 +131,55 @@ def _check_listeners(settings: Settings, problems: list[str]) -> None:
     for index, client in enumerate(settings.submission.clients):
         if names.count(client.name) > 1:
             problems.append(f"submission.clients[{index}].name: {client.name!r} is listed twice")
-        for position, network in enumerate(client.networks):
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                key = f"submission.clients[{index}].networks[{position}]"
-                problems.append(f"{key}: {network!r} is not a network")
+        _check_networks(f"submission.clients[{index}].networks", client.networks, problems)
+    _check_hl7(settings, problems)
+
+
+def _check_addresses(section: str, addresses: tuple[str, ...], problems: list[str]) -> None:
+    """Every listen entry host:port, named by its index so the admin finds it."""
+    for index, address in enumerate(addresses):
+        try:
+            host, port = split_host_port(address)
+            if not host or port > 65535:
+                raise ValueError(address)
+        except ValueError:
+            problems.append(f"{section}.listen[{index}]: {address!r} is not host:port (e.g. 127.0.0.1:587)")
+
+
+def _check_networks(key: str, networks: tuple[str, ...], problems: list[str]) -> None:
+    """Networks read as ipaddress does, refused at load time rather than at the first connection."""
+    for position, network in enumerate(networks):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            problems.append(f"{key}[{position}]: {network!r} is not a network")
+
+
+def _check_hl7(settings: Settings, problems: list[str]) -> None:
+    """The MLLP listener: TLS material coherent, producers distinguishable and able to send."""
+    hl7 = settings.hl7
+    _check_addresses("hl7", hl7.listen, problems)
+    _check_networks("hl7.networks", hl7.networks, problems)
+    if (hl7.certificate is None) != (hl7.key is None):
+        problems.append("hl7.key: certificate and key go together (TLS on the MLLP listener)")
+    if hl7.client_ca is not None and hl7.certificate is None:
+        problems.append(
+            "hl7.client_ca: client certificates are only verified with TLS (set certificate and key)"
+        )
+    for name, value in (("max_message_size", hl7.max_message_size), ("max_connections", hl7.max_connections)):
+        if value < 1:
+            problems.append(f"hl7.{name}: must be at least 1")
+    if hl7.listen and not hl7.producers:
+        problems.append("hl7.producers: the listener refuses every message without at least one producer")
+    seen: set[tuple[str, str]] = set()
+    for index, producer in enumerate(hl7.producers):
+        key = f"hl7.producers[{index}]"
+        if not producer.application:
+            problems.append(f"{key}.application: required (the producer's MSH-3)")
+        if (producer.application, producer.facility) in seen:
+            problems.append(f"{key}.application: another producer has the same MSH-3/MSH-4")
+        seen.add((producer.application, producer.facility))
+        if "@" not in producer.from_address:
+            problems.append(f"{key}.from_address: required (the BAL applicative its mail is sent from)")
+        if bool(producer.zam_host) != bool(producer.zam_port) or not 0 <= producer.zam_port <= 65535:
+            problems.append(f"{key}.zam_port: zam_host and zam_port (1-65535) go together")

@@ -146,6 +146,8 @@ def test_the_example_file_documents_every_key() -> None:
         ("submission", settings.SubmissionSettings),
         ("submission.clients", settings.SubmissionClientSettings),
         ("operator_listener", settings.OperatorListenerSettings),
+        ("hl7", settings.Hl7Settings),
+        ("hl7.producers", settings.Hl7ProducerSettings),
         ("metrics", settings.MetricsSettings),
         ("trust", settings.TrustSettings),
         ("certificates", settings.CertificateSettings),

@@ -1,0 +1,78 @@
+"""The [hl7] section: the MLLP listener and its producers; every problem names its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway import settings
+from gateway.errors import ConfigError
+from tests.support.pki import Pki
+
+
+def base(tmp_path: Path) -> dict[str, dict[str, object]]:
+    return {
+        "gateway": {"state_dir": str(tmp_path / "state"), "mode": "client", "nil_reference": "DEV935997"},
+        "smarthost": {"host": "smtp.operateur.test"},
+        "tls": {"ca_bundle": str(tmp_path / "ca.pem")},
+    }
+
+
+def test_listener_and_producers_load(tmp_path: Path, pki: Pki) -> None:
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    raw = base(tmp_path)
+    raw["hl7"] = {
+        "listen": ["127.0.0.1:2575"],
+        "certificate": str(pki.server.cert),
+        "key": str(pki.server.key),
+        "client_ca": str(pki.ca),
+        "networks": ["10.1.0.0/16"],
+        "timeout": "30s",
+        "producers": [
+            {
+                "name": "dpi",
+                "application": "DPI",
+                "facility": "CHU_X",
+                "from_address": "cr@hopital.mssante.fr",
+                "display_name": "CHU X",
+                "zam_host": "dpi.local",
+                "zam_port": 6662,
+            }
+        ],
+    }
+    hl7 = settings.from_mapping(raw).hl7
+    assert hl7.listen == ("127.0.0.1:2575",) and hl7.timeout == 30.0 and hl7.max_connections == 50
+    producer = hl7.producers[0]
+    assert (producer.application, producer.facility, producer.zam_port, producer.zam_tls) == (
+        "DPI",
+        "CHU_X",
+        6662,
+        False,
+    )
+
+
+def test_every_problem_is_named(tmp_path: Path, pki: Pki) -> None:
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    raw = base(tmp_path)
+    raw["hl7"] = {
+        "listen": ["nowhere"],
+        "certificate": str(pki.server.cert),
+        "networks": ["10.0.0.0/33"],
+        "max_connections": 0,
+        "producers": [
+            {"name": "a", "application": "DPI", "from_address": "cr@hopital.mssante.fr", "zam_host": "x"},
+            {"name": "b", "application": "DPI", "from_address": ""},
+        ],
+    }
+    with pytest.raises(ConfigError) as error:
+        settings.from_mapping(raw)
+    assert list(error.value.problems) == [
+        "hl7.listen[0]: 'nowhere' is not host:port (e.g. 127.0.0.1:587)",
+        "hl7.networks[0]: '10.0.0.0/33' is not a network",
+        "hl7.key: certificate and key go together (TLS on the MLLP listener)",
+        "hl7.max_connections: must be at least 1",
+        "hl7.producers[0].zam_port: zam_host and zam_port (1-65535) go together",
+        "hl7.producers[1].application: another producer has the same MSH-3/MSH-4",
+        "hl7.producers[1].from_address: required (the BAL applicative its mail is sent from)",
+    ]
