@@ -137,6 +137,9 @@ def documents_from_args(
         institution_name=args.institution_name,
         institution_id=args.institution_id,
     )
+    # The author answers for the PDFs the gateway wraps unless told otherwise: the CI-SIS wants a
+    # legalAuthenticator in every CDA, and METADATA.XML repeats it.
+    signer = Author(rpps=author.rpps, family_name=author.family_name, given_name=author.given_name)
     type_code = Code(args.type_code or "", args.type_label or "", xds.LOINC_OID)
     masks = tuple(xds.MASKING_CODES[c] for c in dict.fromkeys(args.confidentiality))
     files = [(path, read_input(path, "document")) for path in args.docs]
@@ -171,6 +174,7 @@ def documents_from_args(
                     document_id=cda.document_id(content),
                     author=author,
                     confidentiality=masks,
+                    legal_authenticator=signer if signer != Author() else None,
                 )  # fmt: skip
             )
             continue

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from mappers import archive, xdm
+from mappers import archive, cda, xdm
+from mappers.documents import Author
 from mappers.patient import Sex
 
 from .mappers.samples import (
@@ -161,6 +162,23 @@ def test_xdm_build_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert xdm.package_cda_codes(package) == ("11490-0", "18748-4")
     assert main(argv) == 65
     assert "exists (use --force" in capsys.readouterr().err
+
+
+def test_xdm_build_makes_the_author_legal_authenticator_of_a_wrapped_pdf(tmp_path: Path) -> None:
+    """The CDA around a PDF and its METADATA.XML entry both name the author as legal authenticator."""
+    pdf = tmp_path / "lettre.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    out = tmp_path / "out.zip"
+    argv = [
+        "xdm", "build", "--patient", str(_patient_json(tmp_path)), "--doc", str(pdf),
+        "--type-code", "11490-0", "--type-label", "Lettre de liaison", "--author-rpps", "899700367909",
+        "--author-family", "DOC0036790", "--author-given", "KIT", "-o", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    package = xdm.parse_package(out.read_bytes())
+    signer = Author(rpps="899700367909", family_name="DOC0036790", given_name="KIT")
+    assert package.documents[0].legal_authenticator == signer
+    assert cda.read_header(package.documents[0].content).metadata.legal_authenticator == signer
 
 
 @pytest.mark.parametrize(
