@@ -182,7 +182,7 @@ def _author(parent: ET.Element, author: Author | None, when: str, practice_setti
         name = _sub(_sub(assigned, "assignedPerson"), "name")
         _sub(name, "given", author.given_name or "")
         _sub(name, "family", author.family_name or "")
-    if author and (author.institution_name or author.institution_id):
+    if practice_setting is not None or (author and (author.institution_name or author.institution_id)):
         _organization(assigned, "representedOrganization", author, practice_setting)
 
 
