@@ -47,6 +47,16 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
     parser.add_argument("--institution-name")
     parser.add_argument("--institution-id", help="identifiant national de structure")
     parser.add_argument(
+        "--author-role",
+        metavar="CODE^LABEL^SYSTEM",
+        help="author's profession (CDA author/functionCode, XDS authorRole; TRE_G15)",
+    )
+    parser.add_argument(
+        "--author-specialty",
+        metavar="CODE^LABEL^SYSTEM",
+        help="author's specialty (assignedAuthor/code, XDS authorSpecialty; TRE_R38)",
+    )
+    parser.add_argument(
         "--facility-type",
         metavar="CODE^LABEL",
         help="healthcare facility type (TRE_R02), e.g. 'SA01^Etablissement public de santé'",
@@ -165,6 +175,8 @@ def documents_from_args(
         given_name=args.author_given,
         institution_name=args.institution_name,
         institution_id=args.institution_id,
+        specialty=code_option(args.author_specialty, "--author-specialty", None),
+        role=code_option(args.author_role, "--author-role", None),
     )
     # The author answers for the PDFs the gateway wraps unless told otherwise: the CI-SIS wants a
     # legalAuthenticator in every CDA, and METADATA.XML repeats it.

@@ -274,6 +274,8 @@ def test_xdm_build_writes_facility_setting_and_acts_of_a_wrapped_pdf(tmp_path: P
         "--facility-type", "SA01^Etablissement public de santé",
         "--practice-setting", "ETABLISSEMENT^Etablissement de santé",
         "--event-code", "ACQH004^Scanographie^1.2.250.1.213.2.5",
+        "--author-role", "10^Médecin^1.2.250.1.71.1.2.7",
+        "--author-specialty", "SM44^Radio-diagnostic^1.2.250.1.71.4.2.5",
     ]  # fmt: skip
     assert _build_from_a_pdf(tmp_path, *options) == 0
     document = xdm.parse_package((tmp_path / "out.zip").read_bytes()).documents[0]
@@ -282,6 +284,10 @@ def test_xdm_build_writes_facility_setting_and_acts_of_a_wrapped_pdf(tmp_path: P
     assert known.healthcare_facility_type == document.healthcare_facility_type == facility
     assert known.practice_setting == document.practice_setting
     assert document.practice_setting is not None and document.practice_setting.code == "ETABLISSEMENT"
+    header_author = cda.read_header(document.content).author
+    assert header_author is not None and document.author is not None
+    assert header_author.role == document.author.role == Code("10", "Médecin", "1.2.250.1.71.1.2.7")
+    assert header_author.specialty == document.author.specialty
     assert (
         known.event_codes == document.event_codes == (Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5"),)
     )
@@ -293,6 +299,7 @@ def test_xdm_build_writes_facility_setting_and_acts_of_a_wrapped_pdf(tmp_path: P
         ("--facility-type", "SA01"),
         ("--practice-setting", "^Etablissement"),
         ("--event-code", "ACQH004^Scano"),
+        ("--author-role", "10^Médecin"),
     ],
 )
 def test_xdm_build_refuses_an_incomplete_code_naming_the_option(
