@@ -9,7 +9,8 @@ Public API (stable):
     wrap_pdf(pdf: bytes, patient: Patient, *, title: str, type_code: Code, effective_time: datetime,
              document_id: str, author: Author | None = None, set_id: str | None = None, version: int = 1,
              service_start: datetime | None = None, service_stop: datetime | None = None,
-             language: str = "fr-FR") -> bytes
+             language: str = "fr-FR", event_codes=(), legal_authenticator=None,
+             healthcare_facility_type=None, practice_setting=None) -> bytes
     pdf_document(pdf: bytes, patient: Patient, *, title, type_code, effective_time, document_id,
                  author=None, class_code=None, confidentiality=(), service_start=None, service_stop=None,
                  healthcare_facility_type=None, practice_setting=None, event_codes=(),
@@ -145,7 +146,11 @@ def _record_target(parent: ET.Element, patient: Patient) -> None:
         _sub(_sub(place, "addr"), "county", patient.birth_place_code)
 
 
-def _organization(parent: ET.Element, tag: str, author: Author | None) -> None:
+def _organization(
+    parent: ET.Element, tag: str, author: Author | None, practice_setting: Code | None = None
+) -> None:
+    """The institution of ``author``; the practice setting (standardIndustryClassCode) is where the
+    CI-SIS annex reads practiceSettingCode from, so the author's organisation carries it."""
     organization = _sub(parent, tag)
     if author and author.institution_id:
         _sub(organization, "id", root=xds.STRUCTURE_OID, extension=author.institution_id)
@@ -153,10 +158,18 @@ def _organization(parent: ET.Element, tag: str, author: Author | None) -> None:
         _sub(organization, "id", nullFlavor="UNK")
     if author and author.institution_name:
         _sub(organization, "name", author.institution_name)
+    if practice_setting is not None:
+        _code(organization, "standardIndustryClassCode", practice_setting)
 
 
-def _author(parent: ET.Element, author: Author | None, when: str) -> None:
+def _code(parent: ET.Element, tag: str, code: Code) -> None:
+    _sub(parent, tag, code=code.code, displayName=code.label, codeSystem=code.scheme)
+
+
+def _author(parent: ET.Element, author: Author | None, when: str, practice_setting: Code | None) -> None:
     element = _sub(parent, "author")
+    if author and author.role:
+        _code(element, "functionCode", author.role)  # TRE_G15 profession: XDS authorRole
     _sub(element, "time", value=when)
     assigned = _sub(element, "assignedAuthor")
     if author and author.rpps:
@@ -164,15 +177,55 @@ def _author(parent: ET.Element, author: Author | None, when: str) -> None:
     else:
         _sub(assigned, "id", nullFlavor="UNK")
     if author and author.specialty:
-        specialty = author.specialty
-        _sub(assigned, "code", code=specialty.code, displayName=specialty.label)
-        assigned[-1].set("codeSystem", specialty.scheme)
+        _code(assigned, "code", author.specialty)  # TRE_R38 specialty: XDS authorSpecialty
     if author and (author.family_name or author.given_name):
         name = _sub(_sub(assigned, "assignedPerson"), "name")
         _sub(name, "given", author.given_name or "")
         _sub(name, "family", author.family_name or "")
-    if author and (author.institution_name or author.institution_id):
-        _organization(assigned, "representedOrganization", author)
+    if practice_setting is not None or (author and (author.institution_name or author.institution_id)):
+        _organization(assigned, "representedOrganization", author, practice_setting)
+
+
+def _legal_authenticator(parent: ET.Element, person: Author, when: str) -> None:
+    """The person who answers for the document (CI-SIS: mandatory); signatureCode S as the N1 sample."""
+    element = _sub(parent, "legalAuthenticator")
+    _sub(element, "time", value=when)
+    _sub(element, "signatureCode", code="S")
+    entity = _sub(element, "assignedEntity")
+    if person.rpps:
+        _sub(entity, "id", root=xds.RPPS_OID, extension=person.rpps)
+    if person.family_name or person.given_name:
+        name = _sub(_sub(entity, "assignedPerson"), "name")
+        _sub(name, "given", person.given_name or "")
+        _sub(name, "family", person.family_name or "")
+
+
+def _service_events(
+    parent: ET.Element, codes: tuple[Code, ...], start: datetime | None, stop: datetime | None
+) -> None:
+    """One ``documentationOf/serviceEvent`` per act code (XDS eventCodeList); the first carries the times
+    (serviceStartTime/serviceStopTime), as the reader and the CI-SIS annex take them from there."""
+    if not codes and not (start or stop):
+        return
+    for index, code in enumerate(codes or (None,)):
+        event = _sub(_sub(parent, "documentationOf"), "serviceEvent")
+        if code is not None:
+            _code(event, "code", code)
+        if index == 0 and (start or stop):
+            period = _sub(event, "effectiveTime")
+            if start:
+                _sub(period, "low", value=_ts(start))
+            if stop:
+                _sub(period, "high", value=_ts(stop))
+
+
+def _encounter(parent: ET.Element, facility_type: Code, start: datetime | None, when: str) -> None:
+    """``componentOf/encompassingEncounter``: where the care took place (XDS healthcareFacilityTypeCode).
+    CDA R2 makes its effectiveTime mandatory: the service start, else the document's time."""
+    encounter = _sub(_sub(parent, "componentOf"), "encompassingEncounter")
+    _sub(_sub(encounter, "effectiveTime"), "low", value=_ts(start) if start else when)
+    facility = _sub(_sub(encounter, "location"), "healthCareFacility")
+    _code(facility, "code", facility_type)
 
 
 def wrap_pdf(
@@ -189,8 +242,17 @@ def wrap_pdf(
     service_start: datetime | None = None,
     service_stop: datetime | None = None,
     language: str = "fr-FR",
+    event_codes: tuple[Code, ...] = (),
+    legal_authenticator: Author | None = None,
+    healthcare_facility_type: Code | None = None,
+    practice_setting: Code | None = None,
 ) -> bytes:
-    """A CDA R2 level 1 document whose non-structured body is the PDF (base64)."""
+    """A CDA R2 level 1 document whose non-structured body is the PDF (base64).
+
+    The header parts METADATA.XML repeats (legal authenticator, service events, facility type, practice
+    setting, author role) are written into the CDA too, so that reading the wrapper back
+    (``read_header``/``apply_header``) gives the same metadata the package states.
+    """
     if not pdf.startswith(b"%PDF-"):
         raise CdaError("the content to wrap is not a PDF (it does not start with %PDF-)")
     if not patient.matricule or not patient.oid:
@@ -212,16 +274,14 @@ def wrap_pdf(
     _ii(root, "setId", set_id or document_id)
     _sub(root, "versionNumber", value=str(version))
     _record_target(root, patient)
-    _author(root, author, when)
+    _author(root, author, when, practice_setting)
     custodian = _sub(_sub(root, "custodian"), "assignedCustodian")
     _organization(custodian, "representedCustodianOrganization", author)
-    if service_start or service_stop:
-        event = _sub(_sub(root, "documentationOf"), "serviceEvent")
-        period = _sub(event, "effectiveTime")
-        if service_start:
-            _sub(period, "low", value=_ts(service_start))
-        if service_stop:
-            _sub(period, "high", value=_ts(service_stop))
+    if legal_authenticator is not None:
+        _legal_authenticator(root, legal_authenticator, when)
+    _service_events(root, event_codes, service_start, service_stop)
+    if healthcare_facility_type is not None:
+        _encounter(root, healthcare_facility_type, service_start, when)
     body = _sub(_sub(root, "component"), "nonXMLBody")
     text = _sub(body, "text", base64.b64encode(pdf).decode("ascii"))
     text.set("mediaType", "application/pdf")
@@ -260,6 +320,10 @@ def pdf_document(
         author=author,
         service_start=service_start,
         service_stop=service_stop,
+        event_codes=event_codes,
+        legal_authenticator=legal_authenticator,
+        healthcare_facility_type=healthcare_facility_type,
+        practice_setting=practice_setting,
     )
     return Document(
         filename="DOC0001.XML",

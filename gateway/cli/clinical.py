@@ -46,6 +46,33 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
     parser.add_argument("--author-given")
     parser.add_argument("--institution-name")
     parser.add_argument("--institution-id", help="identifiant national de structure")
+    parser.add_argument(
+        "--author-role",
+        metavar="CODE^LABEL^SYSTEM",
+        help="author's profession (CDA author/functionCode, XDS authorRole; TRE_G15)",
+    )
+    parser.add_argument(
+        "--author-specialty",
+        metavar="CODE^LABEL^SYSTEM",
+        help="author's specialty (assignedAuthor/code, XDS authorSpecialty; TRE_R38)",
+    )
+    parser.add_argument(
+        "--facility-type",
+        metavar="CODE^LABEL",
+        help="healthcare facility type (TRE_R02), e.g. 'SA01^Etablissement public de santé'",
+    )
+    parser.add_argument(
+        "--practice-setting",
+        metavar="CODE^LABEL",
+        help="practice setting (ASS_X04), e.g. 'ETABLISSEMENT^Etablissement de santé'",
+    )
+    parser.add_argument(
+        "--event-code",
+        metavar="CODE^LABEL^SYSTEM",
+        action="append",
+        default=[],
+        help="act documented (serviceEvent code, e.g. CCAM); repeatable",
+    )
     parser.add_argument("--confidentiality", action="append", default=[],
                         choices=sorted(xds.MASKING_CODES), help="masking code; repeatable")  # fmt: skip
 
@@ -109,6 +136,18 @@ def load_patient(path: Path) -> Patient:
     return patient
 
 
+def code_option(value: str | None, option: str, scheme: str | None) -> Code | None:
+    """``CODE^LABEL`` (``CODE^LABEL^SYSTEM`` when ``scheme`` is None): a code and the label the
+    receiving software shows, both required since METADATA.XML and the CDA carry both."""
+    if value is None:
+        return None
+    parts = value.split("^")
+    if len(parts) != (3 if scheme is None else 2) or not all(p.strip() for p in parts):
+        form = "CODE^LABEL^SYSTEM" if scheme is None else "CODE^LABEL"
+        raise InputError(option, f"{value!r} is not {form}")
+    return Code(parts[0].strip(), parts[1].strip(), parts[2].strip() if scheme is None else scheme)
+
+
 def document_time(text: str | None) -> datetime:
     """``--date``, or now."""
     if not text:
@@ -136,8 +175,16 @@ def documents_from_args(
         given_name=args.author_given,
         institution_name=args.institution_name,
         institution_id=args.institution_id,
+        specialty=code_option(args.author_specialty, "--author-specialty", None),
+        role=code_option(args.author_role, "--author-role", None),
     )
+    # The author answers for the PDFs the gateway wraps unless told otherwise: the CI-SIS wants a
+    # legalAuthenticator in every CDA, and METADATA.XML repeats it.
+    signer = Author(rpps=author.rpps, family_name=author.family_name, given_name=author.given_name)
     type_code = Code(args.type_code or "", args.type_label or "", xds.LOINC_OID)
+    facility = code_option(args.facility_type, "--facility-type", xds.FACILITY_TYPE_OID)
+    setting = code_option(args.practice_setting, "--practice-setting", xds.PRACTICE_SETTING_OID)
+    events = tuple(c for v in args.event_code if (c := code_option(v, "--event-code", None)))
     masks = tuple(xds.MASKING_CODES[c] for c in dict.fromkeys(args.confidentiality))
     files = [(path, read_input(path, "document")) for path in args.docs]
     headers: dict[Path, cda.CdaHeader] = {}
@@ -171,6 +218,10 @@ def documents_from_args(
                     document_id=cda.document_id(content),
                     author=author,
                     confidentiality=masks,
+                    legal_authenticator=signer if signer != Author() else None,
+                    healthcare_facility_type=facility,
+                    practice_setting=setting,
+                    event_codes=events,
                 )  # fmt: skip
             )
             continue

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from mappers import archive, xdm
+from mappers import archive, cda, xdm, xds
+from mappers.documents import Author, Code
 from mappers.patient import Sex
 
 from .mappers.samples import (
@@ -163,6 +164,27 @@ def test_xdm_build_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "exists (use --force" in capsys.readouterr().err
 
 
+def _build_from_a_pdf(tmp_path: Path, *options: str) -> int:
+    """``mssgw xdm build`` of one PDF for the patient file, with the given options, into out.zip."""
+    pdf = tmp_path / "cr.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    argv = ["xdm", "build", "--patient", str(_patient_json(tmp_path)), "--doc", str(pdf), *options]
+    return main([*argv, "-o", str(tmp_path / "out.zip")])
+
+
+def test_xdm_build_makes_the_author_legal_authenticator_of_a_wrapped_pdf(tmp_path: Path) -> None:
+    """The CDA around a PDF and its METADATA.XML entry both name the author as legal authenticator."""
+    options = [
+        "--type-code", "11490-0", "--type-label", "Lettre de liaison", "--author-rpps", "899700367909",
+        "--author-family", "DOC0036790", "--author-given", "KIT",
+    ]  # fmt: skip
+    assert _build_from_a_pdf(tmp_path, *options) == 0
+    package = xdm.parse_package((tmp_path / "out.zip").read_bytes())
+    signer = Author(rpps="899700367909", family_name="DOC0036790", given_name="KIT")
+    assert package.documents[0].legal_authenticator == signer
+    assert cda.read_header(package.documents[0].content).metadata.legal_authenticator == signer
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
@@ -243,3 +265,45 @@ def test_xdm_show_of_a_package_without_cda_reports_no_cda_and_no_problem(
     assert "CDA codes (X-MSS-CODECDA): -" in out
     assert "Qualified INS (X-MSS-INS): - (no CDA: the header is absent)" in out
     assert "Problems: none" in out
+
+
+def test_xdm_build_writes_facility_setting_and_acts_of_a_wrapped_pdf(tmp_path: Path) -> None:
+    """--facility-type, --practice-setting and --event-code reach the CDA header and METADATA.XML."""
+    options = [
+        "--type-code", "18748-4", "--type-label", "CR d'imagerie médicale",
+        "--facility-type", "SA01^Etablissement public de santé",
+        "--practice-setting", "ETABLISSEMENT^Etablissement de santé",
+        "--event-code", "ACQH004^Scanographie^1.2.250.1.213.2.5",
+        "--author-role", "10^Médecin^1.2.250.1.71.1.2.7",
+        "--author-specialty", "SM44^Radio-diagnostic^1.2.250.1.71.4.2.5",
+    ]  # fmt: skip
+    assert _build_from_a_pdf(tmp_path, *options) == 0
+    document = xdm.parse_package((tmp_path / "out.zip").read_bytes()).documents[0]
+    known = cda.read_header(document.content).metadata
+    facility = Code("SA01", "Etablissement public de santé", xds.FACILITY_TYPE_OID)
+    assert known.healthcare_facility_type == document.healthcare_facility_type == facility
+    assert known.practice_setting == document.practice_setting
+    assert document.practice_setting is not None and document.practice_setting.code == "ETABLISSEMENT"
+    header_author = cda.read_header(document.content).author
+    assert header_author is not None and document.author is not None
+    assert header_author.role == document.author.role == Code("10", "Médecin", "1.2.250.1.71.1.2.7")
+    assert header_author.specialty == document.author.specialty
+    assert (
+        known.event_codes == document.event_codes == (Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5"),)
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--facility-type", "SA01"),
+        ("--practice-setting", "^Etablissement"),
+        ("--event-code", "ACQH004^Scano"),
+        ("--author-role", "10^Médecin"),
+    ],
+)
+def test_xdm_build_refuses_an_incomplete_code_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    assert _build_from_a_pdf(tmp_path, "--type-code", "18748-4", "--type-label", "CR", option, value) == 65
+    assert f"{option}: {value!r} is not" in capsys.readouterr().err

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from datetime import UTC, datetime
 
 import defusedxml.ElementTree as DefusedET
 import pytest
 
 from mappers import cda, xds
-from mappers.documents import Code
+from mappers.documents import Author, Code
 from mappers.patient import Sex
 from mappers.safe_xml import UnsafeXmlError
 
@@ -139,3 +140,63 @@ def test_pdf_document_carries_xds_metadata() -> None:
     assert document.format_code == xds.PDF_FORMAT
     assert document.unique_id == "1.2.3^4"
     assert cda.read_header(document.content).code == CR_IMAGERIE
+
+
+MEDECIN = Code("10", "Médecin", "1.2.250.1.71.1.2.7")
+SCANNER = Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5")
+FACILITY = Code("SA01", "Etablissement public de santé", xds.FACILITY_TYPE_OID)
+SETTING = Code("ETABLISSEMENT", "Etablissement de santé", xds.PRACTICE_SETTING_OID)
+
+
+def _full_wrapper() -> bytes:
+    """A wrapper given every header part the CI-SIS "structuration minimale" asks of an N1 document."""
+    return _wrap(
+        author=dataclasses.replace(author(), role=MEDECIN),
+        legal_authenticator=author(),
+        event_codes=(SCANNER,),
+        service_stop=datetime(2024, 1, 16, 10, 5, tzinfo=UTC),
+        healthcare_facility_type=FACILITY,
+        practice_setting=SETTING,
+    )
+
+
+def test_wrapper_header_reads_back_as_the_metadata_it_was_given() -> None:
+    """What METADATA.XML states of a wrapped PDF is what its CDA header says (apply_header finds it)."""
+    header = cda.read_header(_full_wrapper())
+    known = header.metadata
+    assert known.legal_authenticator == Author(
+        rpps="899700367909", family_name="DOC0036790", given_name="KIT"
+    )
+    assert known.event_codes == (SCANNER,)
+    assert known.service_start == datetime(2024, 1, 16, 9, 22, tzinfo=UTC)
+    assert known.service_stop == datetime(2024, 1, 16, 10, 5, tzinfo=UTC)
+    assert known.healthcare_facility_type == FACILITY
+    assert known.practice_setting == SETTING
+    assert header.author is not None and header.author.role == MEDECIN
+    assert header.author.specialty == author().specialty
+
+
+def test_wrapper_header_elements_in_cda_r2_order() -> None:
+    """POCD_MT000040 is a sequence: custodian, legalAuthenticator, documentationOf, componentOf, component."""
+    root = DefusedET.fromstring(_full_wrapper())
+    tags = [e.tag.removeprefix(HL7) for e in root]
+    wanted = ["author", "custodian", "legalAuthenticator", "documentationOf", "componentOf", "component"]
+    assert [t for t in tags if t in wanted] == wanted
+    assert [e.tag.removeprefix(HL7) for e in root.find(f"{HL7}author")] == [
+        "functionCode",
+        "time",
+        "assignedAuthor",
+    ]
+    encounter = root.find(f"{HL7}componentOf/{HL7}encompassingEncounter")
+    assert encounter.find(f"{HL7}effectiveTime/{HL7}low").get("value") == "20240116092200+0000"
+
+
+def test_metadata_of_a_wrapped_pdf_follows_its_header() -> None:
+    """apply_header on the wrapper's own header changes nothing: the Document and the CDA agree."""
+    document = cda.pdf_document(
+        PDF, patient(), title="T", type_code=CR_IMAGERIE, effective_time=NOW, document_id="1.2.3^4",
+        author=dataclasses.replace(author(), role=MEDECIN), event_codes=(SCANNER,),
+        legal_authenticator=Author(rpps="899700367909", family_name="DOC0036790", given_name="KIT"),
+        healthcare_facility_type=FACILITY, practice_setting=SETTING,
+    )  # fmt: skip
+    assert cda.apply_header(document, cda.read_header(document.content)) == document
