@@ -142,9 +142,8 @@ def measure(directory: Path, messages: int, size_mb: float, settle: float, env: 
     print(f"accepted {accepted}/{messages} in {received:.1f}s, delivered to the folder {delivered}")
     print(f"RSS idle {idle / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB (VmHWM {hwm / MIB:.0f} MiB)")
     print(f"RSS {settle:.0f}s after the burst {after / MIB:.0f} MiB")
-    print(
-        f"per message in flight: {(peak - idle) / messages / MIB:.1f} MiB = {(peak - idle) / messages / len(body):.2f}x"
-    )
+    each = (peak - idle) / messages
+    print(f"per message in flight: {each / MIB:.1f} MiB = {each / len(body):.2f}x its size")
     print(f"daemon exit code {code}")
 
 
