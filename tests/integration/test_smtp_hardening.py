@@ -152,3 +152,39 @@ async def test_out_of_order_and_non_ascii_commands_get_enhanced_codes(tmp_path: 
         assert (await wire.send(f"MAIL FROM:<{APP}>\r\n".encode())).startswith("250 2.1.0")
         assert (await wire.send(b"DATA\r\n")).startswith("503 5.5.1 Need RCPT")
         await wire.close()
+
+
+async def test_data_keeps_aiosmtpds_rules_for_dots_line_length_size_and_pipelining(
+    tmp_path: Path, pki: Pki
+) -> None:
+    limit = 4096
+    async with running(
+        open_submission_settings(tmp_path, pki, max_message_size=limit), "submission"
+    ) as gateway:
+        wire = await Wire.connect(gateway.port)
+        await wire.send(b"EHLO client.test\r\n")
+        envelope = f"MAIL FROM:<{APP}>\r\nRCPT TO:<{OUTSIDE}>\r\nDATA\r\n".encode()
+
+        async def transaction(data: bytes) -> str:
+            for _ in range(3):
+                assert (await wire.reply() if _ else await wire.send(envelope))[:1] in "23"
+            return await wire.send(data)
+
+        good = message(body="..\n.x\nfin\n")
+        stuffed = b"." + good.replace(b"\r\n.", b"\r\n..")
+        answer = await transaction(stuffed + b".\r\n")
+        assert answer.startswith("250"), answer
+        assert [raw for _, _, raw in gateway.messages()] == [
+            good
+        ]  # one dot off each line start, the first too
+        head = message().partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        longest = head + b"a" * 999 + b"\r\n"  # 999 octets and CRLF: the longest line allowed
+        assert (await transaction(longest + b".\r\n")).startswith("250")
+        too_long = head.replace(b"<t", b"<u") + b"a" * 1000 + b"\r\n"
+        assert (await transaction(too_long + b".\r\n")).startswith("500 5.5.2")
+        assert (await transaction(message(body="b" * limit) + b".\r\n")).startswith("552")
+        # The empty message, and a command sent right behind the dot, read once each.
+        assert (await transaction(b".\r\nNOOP\r\n")).startswith("554")
+        assert (await wire.reply()).startswith("250")
+        await wire.close()
+        assert len(gateway.messages()) == 2
