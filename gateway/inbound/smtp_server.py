@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from gateway import metrics
+from gateway import memory, metrics
 from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, IntakeResult, Recipient, Verdict
 from gateway.inbound.auth_throttle import AuthThrottle
@@ -161,6 +161,7 @@ class Connections:
         self.sessions.discard(session)
         if not self.sessions:
             self.idle.set()
+            memory.release()
 
 
 class DsnEnvelope(Envelope):
