@@ -127,6 +127,7 @@ class ListenerConfig:
     max_commands: int = 1000
     timeout: float = 300.0
     connections_per_peer: int = 20
+    max_connections: int = 200
     credentials: Mapping[str, str] = field(default_factory=dict)
     certificate_clients: frozenset[str] = frozenset()
     networks: tuple[tuple[Network, str], ...] = ()
@@ -144,13 +145,16 @@ class Connections:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def enter(self, session: GatewaySMTP, host: str, limit: int) -> bool:
+    def enter(self, session: GatewaySMTP, host: str, limit: int, total: int) -> str | None:
+        """None when ``session`` may go on, else why not (``limit`` per peer, ``total`` in all)."""
+        if total and len(self.sessions) >= total:
+            return "max-connections"
         if limit and self.per_peer.get(host, 0) >= limit:
-            return False
+            return "connections-per-peer"
         self.per_peer[host] = self.per_peer.get(host, 0) + 1
         self.sessions.add(session)
         self.idle.clear()
-        return True
+        return None
 
     def leave(self, session: GatewaySMTP, host: str) -> None:
         left = self.per_peer.get(host, 1) - 1
@@ -282,12 +286,13 @@ class GatewaySMTP(SMTP):
         if self._original_transport is None and self._counted is None:
             # The first call (the second one comes after STARTTLS, on the same connection).
             host = str((transport.get_extra_info("peername") or ("?",))[0])
-            if not self.connections.enter(self, host, self.config.connections_per_peer):
-                log_event(
-                    log, "refused-connection", logging.WARNING, peer=host, reason="connections-per-peer"
-                )
+            config = self.config
+            refused = self.connections.enter(self, host, config.connections_per_peer, config.max_connections)
+            if refused is not None:
+                log_event(log, "refused-connection", logging.WARNING, peer=host, reason=refused)
                 assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(replies.TOO_MANY_CONNECTIONS.encode("ascii") + b"\r\n")
+                reply = replies.TOO_MANY_CONNECTIONS if refused != "max-connections" else replies.BUSY
+                transport.write(reply.encode("ascii") + b"\r\n")
                 transport.close()
                 return
             self._counted = host

@@ -79,6 +79,26 @@ async def test_connections_per_peer_are_limited(tmp_path: Path, pki: Pki) -> Non
         await second.close()
 
 
+async def test_connections_over_max_connections_get_421_and_the_others_go_on(
+    tmp_path: Path, pki: Pki
+) -> None:
+    settings = open_submission_settings(tmp_path, pki, max_connections=2)
+    async with running(settings, "submission") as gateway:
+        first, second = await Wire.connect(gateway.port), await Wire.connect(gateway.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        third = Wire(reader, writer)
+        assert (await third.reply()).startswith("421 4.3.2 Too many connections")
+        assert await reader.read() == b""  # closed
+        await third.close()
+        await first.send(b"QUIT\r\n")
+        await first.close()
+        assert (await second.send(b"NOOP\r\n")) == "250 OK"
+        fourth = await Wire.connect(gateway.port)  # a slot is free again
+        assert (await fourth.send(b"NOOP\r\n")) == "250 OK"
+        await second.close()
+        await fourth.close()
+
+
 async def test_an_idle_connection_is_closed_after_the_timeout(tmp_path: Path, pki: Pki) -> None:
     async with running(open_submission_settings(tmp_path, pki, timeout=0.3), "submission") as gateway:
         wire = await Wire.connect(gateway.port)
