@@ -227,6 +227,7 @@ class InboundSettings:
     max_recipients: int = 100
     max_commands: int = 1000
     connections_per_peer: int = 20
+    max_connections: int = 200
     timeout: Seconds = 300.0
     trusted_domains: tuple[str, ...] = ()
     trust_list_file: ReadableFile | None = None

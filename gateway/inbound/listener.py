@@ -49,6 +49,7 @@ def listener_config(kind: ListenerKind, settings: Settings, dnsfunc: DnsFunc | N
         max_commands=inbound.max_commands,
         timeout=inbound.timeout,
         connections_per_peer=inbound.connections_per_peer,
+        max_connections=inbound.max_connections,
     )
     if kind == "operator":
         return dataclasses.replace(

@@ -25,6 +25,7 @@ QUEUED_DUPLICATE = "250 2.0.0 Already queued as {} (same Message-ID and content)
 STORE_UNAVAILABLE = "451 4.3.0 The message store is unavailable: nothing was kept, please try again later"
 STORE_FULL = "452 4.3.1 The message store is out of disk space: nothing was kept, please try again later"
 LOCAL_ERROR = "451 4.3.0 Local error while handling this command: please try again later"
+BUSY = "421 4.3.2 Too many connections to this gateway: try again later"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address: try again later"
 TIMEOUT = "421 4.4.2 Connection timed out: closing"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down: try again later"

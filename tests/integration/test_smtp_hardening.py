@@ -79,6 +79,26 @@ async def test_connections_per_peer_are_limited(tmp_path: Path, pki: Pki) -> Non
         await second.close()
 
 
+async def test_connections_over_max_connections_get_421_and_the_others_go_on(
+    tmp_path: Path, pki: Pki
+) -> None:
+    settings = open_submission_settings(tmp_path, pki, max_connections=2)
+    async with running(settings, "submission") as gateway:
+        first, second = await Wire.connect(gateway.port), await Wire.connect(gateway.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        third = Wire(reader, writer)
+        assert (await third.reply()).startswith("421 4.3.2 Too many connections")
+        assert await reader.read() == b""  # closed
+        await third.close()
+        await first.send(b"QUIT\r\n")
+        await first.close()
+        assert (await second.send(b"NOOP\r\n")) == "250 OK"
+        fourth = await Wire.connect(gateway.port)  # a slot is free again
+        assert (await fourth.send(b"NOOP\r\n")) == "250 OK"
+        await second.close()
+        await fourth.close()
+
+
 async def test_an_idle_connection_is_closed_after_the_timeout(tmp_path: Path, pki: Pki) -> None:
     async with running(open_submission_settings(tmp_path, pki, timeout=0.3), "submission") as gateway:
         wire = await Wire.connect(gateway.port)
@@ -152,3 +172,39 @@ async def test_out_of_order_and_non_ascii_commands_get_enhanced_codes(tmp_path: 
         assert (await wire.send(f"MAIL FROM:<{APP}>\r\n".encode())).startswith("250 2.1.0")
         assert (await wire.send(b"DATA\r\n")).startswith("503 5.5.1 Need RCPT")
         await wire.close()
+
+
+async def test_data_keeps_aiosmtpds_rules_for_dots_line_length_size_and_pipelining(
+    tmp_path: Path, pki: Pki
+) -> None:
+    limit = 4096
+    async with running(
+        open_submission_settings(tmp_path, pki, max_message_size=limit), "submission"
+    ) as gateway:
+        wire = await Wire.connect(gateway.port)
+        await wire.send(b"EHLO client.test\r\n")
+        envelope = f"MAIL FROM:<{APP}>\r\nRCPT TO:<{OUTSIDE}>\r\nDATA\r\n".encode()
+
+        async def transaction(data: bytes) -> str:
+            for _ in range(3):
+                assert (await wire.reply() if _ else await wire.send(envelope))[:1] in "23"
+            return await wire.send(data)
+
+        good = message(body="..\n.x\nfin\n")
+        stuffed = b"." + good.replace(b"\r\n.", b"\r\n..")
+        answer = await transaction(stuffed + b".\r\n")
+        assert answer.startswith("250"), answer
+        assert [raw for _, _, raw in gateway.messages()] == [
+            good
+        ]  # one dot off each line start, the first too
+        head = message().partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        longest = head + b"a" * 999 + b"\r\n"  # 999 octets and CRLF: the longest line allowed
+        assert (await transaction(longest + b".\r\n")).startswith("250")
+        too_long = head.replace(b"<t", b"<u") + b"a" * 1000 + b"\r\n"
+        assert (await transaction(too_long + b".\r\n")).startswith("500 5.5.2")
+        assert (await transaction(message(body="b" * limit) + b".\r\n")).startswith("552")
+        # The empty message, and a command sent right behind the dot, read once each.
+        assert (await transaction(b".\r\nNOOP\r\n")).startswith("554")
+        assert (await wire.reply()).startswith("250")
+        await wire.close()
+        assert len(gateway.messages()) == 2
