@@ -8,22 +8,12 @@ import random
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.support.gateway import Gateway, gateway_for
 from tests.support.pki import Pki
 from tests.support.queue import queue_messages
 
 STOPS = 6
 COUNT = 40
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return ""
-    url: str = request.getfixturevalue("pg_schema_url")
-    return url
 
 
 def test_six_stops_while_deliveries_defer_exit_0_and_hold_nothing(
