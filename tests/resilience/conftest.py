@@ -12,7 +12,7 @@ import pytest
 from tests.support.pg_cluster import PgCluster, new_cluster
 from tests.system.conftest import gateways
 
-__all__ = ["gateways", "pg_cluster"]
+__all__ = ["gateways", "pg_cluster", "store_url"]
 
 
 @pytest.fixture
@@ -29,3 +29,12 @@ def pg_cluster() -> Iterator[PgCluster]:
         pytest.skip(f"cannot start a private PostgreSQL cluster: {error}")
     yield cluster
     cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The store under test: SQLite in the state dir (""), or a schema of its own on the shared server."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("pg_schema_url")
+    return url

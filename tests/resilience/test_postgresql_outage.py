@@ -162,6 +162,11 @@ def outage_under_load(
     wait_for(lambda: set(delivered(operator)) >= accepted, 120, "every accepted message delivered", gateway)
     assert gateway.stop() == 0
     counts = delivered(operator)
+    replies = Counter(code for _, _, code in load.replies)
+    print(
+        f"postgresql-outage seconds={outage:.0f} replies={dict(replies)} delivered={len(counts)} "
+        f"duplicated={sum(n - 1 for n in counts.values())} exit_code=0"
+    )
     assert set(counts) == accepted, "a message refused with 451 was delivered"
     assert [mid for mid, n in counts.items() if n > 1] == []
     # The outcomes of the deliveries in flight when the store went away were recorded, not forgotten.

@@ -138,12 +138,21 @@ class Gateway:
         self.process = None
         return code
 
-    def kill(self) -> None:
-        """SIGKILL: the daemon gets no chance to tidy up."""
+    def kill(self) -> int:
+        """SIGKILL: the daemon gets no chance to tidy up. The exit code (-9 unless it had already died)."""
         assert self.process is not None
         self.process.kill()
-        self.process.wait(STOP_TIMEOUT)
+        code = self.process.wait(STOP_TIMEOUT)
         self.process = None
+        return code
+
+    def peak_rss(self) -> int:
+        """The running daemon's peak resident memory so far, in bytes (``VmHWM``, as the kernel counts it)."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="ascii")
+        found = re.search(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)
+        assert found, status
+        return int(found.group(1)) * 1024
 
     def reload(self) -> None:
         """SIGHUP, as ``systemctl reload`` sends it."""

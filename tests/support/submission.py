@@ -19,13 +19,14 @@ PASSWORD = "s3cret submission password"
 _LISTENING = re.compile(r"event=listening listener=submission address=127\.0\.0\.1:(\d+)")
 
 
-def add_submission(gateway: Gateway, pki: Pki, directory: Path) -> None:
-    """Listen for submission on an ephemeral loopback port; client ``dpi`` may send as ``SENDER``."""
+def add_submission(gateway: Gateway, pki: Pki, directory: Path, port: int = 0) -> None:
+    """Listen for submission on loopback ``port`` (0: an ephemeral one); client ``dpi`` may send as
+    ``SENDER``. A fixed port lets clients find the gateway again after a restart."""
     credentials = write_private(
         directory / "credentials", f"dpi:{hash_password(PASSWORD, log2_n=10)}\n".encode()
     )
     gateway.sections["submission"] = {
-        "listen": ["127.0.0.1:0"],
+        "listen": [f"127.0.0.1:{port}"],
         "certificate": str(pki.server.cert),
         "key": str(pki.server.key),
         "credentials_file": str(credentials),
@@ -43,9 +44,10 @@ def submission_port(gateway: Gateway) -> int:
     return int(found.group(1))
 
 
-def submission_client(gateway: Gateway, pki: Pki, timeout: float = 10) -> smtplib.SMTP:
-    """An SMTP session with the gateway, after STARTTLS and login as ``dpi``."""
-    client = smtplib.SMTP("127.0.0.1", submission_port(gateway), timeout=timeout)
+def submission_client(gateway: Gateway, pki: Pki, timeout: float = 10, port: int = 0) -> smtplib.SMTP:
+    """An SMTP session with the gateway on ``port`` (0: the one its log names), after STARTTLS and
+    login as ``dpi``."""
+    client = smtplib.SMTP("127.0.0.1", port or submission_port(gateway), timeout=timeout)
     client.starttls(context=ssl.create_default_context(cafile=str(pki.ca)))
     client.login("dpi", PASSWORD)
     return client
