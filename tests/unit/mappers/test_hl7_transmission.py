@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import itertools
 from datetime import date
 
@@ -21,45 +20,7 @@ from mappers.hl7_transmission import (
     read_transmission,
 )
 from mappers.patient import Sex
-
-CDA = b"<ClinicalDocument xmlns='urn:hl7-org:v3'/>"
-PROS_AND_PATIENT = {name: False for name in REQUIRED_FLAGS} | {"DESTMSSANTEPS": True, "DESTMSSANTEPAT": True}
-
-
-def message(
-    kind: str = "ORU^R01^ORU_R01",
-    version: str = "2.5",
-    flags: dict[str, bool] | None = None,
-    recipients: tuple[str, ...] = ("dr.martin@hopital.mssante.fr",),
-    cdas: tuple[bytes, ...] = (CDA,),
-    extra: tuple[str, ...] = (),
-    nte_fin: bool = False,
-) -> str:
-    """A message in the profile's shape: the document OBX with its PRT, then the MetaDMPMSS OBX in order."""
-    values = flags if flags is not None else PROS_AND_PATIENT
-    coded = "CE" if version == "2.5" else "CWE"
-    segments = [
-        f"MSH|^~\\&|DPI|CHU_X|PFI|CHU_X|20261207083000||{kind}|MSG-42|P|{version}|||||FRA|UNICODE UTF-8|||"
-        "2.1^CISIS_CDA_HL7_V2",
-        "PID|||1234^^^CHU_X&1.2.250.1.999&ISO^PI~279035121518989^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10"
-        "&ISO^INS||TEST^ANNE MARIE^CLAUDE^^^^L||19790321|F",
-        "PV1|1|O",
-    ]
-    for number, cda in enumerate(cdas, start=1):
-        data = base64.b64encode(cda).decode()
-        segments.append(f"OBX|{number}|ED|11488-4^CR de consultation^LN||^TEXT^XML^Base64^{data}||||||F")
-    segments.append("PRT||UC||SB^Send by^participation||||CHU X")
-    segments += [f"PRT||UC||RCT^Result Copies To^participation|||||||||||^^X.400^{a}" for a in recipients]
-    segments.append("PRT||UC||REPLY^Reply to^participation|||||||||||^^X.400^secretariat@hopital.mssante.fr")
-    for number, name in enumerate(REQUIRED_FLAGS, start=10):
-        value = "Y" if values[name] else "N"
-        segments.append(
-            f"OBX|{number}|{coded}|{name}^{name}^MetaDMPMSS||{value}^^expandedYes-NoIndicator||||||F"
-        )
-        if name == "DESTMSSANTEPAT" and nte_fin:
-            segments.append("NTE|1|||FIN")
-    segments += list(extra)
-    return "\r".join(segments) + "\r"
+from tests.support.hl7 import CDA, PROS_AND_PATIENT, message
 
 
 def test_oru_with_two_cdas_gives_the_record() -> None:

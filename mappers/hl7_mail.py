@@ -1,0 +1,62 @@
+"""The MSSanté mail one HL7 transmission asks for: recipients, patient, documents, body, flags.
+
+Pure (no store, no socket) so the MLLP listener and an offline tool build the same record; the listener
+then gives it to ``build_message`` and the intake like any other internal sender (``mssgw send``).
+
+Public API (stable):
+    transmission_record(transmission, author, when) -> MessageRecord   # raises MappingError (patient …)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from mappers import cda, ins, patient_match, xds
+from mappers.documents import Code, Document
+from mappers.hl7_transmission import Route, Transmission
+from mappers.records import Mailbox, MessageRecord
+
+
+def transmission_record(transmission: Transmission, author: Mailbox, when: datetime) -> MessageRecord:
+    """The record of the mail: one message to every RCT (and the patient when the route says so).
+
+    The documents take their metadata from their CDA header (as ``mssgw send`` does), plus the masking
+    codes the MetaDMPMSS flags set; the PID patient must be the one every CDA names.
+    """
+    t = transmission
+    to = [Mailbox(address) for address in t.recipients]
+    if t.route is not Route.PROFESSIONALS_ONLY:
+        to.append(Mailbox(ins.citizen_address(t.patient.matricule)))
+    masks = tuple(code for name, code in xds.MASKING_CODES.items() if t.flags.get(name))
+    documents = tuple(_document(number, content, when, masks) for number, content in enumerate(t.cdas, 1))
+    body = t.body_patient if t.route is Route.PATIENT_ONLY else t.body_professionals
+    record = MessageRecord(
+        author=author,
+        to=tuple(to),
+        subject=documents[0].title,
+        body_text=body or "",
+        patient=t.patient,
+        documents=documents,
+        reply_to=Mailbox(t.reply_to) if t.reply_to else None,
+        disposition_notification_to=author if t.flags.get("ACK_LECTURE_MSS") else None,
+        end_of_exchange=t.patient_reply_closed,
+    )
+    settled = patient_match.settle_patient(record, t.patient, "PID-3")
+    return dataclasses.replace(record, patient=settled)
+
+
+def _document(number: int, content: bytes, when: datetime, masks: tuple[Code, ...]) -> Document:
+    """A CDA of the message as a package document; its header says type, title, author and dates."""
+    header = cda.read_header(content, what=f"CDA {number} (OBX ED)")
+    given = Document(
+        filename=f"DOC{number:04}.XML",
+        content=content,
+        mime_type="text/xml",
+        title="",
+        type_code=Code("", "", xds.LOINC_OID),
+        creation_time=when,
+        unique_id=cda.document_id(content),
+        confidentiality=masks,
+    )
+    return cda.apply_header(given, header)
