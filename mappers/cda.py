@@ -8,13 +8,14 @@ parsing only through ``mappers.safe_xml``.
 Public API (stable):
     wrap_pdf(pdf: bytes, patient: Patient, *, title: str, type_code: Code, effective_time: datetime,
              document_id: str, author: Author | None = None, set_id: str | None = None, version: int = 1,
+             replaces: str | None = None,
              service_start: datetime | None = None, service_stop: datetime | None = None,
              language: str = "fr-FR", event_codes=(), legal_authenticator=None,
              healthcare_facility_type=None, practice_setting=None) -> bytes
     pdf_document(pdf: bytes, patient: Patient, *, title, type_code, effective_time, document_id,
                  author=None, class_code=None, confidentiality=(), service_start=None, service_stop=None,
                  healthcare_facility_type=None, practice_setting=None, event_codes=(),
-                 legal_authenticator=None) -> Document
+                 legal_authenticator=None, set_id=None, version=1, replaces=None) -> Document
     read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader
 """
 
@@ -73,7 +74,11 @@ class HeaderMetadata:
 
 @dataclass(frozen=True, slots=True)
 class CdaHeader:
-    """What the header of a CDA says; ``patient`` is ``None`` when no INS identifier is present."""
+    """What the header of a CDA says; ``patient`` is ``None`` when no INS identifier is present.
+
+    Ids are in the XDS uniqueId form (``root`` or ``root^extension``). ``replaces`` is the id of the document
+    this version replaces (``relatedDocument[@typeCode='RPLC']/parentDocument/id``), what HL7 TXA-13 names.
+    """
 
     patient: Patient | None
     code: Code | None
@@ -82,6 +87,9 @@ class CdaHeader:
     unique_id: str | None
     author: Author | None
     metadata: HeaderMetadata = field(default_factory=HeaderMetadata)
+    version: int | None = None
+    set_id: str | None = None
+    replaces: str | None = None
 
 
 def _ts(moment: datetime) -> str:
@@ -239,6 +247,7 @@ def wrap_pdf(
     author: Author | None = None,
     set_id: str | None = None,
     version: int = 1,
+    replaces: str | None = None,
     service_start: datetime | None = None,
     service_stop: datetime | None = None,
     language: str = "fr-FR",
@@ -251,7 +260,8 @@ def wrap_pdf(
 
     The header parts METADATA.XML repeats (legal authenticator, service events, facility type, practice
     setting, author role) are written into the CDA too, so that reading the wrapper back
-    (``read_header``/``apply_header``) gives the same metadata the package states.
+    (``read_header``/``apply_header``) gives the same metadata the package states. A new version of a
+    document keeps ``set_id``, counts ``version`` up and names the id it ``replaces`` (relatedDocument RPLC).
     """
     if not pdf.startswith(b"%PDF-"):
         raise CdaError("the content to wrap is not a PDF (it does not start with %PDF-)")
@@ -280,6 +290,8 @@ def wrap_pdf(
     if legal_authenticator is not None:
         _legal_authenticator(root, legal_authenticator, when)
     _service_events(root, event_codes, service_start, service_stop)
+    if replaces:
+        _ii(_sub(_sub(root, "relatedDocument", typeCode="RPLC"), "parentDocument"), "id", replaces)
     if healthcare_facility_type is not None:
         _encounter(root, healthcare_facility_type, service_start, when)
     body = _sub(_sub(root, "component"), "nonXMLBody")
@@ -308,6 +320,9 @@ def pdf_document(
     practice_setting: Code | None = None,
     event_codes: tuple[Code, ...] = (),
     legal_authenticator: Author | None = None,
+    set_id: str | None = None,
+    version: int = 1,
+    replaces: str | None = None,
 ) -> Document:
     """The PDF wrapped in a CDA, as a ``Document`` ready for ``xdm.build_package`` (format XDS-SD PDF)."""
     content = wrap_pdf(
@@ -318,6 +333,9 @@ def pdf_document(
         effective_time=effective_time,
         document_id=document_id,
         author=author,
+        set_id=set_id,
+        version=version,
+        replaces=replaces,
         service_start=service_start,
         service_stop=service_stop,
         event_codes=event_codes,
@@ -483,12 +501,9 @@ def read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader:
     if root.tag != CLINICAL_DOCUMENT:
         raise NotCdaError(f"{what} is not a CDA R2 document (root {root.tag!r})")
     code = root.find("h:code", _N)
-    ident = root.find("h:id", _N)
-    unique_id = None
-    if ident is not None and ident.get("root"):
-        extension = ident.get("extension")
-        unique_id = f"{ident.get('root')}^{extension}" if extension else ident.get("root")
     effective = root.find("h:effectiveTime", _N)
+    version = root.find("h:versionNumber", _N)
+    version_text = (version.get("value") or "").strip() if version is not None else ""
     return CdaHeader(
         patient=_read_patient(root),
         code=Code(code.get("code", ""), code.get("displayName", ""), code.get("codeSystem", ""))
@@ -496,10 +511,21 @@ def read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader:
         else None,
         title=_text(root.find("h:title", _N)) or None,
         effective_time=_parse_ts(effective.get("value")) if effective is not None else None,
-        unique_id=unique_id,
+        unique_id=_read_ii(root.find("h:id", _N)),
         author=_read_author(root),
         metadata=_read_metadata(root),
+        version=int(version_text) if version_text.isascii() and version_text.isdigit() else None,
+        set_id=_read_ii(root.find("h:setId", _N)),
+        replaces=_read_ii(root.find("h:relatedDocument[@typeCode='RPLC']/h:parentDocument/h:id", _N)),
     )
+
+
+def _read_ii(ident: ET.Element | None) -> str | None:
+    """An II as the XDS uniqueId writes it: ``root^extension``, or ``root`` alone."""
+    if ident is None or not ident.get("root"):
+        return None
+    extension = ident.get("extension")
+    return f"{ident.get('root')}^{extension}" if extension else ident.get("root")
 
 
 def apply_header(document: Document, header: CdaHeader) -> Document:

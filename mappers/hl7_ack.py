@@ -6,7 +6,7 @@ table 0357 code and a readable ERR-8, so a refusal is never silent.
 Public API (stable):
     build_ack(request_msh: RequestHeader, code: AckCode, error: tuple[int, str] | None, now: datetime,
               control_id: str) -> str
-    escape(text: str) -> str                              # ER7 escapes, CR/LF turned into spaces
+    escape(text: str) -> str                              # mappers.er7.escape, re-exported
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
+
+from mappers.er7 import escape
+
+__all__ = ["AckCode", "RequestHeader", "build_ack", "escape"]
 
 _TABLE_0357: Final = {
     0: "Message accepted",
@@ -52,13 +56,6 @@ class RequestHeader:
     processing_id: str
     version: str
     trigger: str
-
-
-def escape(text: str) -> str:
-    """ER7 escapes, so a reason with | ^ ~ & \\ or CR never breaks the ACK's structure."""
-    out = text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
-    out = out.replace("~", "\\R\\").replace("&", "\\T\\")
-    return out.replace("\r", " ").replace("\n", " ")
 
 
 def build_ack(

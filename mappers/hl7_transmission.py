@@ -45,7 +45,8 @@ REQUIRED_FLAGS: Final = (
 _BODY_CODES: Final = ("CORPSMAIL_PS", "CORPSMAIL_PATIENT")
 #: MSH-9 and the MSH-12 version the profile fixes for it.
 _VERSIONS: Final = {("ORU", "R01"): "2.5", ("MDM", "T02"): "2.6"}
-_CHARSETS: Final = {"UNICODE UTF-8": "utf-8", "8859/1": "iso-8859-1", "8859/15": "iso-8859-15", "": "ascii"}
+#: MSH-18 names the profiles allow → Python codec.
+CHARSETS: Final = {"UNICODE UTF-8": "utf-8", "8859/1": "iso-8859-1", "8859/15": "iso-8859-15", "": "ascii"}
 
 
 class Hl7Refusal(MappingError):
@@ -115,10 +116,10 @@ def decode_er7(block: bytes) -> str:
         raise Hl7Refusal(100, "the frame does not start with an MSH segment")
     fields = block.split(b"\r", 1)[0].split(block[3:4])
     name = fields[17].decode("ascii", "replace").strip() if len(fields) > 17 else ""
-    if name not in _CHARSETS:
+    if name not in CHARSETS:
         raise Hl7Refusal(203, f"MSH-18 character set {name!r} not supported")
     try:
-        return block.decode(_CHARSETS[name])
+        return block.decode(CHARSETS[name])
     except UnicodeDecodeError as exc:
         raise Hl7Refusal(102, f"the message is not valid {name or 'ASCII'} (MSH-18)") from exc
 
@@ -139,7 +140,7 @@ def read_transmission(er7: str) -> Transmission:
     if not control_id:
         raise Hl7Refusal(101, "MSH-10 (message control id) is empty")
     charset = _get(msh, 18)
-    if charset not in _CHARSETS:
+    if charset not in CHARSETS:
         raise Hl7Refusal(203, f"MSH-18 character set {charset!r} not supported")
     segments = {str(seg[0]): seg for seg in message}
     if "PID" not in segments:
@@ -160,7 +161,7 @@ def read_transmission(er7: str) -> Transmission:
         control_id=control_id,
         version=version,
         message_type=f"{kind[0]}^{kind[1]}",
-        charset=_CHARSETS[charset],
+        charset=CHARSETS[charset],
         patient=patient,
         cdas=tuple(cdas),
         recipients=tuple(recipients),

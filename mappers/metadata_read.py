@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET  # noqa: S405 - types only; parsing goes thro
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Final, TypeVar
 
 from mappers import xds
@@ -27,6 +28,24 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 class MetadataError(MappingError):
     """A METADATA.XML that is well-formed but cannot describe a submission set."""
+
+
+class DocumentAction(StrEnum):
+    """What the sender asks the receiver to do with a document: file it, replace an earlier one, delete it."""
+
+    ORIGINAL = "original"
+    REPLACEMENT = "replacement"
+    DELETION = "deletion"
+
+
+#: The extra-metadata slot French XDM producers write on a DocumentEntry: ``C`` a corrected (replacing)
+#: version, ``D`` a deletion; the values of HL7 table 0085 that the consumer's OBX-11 carries.
+ACTION_SLOT: Final = "urn:action:extraMetadataSlot"
+_ACTIONS: Final = {"C": DocumentAction.REPLACEMENT, "D": DocumentAction.DELETION}
+#: IHE ITI TF-3 §4.2.2: the associations that make a DocumentEntry replace another.
+REPLACEMENT_ASSOCIATIONS: Final = frozenset(
+    {"urn:ihe:iti:2007:AssociationType:RPLC", "urn:ihe:iti:2007:AssociationType:XFRM_RPLC"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,3 +273,35 @@ def parse_metadata(data: bytes) -> Metadata:
     if not entries:
         problems.append("METADATA.XML lists no document")
     return Metadata(submission, patient_id, entries, tuple(problems))
+
+
+def document_actions(data: bytes) -> dict[str, DocumentAction]:
+    """Each DocumentEntry's uniqueId → what the sender asks for it, from one METADATA.XML.
+
+    A deletion is the ``D`` of the action slot; a replacement is its ``C`` or an RPLC (XFRM_RPLC)
+    association whose sourceObject is the entry; anything else is an original. Raises ``MetadataError`` for
+    an action value that is neither: guessing would file a deletion as a new document.
+    """
+    root = parse_xml(data, what="METADATA.XML")
+    objects = [obj for holder in _children(root, "RegistryObjectList") for obj in holder]
+    replacing = {
+        obj.get("sourceObject", "")
+        for obj in objects
+        if _local(obj.tag) == "Association" and obj.get("associationType") in REPLACEMENT_ASSOCIATIONS
+    }
+    actions: dict[str, DocumentAction] = {}
+    for entry in (obj for obj in objects if _local(obj.tag) == "ExtrinsicObject"):
+        unique_id = _identifiers(entry).get(xds.DE_UNIQUE_ID, "")
+        values = [value.strip().upper() for value in _slots(entry).get(ACTION_SLOT, []) if value.strip()]
+        unknown = [value for value in values if value not in _ACTIONS]
+        if unknown:
+            raise MetadataError(
+                f"DocumentEntry {unique_id or '?'}: {ACTION_SLOT} {unknown[0]!r} is not C or D"
+            )
+        if DocumentAction.DELETION in {_ACTIONS[value] for value in values}:
+            actions[unique_id] = DocumentAction.DELETION
+        elif values or entry.get("id") in replacing:
+            actions[unique_id] = DocumentAction.REPLACEMENT
+        else:
+            actions[unique_id] = DocumentAction.ORIGINAL
+    return actions
