@@ -69,12 +69,17 @@ class MdnError(MappingError):
 
 @dataclass(frozen=True, slots=True)
 class Disposition:
-    """The ``Disposition`` field: ``automatic-action/MDN-sent-automatically; processed/Error: 904^…``."""
+    """The ``Disposition`` field: ``automatic-action/MDN-sent-automatically; processed/Error: 904^…``.
+
+    ``details`` are lines for the human-readable part only (one per document when a consumer reported on
+    several, ``mappers.hl7_consumer_ack.combine``); they are not part of the field.
+    """
 
     type: str = "processed"
     automatic: bool = True
     error_code: int | None = None
     error_label: str | None = None
+    details: tuple[str, ...] = ()
 
     @property
     def is_error(self) -> bool:
@@ -206,16 +211,20 @@ def original_attachments(message: EmailMessage) -> tuple[Attachment, ...]:
 
 
 def _human_text(disposition: Disposition) -> str:
+    details = "".join(f"- {line}\n" for line in disposition.details)
+    if details:
+        details = "\nDocuments :\n" + details
     if not disposition.is_error:
         return (
             "Le message et ses documents ont été intégrés.\nThe message and its documents were processed.\n"
+            + details
         )
     label = disposition.error_label or ERROR_LABELS.get(disposition.error_code or 0, "")
     return (
         "Le document n'a pas pu être intégré.\n"
         f"Le système a retourné l'erreur {disposition.error_code or ''}^{label}\n\n"
         "The document could not be processed.\n"
-        f"The system returned error {disposition.error_code or ''}^{strip_accents(label)}\n"
+        f"The system returned error {disposition.error_code or ''}^{strip_accents(label)}\n" + details
     )
 
 
