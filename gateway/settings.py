@@ -289,8 +289,33 @@ class Hl7ProducerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Hl7ConsumerSettings:
+    """A consuming application (DPI, RIS) that gets the documents received on ``mailboxes`` as MDM^T02/T10/T04
+    over MLLP at ``host``:``port`` (TLS when ``tls``, checked with ``ca_bundle`` or tls.ca_bundle), named
+    ``application``/``facility`` in MSH-5/MSH-6. An ACK is awaited ``ack_timeout``; without one the MDM is
+    sent again after each delay of ``retry_schedule``, then the sender gets an error MDN 906.
+    Not yet wired into the daemon (issue #13)."""
+
+    name: str
+    mailboxes: tuple[str, ...] = ()
+    host: str = ""
+    port: int = 0
+    tls: bool = False
+    ca_bundle: ReadableFile | None = None
+    application: str = ""
+    facility: str = ""
+    processing_id: Literal["P", "T", "D"] = "P"
+    charset: Literal["UNICODE UTF-8", "8859/15"] = "UNICODE UTF-8"
+    ack_timeout: Seconds = 60.0
+    retry_schedule: tuple[Seconds, ...] = (60.0, 300.0, 900.0, 3600.0)
+
+
+@dataclass(frozen=True, slots=True)
 class Hl7Settings:
-    """The MLLP listener for producers' ORU/MDM (off while ``listen`` is empty); TLS with a certificate."""
+    """The MLLP listener for producers' ORU/MDM (off while ``listen`` is empty); TLS with a certificate.
+
+    ``application``/``facility`` are this gateway's MSH-3/MSH-4 in the MDMs sent to ``consumers``.
+    """
 
     listen: tuple[str, ...] = ()
     certificate: ReadableFile | None = None
@@ -301,6 +326,9 @@ class Hl7Settings:
     timeout: Seconds = 300.0
     max_connections: int = 50
     producers: tuple[Hl7ProducerSettings, ...] = ()
+    application: str = "MSSGW"
+    facility: str = ""
+    consumers: tuple[Hl7ConsumerSettings, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,3 +183,42 @@ def _check_hl7(settings: Settings, problems: list[str]) -> None:
             problems.append(f"{key}.from_address: required (the BAL applicative its mail is sent from)")
         if bool(producer.zam_host) != bool(producer.zam_port) or not 0 <= producer.zam_port <= 65535:
             problems.append(f"{key}.zam_port: zam_host and zam_port (1-65535) go together")
+    _check_hl7_consumers(settings, problems)
+
+
+def _check_hl7_consumers(settings: Settings, problems: list[str]) -> None:
+    """Consumers: reachable, named in MSH, each mailbox served by one consumer only (order of arrival)."""
+    hl7 = settings.hl7
+    if hl7.consumers and not hl7.application:
+        problems.append("hl7.application: required with consumers (MSH-3 of the MDMs)")
+    names: set[str] = set()
+    served: dict[str, str] = {}
+    for index, consumer in enumerate(hl7.consumers):
+        key = f"hl7.consumers[{index}]"
+        if consumer.name in names:
+            problems.append(f"{key}.name: {consumer.name!r} is used by another consumer")
+        names.add(consumer.name)
+        if not consumer.mailboxes:
+            problems.append(f"{key}.mailboxes: needs at least one mailbox whose documents it gets")
+        for position, mailbox in enumerate(consumer.mailboxes):
+            address = mailbox.strip().lower()
+            if "@" not in address:
+                problems.append(f"{key}.mailboxes[{position}]: {mailbox!r} is not a mail address")
+            elif address in served:
+                other = served[address]
+                problems.append(f"{key}.mailboxes[{position}]: {mailbox!r} is already served by {other!r}")
+            served.setdefault(address, consumer.name)
+        if not consumer.host or not 1 <= consumer.port <= 65535:
+            problems.append(
+                f"{key}.port: host and port (1-65535) of the consumer's MLLP listener are required"
+            )
+        if not consumer.application:
+            problems.append(f"{key}.application: required (MSH-5, the consumer's application name)")
+        if consumer.tls and consumer.ca_bundle is None and settings.tls.ca_bundle is None:
+            problems.append(
+                f"{key}.ca_bundle: required with tls (or tls.ca_bundle): the consumer is verified"
+            )
+        if consumer.ack_timeout <= 0:
+            problems.append(f"{key}.ack_timeout: must be more than 0")
+        if not consumer.retry_schedule:
+            problems.append(f"{key}.retry_schedule: needs at least one delay")

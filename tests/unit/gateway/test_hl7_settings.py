@@ -76,3 +76,68 @@ def test_every_problem_is_named(tmp_path: Path, pki: Pki) -> None:
         "hl7.producers[1].application: another producer has the same MSH-3/MSH-4",
         "hl7.producers[1].from_address: required (the BAL applicative its mail is sent from)",
     ]
+
+
+def consumer(**changes: object) -> dict[str, object]:
+    values: dict[str, object] = {
+        "name": "dpi",
+        "mailboxes": ["dpi@chu-y.mssante.fr"],
+        "host": "dpi.local",
+        "port": 6661,
+        "application": "DPI",
+        "facility": "CHU_Y",
+    }
+    values.update(changes)
+    return values
+
+
+def test_consumers_load_with_their_defaults(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    raw = base(tmp_path)
+    raw["hl7"] = {
+        "facility": "CHU_Y",
+        "consumers": [consumer(tls=True, charset="8859/15", ack_timeout="30s", retry_schedule=["10s", "1m"])],
+    }
+    hl7 = settings.from_mapping(raw).hl7
+    assert (hl7.application, hl7.facility) == ("MSSGW", "CHU_Y")
+    dpi = hl7.consumers[0]
+    assert (dpi.mailboxes, dpi.host, dpi.port, dpi.tls, dpi.processing_id, dpi.charset) == (
+        ("dpi@chu-y.mssante.fr",),
+        "dpi.local",
+        6661,
+        True,
+        "P",
+        "8859/15",
+    )
+    assert dpi.ack_timeout == 30.0 and dpi.retry_schedule == (10.0, 60.0)
+
+
+def test_every_consumer_problem_is_named(tmp_path: Path) -> None:
+    raw = base(tmp_path)
+    del raw["tls"]
+    raw["smarthost"] = {"host": ""}
+    raw["routes"] = [{"domain": "*", "transport": "folder", "path": str(tmp_path)}]  # type: ignore[assignment]
+    raw["hl7"] = {
+        "application": "",
+        "consumers": [
+            consumer(),
+            consumer(mailboxes=["DPI@chu-y.mssante.fr", "nobody"], port=0, application="", tls=True),
+            consumer(name="ris", mailboxes=[], ack_timeout="0s", retry_schedule=[]),
+        ],
+    }
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    text = str(caught.value)
+    for expected in (
+        "hl7.application: required with consumers",
+        "hl7.consumers[1].name: 'dpi' is used by another consumer",
+        "hl7.consumers[1].mailboxes[0]: 'DPI@chu-y.mssante.fr' is already served by 'dpi'",
+        "hl7.consumers[1].mailboxes[1]: 'nobody' is not a mail address",
+        "hl7.consumers[1].port: host and port",
+        "hl7.consumers[1].application: required (MSH-5",
+        "hl7.consumers[1].ca_bundle: required with tls",
+        "hl7.consumers[2].mailboxes: needs at least one mailbox",
+        "hl7.consumers[2].ack_timeout: must be more than 0",
+        "hl7.consumers[2].retry_schedule: needs at least one delay",
+    ):
+        assert expected in text
