@@ -200,3 +200,28 @@ def test_metadata_of_a_wrapped_pdf_follows_its_header() -> None:
         healthcare_facility_type=FACILITY, practice_setting=SETTING,
     )  # fmt: skip
     assert cda.apply_header(document, cda.read_header(document.content)) == document
+
+
+def _wrapped(document_id: str, **options: object) -> cda.CdaHeader:
+    content = cda.wrap_pdf(
+        PDF,
+        patient(),
+        title="CR",
+        type_code=CR_IMAGERIE,
+        effective_time=NOW,
+        document_id=document_id,
+        **options,  # type: ignore[arg-type]
+    )
+    return cda.read_header(content)
+
+
+def test_a_new_version_names_its_set_version_and_the_document_it_replaces() -> None:
+    header = _wrapped("1.2.3^2", set_id="1.2.3^0", version=2, replaces="1.2.3^1")
+    assert (header.unique_id, header.set_id, header.version, header.replaces) == (
+        "1.2.3^2",
+        "1.2.3^0",
+        2,
+        "1.2.3^1",
+    )
+    first = _wrapped("1.2.3")
+    assert (first.set_id, first.version, first.replaces) == ("1.2.3", 1, None)
