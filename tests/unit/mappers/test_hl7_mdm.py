@@ -291,3 +291,15 @@ def test_any_patient_name_round_trips_through_pid_5(family: str, given_name: str
         header.patient.birth_name,
         header.patient.given_name,
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(local=st.text(alphabet="abz.&^~|\\-", min_size=1, max_size=20), message_id=_NAME)
+def test_addresses_and_message_id_with_delimiters_round_trip(local: str, message_id: str) -> None:
+    address = f"{local}@cabinet.mssante.fr"
+    mail = MessageRecord(
+        Mailbox(address), (Mailbox(address),), "s", message_id=message_id, documents=_MAIL.documents
+    )
+    m = hl7.parse(build_mdm(mail, cda_documents(mail)[0], header=HEADER, control_id="P1", now=NOW).text)
+    assert field(m, "PRT", 15, 4) == address and field(m, "PRT", 15, 4, index=2) == address
+    assert field(m, "OBX", 3, index=2) == message_id
