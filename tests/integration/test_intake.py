@@ -18,13 +18,14 @@ from gateway.inbound.instructions import strip_submission_headers
 from gateway.inbound.intake import Intake
 from gateway.inbound.policy import Policy, refuse
 from gateway.inbound.trust import StaticTrustList
-from gateway.settings import GatewaySettings, MailboxSettings, from_mapping
+from gateway.settings import DocumentSettings, GatewaySettings, MailboxSettings, from_mapping
 from gateway.store.db import Store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
 from gateway.trust import TrustList
 from mappers.mime import parse_message
 from mappers.records import MessageRecord
+from tests.support import cda_header
 from tests.support.mail import (
     APP,
     CLIENTS,
@@ -48,6 +49,7 @@ def make_intake(store: Store, policy: Policy | None = None, woken: list[int] | N
         lambda: (woken if woken is not None else []).append(1),
         max_batch=10,
         gateway=GatewaySettings(hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997"),
+        documents=DocumentSettings(**cda_header.SETTINGS).header_defaults(),
     )
 
 

@@ -16,6 +16,7 @@ from mappers import cda, xds
 from mappers.documents import Code
 from mappers.mime import parse_message
 from mappers.patient import Patient, Sex
+from tests.support import cda_header
 from tests.support.gateway import folder_config
 
 SENDER = "secretariat.cardio@hopital.test.mssante.fr"
@@ -45,7 +46,13 @@ def report_pdf(directory: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    return folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997")
+    """A gateway with the hospital's [documents] defaults, so a PDF's wrapper needs no header option."""
+    return folder_config(
+        tmp_path,
+        documents=cda_header.SETTINGS,
+        hostname="mssgw.hopital.test.mssante.fr",
+        nil_reference="DEV935997",
+    )
 
 
 def stored(config: Path, queue_id: int) -> bytes:
@@ -135,6 +142,7 @@ def cda_of(tmp_path: Path, person: dict[str, str], name: str = "cr.xml") -> Path
         b"%PDF-1.4\n% compte rendu\n%%EOF\n", patient, title="Compte rendu",
         type_code=Code("11490-0", "Lettre de liaison", xds.LOINC_OID),
         effective_time=datetime(2026, 11, 20, 9, 0, tzinfo=UTC), document_id="1.2.250.1.999.1",
+        **cda_header.WRAPPER,
     )  # fmt: skip
     path = tmp_path / name
     path.write_bytes(content)

@@ -138,6 +138,15 @@ def _patient_json(tmp_path: Path, **changes: object) -> Path:
     return path
 
 
+HEADER_OPTIONS = (
+    "--institution-id", "499700367909006",
+    "--facility-type", "SA01^Etablissement public de santé",
+    "--practice-setting", "ETABLISSEMENT^Etablissement de santé",
+)  # fmt: skip
+"""With the author, what the CI-SIS makes mandatory in the header of a wrapper (nullFlavor refused)."""
+AUTHOR_OPTIONS = ("--author-rpps", "899700367909", "--author-family", "DOC0036790", "--author-given", "KIT")
+
+
 def test_xdm_build_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pdf = tmp_path / "lettre.pdf"
     pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
@@ -149,7 +158,7 @@ def test_xdm_build_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "--doc", str(pdf), "--doc", str(cda_file),
         "--type-code", "11490-0", "--type-label", "Lettre de liaison",
         "--date", "2024-01-16T16:11:12+01:00", "--author-rpps", "899700367909",
-        "--author-family", "KIT", "--confidentiality", "MASQUE_PS", "-o", str(out),
+        "--author-family", "KIT", "--confidentiality", "MASQUE_PS", "-o", str(out), *HEADER_OPTIONS,
     ]  # fmt: skip
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
@@ -176,7 +185,7 @@ def test_xdm_build_makes_the_author_legal_authenticator_of_a_wrapped_pdf(tmp_pat
     """The CDA around a PDF and its METADATA.XML entry both name the author as legal authenticator."""
     options = [
         "--type-code", "11490-0", "--type-label", "Lettre de liaison", "--author-rpps", "899700367909",
-        "--author-family", "DOC0036790", "--author-given", "KIT",
+        "--author-family", "DOC0036790", "--author-given", "KIT", *HEADER_OPTIONS,
     ]  # fmt: skip
     assert _build_from_a_pdf(tmp_path, *options) == 0
     package = xdm.parse_package((tmp_path / "out.zip").read_bytes())
@@ -212,7 +221,8 @@ def _build_argv(tmp_path: Path, *docs: Path, patient: Path | None = None) -> lis
     argv = ["xdm", "build", *(["--patient", str(patient)] if patient else [])]
     for doc in docs:
         argv += ["--doc", str(doc)]
-    return [*argv, "--type-code", "11490-0", "--type-label", "Lettre", "-o", str(tmp_path / "out.zip")]
+    argv += ["--type-code", "11490-0", "--type-label", "Lettre", *AUTHOR_OPTIONS, *HEADER_OPTIONS]
+    return [*argv, "-o", str(tmp_path / "out.zip")]
 
 
 def test_xdm_build_refuses_a_cda_about_another_patient_naming_each_difference(
@@ -276,6 +286,7 @@ def test_xdm_build_writes_facility_setting_and_acts_of_a_wrapped_pdf(tmp_path: P
         "--event-code", "ACQH004^Scanographie^1.2.250.1.213.2.5",
         "--author-role", "10^Médecin^1.2.250.1.71.1.2.7",
         "--author-specialty", "SM44^Radio-diagnostic^1.2.250.1.71.4.2.5",
+        *AUTHOR_OPTIONS, "--institution-id", "499700367909006",
     ]  # fmt: skip
     assert _build_from_a_pdf(tmp_path, *options) == 0
     document = xdm.parse_package((tmp_path / "out.zip").read_bytes()).documents[0]

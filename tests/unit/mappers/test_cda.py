@@ -17,6 +17,10 @@ from mappers.safe_xml import UnsafeXmlError
 from .samples import CR_IMAGERIE, NOW, PDF, author, patient
 
 HL7 = "{urn:hl7-org:v3}"
+MEDECIN = Code("10", "Médecin", "1.2.250.1.71.1.2.7")
+SCANNER = Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5")
+FACILITY = Code("SA01", "Etablissement public de santé", xds.FACILITY_TYPE_OID)
+SETTING = Code("ETABLISSEMENT", "Etablissement de santé", xds.PRACTICE_SETTING_OID)
 
 
 def _wrap(**changes: object) -> bytes:
@@ -27,6 +31,8 @@ def _wrap(**changes: object) -> bytes:
         "document_id": "1.2.250.1.213.1.1.1.45.2^7",
         "author": author(),
         "service_start": datetime(2024, 1, 16, 9, 22, tzinfo=UTC),
+        "healthcare_facility_type": FACILITY,
+        "practice_setting": SETTING,
     }
     values.update(changes)
     return cda.wrap_pdf(PDF, patient(), **values)  # type: ignore[arg-type]
@@ -68,12 +74,12 @@ def test_structure_of_the_wrapped_document() -> None:
 def test_only_pdfs_are_wrapped() -> None:
     with pytest.raises(cda.CdaError, match="not a PDF"):
         cda.wrap_pdf(b"<html/>", patient(), title="x", type_code=CR_IMAGERIE, effective_time=NOW,
-                     document_id="1.2.3")  # fmt: skip
+                     document_id="1.2.3", author=author())  # fmt: skip
 
 
 def test_naive_times_are_refused() -> None:
     with pytest.raises(cda.CdaError, match="no time zone"):
-        _wrap(effective_time=datetime(2024, 1, 1))
+        _wrap(effective_time=datetime(2024, 1, 1), service_start=None)
 
 
 def test_reads_the_ans_example_header() -> None:
@@ -133,19 +139,14 @@ def test_pdf_document_carries_xds_metadata() -> None:
     event = Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5")
     document = cda.pdf_document(
         PDF, patient(), title="T", type_code=CR_IMAGERIE, effective_time=NOW, document_id="1.2.3^4",
-        event_codes=(event,), legal_authenticator=author(),
+        event_codes=(event,), legal_authenticator=author(), author=author(),
+        healthcare_facility_type=FACILITY, practice_setting=SETTING,
     )  # fmt: skip
     assert document.event_codes == (event,) and document.legal_authenticator == author()
     assert document.mime_type == "text/xml"
     assert document.format_code == xds.PDF_FORMAT
     assert document.unique_id == "1.2.3^4"
     assert cda.read_header(document.content).code == CR_IMAGERIE
-
-
-MEDECIN = Code("10", "Médecin", "1.2.250.1.71.1.2.7")
-SCANNER = Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5")
-FACILITY = Code("SA01", "Etablissement public de santé", xds.FACILITY_TYPE_OID)
-SETTING = Code("ETABLISSEMENT", "Etablissement de santé", xds.PRACTICE_SETTING_OID)
 
 
 def _full_wrapper() -> bytes:
