@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,55 @@ def test_xdm_build_refuses_an_incomplete_code_naming_the_option(
 ) -> None:
     assert _build_from_a_pdf(tmp_path, "--type-code", "18748-4", "--type-label", "CR", option, value) == 65
     assert f"{option}: {value!r} is not" in capsys.readouterr().err
+
+
+def test_xdm_build_of_a_pdf_without_header_values_names_the_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never an UNK nullFlavor: the wrapper's missing mandatory values are refused naming each option."""
+    options = ["--type-code", "11490-0", "--type-label", "Lettre", "--author-family", "DOC0036790"]
+    assert _build_from_a_pdf(tmp_path, *options) == 65
+    err = capsys.readouterr().err
+    assert err.startswith("mssgw: --author-rpps, --institution-id, --practice-setting, --facility-type: ")
+    assert "CI-SIS: mandatory, no nullFlavor" in err and "[documents] settings" in err
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_xdm_build_refuses_what_is_not_an_rpps_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["--type-code", "11490-0", "--type-label", "Lettre", *HEADER_OPTIONS, "--author-rpps", "12"]
+    assert _build_from_a_pdf(tmp_path, *options) == 65
+    assert "mssgw: --author-rpps: '12' is not an RPPS number" in capsys.readouterr().err
+
+
+def test_xdm_build_service_times_reach_the_cda_and_metadata(tmp_path: Path) -> None:
+    options = [
+        "--type-code", "11490-0", "--type-label", "Lettre", *AUTHOR_OPTIONS, *HEADER_OPTIONS,
+        "--date", "2024-01-16T16:11:12+01:00",
+        "--service-start", "2024-01-16T09:22:00+01:00", "--service-stop", "2024-01-16T10:05:00+01:00",
+    ]  # fmt: skip
+    assert _build_from_a_pdf(tmp_path, *options) == 0
+    document = xdm.parse_package((tmp_path / "out.zip").read_bytes()).documents[0]
+    known = cda.read_header(document.content).metadata
+    start, stop = datetime(2024, 1, 16, 8, 22, tzinfo=UTC), datetime(2024, 1, 16, 9, 5, tzinfo=UTC)
+    assert (known.service_start, known.service_stop) == (document.service_start, document.service_stop)
+    assert (document.service_start, document.service_stop) == (start, stop)
+
+
+def test_xdm_build_service_start_defaults_to_the_document_date(tmp_path: Path) -> None:
+    options = ["--type-code", "11490-0", "--type-label", "Lettre", *AUTHOR_OPTIONS, *HEADER_OPTIONS,
+               "--date", "2024-01-16T16:11:12+01:00"]  # fmt: skip
+    assert _build_from_a_pdf(tmp_path, *options) == 0
+    document = xdm.parse_package((tmp_path / "out.zip").read_bytes()).documents[0]
+    assert document.service_start == NOW and document.service_stop is None
+
+
+@pytest.mark.parametrize("option", ["--service-start", "--service-stop"])
+def test_xdm_build_refuses_a_service_time_without_offset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    options = ["--type-code", "11490-0", "--type-label", "Lettre", *AUTHOR_OPTIONS, *HEADER_OPTIONS,
+               option, "2024-01-16T09:22:00"]  # fmt: skip
+    assert _build_from_a_pdf(tmp_path, *options) == 65
+    assert f"mssgw: {option}: '2024-01-16T09:22:00' needs a UTC offset" in capsys.readouterr().err
