@@ -195,14 +195,19 @@ def _patient(text: str) -> Patient:
 
 
 def _incomplete(error: cda.IncompleteHeaderError) -> InstructionError:
-    """The refusal naming, for each missing value, the field parameter and the setting that give it."""
-    wanted = []
+    """The refusal naming, for each missing value, the field parameter and the setting that give it;
+    short enough for one SMTP reply line (the values' XPaths are in the documentation)."""
+    by_field: dict[str, list[str]] = {}
+    keys: list[str] = []
     for value in error.missing:
         field, parameter, key = WRAPPER_SOURCES[value]
-        wanted.append(f"{value.value}: {field} {parameter}=, or documents.{key} in the settings")
+        if f"{parameter}=" not in by_field.setdefault(field, []):
+            by_field[field].append(f"{parameter}=")
+        keys.append(key)
+    fields = "; ".join(f"{field} {', '.join(parameters)}" for field, parameters in by_field.items())
     return InstructionError(
-        "the CDA R2 N1 built around the PDF lacks values the CI-SIS makes mandatory (no nullFlavor): "
-        + "; ".join(dict.fromkeys(wanted))
+        "the CDA R2 N1 around the PDF lacks values the CI-SIS makes mandatory (no nullFlavor): give "
+        f"{fields} (or the settings documents.{', documents.'.join(dict.fromkeys(keys))})"
     )
 
 

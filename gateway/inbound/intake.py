@@ -189,7 +189,8 @@ class Intake:
             # Every difference, within the 512 octets of a reply line (RFC 5321 § 4.5.3.1.5).
             return replies.PATIENT_MISMATCH.format(replies.ascii_line(str(error))[:480])
         except MappingError as error:
-            return replies.BAD_INSTRUCTION.format(replies.ascii_line(str(error).splitlines()[0][:200]))
+            # Room for every missing value of a CDA wrapper, within the 512 octets of a reply line.
+            return replies.BAD_INSTRUCTION.format(replies.ascii_line(str(error).splitlines()[0][:400]))
         return raw, dataclasses.replace(record, patient=named or record.patient)
 
     async def _commit(
