@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import defusedxml.ElementTree as DefusedET
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mappers import cda, xdm, xds
 from mappers.documents import Author, Code
@@ -281,3 +283,10 @@ def test_a_submission_author_is_taken_whole_and_the_institution_completed() -> N
     )  # fmt: skip
     assert (filled.institution_id, filled.institution_name) == ("499700367909006", "BCOM")
     assert Author().filled_from(defaults) == defaults
+
+
+@given(st.text(alphabet="0123456789", min_size=11, max_size=11))
+def test_any_rpps_becomes_8_plus_rpps_and_the_national_id_stays_as_it_is(rpps: str) -> None:
+    national = xds.check_rpps(rpps)
+    assert national == "8" + rpps
+    assert xds.check_rpps(national) == xds.national_ps_id(national) == national
