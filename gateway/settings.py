@@ -19,6 +19,8 @@ from typing import Any, Literal
 from gateway.errors import ConfigError
 from gateway.settings_checks import check_consistency
 from gateway.typed_toml import ReadableFile, Seconds, SecretFile, TomlReader
+from mappers import xds
+from mappers.documents import Author, Code, HeaderDefaults
 
 Security = Literal["starttls", "tls"]
 
@@ -153,6 +155,48 @@ class ChannelSettings:
     expiry_check: Seconds = 3600.0
     patient_max_size: int = 25 * 1024 * 1024
     answer_mdn: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentSettings:
+    """Hospital-wide values for the CDA R2 N1 the gateway builds around a bare PDF (``mssgw send --doc``,
+    ``X-MSSGW-*`` submissions), so senders need not repeat them; what a submission gives wins. Codes are
+    ``CODE^LABEL`` (facility type TRE_R02, practice setting ASS_X04) or ``CODE^LABEL^SYSTEM``.
+
+    The default author is the whole person (RPPS, names, role, specialty): a submission that names its own
+    professional takes none of it; ``institution_*`` complete any submission.
+    """
+
+    facility_type: str = ""
+    practice_setting: str = ""
+    institution_id: str = ""
+    institution_name: str = ""
+    author_rpps: str = ""
+    author_family: str = ""
+    author_given: str = ""
+    author_role: str = ""
+    author_specialty: str = ""
+
+    def header_defaults(self) -> HeaderDefaults:
+        """The values as the mappers take them (checked by ``settings_checks`` when the file was read)."""
+
+        def code(value: str, key: str, scheme: str | None) -> Code | None:
+            return xds.parse_code_option(value, f"documents.{key}", scheme) if value else None
+
+        author = Author(
+            rpps=xds.check_rpps(self.author_rpps) if self.author_rpps else None,
+            family_name=self.author_family or None,
+            given_name=self.author_given or None,
+            institution_name=self.institution_name or None,
+            institution_id=self.institution_id or None,
+            specialty=code(self.author_specialty, "author_specialty", None),
+            role=code(self.author_role, "author_role", None),
+        )
+        return HeaderDefaults(
+            author=author,
+            facility_type=code(self.facility_type, "facility_type", xds.FACILITY_TYPE_OID),
+            practice_setting=code(self.practice_setting, "practice_setting", xds.PRACTICE_SETTING_OID),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +414,7 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     channels: ChannelSettings = field(default_factory=ChannelSettings)
+    documents: DocumentSettings = field(default_factory=DocumentSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     operator_listener: OperatorListenerSettings = field(default_factory=OperatorListenerSettings)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
+from mappers import xds
+from mappers.errors import MappingError
+
 if TYPE_CHECKING:
     from gateway.settings import OperatorListenerSettings, Settings, SubmissionSettings
 
@@ -46,6 +49,35 @@ def check_consistency(settings: Settings, problems: list[str]) -> None:
     _check_operations(settings, problems)
     _check_listeners(settings, problems)
     _check_imap(settings, problems)
+    _check_documents(settings, problems)
+
+
+def _check_documents(settings: Settings, problems: list[str]) -> None:
+    """The ``[documents]`` defaults in the forms the CDA wrapper takes, each refusal naming its key."""
+    documents = settings.documents
+    codes = {
+        "facility_type": (documents.facility_type, xds.FACILITY_TYPE_OID),
+        "practice_setting": (documents.practice_setting, xds.PRACTICE_SETTING_OID),
+        "author_role": (documents.author_role, None),
+        "author_specialty": (documents.author_specialty, None),
+    }
+    for key, (value, scheme) in codes.items():
+        if value:
+            try:
+                xds.parse_code_option(value, f"documents.{key}", scheme)
+            except MappingError as error:
+                problems.append(str(error))
+    if documents.author_rpps:
+        try:
+            xds.check_rpps(documents.author_rpps)
+        except MappingError as error:
+            problems.append(f"documents.author_rpps: {error}")
+    person = (documents.author_given, documents.author_role, documents.author_specialty)
+    if any((*person, documents.author_rpps, documents.author_family)):
+        # A default author the wrapper would refuse: said when the file is read, not at the first PDF.
+        for key in ("author_rpps", "author_family"):
+            if not getattr(documents, key):
+                problems.append(f"documents.{key}: required for a default author (CI-SIS: no nullFlavor)")
 
 
 MAX_FETCH_BATCH = 200

@@ -17,6 +17,11 @@ Public API (stable):
                  healthcare_facility_type=None, practice_setting=None, event_codes=(),
                  legal_authenticator=None, set_id=None, version=1, replaces=None) -> Document
     read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader
+    HeaderValue, IncompleteHeaderError(missing), signer_of(author) -> Author
+
+The wrapper refuses (``IncompleteHeaderError``) rather than write a nullFlavor where the CI-SIS
+"structuration minimale" makes a value mandatory: the author's RPPS and family name, the custodian's
+national id, the practice setting (main serviceEvent's performer) and the facility type (encounter).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import uuid
 import xml.etree.ElementTree as ET  # noqa: S405 - only builds XML; parsing goes through defusedxml
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
+from enum import Enum
 from typing import Final
 
 from mappers import ins, xds
@@ -154,44 +160,100 @@ def _record_target(parent: ET.Element, patient: Patient) -> None:
         _sub(_sub(place, "addr"), "county", patient.birth_place_code)
 
 
-def _organization(
-    parent: ET.Element, tag: str, author: Author | None, practice_setting: Code | None = None
-) -> None:
-    """The institution of ``author``; the practice setting (standardIndustryClassCode) is where the
-    CI-SIS annex reads practiceSettingCode from, so the author's organisation carries it."""
-    organization = _sub(parent, tag)
-    if author and author.institution_id:
-        _sub(organization, "id", root=xds.STRUCTURE_OID, extension=author.institution_id)
-    else:
-        _sub(organization, "id", nullFlavor="UNK")
-    if author and author.institution_name:
-        _sub(organization, "name", author.institution_name)
-    if practice_setting is not None:
-        _code(organization, "standardIndustryClassCode", practice_setting)
+class HeaderValue(Enum):
+    """A value the CI-SIS "structuration minimale" (ANS IG-document-core, header cardinalities) makes
+    mandatory without nullFlavor in every CDA header, that only the sender can give: the wrapper refuses
+    without it rather than write ``nullFlavor="UNK"``. Callers map each to the option or field to give."""
+
+    AUTHOR_RPPS = "the author's RPPS number (author/assignedAuthor/id)"
+    AUTHOR_FAMILY = "the author's family name (assignedPerson/name/family)"
+    INSTITUTION_ID = (
+        "the national id of the author's organisation (custodian/assignedCustodian/"
+        "representedCustodianOrganization/id)"
+    )
+    FACILITY_TYPE = (
+        "the healthcare facility type (componentOf/encompassingEncounter/location/healthCareFacility/code)"
+    )
+    PRACTICE_SETTING = (
+        "the practice setting (documentationOf/serviceEvent/performer/assignedEntity/"
+        "representedOrganization/standardIndustryClassCode)"
+    )
+    SIGNER_RPPS = "the legal authenticator's RPPS number (legalAuthenticator/assignedEntity/id)"
+    SIGNER_FAMILY = "the legal authenticator's family name"
+
+
+class IncompleteHeaderError(CdaError):
+    """A wrapper that would lack a mandatory header value; ``missing`` lists every one, in header order."""
+
+    def __init__(self, missing: tuple[HeaderValue, ...]) -> None:
+        self.missing = missing
+        wanted = "; ".join(value.value for value in missing)
+        super().__init__(f"a CDA R2 N1 header needs {wanted} (CI-SIS: mandatory, nullFlavor refused)")
+
+
+def signer_of(author: Author) -> Author:
+    """The legal authenticator the wrapper names by default: the author (the person, not the place)."""
+    return Author(rpps=author.rpps, family_name=author.family_name, given_name=author.given_name)
+
+
+def _missing(
+    author: Author, signer: Author, facility_type: Code | None, practice_setting: Code | None
+) -> tuple[HeaderValue, ...]:
+    checks = (
+        (HeaderValue.AUTHOR_RPPS, author.rpps),
+        (HeaderValue.AUTHOR_FAMILY, author.family_name),
+        (HeaderValue.INSTITUTION_ID, author.institution_id),
+        (HeaderValue.SIGNER_RPPS, signer.rpps),
+        (HeaderValue.SIGNER_FAMILY, signer.family_name),
+        (HeaderValue.PRACTICE_SETTING, practice_setting),
+        (HeaderValue.FACILITY_TYPE, facility_type),
+    )
+    missing = [value for value, given in checks if not given]
+    if signer == signer_of(author):  # the author answers: one sentence per value, not two
+        missing = [v for v in missing if v not in (HeaderValue.SIGNER_RPPS, HeaderValue.SIGNER_FAMILY)]
+    return tuple(missing)
+
+
+def _national(person: Author) -> Author:
+    """``person`` with the RPPS in the national form both the CDA and METADATA.XML carry."""
+    return replace(person, rpps=xds.national_ps_id(person.rpps)) if person.rpps else person
 
 
 def _code(parent: ET.Element, tag: str, code: Code) -> None:
     _sub(parent, tag, code=code.code, displayName=code.label, codeSystem=code.scheme)
 
 
-def _author(parent: ET.Element, author: Author | None, when: str, practice_setting: Code | None) -> None:
+def _organization(parent: ET.Element, tag: str, author: Author, practice_setting: Code | None = None) -> None:
+    """The institution of ``author`` (CDA R2 Organization order: id, name, standardIndustryClassCode)."""
+    organization = _sub(parent, tag)
+    if author.institution_id:
+        _sub(organization, "id", root=xds.STRUCTURE_OID, extension=author.institution_id)
+    if author.institution_name:
+        _sub(organization, "name", author.institution_name)
+    if practice_setting is not None:
+        _code(organization, "standardIndustryClassCode", practice_setting)
+
+
+def _professional(entity: ET.Element, person: Author, code: Code | None = None) -> None:
+    """The id (IdNat_PS under the RPPS OID), profession code and name of an assignedAuthor/assignedEntity."""
+    _sub(entity, "id", root=xds.RPPS_OID, extension=person.rpps or "")
+    if code is not None:
+        _code(entity, "code", code)  # TRE_R38 specialty: XDS authorSpecialty
+    name = _sub(_sub(entity, "assignedPerson"), "name")
+    if person.given_name:
+        _sub(name, "given", person.given_name)
+    _sub(name, "family", person.family_name or "")
+
+
+def _author(parent: ET.Element, author: Author, when: str) -> None:
     element = _sub(parent, "author")
-    if author and author.role:
+    if author.role:
         _code(element, "functionCode", author.role)  # TRE_G15 profession: XDS authorRole
     _sub(element, "time", value=when)
     assigned = _sub(element, "assignedAuthor")
-    if author and author.rpps:
-        _sub(assigned, "id", root=xds.RPPS_OID, extension=author.rpps)
-    else:
-        _sub(assigned, "id", nullFlavor="UNK")
-    if author and author.specialty:
-        _code(assigned, "code", author.specialty)  # TRE_R38 specialty: XDS authorSpecialty
-    if author and (author.family_name or author.given_name):
-        name = _sub(_sub(assigned, "assignedPerson"), "name")
-        _sub(name, "given", author.given_name or "")
-        _sub(name, "family", author.family_name or "")
-    if practice_setting is not None or (author and (author.institution_name or author.institution_id)):
-        _organization(assigned, "representedOrganization", author, practice_setting)
+    _professional(assigned, author, author.specialty)
+    if author.institution_name or author.institution_id:
+        _organization(assigned, "representedOrganization", author)
 
 
 def _legal_authenticator(parent: ET.Element, person: Author, when: str) -> None:
@@ -199,39 +261,41 @@ def _legal_authenticator(parent: ET.Element, person: Author, when: str) -> None:
     element = _sub(parent, "legalAuthenticator")
     _sub(element, "time", value=when)
     _sub(element, "signatureCode", code="S")
-    entity = _sub(element, "assignedEntity")
-    if person.rpps:
-        _sub(entity, "id", root=xds.RPPS_OID, extension=person.rpps)
-    if person.family_name or person.given_name:
-        name = _sub(_sub(entity, "assignedPerson"), "name")
-        _sub(name, "given", person.given_name or "")
-        _sub(name, "family", person.family_name or "")
+    _professional(_sub(element, "assignedEntity"), person)
 
 
 def _service_events(
-    parent: ET.Element, codes: tuple[Code, ...], start: datetime | None, stop: datetime | None
+    parent: ET.Element,
+    codes: tuple[Code, ...],
+    start: datetime,
+    stop: datetime | None,
+    performer: Author,
+    practice_setting: Code,
 ) -> None:
-    """One ``documentationOf/serviceEvent`` per act code (XDS eventCodeList); the first carries the times
-    (serviceStartTime/serviceStopTime), as the reader and the CI-SIS annex take them from there."""
-    if not codes and not (start or stop):
-        return
+    """One ``documentationOf/serviceEvent`` per act code (XDS eventCodeList), at least one (CI-SIS
+    [1..*]). The first is the main event: it carries the times (serviceStartTime/serviceStopTime) and the
+    performer, whose organisation's standardIndustryClassCode is where the CI-SIS annex reads the
+    practiceSettingCode; the CI-SIS asks both of the main event, without nullFlavor."""
     for index, code in enumerate(codes or (None,)):
         event = _sub(_sub(parent, "documentationOf"), "serviceEvent")
         if code is not None:
             _code(event, "code", code)
-        if index == 0 and (start or stop):
-            period = _sub(event, "effectiveTime")
-            if start:
-                _sub(period, "low", value=_ts(start))
-            if stop:
-                _sub(period, "high", value=_ts(stop))
+        if index:
+            continue
+        period = _sub(event, "effectiveTime")
+        _sub(period, "low", value=_ts(start))
+        if stop:
+            _sub(period, "high", value=_ts(stop))
+        entity = _sub(_sub(event, "performer", typeCode="PRF"), "assignedEntity")
+        _professional(entity, performer)
+        _organization(entity, "representedOrganization", performer, practice_setting)
 
 
-def _encounter(parent: ET.Element, facility_type: Code, start: datetime | None, when: str) -> None:
+def _encounter(parent: ET.Element, facility_type: Code, start: datetime) -> None:
     """``componentOf/encompassingEncounter``: where the care took place (XDS healthcareFacilityTypeCode).
-    CDA R2 makes its effectiveTime mandatory: the service start, else the document's time."""
+    CDA R2 makes its effectiveTime mandatory: the service start."""
     encounter = _sub(_sub(parent, "componentOf"), "encompassingEncounter")
-    _sub(_sub(encounter, "effectiveTime"), "low", value=_ts(start) if start else when)
+    _sub(_sub(encounter, "effectiveTime"), "low", value=_ts(start))
     facility = _sub(_sub(encounter, "location"), "healthCareFacility")
     _code(facility, "code", facility_type)
 
@@ -262,11 +326,25 @@ def wrap_pdf(
     setting, author role) are written into the CDA too, so that reading the wrapper back
     (``read_header``/``apply_header``) gives the same metadata the package states. A new version of a
     document keeps ``set_id``, counts ``version`` up and names the id it ``replaces`` (relatedDocument RPLC).
+    Every part the CI-SIS
+    makes mandatory is written with a value or refused (``IncompleteHeaderError`` lists what is missing):
+    the legal authenticator is the author unless given, the service starts at the document's time unless
+    given. The author's RPPS number is written in its national form ("8" + RPPS).
     """
     if not pdf.startswith(b"%PDF-"):
         raise CdaError("the content to wrap is not a PDF (it does not start with %PDF-)")
     if not patient.matricule or not patient.oid:
         raise CdaError("the patient has no INS matricule or OID")
+    author = _national(author or Author())
+    signer = _national(legal_authenticator or signer_of(author))
+    missing = _missing(author, signer, healthcare_facility_type, practice_setting)
+    if missing or healthcare_facility_type is None or practice_setting is None:
+        raise IncompleteHeaderError(missing)
+    start = service_start or effective_time
+    if service_stop is not None and service_stop < start:
+        raise CdaError(
+            f"the service stops ({service_stop.isoformat()}) before it starts ({start.isoformat()})"
+        )
     when = _ts(effective_time)
     root = ET.Element("ClinicalDocument", {"xmlns": HL7_NS})
     _sub(root, "realmCode", code="FR")
@@ -284,16 +362,14 @@ def wrap_pdf(
     _ii(root, "setId", set_id or document_id)
     _sub(root, "versionNumber", value=str(version))
     _record_target(root, patient)
-    _author(root, author, when, practice_setting)
+    _author(root, author, when)
     custodian = _sub(_sub(root, "custodian"), "assignedCustodian")
     _organization(custodian, "representedCustodianOrganization", author)
-    if legal_authenticator is not None:
-        _legal_authenticator(root, legal_authenticator, when)
-    _service_events(root, event_codes, service_start, service_stop)
+    _legal_authenticator(root, signer, when)
+    _service_events(root, event_codes, start, service_stop, author, practice_setting)
     if replaces:
         _ii(_sub(_sub(root, "relatedDocument", typeCode="RPLC"), "parentDocument"), "id", replaces)
-    if healthcare_facility_type is not None:
-        _encounter(root, healthcare_facility_type, service_start, when)
+    _encounter(root, healthcare_facility_type, start)
     body = _sub(_sub(root, "component"), "nonXMLBody")
     text = _sub(body, "text", base64.b64encode(pdf).decode("ascii"))
     text.set("mediaType", "application/pdf")
@@ -324,7 +400,11 @@ def pdf_document(
     version: int = 1,
     replaces: str | None = None,
 ) -> Document:
-    """The PDF wrapped in a CDA, as a ``Document`` ready for ``xdm.build_package`` (format XDS-SD PDF)."""
+    """The PDF wrapped in a CDA, as a ``Document`` ready for ``xdm.build_package`` (format XDS-SD PDF),
+    whose metadata is what the wrapper's header says (defaults filled in, the RPPS in national form)."""
+    author = _national(author or Author())
+    legal_authenticator = _national(legal_authenticator or signer_of(author))
+    service_start = service_start or effective_time
     content = wrap_pdf(
         pdf,
         patient,

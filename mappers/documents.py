@@ -1,6 +1,7 @@
 """Health documents with the XDS metadata that travels with them in an IHE XDM package.
 
-Record types only; building and parsing packages lives in ``mappers.xdm``, CDA wrapping in ``mappers.cda``.
+Record types only (and how a submission's author is completed from the defaults); building and parsing
+packages lives in ``mappers.xdm``, CDA wrapping in ``mappers.cda``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,36 @@ class Author:
     institution_id: str | None = None
     specialty: Code | None = None
     role: Code | None = None
+
+    def filled_from(self, defaults: Author) -> Author:
+        """This author, with what it leaves unset taken from ``defaults`` (options over settings).
+
+        The person is taken whole: a submission naming its own professional gets none of the default
+        professional's RPPS, name, profession or specialty (two people's traits mixed would misattribute
+        the document); the organisation is completed key by key.
+        """
+        named = bool(self.rpps or self.family_name or self.given_name)
+        person = self if named else defaults
+        return Author(
+            rpps=person.rpps,
+            family_name=person.family_name,
+            given_name=person.given_name,
+            institution_name=self.institution_name or defaults.institution_name,
+            institution_id=self.institution_id or defaults.institution_id,
+            specialty=self.specialty or (None if named else defaults.specialty),
+            role=self.role or (None if named else defaults.role),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderDefaults:
+    """Values the CDA built around a bare PDF needs that are the same for a whole hospital or department
+    (the ``[documents]`` settings): given once, ``mssgw send`` and ``X-MSSGW-*`` submissions need not
+    repeat them; what a submission gives wins."""
+
+    author: Author = field(default_factory=Author)
+    facility_type: Code | None = None
+    practice_setting: Code | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,12 +125,35 @@ def parse_cx(value: str) -> tuple[str, str, str]:
     return hl7_unescape(parts[0]), oid, type_code
 
 
+_RPPS: Final = re.compile(r"[0-9]{11}")
+_RPPS_NATIONAL_ID: Final = re.compile(r"8[0-9]{11}")
+
+
+def national_ps_id(identifier: str) -> str:
+    """The identifiant national (IdNat_PS) the ANS writes under OID 1.2.250.1.71.4.2.1: "8" + the
+    11-digit RPPS number; any other identifier (already national, an ADELI-based "0…") as it is.
+
+    The CDA header and METADATA.XML both carry this form, so an author reads back the same from either.
+    """
+    identifier = identifier.strip()
+    return "8" + identifier if _RPPS.fullmatch(identifier) else identifier
+
+
+def check_rpps(value: str) -> str:
+    """A professional's RPPS number as typed (11 digits, spaces allowed, or its national id "8" + 11
+    digits), as its national id; ``MetadataValueError`` otherwise."""
+    national = national_ps_id(value.replace(" ", ""))
+    if not _RPPS_NATIONAL_ID.fullmatch(national):
+        raise MetadataValueError(f"{value!r} is not an RPPS number (11 digits, or 8 followed by the 11)")
+    return national
+
+
 def format_xcn(author: Author) -> str:
-    """authorPerson ``<RPPS>^<NOM>^<Prénom>^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS``."""
+    """authorPerson ``<IdNat_PS>^<NOM>^<Prénom>^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS``."""
     family = hl7_escape(author.family_name or "")
     given = hl7_escape(author.given_name or "")
     if author.rpps:
-        return f"{hl7_escape(author.rpps)}^{family}^{given}^^^^^^&{RPPS_OID}&ISO^D^^^IDNPS"
+        return f"{hl7_escape(national_ps_id(author.rpps))}^{family}^{given}^^^^^^&{RPPS_OID}&ISO^D^^^IDNPS"
     return f"^{family}^{given}"
 
 
@@ -159,6 +182,17 @@ def parse_xon(value: str) -> tuple[str | None, str | None]:
 def format_code_triplet(code: Code) -> str:
     """authorSpecialty ``<code>^<libellé>^<codeSystem>``."""
     return f"{hl7_escape(code.code)}^{hl7_escape(code.label)}^{code.scheme}"
+
+
+def parse_code_option(value: str, what: str, scheme: str | None) -> Code:
+    """``CODE^LABEL`` (``CODE^LABEL^SYSTEM`` when ``scheme`` is None), as an operator types a code in an
+    option, a setting or an ``X-MSSGW-*`` field: code and label both required, since METADATA.XML and the
+    CDA carry both. ``what`` names where it was typed, for the refusal."""
+    parts = value.split("^")
+    if len(parts) != (3 if scheme is None else 2) or not all(p.strip() for p in parts):
+        form = "CODE^LABEL^SYSTEM" if scheme is None else "CODE^LABEL"
+        raise MetadataValueError(f"{what}: {value!r} is not {form}")
+    return Code(parts[0].strip(), parts[1].strip(), parts[2].strip() if scheme is None else scheme)
 
 
 def parse_code_triplet(value: str) -> Code:

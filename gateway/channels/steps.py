@@ -55,6 +55,7 @@ def citizen_intake(
         gateway=settings.gateway,
         finish=steps.finish_arrival,
         health=health,
+        documents=settings.documents.header_defaults(),
     )
     return intake, steps
 

@@ -16,7 +16,7 @@ from typing import Final
 
 from gateway.errors import InputError
 from mappers import cda, ins, patient_match, xds
-from mappers.documents import Author, Code, Document
+from mappers.documents import Author, Code, Document, HeaderDefaults
 from mappers.errors import MappingError
 from mappers.patient import Patient, Sex
 
@@ -41,7 +41,17 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
     parser.add_argument("--type-label", help="its label, e.g. 'Lettre de liaison'")
     parser.add_argument("--title", help="document title (default: the type label)")
     parser.add_argument("--date", help="document date, ISO 8601 with offset (default: now)")
-    parser.add_argument("--author-rpps")
+    parser.add_argument(
+        "--service-start",
+        metavar="ISO8601",
+        help="when the act began (serviceEvent low, XDS serviceStartTime; default: --date)",
+    )
+    parser.add_argument(
+        "--service-stop",
+        metavar="ISO8601",
+        help="when it ended (serviceEvent high, XDS serviceStopTime; default: none)",
+    )
+    parser.add_argument("--author-rpps", help="RPPS number (11 digits), written as its national id 8+RPPS")
     parser.add_argument("--author-family")
     parser.add_argument("--author-given")
     parser.add_argument("--institution-name")
@@ -137,40 +147,62 @@ def load_patient(path: Path) -> Patient:
 
 
 def code_option(value: str | None, option: str, scheme: str | None) -> Code | None:
-    """``CODE^LABEL`` (``CODE^LABEL^SYSTEM`` when ``scheme`` is None): a code and the label the
-    receiving software shows, both required since METADATA.XML and the CDA carry both."""
+    """``CODE^LABEL`` (``CODE^LABEL^SYSTEM`` when ``scheme`` is None), refused naming the option."""
     if value is None:
         return None
-    parts = value.split("^")
-    if len(parts) != (3 if scheme is None else 2) or not all(p.strip() for p in parts):
-        form = "CODE^LABEL^SYSTEM" if scheme is None else "CODE^LABEL"
-        raise InputError(option, f"{value!r} is not {form}")
-    return Code(parts[0].strip(), parts[1].strip(), parts[2].strip() if scheme is None else scheme)
+    try:
+        return xds.parse_code_option(value, option, scheme)
+    except MappingError as error:
+        raise InputError(option, str(error).removeprefix(f"{option}: ")) from error
 
 
 def document_time(text: str | None) -> datetime:
     """``--date``, or now."""
+    return time_option(text, "--date") or datetime.now(UTC).replace(microsecond=0)
+
+
+def time_option(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time with its offset, refused naming the option; ``None`` when not given."""
     if not text:
-        return datetime.now(UTC).replace(microsecond=0)
+        return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as error:
-        raise InputError("--date", f"{text!r} is not ISO 8601") from error
+        raise InputError(option, f"{text!r} is not ISO 8601") from error
     if moment.tzinfo is None:
-        raise InputError("--date", f"{text!r} needs a UTC offset, e.g. 2024-01-16T15:11:12+01:00")
+        raise InputError(option, f"{text!r} needs a UTC offset, e.g. 2024-01-16T15:11:12+01:00")
     return moment
 
 
-def documents_from_args(
-    args: argparse.Namespace, patient: Patient | None, when: datetime
-) -> tuple[Patient, list[Document]]:
-    """The patient and the ``--doc`` files as documents with their metadata; PDFs are wrapped in a CDA.
+WRAPPER_OPTIONS: Final = {
+    cda.HeaderValue.AUTHOR_RPPS: "--author-rpps",
+    cda.HeaderValue.AUTHOR_FAMILY: "--author-family",
+    cda.HeaderValue.INSTITUTION_ID: "--institution-id",
+    cda.HeaderValue.SIGNER_RPPS: "--author-rpps",
+    cda.HeaderValue.SIGNER_FAMILY: "--author-family",
+    cda.HeaderValue.PRACTICE_SETTING: "--practice-setting",
+    cda.HeaderValue.FACILITY_TYPE: "--facility-type",
+}
+"""The option that gives each mandatory header value (or the ``[documents]`` setting of the same name)."""
 
-    One patient per message: every CDA given must name the patient of the patient file, or, without a
-    patient file, the patient the first CDA names (a PDF alone names nobody).
-    """
-    author = Author(
-        rpps=args.author_rpps,
+
+def _incomplete(path: Path, error: cda.IncompleteHeaderError) -> InputError:
+    options = list(dict.fromkeys(WRAPPER_OPTIONS[value] for value in error.missing))
+    what = "; ".join(value.value for value in error.missing)
+    return InputError(
+        ", ".join(options),
+        f"{path} is a PDF wrapped in a CDA R2 N1, whose header needs {what} (CI-SIS: mandatory, no "
+        "nullFlavor); give the option, or set it in the [documents] settings",
+    )
+
+
+def _author_option(args: argparse.Namespace) -> Author:
+    try:
+        rpps = xds.check_rpps(args.author_rpps) if args.author_rpps else None
+    except MappingError as error:
+        raise InputError("--author-rpps", str(error)) from error
+    return Author(
+        rpps=rpps,
         family_name=args.author_family,
         given_name=args.author_given,
         institution_name=args.institution_name,
@@ -178,12 +210,30 @@ def documents_from_args(
         specialty=code_option(args.author_specialty, "--author-specialty", None),
         role=code_option(args.author_role, "--author-role", None),
     )
-    # The author answers for the PDFs the gateway wraps unless told otherwise: the CI-SIS wants a
-    # legalAuthenticator in every CDA, and METADATA.XML repeats it.
-    signer = Author(rpps=author.rpps, family_name=author.family_name, given_name=author.given_name)
+
+
+def documents_from_args(
+    args: argparse.Namespace,
+    patient: Patient | None,
+    when: datetime,
+    defaults: HeaderDefaults | None = None,
+) -> tuple[Patient, list[Document]]:
+    """The patient and the ``--doc`` files as documents with their metadata; PDFs are wrapped in a CDA.
+
+    One patient per message: every CDA given must name the patient of the patient file, or, without a
+    patient file, the patient the first CDA names (a PDF alone names nobody). What the options leave
+    unset of a wrapper's header comes from ``defaults`` (the ``[documents]`` settings).
+    """
+    defaults = defaults or HeaderDefaults()
+    given_author = _author_option(args)
+    # The author answers for the PDFs the gateway wraps (the wrapper's default legalAuthenticator).
+    author = given_author.filled_from(defaults.author)
     type_code = Code(args.type_code or "", args.type_label or "", xds.LOINC_OID)
     facility = code_option(args.facility_type, "--facility-type", xds.FACILITY_TYPE_OID)
     setting = code_option(args.practice_setting, "--practice-setting", xds.PRACTICE_SETTING_OID)
+    facility, setting = facility or defaults.facility_type, setting or defaults.practice_setting
+    start = time_option(args.service_start, "--service-start")
+    stop = time_option(args.service_stop, "--service-stop")
     events = tuple(c for v in args.event_code if (c := code_option(v, "--event-code", None)))
     masks = tuple(xds.MASKING_CODES[c] for c in dict.fromkeys(args.confidentiality))
     files = [(path, read_input(path, "document")) for path in args.docs]
@@ -208,8 +258,8 @@ def documents_from_args(
     for path, content in files:
         header = headers.get(path)
         if header is None:
-            documents.append(
-                cda.pdf_document(
+            try:
+                wrapped = cda.pdf_document(
                     content,
                     settled,
                     title=args.title or args.type_label,
@@ -218,12 +268,17 @@ def documents_from_args(
                     document_id=cda.document_id(content),
                     author=author,
                     confidentiality=masks,
-                    legal_authenticator=signer if signer != Author() else None,
+                    service_start=start,
+                    service_stop=stop,
                     healthcare_facility_type=facility,
                     practice_setting=setting,
                     event_codes=events,
-                )  # fmt: skip
-            )
+                )
+            except cda.IncompleteHeaderError as error:
+                raise _incomplete(path, error) from error
+            except MappingError as error:
+                raise InputError(f"document {path}", str(error)) from error
+            documents.append(wrapped)
             continue
         given = Document(
             filename=path.name,
@@ -233,7 +288,7 @@ def documents_from_args(
             type_code=type_code,
             creation_time=when,
             unique_id=cda.document_id(content),
-            author=author,
+            author=given_author,
             confidentiality=masks,
         )
         documented = cda.apply_header(given, header)  # METADATA.XML says what the CDA header says

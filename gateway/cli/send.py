@@ -29,7 +29,7 @@ from gateway.errors import InputError, StoreError
 from gateway.inbound.intake import Arrival, Decision, Recipient
 from mappers import headers, patient_match
 from mappers.addresses import check_address
-from mappers.documents import Document
+from mappers.documents import Document, HeaderDefaults
 from mappers.errors import MappingError
 from mappers.mime import build_message
 from mappers.records import Attachment, Mailbox, MessageRecord
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _send(args: argparse.Namespace) -> int:
     settings = load_settings(args, check_required=True)
-    record = _record_from(args)
+    record = _record_from(args, settings.documents.header_defaults())
     moment = now()
     try:
         message = build_message(
@@ -96,7 +96,7 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_from(args: argparse.Namespace) -> MessageRecord:
+def _record_from(args: argparse.Namespace, defaults: HeaderDefaults) -> MessageRecord:
     sender = _address(args.sender, "--from")
     recipients = tuple(Mailbox(_address(a, "--to")) for a in args.to)
     body = _body(args.body_file) if args.body_file else ""
@@ -104,7 +104,7 @@ def _record_from(args: argparse.Namespace) -> MessageRecord:
     patient = load_patient(args.patient) if args.patient else None
     documents: list[Document] = []
     if args.docs:
-        patient, documents = documents_from_args(args, patient, document_time(args.date))
+        patient, documents = documents_from_args(args, patient, document_time(args.date), defaults)
     author = Mailbox(sender, args.from_name)
     record = MessageRecord(
         author=author,

@@ -7,8 +7,18 @@ patient the documents contradict ``PatientMismatchError``.
 
     X-MSSGW-Patient: matricule=1880799999999; oid=1.2.250.1.213.1.4.8; birth-name=DUPONT;
         given-name=Marie; birth-date=1988-07-14; sex=F
-    X-MSSGW-Document-Type: 11490-0; label="Lettre de liaison médicale"
+    X-MSSGW-Document-Type: 11490-0; label="Lettre de liaison médicale";
+        facility-type="SA01^Etablissement public de santé";
+        practice-setting="ETABLISSEMENT^Etablissement de santé"
+    X-MSSGW-Author: rpps=99700367909; family=DOC0036790; given=KIT;
+        specialty="G15_10/SM44^Médecin - Radio-diagnostic (SM)^1.2.250.1.213.1.1.4.5";
+        role="10^Médecin^1.2.250.1.71.1.2.7"; institution-id=499700367909006; institution-name=BCOM
     X-MSSGW-Confidentiality: INVISIBLE_PATIENT, MASQUE_PS
+
+The CDA R2 N1 built around each PDF needs what the CI-SIS makes mandatory (``cda.HeaderValue``): what the
+fields leave unset comes from the ``[documents]`` settings (``HeaderDefaults``); a value missing from both
+is refused naming the field parameter and the setting that give it. ``X-MSSGW-Author`` names the whole
+person: it takes none of the default author's traits, only the institution when it gives none.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from email.parser import BytesHeaderParser
 from email.policy import default
 
 from mappers import cda, headers, ins, patient_match, xds
-from mappers.documents import Code
+from mappers.documents import Author, Code, HeaderDefaults
 from mappers.errors import MappingError
 from mappers.mime import build_message
 from mappers.patient import Patient, Sex
@@ -31,7 +41,20 @@ from mappers.records import MessageRecord
 PATIENT = "X-MSSGW-Patient"
 DOCUMENT_TYPE = "X-MSSGW-Document-Type"
 CONFIDENTIALITY = "X-MSSGW-Confidentiality"
-KNOWN_FIELDS = (PATIENT, DOCUMENT_TYPE, CONFIDENTIALITY)
+AUTHOR = "X-MSSGW-Author"
+KNOWN_FIELDS = (PATIENT, DOCUMENT_TYPE, CONFIDENTIALITY, AUTHOR)
+AUTHOR_PARAMETERS = ("rpps", "family", "given", "specialty", "role", "institution-id", "institution-name")
+DOCUMENT_TYPE_PARAMETERS = ("label", "facility-type", "practice-setting")
+WRAPPER_SOURCES: dict[cda.HeaderValue, tuple[str, str, str]] = {
+    cda.HeaderValue.AUTHOR_RPPS: (AUTHOR, "rpps", "author_rpps"),
+    cda.HeaderValue.AUTHOR_FAMILY: (AUTHOR, "family", "author_family"),
+    cda.HeaderValue.INSTITUTION_ID: (AUTHOR, "institution-id", "institution_id"),
+    cda.HeaderValue.SIGNER_RPPS: (AUTHOR, "rpps", "author_rpps"),
+    cda.HeaderValue.SIGNER_FAMILY: (AUTHOR, "family", "author_family"),
+    cda.HeaderValue.PRACTICE_SETTING: (DOCUMENT_TYPE, "practice-setting", "practice_setting"),
+    cda.HeaderValue.FACILITY_TYPE: (DOCUMENT_TYPE, "facility-type", "facility_type"),
+}
+"""Where each mandatory header value is given: field, its parameter, and the ``[documents]`` key."""
 _PARAMETER = re.compile(r'\s*([A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*(?:;|$)')
 _SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
 
@@ -41,7 +64,13 @@ class InstructionError(MappingError):
 
 
 def apply_instructions(
-    raw: bytes, record: MessageRecord, *, nil_reference: str, hostname: str, now: datetime
+    raw: bytes,
+    record: MessageRecord,
+    *,
+    nil_reference: str,
+    hostname: str,
+    now: datetime,
+    defaults: HeaderDefaults | None = None,
 ) -> tuple[bytes, MessageRecord]:
     """The message to store and its record: rebuilt with an IHE_XDM.zip when ``X-MSSGW-Patient`` asks for
     it (and the message carries no package yet), otherwise as submitted without its ``X-MSSGW-*`` fields.
@@ -53,9 +82,10 @@ def apply_instructions(
     fields = BytesHeaderParser(policy=default).parsebytes(raw)
     _check_names(fields.keys())
     patient_field, type_field = fields.get(PATIENT), fields.get(DOCUMENT_TYPE)
+    author_field = fields.get(AUTHOR)
     masks = _masks(fields.get_all(CONFIDENTIALITY) or [])
     if patient_field is None:
-        for name in (DOCUMENT_TYPE, CONFIDENTIALITY):
+        for name in (DOCUMENT_TYPE, CONFIDENTIALITY, AUTHOR):
             if fields.get(name) is not None:
                 raise InstructionError(f"{name}: only with {PATIENT} (the patient of the documents)")
         return strip_submission_headers(raw), record
@@ -68,6 +98,11 @@ def apply_instructions(
             f"{CONFIDENTIALITY}: masks the PDFs the gateway packages, and this message has none "
             "(a message with its own IHE_XDM.zip carries its codes in METADATA.XML)"
         )
+    if author_field is not None and (record.documents or not pdfs):
+        raise InstructionError(
+            f"{AUTHOR}: names the author of the PDFs the gateway packages, and this message has none "
+            "(a message with its own IHE_XDM.zip names its author in METADATA.XML and the CDA)"
+        )
     if record.documents or not pdfs:
         # A message about a patient with no document to package (a text to Mon Espace Santé): the patient
         # is what the patient-mail rules check and what the store links the message to.
@@ -77,23 +112,34 @@ def apply_instructions(
     if type_field is None:
         raise InstructionError(f'{DOCUMENT_TYPE}: required with {PATIENT} (e.g. 11490-0; label="…")')
     code, _, rest = str(type_field).partition(";")
-    label = _parameters(rest, DOCUMENT_TYPE).get("label", "")
+    type_values = _parameters(rest, DOCUMENT_TYPE, DOCUMENT_TYPE_PARAMETERS)
+    label = type_values.get("label", "")
     if not code.strip() or not label:
         raise InstructionError(f'{DOCUMENT_TYPE}: give the LOINC code and its label (11490-0; label="…")')
     type_code = Code(code.strip(), label, xds.LOINC_OID)
+    defaults = defaults or HeaderDefaults()
+    author = _author(str(author_field) if author_field is not None else "").filled_from(defaults.author)
+    facility = _code(type_values, "facility-type", xds.FACILITY_TYPE_OID) or defaults.facility_type
+    setting = _code(type_values, "practice-setting", xds.PRACTICE_SETTING_OID) or defaults.practice_setting
     when = record.date or now
-    documents = tuple(
-        cda.pdf_document(
-            pdf.content,
-            patient,
-            title=label,
-            type_code=type_code,
-            effective_time=when,
-            document_id=cda.document_id(pdf.content),
-            confidentiality=masks,
+    try:
+        documents = tuple(
+            cda.pdf_document(
+                pdf.content,
+                patient,
+                title=label,
+                type_code=type_code,
+                effective_time=when,
+                document_id=cda.document_id(pdf.content),
+                author=author,
+                confidentiality=masks,
+                healthcare_facility_type=facility,
+                practice_setting=setting,
+            )
+            for pdf in pdfs
         )
-        for pdf in pdfs
-    )
+    except cda.IncompleteHeaderError as error:
+        raise _incomplete(error) from error
     rebuilt = dataclasses.replace(
         record,
         patient=patient,
@@ -148,8 +194,54 @@ def _patient(text: str) -> Patient:
     return Patient(matricule, oid, values["birth-name"], values["given-name"], birth, sex)
 
 
-def _parameters(text: str, field: str) -> dict[str, str]:
-    """``a=1; b="x; y"`` → {"a": "1", "b": "x; y"}."""
+def _incomplete(error: cda.IncompleteHeaderError) -> InstructionError:
+    """The refusal naming, for each missing value, the field parameter and the setting that give it;
+    short enough for one SMTP reply line (the values' XPaths are in the documentation)."""
+    by_field: dict[str, list[str]] = {}
+    keys: list[str] = []
+    for value in error.missing:
+        field, parameter, key = WRAPPER_SOURCES[value]
+        if f"{parameter}=" not in by_field.setdefault(field, []):
+            by_field[field].append(f"{parameter}=")
+        keys.append(key)
+    fields = "; ".join(f"{field} {', '.join(parameters)}" for field, parameters in by_field.items())
+    return InstructionError(
+        "the CDA R2 N1 around the PDF lacks values the CI-SIS makes mandatory (no nullFlavor): give "
+        f"{fields} (or the settings documents.{', documents.'.join(dict.fromkeys(keys))})"
+    )
+
+
+def _author(text: str) -> Author:
+    """``X-MSSGW-Author: rpps=…; family=…; …`` (empty: no author named, the settings' is used)."""
+    values = _parameters(text, AUTHOR, AUTHOR_PARAMETERS)
+    try:
+        rpps = xds.check_rpps(values["rpps"]) if values.get("rpps") else None
+    except MappingError as error:
+        raise InstructionError(f"{AUTHOR}: rpps: {error}") from error
+    if values.get("given") and not values.get("family"):
+        raise InstructionError(f"{AUTHOR}: family required with given (the CDA's name/family)")
+    return Author(
+        rpps=rpps,
+        family_name=values.get("family") or None,
+        given_name=values.get("given") or None,
+        institution_name=values.get("institution-name") or None,
+        institution_id=values.get("institution-id") or None,
+        specialty=_code(values, "specialty", None, AUTHOR),
+        role=_code(values, "role", None, AUTHOR),
+    )
+
+
+def _code(values: dict[str, str], name: str, scheme: str | None, field: str = DOCUMENT_TYPE) -> Code | None:
+    if not values.get(name):
+        return None
+    try:
+        return xds.parse_code_option(values[name], f"{field}: {name}", scheme)
+    except MappingError as error:
+        raise InstructionError(str(error)) from error
+
+
+def _parameters(text: str, field: str, known: tuple[str, ...] | None = None) -> dict[str, str]:
+    """``a=1; b="x; y"`` → {"a": "1", "b": "x; y"}; a name outside ``known`` (when given) is refused."""
     values: dict[str, str] = {}
     position, text = 0, text.strip()
     while position < len(text):
@@ -161,6 +253,9 @@ def _parameters(text: str, field: str) -> dict[str, str]:
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         values[match.group(1).lower()] = value
         position = match.end()
+    unknown = [name for name in values if known is not None and name not in known]
+    if unknown:
+        raise InstructionError(f"{field}: unknown parameter {unknown[0]!r} (known: {', '.join(known or ())})")
     return values
 
 

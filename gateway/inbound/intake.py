@@ -37,6 +37,7 @@ from gateway.report_routes import ReportRoutes, wants
 from gateway.settings import GatewaySettings, Settings
 from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from gateway.store_health import StoreHealth
+from mappers.documents import HeaderDefaults
 from mappers.errors import MappingError
 from mappers.mime import MimeLimits, parse_message
 from mappers.patient_match import PatientMismatchError, settle_patient
@@ -78,10 +79,12 @@ class Intake:
         gateway: GatewaySettings | None = None,
         finish: Finish | None = None,
         health: StoreHealth | None = None,
+        documents: HeaderDefaults | None = None,
     ) -> None:
         self.policy = policy
         self.health = health or StoreHealth()
         self.gateway = gateway or GatewaySettings()
+        self.documents = documents or HeaderDefaults()
         self.clock = clock
         self.on_commit = on_commit
         self.finish = finish
@@ -97,13 +100,15 @@ class Intake:
         """Nothing to stop: callers wait for their own commits."""
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
-        """New domains, mailboxes, clients and trust list; the composed extra rules are kept."""
+        """New domains, mailboxes, clients, trust list, document defaults; composed extra rules are kept."""
         current = self.policy
         policy = build_policy(settings, current.recipient_rules, current.sender_rules, current.official)
+        documents = settings.documents.header_defaults()
 
         def apply() -> None:
             self.policy = policy
             self.gateway = settings.gateway
+            self.documents = documents
 
         return apply
 
@@ -177,13 +182,15 @@ class Intake:
                 nil_reference=self.gateway.nil_reference,
                 hostname=self.gateway.hostname,
                 now=self.clock(),
+                defaults=self.documents,
             )
             named = settle_patient(record, arrival.patient, "the patient given with the message")
         except PatientMismatchError as error:
             # Every difference, within the 512 octets of a reply line (RFC 5321 § 4.5.3.1.5).
             return replies.PATIENT_MISMATCH.format(replies.ascii_line(str(error))[:480])
         except MappingError as error:
-            return replies.BAD_INSTRUCTION.format(replies.ascii_line(str(error).splitlines()[0][:200]))
+            # Room for every missing value of a CDA wrapper, within the 512 octets of a reply line.
+            return replies.BAD_INSTRUCTION.format(replies.ascii_line(str(error).splitlines()[0][:400]))
         return raw, dataclasses.replace(record, patient=named or record.patient)
 
     async def _commit(

@@ -12,6 +12,7 @@ from gateway.cli import main
 from gateway.settings import load
 from gateway.store.db import open_store
 from mappers.mime import parse_message
+from tests.support import cda_header
 from tests.support.gateway import folder_config, patient_file
 
 PRO = "dr.chaput@hopital.test.mssante.fr"
@@ -21,7 +22,12 @@ PATIENT = "279035121518989@patient.mssante.fr"
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997")
+    path = folder_config(
+        tmp_path,
+        documents=cda_header.SETTINGS,  # the hospital's defaults for the CDA built around a PDF
+        hostname="mssgw.hopital.test.mssante.fr",
+        nil_reference="DEV935997",
+    )
     return path
 
 

@@ -18,13 +18,15 @@ from gateway.inbound.instructions import strip_submission_headers
 from gateway.inbound.intake import Intake
 from gateway.inbound.policy import Policy, refuse
 from gateway.inbound.trust import StaticTrustList
-from gateway.settings import GatewaySettings, MailboxSettings, from_mapping
+from gateway.settings import DocumentSettings, GatewaySettings, MailboxSettings, from_mapping
 from gateway.store.db import Store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
 from gateway.trust import TrustList
+from mappers import cda
 from mappers.mime import parse_message
 from mappers.records import MessageRecord
+from tests.support import cda_header
 from tests.support.mail import (
     APP,
     CLIENTS,
@@ -39,7 +41,10 @@ from tests.support.mail import (
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
-def make_intake(store: Store, policy: Policy | None = None, woken: list[int] | None = None) -> Intake:
+def make_intake(
+    store: Store, policy: Policy | None = None, woken: list[int] | None = None, *, defaults: bool = True
+) -> Intake:
+    """Intake of a gateway whose [documents] settings hold the hospital's CDA defaults (``defaults``)."""
     policy = policy or Policy(inbound_settings(), CLIENTS, StaticTrustList([PEER_DOMAIN]))
     return Intake(
         policy,
@@ -48,6 +53,7 @@ def make_intake(store: Store, policy: Policy | None = None, woken: list[int] | N
         lambda: (woken if woken is not None else []).append(1),
         max_batch=10,
         gateway=GatewaySettings(hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997"),
+        documents=DocumentSettings(**cda_header.SETTINGS).header_defaults() if defaults else None,
     )
 
 
@@ -289,6 +295,71 @@ async def test_a_bad_submission_instruction_is_refused(
     result = await make_intake(store).receive(submission(with_pdf(**headers), Recipient(OUTSIDE)))
     assert result.verdicts[0].reply.startswith(f"554 5.6.0 Submission instruction refused: {reason}")
     assert rows(store) == (0, [])
+
+
+async def test_without_settings_a_pdf_wrapper_lacking_values_names_fields_and_settings(store: Store) -> None:
+    """554 5.6.0 rather than a CDA with nullFlavor: each missing value, with what gives it."""
+    raw = with_pdf(X_MSSGW_Patient=PATIENT_FIELD, X_MSSGW_Document_Type='11490-0; label="Lettre de liaison"')
+    result = await make_intake(store, defaults=False).receive(submission(raw, Recipient(OUTSIDE)))
+    reply = result.verdicts[0].reply
+    assert reply == (
+        "554 5.6.0 Submission instruction refused: the CDA R2 N1 around the PDF lacks values the CI-SIS "
+        "makes mandatory (no nullFlavor): give X-MSSGW-Author rpps=, family=, institution-id=; "
+        "X-MSSGW-Document-Type practice-setting=, facility-type= (or the settings documents.author_rpps, "
+        "documents.author_family, documents.institution_id, documents.practice_setting, "
+        "documents.facility_type)"
+    )
+    assert len(reply) <= 510
+    assert rows(store) == (0, [])
+
+
+async def test_the_author_and_care_setting_fields_give_the_wrapper_what_settings_lack(store: Store) -> None:
+    raw = with_pdf(
+        X_MSSGW_Patient=PATIENT_FIELD,
+        X_MSSGW_Document_Type='11490-0; label="Lettre de liaison"; facility-type="SA07^Cabinet individuel"; '
+        'practice-setting="AMBULATOIRE^Ambulatoire"',
+        X_MSSGW_Author="rpps=10000000001; family=MARTIN; given=Jean; institution-id=123456789; "
+        'specialty="G15_10/SM26^Médecin - Qualifié en Médecine Générale (SM)^1.2.250.1.213.1.1.4.5"',
+    )
+    result = await make_intake(store, defaults=False).receive(submission(raw, Recipient(OUTSIDE)))
+    assert result.message_pk is not None, result.verdicts
+    document = parse_message(store.queue.raw(result.message_pk)).documents[0]
+    assert document.author is not None
+    assert (document.author.rpps, document.author.family_name) == ("810000000001", "MARTIN")
+    assert document.author.specialty is not None and document.author.specialty.code == "G15_10/SM26"
+    assert document.healthcare_facility_type is not None
+    assert document.healthcare_facility_type.code == "SA07"
+    assert document.practice_setting is not None and document.practice_setting.code == "AMBULATOIRE"
+    header = cda.read_header(document.content)
+    assert header.author is not None and header.author.rpps == "810000000001"
+
+
+async def test_the_settings_author_is_used_when_the_submission_names_none(store: Store) -> None:
+    raw = with_pdf(X_MSSGW_Patient=PATIENT_FIELD, X_MSSGW_Document_Type='11490-0; label="Lettre de liaison"')
+    result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
+    assert result.message_pk is not None, result.verdicts
+    document = parse_message(store.queue.raw(result.message_pk)).documents[0]
+    assert document.author is not None and document.author.rpps == "899700367909"
+    assert document.legal_authenticator is not None and document.legal_authenticator.rpps == "899700367909"
+
+
+@pytest.mark.parametrize(
+    ("author", "reason"),
+    [
+        ("rpps=12; family=X", "X-MSSGW-Author: rpps: '12' is not an RPPS number"),
+        ("rpps=10000000001; family=X; title=Dr", "X-MSSGW-Author: unknown parameter 'title'"),
+        ("rpps=10000000001; given=Jean", "X-MSSGW-Author: family required with given"),
+        ("family=X; role=10", "X-MSSGW-Author: role: '10' is not CODE^LABEL^SYSTEM"),
+    ],
+)
+async def test_a_bad_author_field_is_refused(store: Store, author: str, reason: str) -> None:
+    raw = with_pdf(
+        X_MSSGW_Patient=PATIENT_FIELD,
+        X_MSSGW_Document_Type='11490-0; label="Lettre de liaison"',
+        X_MSSGW_Author=author,
+    )
+    result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
+    assert result.verdicts[0].reply.startswith(f"554 5.6.0 Submission instruction refused: {reason}")
 
 
 async def test_messages_arriving_together_share_commits(store: Store) -> None:

@@ -16,6 +16,7 @@ from mappers import cda, xds
 from mappers.documents import Code
 from mappers.mime import parse_message
 from mappers.patient import Patient, Sex
+from tests.support import cda_header
 from tests.support.gateway import folder_config
 
 SENDER = "secretariat.cardio@hopital.test.mssante.fr"
@@ -45,7 +46,13 @@ def report_pdf(directory: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    return folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997")
+    """A gateway with the hospital's [documents] defaults, so a PDF's wrapper needs no header option."""
+    return folder_config(
+        tmp_path,
+        documents=cda_header.SETTINGS,
+        hostname="mssgw.hopital.test.mssante.fr",
+        nil_reference="DEV935997",
+    )
 
 
 def stored(config: Path, queue_id: int) -> bytes:
@@ -135,6 +142,7 @@ def cda_of(tmp_path: Path, person: dict[str, str], name: str = "cr.xml") -> Path
         b"%PDF-1.4\n% compte rendu\n%%EOF\n", patient, title="Compte rendu",
         type_code=Code("11490-0", "Lettre de liaison", xds.LOINC_OID),
         effective_time=datetime(2026, 11, 20, 9, 0, tzinfo=UTC), document_id="1.2.250.1.999.1",
+        **cda_header.WRAPPER,
     )  # fmt: skip
     path = tmp_path / name
     path.write_bytes(content)
@@ -265,3 +273,38 @@ def test_a_corsican_matricule_typed_in_lower_case_travels_upper_case_and_choices
     assert record.patient is not None and record.patient.matricule == "180072A12345619"
     assert "mssgw: note: --subject replaced by the document subject 'XDM/1.0/DDM+Lettre de liaison" in err
     assert "mssgw: note: --from has no display name" in err and "(ECO.2.2.7)" in err
+
+
+def test_a_pdf_without_header_values_in_options_or_settings_is_refused_naming_the_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = folder_config(tmp_path, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997")
+    code = send(
+        bare, "--to", PRO, "--patient", str(patient_file(tmp_path)), "--doc", str(report_pdf(tmp_path))
+    )
+    assert code == 65
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "mssgw: --author-rpps, --author-family, --institution-id, --practice-setting, --facility-type: "
+    )
+    assert "give the option, or set it in the [documents] settings" in err
+    assert main(["queue", "list", "-c", str(bare), "--all"]) == 0
+    assert capsys.readouterr().out == "queue is empty\n"
+
+
+def test_options_override_the_document_settings(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = send(
+        config, "--to", PRO, "--patient", str(patient_file(tmp_path)), "--doc", str(report_pdf(tmp_path)),
+        "--author-rpps", "10000000001", "--author-family", "MARTIN", "--facility-type", "SA07^Cabinet",
+    )  # fmt: skip
+    assert code == 0
+    document = parse_message(stored(config, int(capsys.readouterr().out))).documents[0]
+    assert document.author is not None
+    assert (document.author.rpps, document.author.family_name, document.author.given_name) == (
+        "810000000001", "MARTIN", None,
+    )  # fmt: skip
+    assert document.author.institution_id == "499700367909006"  # from the settings
+    assert document.healthcare_facility_type is not None and document.healthcare_facility_type.code == "SA07"
+    assert document.practice_setting is not None and document.practice_setting.code == "ETABLISSEMENT"

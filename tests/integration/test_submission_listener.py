@@ -18,11 +18,12 @@ import pytest
 from gateway import metrics
 from gateway.inbound.auth_throttle import AuthThrottle
 from gateway.inbound.credentials import hash_password
-from gateway.settings import Settings
+from gateway.settings import DocumentSettings, Settings
 from mappers import cda, ins, xds
 from mappers.documents import Code
 from mappers.mime import parse_message
 from mappers.patient import Patient, Sex
+from tests.support import cda_header
 from tests.support.listener import (
     client_tls,
     listener_settings,
@@ -258,6 +259,7 @@ def cda_for(patient: Patient) -> bytes:
         b"%PDF-1.4\n% cr\n%%EOF\n", patient, title="Compte rendu",
         type_code=Code("11490-0", "Lettre de liaison", xds.LOINC_OID),
         effective_time=datetime(2026, 11, 20, 9, 0, tzinfo=UTC), document_id="1.2.250.1.999.2",
+        **cda_header.WRAPPER,
     )  # fmt: skip
 
 
@@ -265,7 +267,8 @@ def packaging_settings(tmp_path: Path, pki: Pki) -> Settings:
     """An open submission listener whose gateway has the X-MSS-NIL reference packages need."""
     settings = open_submission_settings(tmp_path, pki)
     gateway = dataclasses.replace(settings.gateway, nil_reference="DEV935997")
-    return dataclasses.replace(settings, gateway=gateway)
+    documents = DocumentSettings(**cda_header.SETTINGS)  # the hospital's defaults for the CDA wrapper
+    return dataclasses.replace(settings, gateway=gateway, documents=documents)
 
 
 PDF = ("cr.pdf", "application/pdf", b"%PDF-1.4 compte rendu\n")

@@ -230,11 +230,13 @@ def gateway_for(
     return gateway
 
 
-def folder_config(directory: Path, **gateway: Any) -> Path:
+def folder_config(directory: Path, documents: dict[str, str] | None = None, **gateway: Any) -> Path:
     """``directory/mssgw.toml``: state in ``directory/state``, every message into the folder ``out``;
-    ``gateway`` adds keys to ``[gateway]``."""
+    ``gateway`` adds keys to ``[gateway]``, ``documents`` is the ``[documents]`` section."""
     path = directory / "mssgw.toml"
-    sections = {"gateway": {"state_dir": str(directory / "state"), **gateway}}
+    sections: dict[str, Any] = {"gateway": {"state_dir": str(directory / "state"), **gateway}}
+    if documents:
+        sections["documents"] = documents
     route = {"domain": "*", "transport": "folder", "path": str(directory / "out")}
     path.write_text(render_config(sections, [route]), encoding="utf-8")
     return path

@@ -10,6 +10,7 @@ from mappers import cda, xds
 from mappers.documents import Code
 from mappers.hl7_transmission import REQUIRED_FLAGS
 from mappers.patient import Patient, Sex
+from tests.support import cda_header
 
 CDA = b"<ClinicalDocument xmlns='urn:hl7-org:v3'/>"
 PROS_AND_PATIENT = {name: False for name in REQUIRED_FLAGS} | {"DESTMSSANTEPS": True, "DESTMSSANTEPAT": True}
@@ -31,6 +32,7 @@ def patient_cda(patient: Patient = PID_PATIENT) -> bytes:
         b"%PDF-1.4\n% cr\n%%EOF\n", patient, title="Compte rendu de consultation",
         type_code=Code("11488-4", "Compte rendu de consultation", xds.LOINC_OID),
         effective_time=datetime(2026, 12, 7, 8, 0, tzinfo=UTC), document_id="1.2.250.1.999.3",
+        **cda_header.WRAPPER,
     )  # fmt: skip
 
 

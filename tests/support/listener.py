@@ -116,7 +116,9 @@ async def running(
         intake, _ = citizen_intake(settings, store, clock, official=official)
     else:
         policy = build_policy(settings, official=official)
-        intake = Intake(policy, store.repository.add_messages, clock)
+        intake = Intake(
+            policy, store.repository.add_messages, clock, documents=settings.documents.header_defaults()
+        )
     listener = SmtpListener(kind, settings, intake, dnsfunc)
     await listener.start()
     try:

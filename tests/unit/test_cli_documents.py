@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,15 @@ def _patient_json(tmp_path: Path, **changes: object) -> Path:
     return path
 
 
+HEADER_OPTIONS = (
+    "--institution-id", "499700367909006",
+    "--facility-type", "SA01^Etablissement public de santé",
+    "--practice-setting", "ETABLISSEMENT^Etablissement de santé",
+)  # fmt: skip
+"""With the author, what the CI-SIS makes mandatory in the header of a wrapper (nullFlavor refused)."""
+AUTHOR_OPTIONS = ("--author-rpps", "899700367909", "--author-family", "DOC0036790", "--author-given", "KIT")
+
+
 def test_xdm_build_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pdf = tmp_path / "lettre.pdf"
     pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
@@ -149,7 +159,7 @@ def test_xdm_build_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "--doc", str(pdf), "--doc", str(cda_file),
         "--type-code", "11490-0", "--type-label", "Lettre de liaison",
         "--date", "2024-01-16T16:11:12+01:00", "--author-rpps", "899700367909",
-        "--author-family", "KIT", "--confidentiality", "MASQUE_PS", "-o", str(out),
+        "--author-family", "KIT", "--confidentiality", "MASQUE_PS", "-o", str(out), *HEADER_OPTIONS,
     ]  # fmt: skip
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
@@ -176,7 +186,7 @@ def test_xdm_build_makes_the_author_legal_authenticator_of_a_wrapped_pdf(tmp_pat
     """The CDA around a PDF and its METADATA.XML entry both name the author as legal authenticator."""
     options = [
         "--type-code", "11490-0", "--type-label", "Lettre de liaison", "--author-rpps", "899700367909",
-        "--author-family", "DOC0036790", "--author-given", "KIT",
+        "--author-family", "DOC0036790", "--author-given", "KIT", *HEADER_OPTIONS,
     ]  # fmt: skip
     assert _build_from_a_pdf(tmp_path, *options) == 0
     package = xdm.parse_package((tmp_path / "out.zip").read_bytes())
@@ -212,7 +222,8 @@ def _build_argv(tmp_path: Path, *docs: Path, patient: Path | None = None) -> lis
     argv = ["xdm", "build", *(["--patient", str(patient)] if patient else [])]
     for doc in docs:
         argv += ["--doc", str(doc)]
-    return [*argv, "--type-code", "11490-0", "--type-label", "Lettre", "-o", str(tmp_path / "out.zip")]
+    argv += ["--type-code", "11490-0", "--type-label", "Lettre", *AUTHOR_OPTIONS, *HEADER_OPTIONS]
+    return [*argv, "-o", str(tmp_path / "out.zip")]
 
 
 def test_xdm_build_refuses_a_cda_about_another_patient_naming_each_difference(
@@ -276,6 +287,7 @@ def test_xdm_build_writes_facility_setting_and_acts_of_a_wrapped_pdf(tmp_path: P
         "--event-code", "ACQH004^Scanographie^1.2.250.1.213.2.5",
         "--author-role", "10^Médecin^1.2.250.1.71.1.2.7",
         "--author-specialty", "SM44^Radio-diagnostic^1.2.250.1.71.4.2.5",
+        *AUTHOR_OPTIONS, "--institution-id", "499700367909006",
     ]  # fmt: skip
     assert _build_from_a_pdf(tmp_path, *options) == 0
     document = xdm.parse_package((tmp_path / "out.zip").read_bytes()).documents[0]
@@ -307,3 +319,55 @@ def test_xdm_build_refuses_an_incomplete_code_naming_the_option(
 ) -> None:
     assert _build_from_a_pdf(tmp_path, "--type-code", "18748-4", "--type-label", "CR", option, value) == 65
     assert f"{option}: {value!r} is not" in capsys.readouterr().err
+
+
+def test_xdm_build_of_a_pdf_without_header_values_names_the_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never an UNK nullFlavor: the wrapper's missing mandatory values are refused naming each option."""
+    options = ["--type-code", "11490-0", "--type-label", "Lettre", "--author-family", "DOC0036790"]
+    assert _build_from_a_pdf(tmp_path, *options) == 65
+    err = capsys.readouterr().err
+    assert err.startswith("mssgw: --author-rpps, --institution-id, --practice-setting, --facility-type: ")
+    assert "CI-SIS: mandatory, no nullFlavor" in err and "[documents] settings" in err
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_xdm_build_refuses_what_is_not_an_rpps_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["--type-code", "11490-0", "--type-label", "Lettre", *HEADER_OPTIONS, "--author-rpps", "12"]
+    assert _build_from_a_pdf(tmp_path, *options) == 65
+    assert "mssgw: --author-rpps: '12' is not an RPPS number" in capsys.readouterr().err
+
+
+def test_xdm_build_service_times_reach_the_cda_and_metadata(tmp_path: Path) -> None:
+    options = [
+        "--type-code", "11490-0", "--type-label", "Lettre", *AUTHOR_OPTIONS, *HEADER_OPTIONS,
+        "--date", "2024-01-16T16:11:12+01:00",
+        "--service-start", "2024-01-16T09:22:00+01:00", "--service-stop", "2024-01-16T10:05:00+01:00",
+    ]  # fmt: skip
+    assert _build_from_a_pdf(tmp_path, *options) == 0
+    document = xdm.parse_package((tmp_path / "out.zip").read_bytes()).documents[0]
+    known = cda.read_header(document.content).metadata
+    start, stop = datetime(2024, 1, 16, 8, 22, tzinfo=UTC), datetime(2024, 1, 16, 9, 5, tzinfo=UTC)
+    assert (known.service_start, known.service_stop) == (document.service_start, document.service_stop)
+    assert (document.service_start, document.service_stop) == (start, stop)
+
+
+def test_xdm_build_service_start_defaults_to_the_document_date(tmp_path: Path) -> None:
+    options = ["--type-code", "11490-0", "--type-label", "Lettre", *AUTHOR_OPTIONS, *HEADER_OPTIONS,
+               "--date", "2024-01-16T16:11:12+01:00"]  # fmt: skip
+    assert _build_from_a_pdf(tmp_path, *options) == 0
+    document = xdm.parse_package((tmp_path / "out.zip").read_bytes()).documents[0]
+    assert document.service_start == NOW and document.service_stop is None
+
+
+@pytest.mark.parametrize("option", ["--service-start", "--service-stop"])
+def test_xdm_build_refuses_a_service_time_without_offset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    options = ["--type-code", "11490-0", "--type-label", "Lettre", *AUTHOR_OPTIONS, *HEADER_OPTIONS,
+               option, "2024-01-16T09:22:00"]  # fmt: skip
+    assert _build_from_a_pdf(tmp_path, *options) == 65
+    assert f"mssgw: {option}: '2024-01-16T09:22:00' needs a UTC offset" in capsys.readouterr().err

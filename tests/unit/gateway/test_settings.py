@@ -225,3 +225,33 @@ def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
     finally:
         os.close(writer)
     assert (result.returncode, result.stderr) == (141, b"")
+
+
+def test_document_defaults_are_read_as_the_cda_wrapper_takes_them(tmp_path: Path) -> None:
+    raw = minimal(tmp_path)
+    raw["documents"] = {
+        "facility_type": "SA01^Etablissement public de santé",
+        "practice_setting": "ETABLISSEMENT^Etablissement de santé",
+        "institution_id": "499700367909006",
+        "author_rpps": "99700367909",
+        "author_family": "DOC0036790",
+        "author_specialty": "G15_10/SM44^Médecin - Radio-diagnostic (SM)^1.2.250.1.213.1.1.4.5",
+    }
+    defaults = settings.from_mapping(raw).documents.header_defaults()
+    assert defaults.author.rpps == "899700367909" and defaults.author.institution_id == "499700367909006"
+    assert defaults.facility_type is not None and defaults.facility_type.scheme == "1.2.250.1.71.4.2.4"
+    assert defaults.practice_setting is not None and defaults.practice_setting.code == "ETABLISSEMENT"
+    assert defaults.author.specialty is not None and defaults.author.specialty.code == "G15_10/SM44"
+
+
+def test_bad_document_defaults_name_each_key(tmp_path: Path) -> None:
+    raw = minimal(tmp_path)
+    raw["documents"] = {"facility_type": "SA01", "author_role": "10^Médecin", "author_rpps": "12"}
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    assert caught.value.problems == (
+        "documents.facility_type: 'SA01' is not CODE^LABEL",
+        "documents.author_role: '10^Médecin' is not CODE^LABEL^SYSTEM",
+        "documents.author_rpps: '12' is not an RPPS number (11 digits, or 8 followed by the 11)",
+        "documents.author_family: required for a default author (CI-SIS: no nullFlavor)",
+    )

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import defusedxml.ElementTree as DefusedET
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mappers import cda, xds
+from mappers import cda, xdm, xds
 from mappers.documents import Author, Code
 from mappers.patient import Sex
 from mappers.safe_xml import UnsafeXmlError
@@ -17,6 +19,10 @@ from mappers.safe_xml import UnsafeXmlError
 from .samples import CR_IMAGERIE, NOW, PDF, author, patient
 
 HL7 = "{urn:hl7-org:v3}"
+MEDECIN = Code("10", "Médecin", "1.2.250.1.71.1.2.7")
+SCANNER = Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5")
+FACILITY = Code("SA01", "Etablissement public de santé", xds.FACILITY_TYPE_OID)
+SETTING = Code("ETABLISSEMENT", "Etablissement de santé", xds.PRACTICE_SETTING_OID)
 
 
 def _wrap(**changes: object) -> bytes:
@@ -27,6 +33,8 @@ def _wrap(**changes: object) -> bytes:
         "document_id": "1.2.250.1.213.1.1.1.45.2^7",
         "author": author(),
         "service_start": datetime(2024, 1, 16, 9, 22, tzinfo=UTC),
+        "healthcare_facility_type": FACILITY,
+        "practice_setting": SETTING,
     }
     values.update(changes)
     return cda.wrap_pdf(PDF, patient(), **values)  # type: ignore[arg-type]
@@ -68,12 +76,12 @@ def test_structure_of_the_wrapped_document() -> None:
 def test_only_pdfs_are_wrapped() -> None:
     with pytest.raises(cda.CdaError, match="not a PDF"):
         cda.wrap_pdf(b"<html/>", patient(), title="x", type_code=CR_IMAGERIE, effective_time=NOW,
-                     document_id="1.2.3")  # fmt: skip
+                     document_id="1.2.3", author=author())  # fmt: skip
 
 
 def test_naive_times_are_refused() -> None:
     with pytest.raises(cda.CdaError, match="no time zone"):
-        _wrap(effective_time=datetime(2024, 1, 1))
+        _wrap(effective_time=datetime(2024, 1, 1), service_start=None)
 
 
 def test_reads_the_ans_example_header() -> None:
@@ -133,19 +141,14 @@ def test_pdf_document_carries_xds_metadata() -> None:
     event = Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5")
     document = cda.pdf_document(
         PDF, patient(), title="T", type_code=CR_IMAGERIE, effective_time=NOW, document_id="1.2.3^4",
-        event_codes=(event,), legal_authenticator=author(),
+        event_codes=(event,), legal_authenticator=author(), author=author(),
+        healthcare_facility_type=FACILITY, practice_setting=SETTING,
     )  # fmt: skip
     assert document.event_codes == (event,) and document.legal_authenticator == author()
     assert document.mime_type == "text/xml"
     assert document.format_code == xds.PDF_FORMAT
     assert document.unique_id == "1.2.3^4"
     assert cda.read_header(document.content).code == CR_IMAGERIE
-
-
-MEDECIN = Code("10", "Médecin", "1.2.250.1.71.1.2.7")
-SCANNER = Code("ACQH004", "Scanographie", "1.2.250.1.213.2.5")
-FACILITY = Code("SA01", "Etablissement public de santé", xds.FACILITY_TYPE_OID)
-SETTING = Code("ETABLISSEMENT", "Etablissement de santé", xds.PRACTICE_SETTING_OID)
 
 
 def _full_wrapper() -> bytes:
@@ -203,16 +206,7 @@ def test_metadata_of_a_wrapped_pdf_follows_its_header() -> None:
 
 
 def _wrapped(document_id: str, **options: object) -> cda.CdaHeader:
-    content = cda.wrap_pdf(
-        PDF,
-        patient(),
-        title="CR",
-        type_code=CR_IMAGERIE,
-        effective_time=NOW,
-        document_id=document_id,
-        **options,  # type: ignore[arg-type]
-    )
-    return cda.read_header(content)
+    return cda.read_header(_wrap(document_id=document_id, **options))
 
 
 def test_a_new_version_names_its_set_version_and_the_document_it_replaces() -> None:
@@ -225,3 +219,90 @@ def test_a_new_version_names_its_set_version_and_the_document_it_replaces() -> N
     )
     first = _wrapped("1.2.3")
     assert (first.set_id, first.version, first.replaces) == ("1.2.3", 1, None)
+
+
+def test_a_wrapper_without_mandatory_values_is_refused_listing_each() -> None:
+    """No nullFlavor="UNK" in place of what the CI-SIS makes mandatory: every missing value is named."""
+    with pytest.raises(cda.IncompleteHeaderError) as raised:
+        _wrap(author=Author(given_name="KIT"), healthcare_facility_type=None, practice_setting=None)
+    assert raised.value.missing == (
+        cda.HeaderValue.AUTHOR_RPPS,
+        cda.HeaderValue.AUTHOR_FAMILY,
+        cda.HeaderValue.INSTITUTION_ID,
+        cda.HeaderValue.PRACTICE_SETTING,
+        cda.HeaderValue.FACILITY_TYPE,
+    )
+    assert "the author's RPPS number" in str(raised.value) and "nullFlavor refused" in str(raised.value)
+
+
+def test_a_legal_authenticator_other_than_the_author_needs_an_rpps() -> None:
+    with pytest.raises(cda.IncompleteHeaderError) as raised:
+        _wrap(legal_authenticator=Author(family_name="CHEF"))
+    assert raised.value.missing == (cda.HeaderValue.SIGNER_RPPS,)
+
+
+def test_a_service_that_stops_before_it_starts_is_refused() -> None:
+    with pytest.raises(cda.CdaError, match="stops .* before it starts"):
+        _wrap(service_stop=datetime(2024, 1, 16, 9, 0, tzinfo=UTC))
+
+
+def test_service_start_defaults_to_the_document_time() -> None:
+    header = cda.read_header(_wrap(service_start=None))
+    assert header.metadata.service_start == NOW and header.metadata.service_stop is None
+
+
+def test_a_bare_rpps_is_written_8_plus_rpps_and_reads_back_the_same_from_cda_and_metadata() -> None:
+    """The ANS writes the IdNat_PS under 1.2.250.1.71.4.2.1; CDA header and METADATA.XML agree on it."""
+    document = cda.pdf_document(
+        PDF, patient(), title="T", type_code=CR_IMAGERIE, effective_time=NOW, document_id="1.2.3^4",
+        author=dataclasses.replace(author(), rpps="99700367909"),
+        healthcare_facility_type=FACILITY, practice_setting=SETTING,
+    )  # fmt: skip
+    assert document.author is not None and document.author.rpps == "899700367909"
+    header = cda.read_header(document.content)
+    assert header.author is not None and header.author.rpps == "899700367909"
+    assert header.metadata.legal_authenticator is not None
+    assert header.metadata.legal_authenticator.rpps == "899700367909"
+    package = xdm.parse_package(xdm.build_package(patient(), [document], now=NOW))
+    entry = package.documents[0]
+    assert entry.author is not None and entry.author.rpps == header.author.rpps
+    assert entry.legal_authenticator is not None and entry.legal_authenticator.rpps == "899700367909"
+    assert package.problems == ()
+
+
+@pytest.mark.parametrize(
+    ("typed", "national"),
+    [("99700367909", "899700367909"), ("997 003 679 09", "899700367909"), ("899700367909", "899700367909")],
+)
+def test_rpps_numbers_as_typed_become_the_national_id(typed: str, national: str) -> None:
+    assert xds.check_rpps(typed) == national
+
+
+@pytest.mark.parametrize("typed", ["1234", "099700367909", "8997003679AB", "9997003679099"])
+def test_what_is_not_an_rpps_number_is_refused(typed: str) -> None:
+    with pytest.raises(xds.MetadataValueError, match="not an RPPS number"):
+        xds.check_rpps(typed)
+
+
+def test_an_xcn_of_a_bare_rpps_carries_the_national_id() -> None:
+    assert xds.format_xcn(Author(rpps="99700367909", family_name="D", given_name="K")).startswith(
+        "899700367909^D^K^"
+    )
+
+
+def test_a_submission_author_is_taken_whole_and_the_institution_completed() -> None:
+    defaults = dataclasses.replace(author(), role=MEDECIN)
+    own = Author(rpps="810000000001", family_name="AUTRE")
+    filled = own.filled_from(defaults)
+    assert (filled.rpps, filled.family_name, filled.given_name, filled.specialty, filled.role) == (
+        "810000000001", "AUTRE", None, None, None,
+    )  # fmt: skip
+    assert (filled.institution_id, filled.institution_name) == ("499700367909006", "BCOM")
+    assert Author().filled_from(defaults) == defaults
+
+
+@given(st.text(alphabet="0123456789", min_size=11, max_size=11))
+def test_any_rpps_becomes_8_plus_rpps_and_the_national_id_stays_as_it_is(rpps: str) -> None:
+    national = xds.check_rpps(rpps)
+    assert national == "8" + rpps
+    assert xds.check_rpps(national) == xds.national_ps_id(national) == national

@@ -228,7 +228,7 @@ def test_pdf_name_type_is_cut_to_forty_characters() -> None:
 
 def test_pdf_name_act_date_is_the_service_start_in_france() -> None:
     late_evening = datetime(2024, 1, 16, 23, 30, tzinfo=UTC)  # 00:30 on the 17th in Paris
-    document = biology(service_start=late_evening)
+    document = biology(service_start=late_evening, service_stop=None)  # the act that ended earlier: none
 
     name = headers.document_pdf_name(document, vial())
 
