@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,12 +53,11 @@ from gateway.store.repository import (
 )
 from gateway.store.states import DeliveryState
 from gateway.store_health import Abandoned, StoreHealth
-from mappers import headers
+from mappers import headers, wire
 from mappers.errors import MappingError
 
 log = logging.getLogger(__name__)
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -245,7 +243,7 @@ class Relay:
                 "load-envelope", functools.partial(self.repository.load_envelopes, [message_pk])
             )
             envelope = envelopes[message_pk]
-            content = _LINE_END.sub(b"\r\n", envelope.raw)
+            content = wire.crlf(envelope.raw)
             reference = self.settings.gateway.nil_reference
             if destination.kind != "local" and reference.strip():
                 # Every message leaving the gateway names the product, as MSSanté asks (ECO.2.4.3); mail
