@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from gateway import metrics
+from gateway import memory, metrics
 from gateway.batching import Batcher
 from gateway.logsetup import audit, log_event
 from gateway.notices import Failure, Original, Success, delivery_notice, patient_refusal
@@ -233,6 +233,9 @@ class Relay:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._slot_freed.set()
+        if not self._in_flight:
+            # The burst's messages were freed after the listeners last went idle: give them back too.
+            memory.release()
 
     async def _deliver(
         self, message_pk: int, destination: Destination, claims: list[ClaimedDelivery]
