@@ -29,6 +29,7 @@ from gateway.channels.steps import citizen_intake
 from gateway.errors import ConfigError, SchemaMismatch, StoreError
 from gateway.file_modes import PRIVATE_DIR, make_dirs
 from gateway.inbound.imap_poller import ImapPoller, ingest_through
+from gateway.inbound.inflight import InflightBytes
 from gateway.inbound.listener import SmtpListener
 from gateway.logsetup import log_event
 from gateway.metrics import MetricsEndpoint
@@ -125,10 +126,11 @@ def build_services(
         steps,
         intake,
     ]
+    inflight = InflightBytes()  # inbound.max_inflight_bytes counts the octets of both listeners
     if settings.submission.listen:
-        services.append(SmtpListener("submission", settings, intake))
+        services.append(SmtpListener("submission", settings, intake, inflight=inflight))
     if settings.operator_listener.listen:
-        services.append(SmtpListener("operator", settings, intake))
+        services.append(SmtpListener("operator", settings, intake, inflight=inflight))
     if settings.imap.accounts:
         services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now))
     # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).

@@ -272,6 +272,7 @@ class InboundSettings:
     max_commands: int = 1000
     connections_per_peer: int = 20
     max_connections: int = 200
+    max_inflight_bytes: int = 1024 * 1024 * 1024
     timeout: Seconds = 300.0
     trusted_domains: tuple[str, ...] = ()
     trust_list_file: ReadableFile | None = None

@@ -149,6 +149,12 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 def _check_listeners(settings: Settings, problems: list[str]) -> None:
     """The inbound sections: listeners need TLS material, operators need the CA bundle and operator mode."""
+    inbound = settings.inbound
+    if inbound.max_inflight_bytes and inbound.max_inflight_bytes < inbound.max_message_size:
+        problems.append(
+            "inbound.max_inflight_bytes: must be at least inbound.max_message_size (0: no cap), "
+            "or a message of the largest size accepted could never be received"
+        )
     for name in ("submission", "operator_listener"):
         listener: SubmissionSettings | OperatorListenerSettings = getattr(settings, name)
         _check_addresses(name, listener.listen, problems)

@@ -35,6 +35,7 @@ PARIS = ZoneInfo("Europe/Paris")
 CDA_MIME_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-v3+xml"})
 
 _TITLES = frozenset({"dr", "pr", "docteur", "professeur", "mme", "mlle", "m", "m.", "mr", "me"})
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _NIL_FIELD = re.compile(rb"^x-mss-nil[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _FIN = re.compile(r"\[\s*FIN\s*\]", re.IGNORECASE)
 _BIRTH_DATE = re.compile(r"\s(\d{2})/(\d{2})/(\d{4})$")
@@ -437,6 +438,13 @@ def _filename_part(text: str) -> str:
     return _UNSAFE_FILENAME.sub("-", text)
 
 
+def header_block(raw: bytes) -> bytes:
+    """The header block of ``raw`` with the blank line that ends it (all of ``raw`` without one): what a
+    header-only parse needs, since the email package decodes and splits whatever it is given in full."""
+    end = _HEADER_END.search(raw)
+    return raw[: end.end()] if end else raw
+
+
 def remove_fields(raw: bytes, unwanted: Callable[[bytes], bool]) -> bytes:
     """``raw`` without the header fields ``unwanted`` picks (given each whole field, folded lines and
     all); the body after the blank line is never looked at."""
@@ -460,4 +468,7 @@ def remove_fields(raw: bytes, unwanted: Callable[[bytes], bool]) -> bytes:
         field.append(line)
         position = line_end
     flush()
-    return b"".join(kept) + raw[position:]
+    if sum(map(len, kept)) == position:
+        return raw  # nothing removed: no copy of a body that may be large
+    with memoryview(raw) as view, view[position:] as body:
+        return b"".join([*kept, body])

@@ -13,11 +13,14 @@ contradict the package, a malformed subject) goes to ``MessageRecord.problems``.
 
 from __future__ import annotations
 
+import binascii
+import contextlib
 import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import MessageError
+from email.feedparser import BytesFeedParser
 from email.headerregistry import Address
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
@@ -33,8 +36,8 @@ from mappers.records import Attachment, Mailbox, MessageRecord
 from mappers.safe_xml import UnsafeXmlError
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 XDM_FILENAME = "IHE_XDM.zip"
+_FEED_CHUNK = 1 << 16
 _BOUNDARY_PARAM = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
 _DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,202})", re.MULTILINE)
 _EXTENSIONS = {
@@ -104,7 +107,7 @@ def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> Messag
         raise MimeError(f"message of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
     _prescan(data, limits)
     try:
-        message = BytesParser(policy=READ_POLICY).parsebytes(data)
+        message = _parsed(data)
         _check_structure(message, limits)
         return _to_record(message, limits)
     except MappingError:
@@ -117,6 +120,20 @@ def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> Messag
         # The email package has raised these on malformed headers it cannot model; an unreadable
         # message is refused like any other, with the reason, and never crashes the caller.
         raise MimeError(f"unreadable message: {type(exc).__name__}: {exc}") from exc
+
+
+def _parsed(data: bytes) -> EmailMessage:
+    """The email package's tree of ``data``, fed in chunks.
+
+    ``BytesParser.parsebytes`` decodes the whole message into one string and splits all of it into
+    lines at once: 7.7 times the message's size at its peak, against 2.7 times fed in chunks (the
+    parser is incremental, a chunk may end anywhere; issue 11).
+    """
+    parser = BytesFeedParser(EmailMessage, policy=READ_POLICY)
+    with memoryview(data) as view:
+        for start in range(0, len(data), _FEED_CHUNK):
+            parser.feed(bytes(view[start : start + _FEED_CHUNK]))
+    return parser.close()
 
 
 def _prescan(data: bytes, limits: MimeLimits) -> None:
@@ -301,8 +318,7 @@ def read_authors(data: bytes) -> Authors:
     ``MessageRecord.author`` is the first From address only; a check of who may write must see them all.
     Reads the header block alone, so it costs little beside the full parse.
     """
-    end = _HEADER_END.search(data)
-    fields = BytesParser(policy=READ_POLICY).parsebytes(data[: end.end()] if end else data, headersonly=True)
+    fields = BytesParser(policy=READ_POLICY).parsebytes(headers.header_block(data), headersonly=True)
     froms = fields.get_all("From") or []
     senders = fields.get_all("Sender") or []
     return Authors(
@@ -393,6 +409,14 @@ def _content(part: Message) -> bytes:
         # A delivery status is parsed as one block per message then per recipient: all of them are the
         # content, not only the first.
         return b"".join(inner.as_bytes(policy=READ_POLICY) for inner in _children(part))
+    payload = part.get_payload()
+    if isinstance(payload, str) and str(part.get("content-transfer-encoding", "")).lower() == "base64":
+        # What the email package decodes, without its copies (the text as bytes, split into lines and
+        # joined again: 4.5 times an attachment's size; issue 11): binascii skips the line ends and
+        # reads ASCII text in place. Anything it refuses (no padding, 8-bit text) is left to the
+        # email package, whose lenient decoding gives the same bytes whenever binascii succeeds.
+        with contextlib.suppress(ValueError):
+            return binascii.a2b_base64(payload)
     raw = part.get_payload(decode=True)
     return raw if isinstance(raw, bytes) else b""
 

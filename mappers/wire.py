@@ -31,6 +31,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 2045 § 5.1 token
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _QUOTABLE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")  # printable ASCII but " and \
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 class HeaderEncodingError(MappingError):
@@ -269,3 +270,12 @@ def _quoted_printable(data: bytes) -> str:
 def base64_body(data: bytes) -> str:
     """Base64 in 76-character lines (RFC 2045 § 6.8)."""
     return base64.encodebytes(data).decode("ascii")
+
+
+def crlf(data: bytes) -> bytes:
+    """``data`` with every bare CR or LF made CRLF; ``data`` itself, not a copy, when it has none.
+
+    Matching only the bare ones (rather than every line end) matters for large mail: a 20 MB message
+    has 270 000 line ends, and replacing each one built pieces worth several times its size (issue 11).
+    """
+    return _BARE_LINE_END.sub(b"\r\n", data)

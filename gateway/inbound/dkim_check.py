@@ -19,6 +19,8 @@ import dkim
 import dkim.dnsplug
 import dns.exception
 
+from mappers.headers import header_block
+
 DnsFunc = Callable[..., bytes | None]
 _TIMEOUTS = (dkim.DnsTimeoutError, dns.exception.Timeout, TimeoutError)
 
@@ -92,8 +94,7 @@ class DkimVerifier:
 
 def _signature_field(raw: bytes) -> bytes | None:
     """The unfolded value of the first DKIM-Signature header field, if the header block has one."""
-    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
-    unfolded = re.sub(rb"\r?\n[ \t]+", b" ", head)
+    unfolded = re.sub(rb"\r?\n[ \t]+", b" ", header_block(raw))
     for line in unfolded.splitlines():
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"dkim-signature":

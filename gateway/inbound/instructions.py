@@ -79,7 +79,7 @@ def apply_instructions(
     package, is refused, since the sender believes it was followed (a document meant to be hidden from the
     patient would reach Mon Espace Santé unmasked).
     """
-    fields = BytesHeaderParser(policy=default).parsebytes(raw)
+    fields = BytesHeaderParser(policy=default).parsebytes(headers.header_block(raw))
     _check_names(fields.keys())
     patient_field, type_field = fields.get(PATIENT), fields.get(DOCUMENT_TYPE)
     author_field = fields.get(AUTHOR)

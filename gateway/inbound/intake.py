@@ -164,11 +164,18 @@ class Intake:
                 reply = outcome
             else:
                 raw, record = outcome
+            del outcome  # it holds the record as well (see below)
         if reply is not None:
             return self._refuse_all(arrival, reply, [refuse(a, reply) for a in addresses])
         assert record is not None
         verdicts = [await self.check_recipient(arrival, a, record) for a in addresses]
-        return await self._commit(arrival, raw, record, verdicts)
+        prepared = await self._prepare(arrival, raw, record, verdicts)
+        # The record holds every decoded part (about 0.75 times a base64 message): not while the commit
+        # is waited for, which for a burst of large mail is most of the time (issue 11).
+        del record
+        if isinstance(prepared, IntakeResult):
+            return prepared
+        return await self._commit(arrival, prepared, verdicts)
 
     def _instructions(self, arrival: Arrival, record: MessageRecord) -> tuple[bytes, MessageRecord] | str:
         """The message an internal sender asked for (``X-MSSGW-*``), with its one patient, or the refusal.
@@ -193,9 +200,10 @@ class Intake:
             return replies.BAD_INSTRUCTION.format(replies.ascii_line(str(error).splitlines()[0][:400]))
         return raw, dataclasses.replace(record, patient=named or record.patient)
 
-    async def _commit(
+    async def _prepare(
         self, arrival: Arrival, raw: bytes, record: MessageRecord, verdicts: list[Verdict]
-    ) -> IntakeResult:
+    ) -> NewMessage | IntakeResult:
+        """The message to commit for the accepted recipients, or the result when nothing is to be kept."""
         accepted = [
             r for r, v in zip(arrival.recipients, verdicts, strict=True) if v.decision is Decision.ACCEPTED
         ]
@@ -221,6 +229,9 @@ class Intake:
             new = dataclasses.replace(
                 new, follow_ups=(*new.follow_ups, self._late_notice(arrival, raw, late))
             )
+        return new
+
+    async def _commit(self, arrival: Arrival, new: NewMessage, verdicts: list[Verdict]) -> IntakeResult:
         if not self.health.room_set_aside and not await asyncio.to_thread(self.health.room_for_intake):
             return self._not_stored(arrival, verdicts, replies.STORE_FULL)
         try:
@@ -243,7 +254,7 @@ class Intake:
             source=arrival.source,
             peer=arrival.peer,
             direction=new.direction,
-            recipients=len(accepted),
+            recipients=sum(v.decision is Decision.ACCEPTED for v in verdicts),
             deliveries=len(new.recipients),
         )
         template = replies.QUEUED_DUPLICATE if stored.duplicate else replies.QUEUED
@@ -351,9 +362,9 @@ def build_policy(
 
 def attachment_infos(record: MessageRecord) -> tuple[AttachmentInfo, ...]:
     """What the store describes beside a message: its plain attachments and its health documents."""
-    plain = tuple(AttachmentInfo(a.filename, a.content_type, a.content) for a in record.attachments)
+    plain = tuple(AttachmentInfo.of(a.filename, a.content_type, a.content) for a in record.attachments)
     return plain + tuple(
-        AttachmentInfo(
+        AttachmentInfo.of(
             d.filename,
             d.mime_type,
             d.content,

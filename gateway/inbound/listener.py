@@ -22,6 +22,7 @@ from gateway.inbound import replies
 from gateway.inbound.auth_throttle import AuthThrottle
 from gateway.inbound.credentials import load_credentials, verify_password
 from gateway.inbound.dkim_check import DkimVerifier, DnsFunc
+from gateway.inbound.inflight import InflightBytes
 from gateway.inbound.smtp_server import Connections, GatewaySMTP, IntakePort, ListenerConfig, ListenerKind
 from gateway.inbound.trust import load_trust_list
 from gateway.logsetup import log_event
@@ -50,6 +51,7 @@ def listener_config(kind: ListenerKind, settings: Settings, dnsfunc: DnsFunc | N
         timeout=inbound.timeout,
         connections_per_peer=inbound.connections_per_peer,
         max_connections=inbound.max_connections,
+        max_inflight_bytes=inbound.max_inflight_bytes,
     )
     if kind == "operator":
         return dataclasses.replace(
@@ -92,6 +94,7 @@ class SmtpListener:
         settings: Settings,
         intake: IntakePort,
         dnsfunc: DnsFunc | None = None,
+        inflight: InflightBytes | None = None,
     ) -> None:
         self.kind = kind
         self.intake = intake
@@ -101,6 +104,8 @@ class SmtpListener:
         self.addresses = [split_host_port(text) for text in section.listen]
         self.connections = Connections()
         self.auth_throttle = AuthThrottle()
+        # Shared by the daemon's listeners: the cap is on the octets in flight across all of them.
+        self.inflight = inflight or InflightBytes()
         self.servers: list[asyncio.Server] = []
 
     @property
@@ -109,7 +114,7 @@ class SmtpListener:
         return [int(server.sockets[0].getsockname()[1]) for server in self.servers]
 
     def _session(self) -> GatewaySMTP:
-        return GatewaySMTP(self.config, self.intake, self.connections, self.auth_throttle)
+        return GatewaySMTP(self.config, self.intake, self.connections, self.auth_throttle, self.inflight)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

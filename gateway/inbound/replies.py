@@ -24,6 +24,9 @@ QUEUED_DUPLICATE = "250 2.0.0 Already queued as {} (same Message-ID and content)
 # Temporary refusals.
 STORE_UNAVAILABLE = "451 4.3.0 The message store is unavailable: nothing was kept, please try again later"
 STORE_FULL = "452 4.3.1 The message store is out of disk space: nothing was kept, please try again later"
+INFLIGHT_FULL = (
+    "452 4.3.1 Too much mail is being received at once: nothing was kept, please try again in a few minutes"
+)
 LOCAL_ERROR = "451 4.3.0 Local error while handling this command: please try again later"
 BUSY = "421 4.3.2 Too many connections to this gateway: try again later"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address: try again later"

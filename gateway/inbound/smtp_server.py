@@ -25,6 +25,7 @@ from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, IntakeResult, Recipient, Verdict
 from gateway.inbound.auth_throttle import AuthThrottle
 from gateway.inbound.dkim_check import DkimVerifier, claims_authserv_id
+from gateway.inbound.inflight import InflightBytes
 from gateway.inbound.instructions import is_submission_field
 from gateway.inbound.parameters import mail_parameters, rcpt_parameters
 from gateway.logsetup import log_event
@@ -65,9 +66,10 @@ class CommandReader(asyncio.StreamReader):
             raise BareLineFeedError
         return line
 
-    async def read_data(self, size_limit: int) -> bytes | None:
+    async def read_data(self, size_limit: int, admit: Callable[[int], bool]) -> bytes | None:
         """The message data up to the lone dot (RFC 5321 § 4.1.1.4), still dot-stuffed, its last CRLF kept;
-        None once more than ``size_limit`` octets (0: no limit) came, read to the dot and dropped.
+        None once more than ``size_limit`` octets (0: no limit) came or ``admit`` refused the octets
+        received so far (the bytes-in-flight cap), read to the dot and dropped.
 
         One search over the growing stream buffer and one copy out of it, where aiosmtpd reads a line at a
         time and joins them: a 20 MB message cost its size three times over (issue 11). Octets after the
@@ -81,17 +83,18 @@ class CommandReader(asyncio.StreamReader):
             del buffer[:3]
             self._maybe_resume_transport()  # type: ignore[attr-defined]
             return b""
-        dropped, start = 0, 0
+        start, keep = 0, True
         while (found := buffer.find(_END_OF_DATA, start)) < 0:
             start = max(0, len(buffer) - len(_END_OF_DATA) + 1)
-            if size_limit and dropped + start > size_limit:
-                # Too much already: keep only what may hold the start of the dot line.
+            keep = keep and not (size_limit and start > size_limit) and admit(len(buffer))
+            if not keep:
+                # Refused already: keep only what may hold the start of the dot line.
                 del buffer[:start]
-                dropped, start = dropped + start, 0
+                start = 0
             await self._wait_or_fail()
         end = found + 2
         data = None
-        if not dropped and not (size_limit and end > size_limit):
+        if keep and not (size_limit and end > size_limit) and admit(end):
             with memoryview(buffer) as view, view[:end] as message:
                 data = bytes(message)
         del buffer[: found + len(_END_OF_DATA)]
@@ -128,6 +131,7 @@ class ListenerConfig:
     timeout: float = 300.0
     connections_per_peer: int = 20
     max_connections: int = 200
+    max_inflight_bytes: int = 0
     credentials: Mapping[str, str] = field(default_factory=dict)
     certificate_clients: frozenset[str] = frozenset()
     networks: tuple[tuple[Network, str], ...] = ()
@@ -177,6 +181,7 @@ class DsnEnvelope(Envelope):
         self.ret: str | None = None
         self.identity: str | None = None
         self.recipients: list[Recipient] = []
+        self.size: int | None = None
 
 
 class QuietSession(Session):
@@ -212,12 +217,18 @@ class GatewaySMTP(SMTP):
     """
 
     def __init__(
-        self, config: ListenerConfig, intake: IntakePort, connections: Connections, throttle: AuthThrottle
+        self,
+        config: ListenerConfig,
+        intake: IntakePort,
+        connections: Connections,
+        throttle: AuthThrottle,
+        inflight: InflightBytes,
     ) -> None:
         self.config = config
         self.intake = intake
         self.connections = connections
         self.throttle = throttle
+        self.inflight = inflight
         self._counted: str | None = None
         self._commands = 0
         self._auth_failures = 0
@@ -254,22 +265,45 @@ class GatewaySMTP(SMTP):
         if arg:
             await self.push("501 Syntax: DATA")
             return
+        cap = self.config.max_inflight_bytes
+        if not self.inflight.fits(max(self._txn().size or 0, 1), cap):
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
+            await self._refuse_inflight()
+            return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         assert isinstance(self._reader, CommandReader)
-        data = await self._reader.read_data(self.data_size_limit or 0)
-        if data is None or _long_line(data, self.line_length_limit):
-            too_big = data is None
-            del data
-            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
-            await self.push(
-                "552 Error: Too much mail data" if too_big else "500 Line too long (see RFC5321 4.5.3.1.6)"
+        holding = self.inflight.hold()
+        try:
+            data = await self._reader.read_data(
+                self.data_size_limit or 0, lambda size: holding.grow_to(size, cap)
             )
-            return
-        self.envelope.content = self.envelope.original_content = _unstuffed(data)
-        del data
-        status = await self._call_handler_hook("DATA")
+            if data is None or _long_line(data, self.line_length_limit):
+                too_big = data is None
+                del data
+                self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
+                if holding.refused:
+                    await self._refuse_inflight()
+                    return
+                await self.push(
+                    "552 Error: Too much mail data"
+                    if too_big
+                    else "500 Line too long (see RFC5321 4.5.3.1.6)"
+                )
+                return
+            self.envelope.content = self.envelope.original_content = _unstuffed(data)
+            del data
+            status = await self._call_handler_hook("DATA")
+        finally:
+            # Committed, refused, cut off or failed: the octets are no longer this transaction's.
+            holding.release()
         self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
         await self.push("250 OK" if status is MISSING else status)
+
+    async def _refuse_inflight(self) -> None:
+        """Too many octets in flight across the listeners: ``452 4.3.1``, the session goes on."""
+        log_event(log, "data-refused", logging.WARNING, peer=self._peer(), reason="inflight-bytes")
+        metrics.message_refused(self.config.kind, "inflight-bytes")
+        await self.push(replies.INFLIGHT_FULL)
 
     def _create_envelope(self) -> DsnEnvelope:
         return DsnEnvelope()
@@ -428,7 +462,10 @@ class GatewaySMTP(SMTP):
             return
         parameters, refusal = mail_parameters(params, self.config.max_message_size)
         refusal = refusal or self._security_refusal()
+        if refusal is None and not self.inflight.fits(parameters.size or 0, self.config.max_inflight_bytes):
+            refusal = replies.INFLIGHT_FULL
         self._txn().envid, self._txn().ret = parameters.envid, parameters.ret
+        self._txn().size = parameters.size
         if refusal is None:
             self._txn().identity = self._identity()
             if self.config.kind == "submission" and self._txn().identity is None:

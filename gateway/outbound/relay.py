@@ -20,14 +20,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from gateway import metrics
+from gateway import memory, metrics
 from gateway.batching import Batcher
 from gateway.logsetup import audit, log_event
 from gateway.notices import Failure, Original, Success, delivery_notice, patient_refusal
@@ -54,12 +53,11 @@ from gateway.store.repository import (
 )
 from gateway.store.states import DeliveryState
 from gateway.store_health import Abandoned, StoreHealth
-from mappers import headers
+from mappers import headers, wire
 from mappers.errors import MappingError
 
 log = logging.getLogger(__name__)
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -235,6 +233,9 @@ class Relay:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._slot_freed.set()
+        if not self._in_flight:
+            # The burst's messages were freed after the listeners last went idle: give them back too.
+            memory.release()
 
     async def _deliver(
         self, message_pk: int, destination: Destination, claims: list[ClaimedDelivery]
@@ -245,7 +246,7 @@ class Relay:
                 "load-envelope", functools.partial(self.repository.load_envelopes, [message_pk])
             )
             envelope = envelopes[message_pk]
-            content = _LINE_END.sub(b"\r\n", envelope.raw)
+            content = wire.crlf(envelope.raw)
             reference = self.settings.gateway.nil_reference
             if destination.kind != "local" and reference.strip():
                 # Every message leaving the gateway names the product, as MSSanté asks (ECO.2.4.3); mail

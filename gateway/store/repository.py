@@ -48,12 +48,27 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class AttachmentInfo:
-    """Description of an attachment kept beside the raw message for the store's readers."""
+    """Description of an attachment kept beside the raw message for the store's readers: its size and
+    digest, not its content (the raw message has it; a decoded copy waiting for the commit would double
+    what large mail costs)."""
 
     filename: str
     content_type: str
-    content: bytes
+    size: int
+    sha1: str
     metadata: dict[str, str] | None = None
+
+    @classmethod
+    def of(
+        cls, filename: str, content_type: str, content: bytes, metadata: dict[str, str] | None = None
+    ) -> AttachmentInfo:
+        return cls(
+            filename,
+            content_type,
+            len(content),
+            hashlib.sha1(content, usedforsecurity=False).hexdigest(),
+            metadata,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +234,8 @@ class Repository:
                         "message_pk": pk,
                         "filename": a.filename,
                         "content_type": a.content_type,
-                        "size": len(a.content),
-                        "sha1": hashlib.sha1(a.content, usedforsecurity=False).hexdigest(),
+                        "size": a.size,
+                        "sha1": a.sha1,
                         "metadata_json": a.metadata,
                     }
                     for a in new.attachments

@@ -180,7 +180,7 @@ def _mail_params(connection: SmtpConnection, message: OutboundMessage) -> list[s
     params = []
     if "SIZE" in connection.extensions:
         params.append(f"SIZE={len(message.content)}")
-    if "8BITMIME" in connection.extensions and any(b > 127 for b in message.content):
+    if "8BITMIME" in connection.extensions and not message.content.isascii():
         params.append("BODY=8BITMIME")
     if "DSN" in connection.extensions:
         if message.ret:

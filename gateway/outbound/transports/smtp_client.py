@@ -15,9 +15,10 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mappers import wire
+
 _REPLY_LINE_LIMIT = 4096
 _PERIOD_AT_LINE_START = re.compile(rb"(?m)^\.")
-_BARE_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class SmtpError(Exception):
@@ -66,7 +67,7 @@ class TransactionReplies:
 
 def prepare_content(content: bytes) -> bytes:
     """CRLF line ends, dot-stuffing (RFC 5321 §4.5.2) and the terminating ``.`` line."""
-    normalised = _BARE_LINE_END.sub(b"\r\n", content)
+    normalised = wire.crlf(content)
     if not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
     return _PERIOD_AT_LINE_START.sub(b"..", normalised) + b".\r\n"

@@ -86,3 +86,24 @@ def test_unusable_listener_material_is_reported_before_start(tmp_path: Path, pki
     assert found[1].startswith("submission.credentials_file: line 1 is not name:scrypt$")
     assert not any(p.startswith("operator_listener.certificate: cannot use") for p in found)
     assert not any("PRIVATE KEY" in problem for problem in found)
+
+
+@pytest.mark.parametrize(
+    ("cap", "problem"),
+    [
+        (-1, "inbound.max_inflight_bytes: -1 must not be negative"),
+        (
+            1000,
+            "inbound.max_inflight_bytes: must be at least inbound.max_message_size (0: no cap), "
+            "or a message of the largest size accepted could never be received",
+        ),
+    ],
+)
+def test_the_bytes_in_flight_cap_leaves_room_for_the_largest_message(
+    tmp_path: Path, pki: Pki, cap: int, problem: str
+) -> None:
+    raw = base(tmp_path, pki)
+    raw["inbound"] = {"max_message_size": 2000, "max_inflight_bytes": cap}
+    assert problems(raw) == [problem]
+    raw["inbound"] = {"max_message_size": 2000, "max_inflight_bytes": 0}
+    assert settings.from_mapping(raw).inbound.max_inflight_bytes == 0
