@@ -7,7 +7,10 @@ handed to the same intake as every other door (source ``hl7``). ``AA`` only once
 message and its deliveries; every refusal is ``AE``/``AR`` with its table 0357 code and a readable ERR-8.
 A store that cannot commit gives ``AE`` saying "send again later" — the HL7 twin of SMTP's 451.
 
-    door = Hl7Door(settings, intake, clock)
+A producer that lost its ACK sends the same MSH-10 again: the (producer, MSH-10) pair is committed with
+the mail (``Repository.add_messages``), so the second copy gets ``AA`` again and no second mail.
+
+    door = Hl7Door(settings, intake, clock, known=repository.hl7_message)
     ack_er7 = await door.answer(frame, peer="10.0.0.5:40222")
 """
 
@@ -25,6 +28,7 @@ from gateway import metrics
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient
 from gateway.logsetup import log_event
 from gateway.settings import Hl7ProducerSettings, Settings
+from gateway.store.faults import STORE_FAULTS
 from mappers.errors import MappingError
 from mappers.hl7_ack import AckCode, RequestHeader, build_ack
 from mappers.hl7_mail import transmission_record
@@ -64,13 +68,27 @@ class Outcome:
     counted: bool = False  # intake already counted its own refusals
 
 
+_TEMPORARY = Outcome(
+    AckCode.ERROR,
+    (207, "temporary: the message store is unavailable, nothing was kept; send the message again later"),
+    "temporary: store unavailable",
+)
+
+
 class Hl7Door:
     """Turns frames into committed messages and ACKs; one per daemon, shared by the listener's connections."""
 
-    def __init__(self, settings: Settings, intake: IntakePort, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        intake: IntakePort,
+        clock: Callable[[], datetime],
+        known: Callable[[str, str], int | None],
+    ) -> None:
         self.settings = settings
         self.intake = intake
         self.clock = clock
+        self.known = known
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
         def apply() -> None:
@@ -128,7 +146,19 @@ class Hl7Door:
         except Hl7Refusal as refusal:
             code = AckCode.REJECTED if refusal.code in _REJECTING else AckCode.ERROR
             return Outcome(code, (refusal.code, refusal.text), refusal.text)
+        try:
+            taken = await asyncio.to_thread(self.known, producer.name, transmission.control_id)
+        except STORE_FAULTS:
+            return _TEMPORARY
+        if taken is not None:
+            return self._accepted(transmission, f"retransmission of queued message {taken}")
         return await self._deliver(transmission, producer)
+
+    @staticmethod
+    def _accepted(transmission: Transmission, reason: str) -> Outcome:
+        """AA, with a warning when the producer also asked for the DMP (which this gateway never feeds)."""
+        warning = _DMP_WARNING if transmission.flags.get("DESTDMP") else None
+        return Outcome(AckCode.ACCEPTED, warning, reason)
 
     async def _deliver(self, transmission: Transmission, producer: Hl7ProducerSettings) -> Outcome:
         """Build the mail and hand it to intake: AA only for a committed message."""
@@ -164,21 +194,19 @@ class Hl7Door:
             source=SOURCE,
             authenticated_as=producer.name,
             patient=record.patient,
+            hl7_control=(producer.name, transmission.control_id),
         )
         result = await self.intake.receive(arrival)
         refused = [v for v in result.verdicts if v.decision is not Decision.ACCEPTED]
         if result.message_pk is None or refused:
             text = refused[0].reply if refused else "the message was not stored"
             if any(v.decision is Decision.TEMPORARY for v in refused):
-                return Outcome(
-                    AckCode.ERROR,
-                    (207, f"temporary: nothing was kept, send the message again later ({text})"),
-                    "temporary",
-                    counted=True,
-                )
+                later = f"temporary: nothing was kept, send the message again later ({text})"
+                return Outcome(AckCode.ERROR, (207, later), f"temporary: {text}", counted=True)
             return Outcome(AckCode.ERROR, (207, text), text, counted=True)
-        warning = _DMP_WARNING if transmission.flags.get("DESTDMP") else None
-        return Outcome(AckCode.ACCEPTED, warning, f"queued as {result.message_pk}")
+        if result.duplicate:
+            return self._accepted(transmission, f"retransmission of queued message {result.message_pk}")
+        return self._accepted(transmission, f"queued as {result.message_pk}")
 
     def _ack(
         self, header: RequestHeader, outcome: Outcome, peer: str, producer: Hl7ProducerSettings | None

@@ -324,6 +324,7 @@ class Intake:
             patient=record.patient,
             attachments=attachment_infos(record),
             client=_client_of(arrival),
+            hl7_control=arrival.hl7_control,
         )
 
 

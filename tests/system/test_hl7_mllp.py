@@ -190,3 +190,19 @@ def test_a_connection_from_outside_the_allowed_networks_is_closed(
     with MllpClient(hl7_port(gateway)) as client:
         assert client.closed()
     assert "reason=network" in gateway.output()
+
+
+def test_a_retransmitted_msh10_gets_aa_again_and_no_second_mail(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    port = hl7_port(gateway)
+    er7 = message(flags=PROS_ONLY, cdas=(patient_cda(),))
+    first = send(port, er7)
+    again = send(port, er7)  # the producer lost the first ACK and sends the same MSH-10 again
+    assert (first.code, again.code) == ("AA", "AA"), gateway.output()
+    assert again.control_id == "MSG-42"
+    operator.wait_for_messages(1)
+    assert len(gateway.json("queue", "list", "--all")) == 1
+    assert "retransmission of queued message" in gateway.output()
+    assert gateway.stop() == 0
+    assert len(operator.messages) == 1
