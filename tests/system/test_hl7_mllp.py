@@ -4,16 +4,20 @@ reaches the fake operator, and the technical ACK says what became of the message
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email
 import email.policy
 import io
 import re
+import sqlite3
 import zipfile
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import hl7
+import hl7.mllp
 import pytest
 
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
@@ -206,3 +210,47 @@ def test_a_retransmitted_msh10_gets_aa_again_and_no_second_mail(
     assert "retransmission of queued message" in gateway.output()
     assert gateway.stop() == 0
     assert len(operator.messages) == 1
+
+
+def test_a_kill_before_the_commit_gives_no_aa_and_the_retransmission_goes_once(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    port = hl7_port(gateway)
+    er7 = message(flags=PROS_ONLY, cdas=(patient_cda(),))
+    # Another writer holds the store: the daemon has the message but cannot commit it.
+    lock = sqlite3.connect(gateway.state_dir / "mssgw.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    client = MllpClient(port, timeout=2.0)
+    client.send_bytes(b"\x0b" + er7.encode() + b"\x1c\r")
+    with pytest.raises(TimeoutError):
+        client.read_ack()  # no ACK while nothing is committed
+    assert gateway.kill() == -9
+    client.sock.close()
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert gateway.json("queue", "list", "--all") == []  # nothing half stored
+    gateway.start()
+    port = hl7_port(gateway)
+    assert send(port, er7).code == "AA"  # the producer's retransmission
+    assert send(port, er7).code == "AA"
+    operator.wait_for_messages(1)
+    assert gateway.stop() == 0
+    assert len(operator.messages) == 1
+
+
+def test_the_hl7_library_client_is_a_producer_like_any_other(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    """Interop: python-hl7's own MLLP client (``hl7.mllp.open_hl7_connection``), not our code, as the DPI."""
+
+    async def produce() -> str:
+        reader, writer = await hl7.mllp.open_hl7_connection("127.0.0.1", hl7_port(gateway), encoding="utf-8")
+        writer.writemessage(hl7.parse(message(flags=PROS_ONLY, cdas=(patient_cda(),))))
+        await writer.drain()
+        ack = await asyncio.wait_for(reader.readmessage(), 30)
+        writer.close()
+        return str(ack.segment("MSA")[1])
+
+    assert asyncio.run(produce()) == "AA"
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (DOCTOR,)
