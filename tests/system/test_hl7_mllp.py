@@ -11,6 +11,7 @@ import email.policy
 import io
 import re
 import sqlite3
+import ssl
 import zipfile
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -254,3 +255,47 @@ def test_the_hl7_library_client_is_a_producer_like_any_other(
     assert asyncio.run(produce()) == "AA"
     [mail] = operator.wait_for_messages(1)
     assert mail.rcpt_tos == (DOCTOR,)
+
+
+def test_over_tls_a_producer_needs_a_certificate_from_the_client_ca(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    tls = {"certificate": str(pki.server.cert), "key": str(pki.server.key), "client_ca": str(pki.ca)}
+    gateway.sections["hl7"] = hl7_section(**tls)
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    port = hl7_port(gateway)
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    # Without a client certificate: the handshake succeeds (the CA is optional to TLS) but the listener
+    # closes the connection before reading anything.
+    with MllpClient(port, context) as client:
+        assert client.closed()
+    assert "reason=no-client-certificate" in gateway.output()
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    ack = send(port, message(flags=PROS_ONLY, cdas=(patient_cda(),)), context)
+    assert ack.code == "AA", gateway.output()
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (DOCTOR,)
+
+
+def test_destdmp_is_accepted_with_a_warning_that_the_dmp_is_not_fed(gateway: Gateway) -> None:
+    ack = send(hl7_port(gateway), message(flags=PROS_ONLY | {"DESTDMP": True}, cdas=(patient_cda(),)))
+    assert (ack.code, ack.severity) == ("AA", "W")
+    assert "DMP" in ack.text
+
+
+def test_a_patient_only_message_goes_to_the_patient_address_with_the_patient_body(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    flags = {name: False for name in PROS_ONLY} | {"DESTMSSANTEPAT": True}
+    body = (
+        "OBX|30|TX|CORPSMAIL_PATIENT^CORPSMAIL_PATIENT^MetaDMPMSS||Votre compte rendu est disponible.||||||F"
+    )
+    ack = send(hl7_port(gateway), message(flags=flags, recipients=(), cdas=(patient_cda(),), extra=(body,)))
+    assert ack.code == "AA", (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (PATIENT_BOX,)
+    text = parsed(mail.content).get_body(("plain",))
+    assert text is not None and "Votre compte rendu est disponible." in text.get_content()
