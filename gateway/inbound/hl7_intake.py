@@ -75,6 +75,16 @@ _TEMPORARY = Outcome(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A frame read and its mail built (``result`` an ``Arrival``), or why not (an ``Outcome``)."""
+
+    header: RequestHeader
+    producer: Hl7ProducerSettings | None
+    transmission: Transmission | None
+    result: Arrival | Outcome
+
+
 class Hl7Door:
     """Turns frames into committed messages and ACKs; one per daemon, shared by the listener's connections."""
 
@@ -106,12 +116,37 @@ class Hl7Door:
                 return producer
         return None
 
-    async def answer(self, frame: bytes, peer: str) -> str:
-        """The ACK (ER7, segments ended by CR) for one MLLP frame's content."""
+    async def prepare(self, frame: bytes) -> Prepared:
+        """Everything before the store: the producer, the message read, the mail built, or the refusal.
+
+        ``mssgw hl7 show`` stops here; the listener goes on with ``answer``.
+        """
         header = read_header(frame.decode("latin-1")) or _NO_HEADER
         producer = self.producer(header)
-        outcome = await self._outcome(frame, header, producer)
-        return self._ack(header, outcome, peer, producer)
+        read = await self._read(frame, header, producer)
+        if isinstance(read, Outcome):
+            return Prepared(header, producer, None, read)
+        assert producer is not None  # an unknown producer is an Outcome
+        return Prepared(header, producer, read, await self._build(read, producer))
+
+    async def answer(self, frame: bytes, peer: str) -> str:
+        """The ACK (ER7, segments ended by CR) for one MLLP frame's content."""
+        prepared = await self.prepare(frame)
+        outcome = await self._outcome(prepared)
+        return self._ack(prepared.header, outcome, peer, prepared.producer)
+
+    async def _outcome(self, prepared: Prepared) -> Outcome:
+        transmission, result = prepared.transmission, prepared.result
+        if isinstance(result, Outcome):
+            return result
+        assert transmission is not None and prepared.producer is not None
+        try:
+            taken = await asyncio.to_thread(self.known, prepared.producer.name, transmission.control_id)
+        except STORE_FAULTS:
+            return _TEMPORARY
+        if taken is not None:
+            return self._accepted(transmission, f"retransmission of queued message {taken}")
+        return await self._commit(transmission, result)
 
     def too_large(self, head: bytes, size: int, peer: str) -> str:
         """The ACK for a frame over ``hl7.max_message_size`` (read and dropped; ``head`` is its start)."""
@@ -124,9 +159,9 @@ class Hl7Door:
         )
         return self._ack(header, outcome, peer, self.producer(header))
 
-    async def _outcome(
+    async def _read(
         self, frame: bytes, header: RequestHeader, producer: Hl7ProducerSettings | None
-    ) -> Outcome:
+    ) -> Transmission | Outcome:
         try:
             er7 = decode_er7(frame)
             if header is _NO_HEADER:
@@ -142,17 +177,10 @@ class Hl7Door:
                     "unknown-producer",
                 )
             # Base64 of CDAs up to megabytes, and their headers: off the event loop.
-            transmission = await asyncio.to_thread(read_transmission, er7)
+            return await asyncio.to_thread(read_transmission, er7)
         except Hl7Refusal as refusal:
             code = AckCode.REJECTED if refusal.code in _REJECTING else AckCode.ERROR
             return Outcome(code, (refusal.code, refusal.text), refusal.text)
-        try:
-            taken = await asyncio.to_thread(self.known, producer.name, transmission.control_id)
-        except STORE_FAULTS:
-            return _TEMPORARY
-        if taken is not None:
-            return self._accepted(transmission, f"retransmission of queued message {taken}")
-        return await self._deliver(transmission, producer)
 
     @staticmethod
     def _accepted(transmission: Transmission, reason: str) -> Outcome:
@@ -160,8 +188,8 @@ class Hl7Door:
         warning = _DMP_WARNING if transmission.flags.get("DESTDMP") else None
         return Outcome(AckCode.ACCEPTED, warning, reason)
 
-    async def _deliver(self, transmission: Transmission, producer: Hl7ProducerSettings) -> Outcome:
-        """Build the mail and hand it to intake: AA only for a committed message."""
+    async def _build(self, transmission: Transmission, producer: Hl7ProducerSettings) -> Arrival | Outcome:
+        """The mail, as intake takes it from this producer (built as ``mssgw send`` builds one)."""
         now = self.clock()
         gateway = self.settings.gateway
         try:
@@ -187,7 +215,7 @@ class Hl7Door:
             first = str(error).splitlines()[0]
             return Outcome(AckCode.ERROR, (207, first), f"unusable-document: {first}")
         notify = "SUCCESS,FAILURE" if transmission.flags.get("ACK_RECEPTION") else None
-        arrival = Arrival(
+        return Arrival(
             raw=message.as_bytes(),
             envelope_from=producer.from_address,
             recipients=tuple(Recipient(m.address, notify) for m in record.to),
@@ -196,6 +224,9 @@ class Hl7Door:
             patient=record.patient,
             hl7_control=(producer.name, transmission.control_id),
         )
+
+    async def _commit(self, transmission: Transmission, arrival: Arrival) -> Outcome:
+        """Hand the mail to intake: AA only for a committed message."""
         result = await self.intake.receive(arrival)
         refused = [v for v in result.verdicts if v.decision is not Decision.ACCEPTED]
         if result.message_pk is None or refused:
