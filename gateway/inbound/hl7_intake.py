@@ -85,20 +85,12 @@ class Prepared:
     result: Arrival | Outcome
 
 
-class Hl7Door:
-    """Turns frames into committed messages and ACKs; one per daemon, shared by the listener's connections."""
+class Hl7Reader:
+    """Frames into mails, without the store: what ``mssgw hl7 show`` uses and the door builds on."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        intake: IntakePort,
-        clock: Callable[[], datetime],
-        known: Callable[[str, str], int | None],
-    ) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
         self.settings = settings
-        self.intake = intake
         self.clock = clock
-        self.known = known
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
         def apply() -> None:
@@ -128,36 +120,6 @@ class Hl7Door:
             return Prepared(header, producer, None, read)
         assert producer is not None  # an unknown producer is an Outcome
         return Prepared(header, producer, read, await self._build(read, producer))
-
-    async def answer(self, frame: bytes, peer: str) -> str:
-        """The ACK (ER7, segments ended by CR) for one MLLP frame's content."""
-        prepared = await self.prepare(frame)
-        outcome = await self._outcome(prepared)
-        return self._ack(prepared.header, outcome, peer, prepared.producer)
-
-    async def _outcome(self, prepared: Prepared) -> Outcome:
-        transmission, result = prepared.transmission, prepared.result
-        if isinstance(result, Outcome):
-            return result
-        assert transmission is not None and prepared.producer is not None
-        try:
-            taken = await asyncio.to_thread(self.known, prepared.producer.name, transmission.control_id)
-        except STORE_FAULTS:
-            return _TEMPORARY
-        if taken is not None:
-            return self._accepted(transmission, f"retransmission of queued message {taken}")
-        return await self._commit(transmission, result)
-
-    def too_large(self, head: bytes, size: int, peer: str) -> str:
-        """The ACK for a frame over ``hl7.max_message_size`` (read and dropped; ``head`` is its start)."""
-        header = read_header(head.decode("latin-1")) or _NO_HEADER
-        limit = self.settings.hl7.max_message_size
-        outcome = Outcome(
-            AckCode.REJECTED,
-            (207, f"message of {size} octets is over this gateway's limit of {limit} (hl7.max_message_size)"),
-            "too-large",
-        )
-        return self._ack(header, outcome, peer, self.producer(header))
 
     async def _read(
         self, frame: bytes, header: RequestHeader, producer: Hl7ProducerSettings | None
@@ -224,6 +186,51 @@ class Hl7Door:
             patient=record.patient,
             hl7_control=(producer.name, transmission.control_id),
         )
+
+
+class Hl7Door(Hl7Reader):
+    """Turns frames into committed messages and ACKs; one per daemon, shared by the listener's connections."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        intake: IntakePort,
+        clock: Callable[[], datetime],
+        known: Callable[[str, str], int | None],
+    ) -> None:
+        super().__init__(settings, clock)
+        self.intake = intake
+        self.known = known
+
+    async def answer(self, frame: bytes, peer: str) -> str:
+        """The ACK (ER7, segments ended by CR) for one MLLP frame's content."""
+        prepared = await self.prepare(frame)
+        outcome = await self._outcome(prepared)
+        return self._ack(prepared.header, outcome, peer, prepared.producer)
+
+    async def _outcome(self, prepared: Prepared) -> Outcome:
+        transmission, result = prepared.transmission, prepared.result
+        if isinstance(result, Outcome):
+            return result
+        assert transmission is not None and prepared.producer is not None
+        try:
+            taken = await asyncio.to_thread(self.known, prepared.producer.name, transmission.control_id)
+        except STORE_FAULTS:
+            return _TEMPORARY
+        if taken is not None:
+            return self._accepted(transmission, f"retransmission of queued message {taken}")
+        return await self._commit(transmission, result)
+
+    def too_large(self, head: bytes, size: int, peer: str) -> str:
+        """The ACK for a frame over ``hl7.max_message_size`` (read and dropped; ``head`` is its start)."""
+        header = read_header(head.decode("latin-1")) or _NO_HEADER
+        limit = self.settings.hl7.max_message_size
+        outcome = Outcome(
+            AckCode.REJECTED,
+            (207, f"message of {size} octets is over this gateway's limit of {limit} (hl7.max_message_size)"),
+            "too-large",
+        )
+        return self._ack(header, outcome, peer, self.producer(header))
 
     async def _commit(self, transmission: Transmission, arrival: Arrival) -> Outcome:
         """Hand the mail to intake: AA only for a committed message."""
