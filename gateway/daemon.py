@@ -132,8 +132,7 @@ def build_services(
     if settings.operator_listener.listen:
         services.append(SmtpListener("operator", settings, intake))
     if settings.hl7.listen:
-        door = Hl7Door(settings, intake, utc_now, known=store.repository.hl7_message)
-        services.append(MllpListener(settings, door))
+        services.append(MllpListener(settings, Hl7Door(settings, intake, utc_now)))
     if settings.imap.accounts:
         services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now))
     # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).

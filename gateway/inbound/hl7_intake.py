@@ -8,9 +8,10 @@ message and its deliveries; every refusal is ``AE``/``AR`` with its table 0357 c
 A store that cannot commit gives ``AE`` saying "send again later" — the HL7 twin of SMTP's 451.
 
 A producer that lost its ACK sends the same MSH-10 again: the (producer, MSH-10) pair is committed with
-the mail (``Repository.add_messages``), so the second copy gets ``AA`` again and no second mail.
+the mail and checked inside the same commit (``Repository.add_messages``), so the second copy is a duplicate
+of the first: ``AA`` again and no second mail.
 
-    door = Hl7Door(settings, intake, clock, known=repository.hl7_message)
+    door = Hl7Door(settings, intake, clock)
     ack_er7 = await door.answer(frame, peer="10.0.0.5:40222")
 """
 
@@ -28,7 +29,6 @@ from gateway import metrics
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient
 from gateway.logsetup import log_event
 from gateway.settings import Hl7ProducerSettings, Settings
-from gateway.store.faults import STORE_FAULTS
 from mappers.errors import MappingError
 from mappers.hl7_ack import AckCode, RequestHeader, build_ack
 from mappers.hl7_mail import transmission_record
@@ -196,11 +196,9 @@ class Hl7Door(Hl7Reader):
         settings: Settings,
         intake: IntakePort,
         clock: Callable[[], datetime],
-        known: Callable[[str, str], int | None],
     ) -> None:
         super().__init__(settings, clock)
         self.intake = intake
-        self.known = known
 
     async def answer(self, frame: bytes, peer: str) -> str:
         """The ACK (ER7, segments ended by CR) for one MLLP frame's content."""
@@ -212,13 +210,7 @@ class Hl7Door(Hl7Reader):
         transmission, result = prepared.transmission, prepared.result
         if isinstance(result, Outcome):
             return result
-        assert transmission is not None and prepared.producer is not None
-        try:
-            taken = await asyncio.to_thread(self.known, prepared.producer.name, transmission.control_id)
-        except STORE_FAULTS:
-            return _TEMPORARY
-        if taken is not None:
-            return self._accepted(transmission, f"retransmission of queued message {taken}")
+        assert transmission is not None
         return await self._commit(transmission, result)
 
     def too_large(self, head: bytes, size: int, peer: str) -> str:

@@ -183,11 +183,6 @@ class Repository:
                 results.append(StoredMessage(pk, duplicate=False))
         return results
 
-    def hl7_message(self, producer: str, control_id: str) -> int | None:
-        """The message taken from ``producer``'s HL7 message ``control_id`` (MSH-10), if any."""
-        with self.sessions() as session:
-            return self._find_hl7(session, (producer, control_id))
-
     @staticmethod
     def _find_hl7(session: Session, key: tuple[str, str]) -> int | None:
         query = select(Hl7Transmission.message_pk).where(
