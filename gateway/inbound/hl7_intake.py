@@ -245,6 +245,7 @@ class Hl7Door(Hl7Reader):
         number = outcome.error[0] if outcome.error is not None else 0
         if outcome.code is not AckCode.ACCEPTED and not outcome.counted:
             metrics.message_refused(SOURCE, f"hl7-{number}")
+        metrics.hl7_answered(name, outcome.code.value, number)
         log_event(
             log,
             "hl7-message",

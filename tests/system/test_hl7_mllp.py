@@ -26,6 +26,7 @@ from tests.support.gateway import Gateway, gateway_for
 from tests.support.hl7 import PID_PATIENT, PROS_AND_PATIENT, PROS_ONLY, message, patient_cda, structured_cda
 from tests.support.mllp import MllpClient, send
 from tests.support.pki import Pki
+from tests.system.test_metrics import scrape, value
 
 PRODUCER_BOX = "comptes-rendus@hopital.test.mssante.fr"
 DOCTOR = "dr.martin@hopital.mssante.fr"
@@ -299,3 +300,23 @@ def test_a_patient_only_message_goes_to_the_patient_address_with_the_patient_bod
     assert mail.rcpt_tos == (PATIENT_BOX,)
     text = parsed(mail.content).get_body(("plain",))
     assert text is not None and "Votre compte rendu est disponible." in text.get_content()
+
+
+def test_metrics_count_answers_per_producer_and_outcome(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    gateway.sections["hl7"] = hl7_section()
+    gateway.sections["metrics"] = {"listen": "127.0.0.1:0"}
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    port = hl7_port(gateway)
+    assert send(port, message(flags=PROS_ONLY, cdas=(patient_cda(),))).code == "AA"
+    assert send(port, message(application="LABO")).code == "AR"
+    found = re.search(r"event=metrics-listening address=(\S+)", gateway.output())
+    assert found, gateway.output()
+    samples = scrape(found.group(1))
+    assert value(samples, "mssgw_hl7_messages_total", producer="dpi", ack="AA", code="0") == 1
+    assert value(samples, "mssgw_hl7_messages_total", producer="unknown", ack="AR", code="103") == 1
+    assert value(samples, "mssgw_messages_accepted_total", listener="hl7") == 1
