@@ -28,9 +28,11 @@ from gateway.channels.expiry import ChannelExpiry
 from gateway.channels.steps import citizen_intake
 from gateway.errors import ConfigError, SchemaMismatch, StoreError
 from gateway.file_modes import PRIVATE_DIR, make_dirs
+from gateway.inbound.hl7_intake import Hl7Door
 from gateway.inbound.imap_poller import ImapPoller, ingest_through
 from gateway.inbound.inflight import InflightBytes
 from gateway.inbound.listener import SmtpListener
+from gateway.inbound.mllp_server import MllpListener
 from gateway.logsetup import log_event
 from gateway.metrics import MetricsEndpoint
 from gateway.outbound.relay import Relay
@@ -131,6 +133,8 @@ def build_services(
         services.append(SmtpListener("submission", settings, intake, inflight=inflight))
     if settings.operator_listener.listen:
         services.append(SmtpListener("operator", settings, intake, inflight=inflight))
+    if settings.hl7.listen:
+        services.append(MllpListener(settings, Hl7Door(settings, intake, utc_now)))
     if settings.imap.accounts:
         services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now))
     # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).

@@ -44,6 +44,13 @@ MESSAGES_REFUSED = Counter(
     ["listener", "reason"],
     registry=REGISTRY,
 )
+HL7_MESSAGES = Counter(
+    "mssgw_hl7_messages",
+    'HL7 messages answered on the MLLP listener, by producer ("unknown" when not configured), ACK code '
+    "(AA, AE, AR) and table 0357 code",
+    ["producer", "ack", "code"],
+    registry=REGISTRY,
+)
 AUTH_FAILURES = Counter(
     "mssgw_auth_failures",
     "Failed AUTH logins on the submission listener (wrong login or password)",
@@ -84,6 +91,11 @@ CERTIFICATE_DAYS = Gauge(
 def message_accepted(listener: str) -> None:
     """A message from ``listener`` (``submission``, ``operator``, ``imap``, ``cli`` …) was committed."""
     MESSAGES_ACCEPTED.labels(listener).inc()
+
+
+def hl7_answered(producer: str, ack: str, code: int) -> None:
+    """One ACK sent to an HL7 producer; producers are configured, so the label set stays bounded."""
+    HL7_MESSAGES.labels(producer, ack, str(code)).inc()
 
 
 def message_refused(listener: str, reason: str) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from gateway.certs import Finding, check_certificates
 from gateway.inbound.listener import listener_problems
+from gateway.inbound.mllp_server import mllp_config
 from gateway.outbound.signing import DkimKeyError, load_dkim_key
 from gateway.settings import Settings
 from gateway.tls import client_context
@@ -51,6 +52,11 @@ def material_problems(settings: Settings) -> list[str]:
     # A listener certificate that is not its key's is already said precisely: not again in general terms.
     named = {problem.partition(":")[0] for problem in blocking}
     problems.extend(p for p in listener_problems(settings) if p.partition(":")[0] not in named)
+    if settings.hl7.listen and "hl7.certificate" not in named:
+        try:
+            mllp_config(settings)
+        except (ssl.SSLError, OSError) as error:
+            problems.append(f"hl7.certificate: cannot use the certificate, key or client CA ({error})")
     return problems
 
 

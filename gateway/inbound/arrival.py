@@ -22,12 +22,13 @@ class Arrival:
     raw: bytes
     envelope_from: str  # "" for a null sender (bounces)
     recipients: tuple[Recipient, ...]
-    source: str  # "submission" | "operator" | "imap" | "cli"
+    source: str  # "submission" | "operator" | "imap" | "cli" | "hl7"
     peer: str | None = None  # "ip:port", IMAP "account/folder", …
     envid: str | None = None
     ret: str | None = None
-    authenticated_as: str | None = None  # submission login or client-certificate identity
+    authenticated_as: str | None = None  # submission login, client-certificate identity, HL7 producer
     patient: Patient | None = None  # named outside the message (``mssgw send --patient``), for the rules
+    hl7_control: tuple[str, str] | None = None  # (producer, MSH-10) of an HL7 message: one mail per pair
 
 
 class Decision(StrEnum):

@@ -45,6 +45,9 @@ from mappers.records import MessageRecord
 
 SINGLE_REPLY_SOURCES = ("submission", "operator")
 """Sources that answer once for every recipient (SMTP after DATA): a late refusal needs a DSN."""
+WHOLE_MESSAGE_SOURCES = ("cli", "hl7")
+"""Sources answering once for the whole message with no DSN to follow (an exit code, an HL7 ACK): one
+refused recipient refuses the message."""
 
 __all__ = [
     "Arrival",
@@ -277,13 +280,13 @@ class Intake:
     async def _unheard_refusals(self, arrival: Arrival, verdicts: Sequence[Verdict]) -> list[Verdict]:
         """The refusals the sender cannot have heard of recipient by recipient.
 
-        ``mssgw send`` answers with one exit code. After SMTP DATA one reply speaks for every recipient:
-        the refusals that count are of recipients accepted at RCPT time, before the message could be read
-        (RCPT-time refusals the client heard about itself).
+        ``mssgw send`` answers with one exit code, MLLP with one ACK. After SMTP DATA one reply speaks for
+        every recipient: the refusals that count are of recipients accepted at RCPT time, before the message
+        could be read (RCPT-time refusals the client heard about itself).
         """
         refused = [v for v in verdicts if v.decision is not Decision.ACCEPTED]
         if arrival.source not in SINGLE_REPLY_SOURCES:
-            return refused if arrival.source == "cli" else []
+            return refused if arrival.source in WHOLE_MESSAGE_SOURCES else []
         late = []
         for verdict in refused:
             early = await self.check_recipient(arrival, verdict.recipient)
@@ -339,6 +342,7 @@ class Intake:
             patient=record.patient,
             attachments=attachment_infos(record),
             client=_client_of(arrival),
+            hl7_control=arrival.hl7_control,
         )
 
 

@@ -21,8 +21,9 @@ from mappers.errors import MappingError
 from mappers.mime import read_authors
 from mappers.records import MessageRecord
 
-INTERNAL_SOURCES = frozenset({"submission", "cli"})
-"""Sources whose senders are ours: the only ones whose mail may leave for outside domains."""
+INTERNAL_SOURCES = frozenset({"submission", "cli", "hl7"})
+"""Sources whose senders are ours: the only ones whose mail may leave for outside domains (``hl7``: a
+configured producer over MLLP, named in ``authenticated_as``)."""
 
 
 class RecipientRule(Protocol):

@@ -27,11 +27,18 @@ from gateway.store.stats import StoreStats
 from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
 
 # Schema changes an existing store is brought through at start, in order: version → the DDL to reach the next.
-# Only added nullable columns so far, which both SQLite and PostgreSQL add without rewriting a table.
+# Added nullable columns and new tables only, which both SQLite and PostgreSQL take without rewriting a table.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "ALTER TABLE messages ADD COLUMN client VARCHAR(200)",
         "ALTER TABLE deliveries ADD COLUMN via VARCHAR(200)",
+    ),
+    2: (
+        "CREATE TABLE IF NOT EXISTS hl7_transmissions (producer VARCHAR(200) NOT NULL, "
+        "control_id VARCHAR(200) NOT NULL, "
+        "message_pk BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE, "
+        "received_at TIMESTAMP NOT NULL, PRIMARY KEY (producer, control_id))",
+        "CREATE INDEX IF NOT EXISTS ix_hl7_transmissions_message_pk ON hl7_transmissions (message_pk)",
     ),
 }
 

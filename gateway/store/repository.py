@@ -26,6 +26,7 @@ from gateway.store.tables import (
     Attachment,
     Delivery,
     DeliveryAttempt,
+    Hl7Transmission,
     Message,
     Patient,
 )
@@ -94,6 +95,9 @@ class NewMessage:
     follow_ups: tuple[NewMessage, ...] = ()
     client: str | None = None
     """The submission client that handed the message in (where its delivery reports go back)."""
+    hl7_control: tuple[str, str] | None = None
+    """(producer, MSH-10) of the HL7 message this mail comes from: stored with it, a second one is a
+    duplicate of the first whatever its bytes."""
 
     @property
     def digest(self) -> str:
@@ -180,7 +184,8 @@ class Repository:
         """Commit a batch of messages and their queue rows in one transaction.
 
         A message whose Message-ID and digest are already stored is not stored again: it gets the
-        existing id and ``duplicate=True`` (a client that lost our 250 and sent again).
+        existing id and ``duplicate=True`` (a client that lost our 250 and sent again); so is one whose
+        HL7 producer and MSH-10 are (a producer that lost our ACK).
         """
         results: list[StoredMessage] = []
         with self.sessions.begin() as session:
@@ -194,7 +199,15 @@ class Repository:
         return results
 
     @staticmethod
-    def _find_duplicate(session: Session, new: NewMessage) -> int | None:
+    def _find_hl7(session: Session, key: tuple[str, str]) -> int | None:
+        query = select(Hl7Transmission.message_pk).where(
+            Hl7Transmission.producer == key[0], Hl7Transmission.control_id == key[1]
+        )
+        return session.execute(query).scalar()
+
+    def _find_duplicate(self, session: Session, new: NewMessage) -> int | None:
+        if new.hl7_control is not None:
+            return self._find_hl7(session, new.hl7_control)
         if new.message_id is None:
             return None
         query = select(Message.id).where(Message.message_id == new.message_id, Message.digest == new.digest)
@@ -260,6 +273,13 @@ class Repository:
                     }
                     for r in new.recipients
                 ],
+            )
+        if new.hl7_control is not None:
+            producer, control_id = new.hl7_control
+            session.execute(
+                insert(Hl7Transmission).values(
+                    producer=producer, control_id=control_id, message_pk=pk, received_at=now
+                )
             )
         write_audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})
         if new.state != "stored":

@@ -1,5 +1,5 @@
 """SQLAlchemy tables of the store: messages, attachments, patients, deliveries (the queue), attempts,
-citizen channels, audit events and IMAP cursors.
+citizen channels, audit events, IMAP cursors and the HL7 messages already taken (per producer and MSH-10).
 
 Raw messages are kept as received or built (a BLOB), so what leaves is byte-for-byte what was accepted.
 Times are stored in UTC and always read back timezone-aware.
@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped with every change to these tables; stored in ``schema_version`` on first start."""
 
 
@@ -209,3 +209,15 @@ class ImapCursor(Base):
     last_uid: Mapped[int] = mapped_column(BigInteger)
     last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Hl7Transmission(Base):
+    """An HL7 message taken from a producer (its MSH-10), committed with the mail it became: a producer
+    that lost our ACK sends the same MSH-10 again and gets the ACK again, not a second mail."""
+
+    __tablename__ = "hl7_transmissions"
+
+    producer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    control_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -16,6 +16,7 @@ from gateway.outbound.transports.base import OutboundMessage, OutboundRecipient,
 from gateway.outbound.transports.local import LocalTransport
 from gateway.store.db import Store, open_store
 from gateway.store.repository import NewMessage, Recipient
+from gateway.store.tables import SCHEMA_VERSION
 from mappers import dsn
 from mappers.mime import parse_message
 from tests.support.mail import message
@@ -97,7 +98,7 @@ def test_a_store_of_schema_version_1_is_migrated(tmp_path: Path) -> None:
         raw = original(store, "submission", "dpi")
         assert raw
         with store.sessions() as session:
-            assert session.execute(text("SELECT version FROM schema_version")).scalar() == 2
+            assert session.execute(text("SELECT version FROM schema_version")).scalar() == SCHEMA_VERSION
             assert session.execute(text("SELECT client FROM messages")).scalar() == "dpi"
     finally:
         store.close()

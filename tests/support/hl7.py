@@ -36,6 +36,18 @@ def patient_cda(patient: Patient = PID_PATIENT) -> bytes:
     )  # fmt: skip
 
 
+def structured_cda(patient: Patient = PID_PATIENT) -> bytes:
+    """The same report as a structured CDA (the N3 an ORU may carry beside its N1): same header, a
+    ``structuredBody`` section instead of the PDF, its own document id."""
+    header, _, _ = patient_cda(patient).partition(b"<component>\n    <nonXMLBody>")
+    body = (
+        b"<component><structuredBody><component><section><title>Conclusion</title>"
+        b"<text>Examen normal.</text></section></component></structuredBody></component>\n"
+        b"</ClinicalDocument>"
+    )
+    return header.replace(b"1.2.250.1.999.3", b"1.2.250.1.999.33") + body
+
+
 def message(
     kind: str = "ORU^R01^ORU_R01",
     application: str = "DPI",

@@ -1,0 +1,322 @@
+"""HL7 over MLLP end to end: a producer sends ORU^R01 / MDM^T02 to ``mssgw run`` on a real socket, the mail
+reaches the fake operator, and the technical ACK says what became of the message (AA only once committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email
+import email.policy
+import io
+import re
+import sqlite3
+import ssl
+import zipfile
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import hl7
+import hl7.mllp
+import pytest
+
+from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
+from tests.support.gateway import Gateway, gateway_for
+from tests.support.hl7 import PID_PATIENT, PROS_AND_PATIENT, PROS_ONLY, message, patient_cda, structured_cda
+from tests.support.mllp import MllpClient, send
+from tests.support.pki import Pki
+from tests.system.test_metrics import scrape, value
+
+PRODUCER_BOX = "comptes-rendus@hopital.test.mssante.fr"
+DOCTOR = "dr.martin@hopital.mssante.fr"
+PATIENT_BOX = "279035121518989@patient.mssante.fr"
+_LISTENING = re.compile(r"event=listening listener=hl7 address=127\.0\.0\.1:(\d+)")
+
+
+def hl7_section(**options: object) -> dict[str, object]:
+    """An ``[hl7]`` listener on an ephemeral loopback port with one producer, the DPI of CHU_X."""
+    producer = {
+        "name": "dpi",
+        "application": "DPI",
+        "facility": "CHU_X",
+        "from_address": PRODUCER_BOX,
+        "display_name": "CHU X - comptes rendus",
+    }
+    return {"listen": ["127.0.0.1:0"], **options, "producers": [producer]}
+
+
+def hl7_port(gateway: Gateway) -> int:
+    found = _LISTENING.search(gateway.wait_for_output("listener=hl7"))
+    assert found, gateway.output()
+    return int(found.group(1))
+
+
+@pytest.fixture
+def operator(fake_operator: FakeOperatorFactory) -> FakeOperator:
+    return fake_operator()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, pki: Pki, operator: FakeOperator) -> Iterator[Gateway]:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    # The test messages carry the ANS test INS (OID …4.10): mail to its patient address needs test mode.
+    gateway.sections["gateway"]["test_mode"] = True
+    gateway.sections["hl7"] = hl7_section()
+    gateway.write()
+    gateway.start()
+    yield gateway
+    gateway.cleanup()
+
+
+def parsed(content: bytes) -> EmailMessage:
+    return email.message_from_bytes(content, policy=email.policy.default)  # type: ignore[return-value]
+
+
+def package_names(mail: EmailMessage) -> list[str]:
+    [part] = [p for p in mail.iter_attachments() if p.get_filename() == "IHE_XDM.zip"]
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return sorted(zipfile.ZipFile(io.BytesIO(payload)).namelist())
+
+
+def test_an_oru_to_professionals_and_patient_is_acknowledged_aa_and_mailed(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    ack = send(hl7_port(gateway), message(cdas=(patient_cda(),)))
+    assert (ack.code, ack.control_id, ack.version) == ("AA", "MSG-42", "2.5"), (ack, gateway.output())
+    received = operator.wait_for_messages(1)
+    assert gateway.stop() == 0
+    [mail] = received
+    assert mail.mail_from == PRODUCER_BOX
+    assert sorted(mail.rcpt_tos) == sorted([DOCTOR, PATIENT_BOX])
+    headers = parsed(mail.content)
+    assert "CHU X - comptes rendus" in str(headers["From"]) and PRODUCER_BOX in str(headers["From"])
+    assert "secretariat@hopital.mssante.fr" in str(headers["Reply-To"])
+    assert any(name.endswith("METADATA.XML") for name in package_names(headers))
+
+
+def test_an_oru_with_its_n1_and_n3_carries_both_in_the_package(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    er7 = message(cdas=(patient_cda(), structured_cda()), flags=PROS_ONLY)
+    ack = send(hl7_port(gateway), er7)
+    assert ack.code == "AA", (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (DOCTOR,)
+    names = package_names(parsed(mail.content))
+    assert len([n for n in names if n.endswith(".XML") and "DOC" in n.upper()]) == 2, names
+
+
+def test_an_mdm_t02_is_acknowledged_in_version_2_6(gateway: Gateway, operator: FakeOperator) -> None:
+    er7 = message(kind="MDM^T02^MDM_T02", version="2.6", flags=PROS_ONLY, cdas=(patient_cda(),))
+    ack = send(hl7_port(gateway), er7)
+    assert (ack.code, ack.version) == ("AA", "2.6"), (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (DOCTOR,)
+
+
+def test_a_forbidden_flag_combination_is_ae_207_and_nothing_is_sent(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    # To professionals and the patient, but masked from professionals: not one of the three routes.
+    flags = PROS_AND_PATIENT | {"MASQUE_PS": True}
+    ack = send(hl7_port(gateway), message(flags=flags, cdas=(patient_cda(),)))
+    assert (ack.code, ack.error, ack.severity) == ("AE", 207, "E")
+    assert "MASQUE_PS=Y" in ack.text
+    assert gateway.json("queue", "list", "--all") == []
+
+
+def test_a_cda_of_another_patient_than_pid_is_ae(gateway: Gateway) -> None:
+    other = dataclasses.replace(PID_PATIENT, birth_name="AUTRE")
+    ack = send(hl7_port(gateway), message(cdas=(patient_cda(other),)))
+    assert (ack.code, ack.error) == ("AE", 207)
+    assert "patient" in ack.text.lower()
+    assert gateway.json("queue", "list", "--all") == []
+
+
+def test_an_unknown_producer_is_ar_with_the_reason(gateway: Gateway) -> None:
+    ack = send(hl7_port(gateway), message(application="LABO", cdas=(patient_cda(),)))
+    assert (ack.code, ack.error) == ("AR", 103)
+    assert "LABO" in ack.text and "hl7.producers" in ack.text
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "error"),
+    [
+        (lambda er7: er7.replace("Y^^expandedYes-NoIndicator", "OUI^^expandedYes-NoIndicator", 1), "AE", 103),
+        (lambda er7: er7.replace("^^X.400^dr.martin", "^^SMTP^dr.martin"), "AE", 102),
+        (lambda er7: "\r".join(s for s in er7.split("\r") if not s.startswith("PID")), "AE", 100),
+        (lambda er7: er7.replace("|MSG-42|", "||"), "AE", 101),
+        (lambda er7: er7.replace("ORU^R01^ORU_R01", "ORU^R30^ORU_R30"), "AR", 201),
+        (lambda er7: er7.replace("|P|2.5|", "|P|2.3|"), "AR", 203),
+        (lambda er7: er7.replace("^Base64^", "^Base64^!!"), "AE", 102),
+    ],
+    ids=["flag-not-y-or-n", "prt-not-x400", "no-pid", "no-control-id", "event", "version", "base64"],
+)
+def test_a_malformed_message_gets_the_table_0357_code(gateway: Gateway, change, code, error) -> None:  # type: ignore[no-untyped-def]
+    ack = send(hl7_port(gateway), change(message(cdas=(patient_cda(),))))
+    assert (ack.code, ack.error) == (code, error), ack
+    assert ack.text
+
+
+def test_framing_errors_close_the_connection_and_a_big_frame_is_answered(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    gateway.sections["hl7"] = hl7_section(max_message_size=4096, timeout="1s")
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    port = hl7_port(gateway)
+    with MllpClient(port) as client:
+        # Over the limit: read to its end, answered AR, and the connection goes on.
+        big = message(cdas=(patient_cda() * 10,))
+        assert client.send(big).code == "AR"
+        client.send_bytes(b"not a frame\x1c\r")
+        assert client.closed()
+    with MllpClient(port) as client:
+        client.send_bytes(b"\x0bMSH|^~\\&|DPI")
+    gateway.wait_for_output("reason=cut-inside-frame")
+    with MllpClient(port) as client:
+        assert client.closed()  # idle for longer than hl7.timeout
+    output = gateway.output()
+    assert "reason=no-start-block" in output and "reason=idle-timeout" in output
+    assert "reason=too-large" in output
+
+
+def test_a_connection_from_outside_the_allowed_networks_is_closed(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    gateway.sections["hl7"] = hl7_section(networks=["10.0.0.0/8"])
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    with MllpClient(hl7_port(gateway)) as client:
+        assert client.closed()
+    assert "reason=network" in gateway.output()
+
+
+def test_a_retransmitted_msh10_gets_aa_again_and_no_second_mail(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    port = hl7_port(gateway)
+    er7 = message(flags=PROS_ONLY, cdas=(patient_cda(),))
+    first = send(port, er7)
+    again = send(port, er7)  # the producer lost the first ACK and sends the same MSH-10 again
+    assert (first.code, again.code) == ("AA", "AA"), gateway.output()
+    assert again.control_id == "MSG-42"
+    operator.wait_for_messages(1)
+    assert len(gateway.json("queue", "list", "--all")) == 1
+    assert "retransmission of queued message" in gateway.output()
+    assert gateway.stop() == 0
+    assert len(operator.messages) == 1
+
+
+def test_a_kill_before_the_commit_gives_no_aa_and_the_retransmission_goes_once(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    port = hl7_port(gateway)
+    er7 = message(flags=PROS_ONLY, cdas=(patient_cda(),))
+    # Another writer holds the store: the daemon has the message but cannot commit it.
+    lock = sqlite3.connect(gateway.state_dir / "mssgw.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    client = MllpClient(port, timeout=2.0)
+    client.send_bytes(b"\x0b" + er7.encode() + b"\x1c\r")
+    with pytest.raises(TimeoutError):
+        client.read_ack()  # no ACK while nothing is committed
+    assert gateway.kill() == -9
+    client.sock.close()
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert gateway.json("queue", "list", "--all") == []  # nothing half stored
+    gateway.start()
+    port = hl7_port(gateway)
+    assert send(port, er7).code == "AA"  # the producer's retransmission
+    assert send(port, er7).code == "AA"
+    operator.wait_for_messages(1)
+    assert gateway.stop() == 0
+    assert len(operator.messages) == 1
+
+
+def test_the_hl7_library_client_is_a_producer_like_any_other(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    """Interop: python-hl7's own MLLP client (``hl7.mllp.open_hl7_connection``), not our code, as the DPI."""
+
+    async def produce() -> str:
+        reader, writer = await hl7.mllp.open_hl7_connection("127.0.0.1", hl7_port(gateway), encoding="utf-8")
+        writer.writemessage(hl7.parse(message(flags=PROS_ONLY, cdas=(patient_cda(),))))
+        await writer.drain()
+        ack = await asyncio.wait_for(reader.readmessage(), 30)
+        writer.close()
+        return str(ack.segment("MSA")[1])
+
+    assert asyncio.run(produce()) == "AA"
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (DOCTOR,)
+
+
+def test_over_tls_a_producer_needs_a_certificate_from_the_client_ca(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    tls = {"certificate": str(pki.server.cert), "key": str(pki.server.key), "client_ca": str(pki.ca)}
+    gateway.sections["hl7"] = hl7_section(**tls)
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    port = hl7_port(gateway)
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    # Without a client certificate: the handshake succeeds (the CA is optional to TLS) but the listener
+    # closes the connection before reading anything.
+    with MllpClient(port, context) as client:
+        assert client.closed()
+    assert "reason=no-client-certificate" in gateway.output()
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    ack = send(port, message(flags=PROS_ONLY, cdas=(patient_cda(),)), context)
+    assert ack.code == "AA", gateway.output()
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (DOCTOR,)
+
+
+def test_destdmp_is_accepted_with_a_warning_that_the_dmp_is_not_fed(gateway: Gateway) -> None:
+    ack = send(hl7_port(gateway), message(flags=PROS_ONLY | {"DESTDMP": True}, cdas=(patient_cda(),)))
+    assert (ack.code, ack.severity) == ("AA", "W")
+    assert "DMP" in ack.text
+
+
+def test_a_patient_only_message_goes_to_the_patient_address_with_the_patient_body(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    flags = {name: False for name in PROS_ONLY} | {"DESTMSSANTEPAT": True}
+    body = (
+        "OBX|30|TX|CORPSMAIL_PATIENT^CORPSMAIL_PATIENT^MetaDMPMSS||Votre compte rendu est disponible.||||||F"
+    )
+    ack = send(hl7_port(gateway), message(flags=flags, recipients=(), cdas=(patient_cda(),), extra=(body,)))
+    assert ack.code == "AA", (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (PATIENT_BOX,)
+    text = parsed(mail.content).get_body(("plain",))
+    assert text is not None and "Votre compte rendu est disponible." in text.get_content()
+
+
+def test_metrics_count_answers_per_producer_and_outcome(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    gateway.sections["hl7"] = hl7_section()
+    gateway.sections["metrics"] = {"listen": "127.0.0.1:0"}
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    port = hl7_port(gateway)
+    assert send(port, message(flags=PROS_ONLY, cdas=(patient_cda(),))).code == "AA"
+    assert send(port, message(application="LABO")).code == "AR"
+    found = re.search(r"event=metrics-listening address=(\S+)", gateway.output())
+    assert found, gateway.output()
+    samples = scrape(found.group(1))
+    assert value(samples, "mssgw_hl7_messages_total", producer="dpi", ack="AA", code="0") == 1
+    assert value(samples, "mssgw_hl7_messages_total", producer="unknown", ack="AR", code="103") == 1
+    assert value(samples, "mssgw_messages_accepted_total", listener="hl7") == 1
