@@ -169,11 +169,26 @@ class Relay:
                 claimed = await self._store("claim-due", functools.partial(self._claim, free))
                 self._held_leases.update(c.pk for c in claimed)
                 if self._stopping:
-                    break  # claimed during the stop: ``stop`` gives them back
+                    await self._unclaim(owner, claimed)
+                    break
                 if claimed:
                     self._dispatch(claimed)
                     continue
                 await self._sleep_until_due(owner)
+
+    async def _unclaim(self, owner: str, claimed: Sequence[ClaimedDelivery]) -> None:
+        """Claimed as the stop began: back to the queue, the attempt not counted. Before ``stop`` goes on
+        (it waits for this task), so never beside its own release; if the store fails, ``stop`` gives
+        them back as it does any lease, attempt counted."""
+        if not claimed:
+            return
+        pks = [c.pk for c in claimed]
+        try:
+            await asyncio.to_thread(self.repository.unclaim, owner, pks, self.clock())
+        except STORE_FAULTS as error:
+            self.health.failed("unclaim", error)
+        else:
+            self._held_leases.difference_update(pks)
 
     def _claim(self, free: int) -> list[ClaimedDelivery]:
         relay = self.settings.relay

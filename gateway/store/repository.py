@@ -428,6 +428,27 @@ class Repository:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
+    def unclaim(self, owner: str, pks: Sequence[int], now: datetime) -> None:
+        """Give back deliveries claimed just as a stop began, before any transaction: their attempt never
+        happened, so it is not counted (``claim_due`` counted it)."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(pks),
+                    Delivery.state == DeliveryState.SENDING.value,
+                    Delivery.claimed_by == owner,
+                )
+                .values(
+                    state=DeliveryState.QUEUED.value,
+                    claimed_by=None,
+                    claimed_until=None,
+                    attempts=Delivery.attempts - 1,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+
     def release_claims(self, owner: str, now: datetime) -> int:
         """On a clean stop, give back unfinished leases without counting a crash."""
         with self.sessions.begin() as session:

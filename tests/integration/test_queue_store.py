@@ -122,6 +122,20 @@ def test_a_restart_takes_back_its_own_leases_at_once(store: Store) -> None:
     assert len(repo.claim_due("node-1", T0 + timedelta(seconds=1), LEASE, 100, 3)) == 2
 
 
+def test_a_claim_given_back_before_any_transaction_does_not_count_an_attempt(store: Store) -> None:
+    # A claim that commits as a stop begins: nothing was sent, so the next claim is the first attempt.
+    repo = store.repository
+    repo.add_messages([message(1), message(2)], T0)
+    first, second = repo.claim_due("a", T0, LEASE, 100, 3)
+    repo.unclaim("a", [first.pk], T0 + timedelta(seconds=1))
+    repo.unclaim("b", [second.pk], T0 + timedelta(seconds=1))  # not b's lease: left alone
+    (again,) = repo.claim_due("a", T0 + timedelta(seconds=1), LEASE, 100, 3)
+    assert (again.pk, again.attempts) == (first.pk, 1)
+    assert repo.release_claims("a", T0 + timedelta(seconds=2)) == 2
+    events = store.queue.show(first.message_pk).events
+    assert [kind for _, kind, _ in events if kind == "lease-reclaimed"] == []
+
+
 def test_outcomes_and_attempts_are_recorded(store: Store) -> None:
     repo = store.repository
     pk = repo.add_messages([message(1, recipients=2)], T0)[0].pk

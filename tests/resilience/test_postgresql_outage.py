@@ -30,6 +30,7 @@ from tests.support.submission import add_submission, submission_client
 from tests.system.test_metrics import scrape, value
 
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
+MESSAGES_PER_SESSION = 100
 
 
 @dataclass
@@ -45,21 +46,33 @@ class Load:
 
     def run(self) -> None:
         try:
-            with submission_client(self.gateway, self.pki) as client:
-                number = 0
-                while not self.stop.is_set():
-                    number += 1
-                    message_id = f"<outage-{number}@hopital.test.mssante.fr>"
-                    raw = message(sender=SENDER, to=RECIPIENT, Message_ID=message_id)
-                    assert client.mail(SENDER)[0] == 250
-                    assert client.rcpt(RECIPIENT)[0] == 250
-                    code, _ = client.data(raw)
-                    self.replies.append((time.monotonic(), message_id, code))
-                    if code != 250:
-                        client.rset()
-                    time.sleep(0.02)
+            number = 0
+            while not self.stop.is_set():
+                with submission_client(self.gateway, self.pki) as client:
+                    number = self._session(client, number)
         except (AssertionError, smtplib.SMTPException, OSError) as error:
             self.error = error
+
+    def _session(self, client: smtplib.SMTP, last: int) -> int:
+        """Submit up to ``MESSAGES_PER_SESSION`` messages on one connection; the last one's number.
+
+        The gateway closes a session after ``inbound.max_commands`` (1,000) commands, and a 30 s outage
+        of 451s at full speed is about that many: like an MTA, the client reuses a connection a bounded
+        number of times, then opens a new one."""
+        number = last
+        for number in range(last + 1, last + MESSAGES_PER_SESSION + 1):
+            if self.stop.is_set():
+                return number - 1
+            message_id = f"<outage-{number}@hopital.test.mssante.fr>"
+            raw = message(sender=SENDER, to=RECIPIENT, Message_ID=message_id)
+            assert client.mail(SENDER)[0] == 250
+            assert client.rcpt(RECIPIENT)[0] == 250
+            code, _ = client.data(raw)
+            self.replies.append((time.monotonic(), message_id, code))
+            if code != 250:
+                client.rset()
+            time.sleep(0.02)
+        return number
 
     def codes_between(self, start: float, end: float) -> set[int]:
         return {code for at, _, code in self.replies if start <= at <= end}

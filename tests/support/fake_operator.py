@@ -9,10 +9,12 @@ demand from a script, and never relays anything anywhere.
 from __future__ import annotations
 
 import asyncio
+import email.parser
 import itertools
 import socket
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,11 @@ class _State:
     connections: int = 0
     transactions: int = 0
     held: int = 0
+    answer_delay: float | None = 0.0
+    stalled: int = 0
+    attempts: list[str] = field(default_factory=list)
+    carrying: Counter[str] = field(default_factory=Counter)
+    overlaps: list[str] = field(default_factory=list)
     tls_failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -291,11 +298,53 @@ class FakeOperator:
 
         asyncio.run_coroutine_threadsafe(run(), loop).result(DEFAULT_TIMEOUT)
 
+    # -- a slow or stalling next hop ----------------------------------------------------------------
+
+    def answer_after(self, seconds: float | None) -> None:
+        """Answer every following DATA ``seconds`` after its content arrived (a slow next hop; 0: at once).
+
+        ``None`` stalls instead: DATA is never answered, the session waits until the client gives up and
+        closes, and the message is not recorded (the operator never said 250). Sessions already waiting
+        keep the pace they started with.
+        """
+        with self._cond:
+            self._state.answer_delay = seconds
+
+    async def _pace(self) -> None:
+        with self._cond:
+            delay = self._state.answer_delay
+            if delay is None:
+                self._state.stalled += 1
+                self._cond.notify_all()
+        if delay is None:
+            try:
+                await asyncio.get_running_loop().create_future()  # until the session ends
+            finally:
+                with self._cond:
+                    self._state.stalled -= 1
+                    self._cond.notify_all()
+        elif delay:
+            await asyncio.sleep(delay)
+
     async def receive_data(self, server: OperatorSMTP, session: Session, envelope: OperatorEnvelope) -> str:
-        """Answer DATA: wait while held, then the script's reply or 250 and a record of the message."""
+        """Answer DATA, noting which Message-ID it carries and whether another open DATA carries it too."""
+        carried = _message_id(envelope.original_content or b"")
         with self._cond:
             self._state.transactions += 1
+            self._state.attempts.append(carried)
+            if carried and self._state.carrying[carried]:
+                self._state.overlaps.append(carried)
+            self._state.carrying[carried] += 1
             self._cond.notify_all()
+        try:
+            return await self._answer_data(server, session, envelope)
+        finally:
+            with self._cond:
+                self._state.carrying[carried] -= 1
+                self._cond.notify_all()
+
+    async def _answer_data(self, server: OperatorSMTP, session: Session, envelope: OperatorEnvelope) -> str:
+        """Wait while held, then at the pace set; then the script's reply, or 250 and a record."""
         assert self._gate is not None
         if not self._gate.is_set():
             with self._cond:
@@ -307,6 +356,7 @@ class FakeOperator:
                 with self._cond:
                     self._state.held -= 1
                     self._cond.notify_all()
+        await self._pace()
         mail_from = envelope.mail_from or ""
         first = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
         refusal = self.scripted_reply(server, "DATA", mail_from, first)
@@ -376,6 +426,25 @@ class FakeOperator:
             return list(self._state.errors)
 
     @property
+    def stalled(self) -> int:
+        """DATA commands waiting now for an answer that never comes (see :meth:`answer_after`)."""
+        with self._cond:
+            return self._state.stalled
+
+    @property
+    def attempts(self) -> list[str]:
+        """The Message-ID of every DATA that arrived, in order, answered or not ("" when it had none)."""
+        with self._cond:
+            return list(self._state.attempts)
+
+    @property
+    def overlaps(self) -> list[str]:
+        """Message-IDs a DATA carried while another DATA carrying it was still open: the same delivery sent
+        twice at once, which a client with leases that mean what they say never does."""
+        with self._cond:
+            return list(self._state.overlaps)
+
+    @property
     def held(self) -> int:
         with self._cond:
             return self._state.held
@@ -415,7 +484,8 @@ class FakeOperator:
         return (
             f"messages={len(state.messages)} refusals={len(state.refusals)} "
             f"connections={state.connections} transactions={state.transactions} "
-            f"held={state.held} script_left={len(state.script)} "
+            f"held={state.held} stalled={state.stalled} overlaps={state.overlaps} "
+            f"script_left={len(state.script)} "
             f"tls_failures={state.tls_failures} errors={state.errors}"
         )
 
@@ -426,6 +496,12 @@ class FakeOperator:
 
 FakeOperatorFactory = Callable[..., FakeOperator]
 """What the ``fake_operator`` fixture gives: keyword options of :class:`FakeOperator` -> started operator."""
+
+
+def _message_id(content: bytes) -> str:
+    # Only the header block is parsed: bench runs send 20 MB messages through here.
+    head = content.partition(b"\r\n\r\n")[0]
+    return str(email.parser.BytesHeaderParser().parsebytes(head).get("Message-ID", "")).strip()
 
 
 def refused_port() -> int:
