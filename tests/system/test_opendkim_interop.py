@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import cda_header
 from tests.support.dkim import DkimKey, KeyKind, make_dkim_key
 from tests.support.fake_operator import FakeOperatorFactory, ReceivedMessage
 from tests.support.gateway import SENDER, Gateway, gateway_for, patient_file
@@ -105,7 +106,7 @@ def xdm_package(tmp_path: Path) -> Path:
     subprocess.run(
         [sys.executable, "-m", "gateway", "xdm", "build", "--doc", str(pdf),
          "--patient", patient_file(tmp_path), "--type-code", "11490-0",
-         "--type-label", "Lettre de liaison", "-o", str(package)],
+         "--type-label", "Lettre de liaison", *cda_header.OPTIONS, "-o", str(package)],
         capture_output=True, timeout=60, check=True,
     )  # fmt: skip
     return package
@@ -163,7 +164,7 @@ def test_what_the_relay_signs_passes_opendkim(
     gateway.send(
         "--from", SENDER, "--to", RECIPIENT, "--subject", "cli", "--body-file", str(body_file),
         "--patient", patient_file(tmp_path), "--doc", str(pdf),
-        "--type-code", "11490-0", "--type-label", "Lettre de liaison",
+        "--type-code", "11490-0", "--type-label", "Lettre de liaison", *cda_header.OPTIONS,
     )  # fmt: skip
 
     received = operator.wait_for_messages(len(submitted) + 1, timeout=30)
