@@ -238,7 +238,7 @@ def _professional(entity: ET.Element, person: Author, code: Code | None = None) 
     """The id (IdNat_PS under the RPPS OID), profession code and name of an assignedAuthor/assignedEntity."""
     _sub(entity, "id", root=xds.RPPS_OID, extension=person.rpps or "")
     if code is not None:
-        _code(entity, "code", code)  # TRE_R38 specialty: XDS authorSpecialty
+        _code(entity, "code", code)  # JDV_J01 profession/specialty: XDS authorSpecialty
     name = _sub(_sub(entity, "assignedPerson"), "name")
     if person.given_name:
         _sub(name, "given", person.given_name)
@@ -248,7 +248,7 @@ def _professional(entity: ET.Element, person: Author, code: Code | None = None) 
 def _author(parent: ET.Element, author: Author, when: str) -> None:
     element = _sub(parent, "author")
     if author.role:
-        _code(element, "functionCode", author.role)  # TRE_G15 profession: XDS authorRole
+        _code(element, "functionCode", author.role)  # JDV_J47 functional role: XDS authorRole
     _sub(element, "time", value=when)
     assigned = _sub(element, "assignedAuthor")
     _professional(assigned, author, author.specialty)

@@ -59,12 +59,12 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
     parser.add_argument(
         "--author-role",
         metavar="CODE^LABEL^SYSTEM",
-        help="author's profession (CDA author/functionCode, XDS authorRole; TRE_G15)",
+        help="author's functional role (CDA author/functionCode, XDS authorRole; JDV_J47)",
     )
     parser.add_argument(
         "--author-specialty",
         metavar="CODE^LABEL^SYSTEM",
-        help="author's specialty (assignedAuthor/code, XDS authorSpecialty; TRE_R38)",
+        help="author's profession and specialty (assignedAuthor/code, XDS authorSpecialty; JDV_J01)",
     )
     parser.add_argument(
         "--facility-type",
