@@ -144,4 +144,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as interruption:
+        # Every context above has stopped what it started by now.
+        sys.exit(f"interrupted ({interruption or 'Ctrl-C'}): every process the bench started is stopped")
