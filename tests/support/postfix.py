@@ -24,7 +24,7 @@ from pathlib import Path
 BINARY = shutil.which("postfix") or ("/usr/sbin/postfix" if Path("/usr/sbin/postfix").exists() else None)
 START_TIMEOUT = 20.0
 
-_MAIN = """\
+BASE_MAIN = """\
 compatibility_level = 3.6
 queue_directory = {root}/queue
 data_directory = {root}/data
@@ -35,27 +35,31 @@ mydomain = {domain}
 myorigin = $myhostname
 mydestination =
 local_recipient_maps =
-local_transport = error:5.1.1 no local delivery in this test instance
+local_transport = error:5.1.1 no local delivery in this instance
 alias_maps =
 alias_database =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
-relayhost = [127.0.0.1]:{relayhost_port}
-transport_maps = texthash:{root}/transport
 smtp_dns_support_level = disabled
-smtp_tls_security_level = none
-smtp_tls_policy_maps = texthash:{root}/tls_policy
-smtp_tls_loglevel = 1
 maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
 biff = no
 """
+"""What every private instance shares: its own folders, loopback only, no local delivery, relaying for
+127.0.0.0/8, its log in its own folder."""
+
+_MAIN = """\
+relayhost = [127.0.0.1]:{relayhost_port}
+transport_maps = texthash:{root}/transport
+smtp_tls_security_level = none
+smtp_tls_policy_maps = texthash:{root}/tls_policy
+smtp_tls_loglevel = 1
+"""
 
 # No chroot (the column after "unpriv"): the instance's files are all outside any chroot.
-_MASTER = """\
-{port} inet n - n - - smtpd
+SERVICES = """\
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
@@ -77,8 +81,10 @@ discard unix - - n - - discard
 lmtp unix - - n - - lmtp
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
+tlsproxy unix - - n - 0 tlsproxy
 postlog unix-dgram n - n - 1 postlogd
 """
+"""master.cf's internal services (no chroot); an instance adds its own ``inet`` listener line."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,10 @@ class Postfix:
 
     root: Path
     port: int
+
+    def master_pid(self) -> int | None:
+        """The master's process id (its children are the instance's daemons)."""
+        return _master_pid(self.root)
 
     def log(self) -> str:
         return _log(self.root)
@@ -113,25 +123,44 @@ def free_port() -> int:
 @contextlib.contextmanager
 def postfix_instance(*, port: int, domain: str, relayhost_port: int, sink_port: int) -> Iterator[Postfix]:
     """Start a private Postfix listening on ``port`` (see ``free_port``); stopped (``postfix -c DIR stop``)
-    and its folder removed when the block ends.
+    and its folder removed when the block ends."""
+    root = instance_folder()
+    try:
+        (root / "main.cf").write_text(
+            BASE_MAIN.format(root=root, domain=domain)
+            + _MAIN.format(root=root, relayhost_port=relayhost_port),
+            encoding="utf-8",
+        )
+        (root / "master.cf").write_text(f"{port} inet n - n - - smtpd\n{SERVICES}", encoding="utf-8")
+        (root / "transport").write_text(f"{domain} smtp:[127.0.0.1]:{sink_port}\n", encoding="utf-8")
+        (root / "tls_policy").write_text(f"[127.0.0.1]:{relayhost_port} encrypt\n", encoding="utf-8")
+        with started(root, port) as postfix:
+            yield postfix
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
-    The folder is a fresh one under the system's temporary folder, not pytest's ``tmp_path``: Postfix's
-    daemons run as its mail owner, who cannot enter pytest's private (0700) folders.
+
+def instance_folder() -> Path:
+    """A fresh folder for an instance (its queue and data folders made), for the caller to remove.
+
+    It is under the system's temporary folder, not pytest's ``tmp_path``: Postfix's daemons run as its
+    mail owner, who cannot enter pytest's private (0700) folders.
     """
-    assert BINARY is not None
     root = Path(tempfile.mkdtemp(prefix="mssgw-postfix-"))
-    (root / "main.cf").write_text(
-        _MAIN.format(root=root, domain=domain, relayhost_port=relayhost_port), encoding="utf-8"
-    )
-    (root / "master.cf").write_text(_MASTER.format(port=port), encoding="utf-8")
-    (root / "transport").write_text(f"{domain} smtp:[127.0.0.1]:{sink_port}\n", encoding="utf-8")
-    (root / "tls_policy").write_text(f"[127.0.0.1]:{relayhost_port} encrypt\n", encoding="utf-8")
     # mkdtemp's 0700 would keep Postfix's daemons (its mail owner) out; its data folder is that owner's.
     os.chmod(root, 0o755)  # noqa: S103 - a folder to enter, nobody but root may write into it
     (root / "queue").mkdir(mode=0o755)
     (root / "data").mkdir(mode=0o700)
     owner = pwd.getpwnam("postfix")
     os.chown(root / "data", owner.pw_uid, owner.pw_gid)
+    return root
+
+
+@contextlib.contextmanager
+def started(root: Path, port: int) -> Iterator[Postfix]:
+    """Run the instance configured in ``root`` (main.cf, master.cf listening on ``port``) for the block;
+    ``postfix -c ROOT stop`` and wait for its master to be gone when the block ends."""
+    assert BINARY is not None
     try:
         # ``start`` creates the queue's sub-folders itself; ``set-permissions`` is never run, as it would
         # also reset the modes of the system's Postfix programs.
@@ -142,7 +171,6 @@ def postfix_instance(*, port: int, domain: str, relayhost_port: int, sink_port: 
         master = _master_pid(root)
         _postfix(root, "stop", check=False)
         _wait_for_exit(master)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _postfix(root: Path, command: str, check: bool = True) -> None:
