@@ -44,13 +44,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(disk: Path) -> Path:
-    """Write a file until the filesystem has no room left."""
+    """Write a file until the filesystem has no room left.
+
+    Unbuffered: a buffered file would keep the octets of the last partial write and fail again with
+    ENOSPC when it is closed, depending on how much room there was."""
     filler = disk / "filler"
-    with filler.open("wb") as out:
+    with filler.open("wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
-                out.flush()
         except OSError as error:
             assert error.errno == errno.ENOSPC
     return filler
