@@ -97,7 +97,7 @@ def test_a_store_of_schema_version_1_is_migrated(tmp_path: Path) -> None:
         raw = original(store, "submission", "dpi")
         assert raw
         with store.sessions() as session:
-            assert session.execute(text("SELECT version FROM schema_version")).scalar() == 2
+            assert session.execute(text("SELECT version FROM schema_version")).scalar() == 3
             assert session.execute(text("SELECT client FROM messages")).scalar() == "dpi"
     finally:
         store.close()
