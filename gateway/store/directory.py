@@ -336,14 +336,18 @@ class DirectoryStore:
             )
             return _listing(row, views)
 
-    def knows(self, address: str) -> bool:
-        """Whether ``address`` is in the current directory."""
+    def knows(self, address: str) -> bool | None:
+        """Whether ``address`` is in the current directory; None when no directory is in force."""
         with self.sessions() as session:
+            current = session.execute(
+                select(DirectoryImport.id).where(DirectoryImport.state == "current").limit(1)
+            ).scalar()
+            if current is None:
+                return None
             found = session.execute(
                 select(DirectoryEntry.line)
                 .where(
-                    DirectoryEntry.generation == _current_generation(),
-                    DirectoryEntry.address == address.strip().lower(),
+                    DirectoryEntry.generation == current, DirectoryEntry.address == address.strip().lower()
                 )
                 .limit(1)
             ).first()

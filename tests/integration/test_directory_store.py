@@ -73,7 +73,7 @@ def test_a_new_import_replaces_the_old_one_whose_rows_are_removed(store: Store) 
     assert store.directory.current().id == second  # type: ignore[union-attr]
     assert found(store, "nouveau") == ["new@medecin.mssante.fr"] and found(store, "lefevre") == []
     assert [(i.id, i.state) for i in store.directory.imports()] == [(second, "current"), (first, "replaced")]
-    assert not store.directory.knows("jean.dupont@medecin.mssante.fr")
+    assert store.directory.knows("jean.dupont@medecin.mssante.fr") is None
 
 
 def test_a_generation_being_loaded_is_invisible_until_published(store: Store) -> None:
@@ -105,7 +105,7 @@ def test_suggestions_come_from_the_same_domain_and_the_same_start(store: Store) 
 
 def test_without_any_import_nothing_is_known(store: Store) -> None:
     assert store.directory.current() is None and found(store, "jean") == []
-    assert not store.directory.knows("jean.dupont@medecin.mssante.fr")
+    assert store.directory.knows("jean.dupont@medecin.mssante.fr") is None
 
 
 def test_a_store_of_schema_version_2_gets_the_directory_tables(tmp_path: Path) -> None:

@@ -285,9 +285,10 @@ def generated_lines(count: int, seed: int = 15, duplicates: int = 170) -> Iterat
     """``count`` data lines shaped like the real file (about 170 bytes each, ~90 MB for 535,000 lines),
     ``duplicates`` of them repeating an earlier address with another role."""
     rng = random.Random(seed)
-    every = max(count // max(duplicates, 1), 1)
+    duplicates = min(duplicates, count // 100)
+    every = count // duplicates if duplicates else count + 1
     for number in range(count):
-        index = number - 1 if duplicates and number % every == every - 1 else number
+        index = number - 1 if number % every == every - 1 else number
         rng_line = random.Random(index * 7919 + seed)
         last, first = rng_line.choice(_LAST), rng_line.choice(_FIRST)
         postal, town, department = rng_line.choice(_TOWNS)
