@@ -73,7 +73,7 @@ def test_a_new_import_replaces_the_old_one_whose_rows_are_removed(store: Store) 
     assert store.directory.current().id == second  # type: ignore[union-attr]
     assert found(store, "nouveau") == ["new@medecin.mssante.fr"] and found(store, "lefevre") == []
     assert [(i.id, i.state) for i in store.directory.imports()] == [(second, "current"), (first, "replaced")]
-    assert store.directory.knows("jean.dupont@medecin.mssante.fr") is None
+    assert store.directory.knows("jean.dupont@medecin.mssante.fr") is False
 
 
 def test_a_generation_being_loaded_is_invisible_until_published(store: Store) -> None:
