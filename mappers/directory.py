@@ -25,6 +25,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Final
 
 from mappers.addresses import check_address
@@ -84,13 +85,17 @@ class DirectoryFormatError(MappingError):
     """A file that is not the extraction (no header, another header); the message says why."""
 
 
+@lru_cache(maxsize=65536)
 def normalise(text: str) -> str:
-    """Lower case ASCII words separated by one space: accents, case and punctuation do not count."""
+    """Lower case ASCII words separated by one space: accents, case and punctuation do not count.
+
+    Cached: the labels, towns and organisations of the directory repeat on thousands of lines."""
     folded = unicodedata.normalize("NFKD", text.casefold().translate(_LIGATURES))
     ascii_text = folded.encode("ascii", "ignore").decode("ascii")
     return _NOT_ALNUM.sub(" ", ascii_text).strip()
 
 
+@lru_cache(maxsize=65536)
 def search_words(text: str) -> tuple[str, ...]:
     """The words of a label or an organisation a search matches on (normalised, without the little French
     linking words that would match half the directory)."""
