@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from gateway.store.db import Store, open_store
 from gateway.store.directory import SearchQuery
+from gateway.store.tables import Delivery, Message
 from mappers.directory import DirectoryReader
 from tests.support.directory import HEADER, SAMPLE_LINES, line
 
@@ -124,3 +125,26 @@ def test_a_store_of_schema_version_2_gets_the_directory_tables(tmp_path: Path) -
             assert session.execute(text("SELECT version FROM schema_version")).scalar() == 3
     finally:
         opened.close()
+
+
+def test_an_address_delivered_to_before_is_known_to_the_queue(store: Store) -> None:
+    assert not store.repository.delivered_to("liste.rouge@medecin.mssante.fr")
+    with store.sessions.begin() as session:
+        message = Message(
+            direction="outbound", source="cli", digest="0" * 64, envelope_from="a@b.fr", size=1, raw=b"x",
+            created_at=NOW,
+        )  # fmt: skip
+        session.add(message)
+        session.flush()
+        for recipient, sent in (
+            ("Liste.Rouge@medecin.mssante.fr", NOW),
+            ("pending@medecin.mssante.fr", None),
+        ):
+            session.add(
+                Delivery(
+                    message_pk=message.id, recipient=recipient, state="sent" if sent else "queued",
+                    next_attempt_at=NOW, created_at=NOW, updated_at=NOW, sent_at=sent,
+                )
+            )  # fmt: skip
+    assert store.repository.delivered_to("liste.rouge@medecin.mssante.fr")
+    assert not store.repository.delivered_to("pending@medecin.mssante.fr")
