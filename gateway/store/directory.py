@@ -133,13 +133,19 @@ class DirectoryStore:
         """Write ``entries`` into ``generation`` batch by batch, then fold the duplicated addresses."""
         lines = 0
         iterator = iter(entries)
-        while batch := list(islice(iterator, BATCH_LINES)):
-            lines += len(batch)
-            with self.engine.begin() as connection:
-                if connection.dialect.name == "sqlite":
-                    # The words' index grows to hundreds of MB: a bigger page cache spares re-reading it.
-                    connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-                self._write(connection, generation, batch)
+        # One connection for the whole load (one page cache), one transaction per batch.
+        with self.engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # The words' index grows to hundreds of MB: a bigger page cache spares re-reading it.
+                connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+                connection.commit()
+            while batch := list(islice(iterator, BATCH_LINES)):
+                lines += len(batch)
+                with connection.begin():
+                    self._write(connection, generation, batch)
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("PRAGMA cache_size = -2000")
+                connection.commit()
         duplicates = self._fold_duplicates(generation)
         return LoadCounts(lines=lines, addresses=lines - duplicates, duplicates=duplicates)
 
