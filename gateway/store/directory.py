@@ -314,9 +314,9 @@ class DirectoryStore:
     # Lookups.
 
     def search(self, query: SearchQuery) -> list[Listing]:
-        """Entries of the current directory matching ``query``, by name, at most ``limit`` + 1 (so the
-        caller can say there are more). The first word's index range drives the query; the others and the
-        filters narrow it."""
+        """Entries of the current directory matching ``query``, at most ``limit`` + 1 (so the caller can
+        say there are more), sorted by name. The first word's index range drives the query; the others and
+        the filters narrow it."""
         with self.sessions() as session:
             current = session.execute(
                 select(DirectoryImport.id).where(DirectoryImport.state == "current").limit(1)
@@ -350,13 +350,11 @@ class DirectoryStore:
                 statement = statement.where(DirectoryEntry.city_words.startswith(normalise(query.city)))
             if query.department:
                 statement = statement.where(DirectoryEntry.department == query.department.strip().upper())
-            statement = statement.order_by(
-                DirectoryEntry.last_name,
-                DirectoryEntry.first_name,
-                DirectoryEntry.holder,
-                DirectoryEntry.address,
-            ).limit(query.limit + 1)
-            return [_listing(row) for row in session.execute(statement).scalars()]
+            # No ORDER BY: sorting every match of a common name would cost more than the search itself;
+            # the first ones in the words' index order are taken, then sorted for display.
+            rows = session.execute(statement.limit(query.limit + 1)).scalars().all()
+            listed = [_listing(row) for row in rows]
+        return sorted(listed, key=lambda e: (e.last_name, e.first_name, e.holder, e.address))
 
     def show(self, address: str) -> Listing | None:
         """The mailbox at ``address`` with every role, or None."""
