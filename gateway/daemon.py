@@ -26,6 +26,7 @@ from gateway import settings as settings_module
 from gateway.certs import CertificateWatch
 from gateway.channels.expiry import ChannelExpiry
 from gateway.channels.steps import citizen_intake
+from gateway.directory.service import DirectoryService
 from gateway.errors import ConfigError, SchemaMismatch, StoreError
 from gateway.file_modes import PRIVATE_DIR, make_dirs
 from gateway.inbound.hl7_intake import Hl7Door
@@ -122,6 +123,7 @@ def build_services(
         scheduler,
         MetricsEndpoint(settings),
         TrustListService(settings, trust_list, scheduler),
+        DirectoryService(settings, store.directory, scheduler),
         CertificateWatch(settings, scheduler),
         ChannelExpiry(settings, store.channels, scheduler, utc_now),
         relay,

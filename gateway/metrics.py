@@ -87,6 +87,18 @@ CERTIFICATE_DAYS = Gauge(
     registry=REGISTRY,
 )
 
+DIRECTORY_UNKNOWN = Counter(
+    "mssgw_directory_unknown_recipients",
+    "MSSante recipients absent from the national directory, by check mode (warn: sent, refuse: refused)",
+    ["mode"],
+    registry=REGISTRY,
+)
+
+
+def directory_unknown(mode: str) -> None:
+    """A recipient at an MSSante domain was not in the national directory (``mode``: warn or refuse)."""
+    DIRECTORY_UNKNOWN.labels(mode).inc()
+
 
 def message_accepted(listener: str) -> None:
     """A message from ``listener`` (``submission``, ``operator``, ``imap``, ``cli`` …) was committed."""

@@ -394,6 +394,22 @@ class TrustSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    """The national MSSanté directory (ANS "Extraction Correspondance MSSanté"): where it is fetched from,
+    how often, what a new file must show to replace the one in force, and what is done with a recipient
+    that is not in it."""
+
+    url: str = ""
+    refresh: Seconds = 86400.0
+    ca_bundle: ReadableFile | None = None
+    fetch_timeout: Seconds = 300.0
+    min_entries: int = 100000
+    min_share: float = 0.6
+    max_download: int = 1024 * 1024 * 1024
+    check: Literal["off", "warn", "refuse"] = "warn"
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateSettings:
     """When the configured certificates are checked, and how early their expiry is reported."""
 
@@ -422,6 +438,7 @@ class Settings:
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
     certificates: CertificateSettings = field(default_factory=CertificateSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)
     source: str = ""

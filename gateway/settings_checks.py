@@ -115,7 +115,7 @@ def _check_imap(settings: Settings, problems: list[str]) -> None:
 
 
 def _check_operations(settings: Settings, problems: list[str]) -> None:
-    """The metrics address, the trust-list source and the certificate thresholds."""
+    """The metrics address, the trust-list and directory sources and the certificate thresholds."""
     listen = settings.metrics.listen
     if listen:
         try:
@@ -134,6 +134,17 @@ def _check_operations(settings: Settings, problems: list[str]) -> None:
     url = settings.trust.url
     if url and not url.startswith("https://"):
         problems.append("trust.url: must be an https:// URL (the list decides whom mail may go to)")
+    directory = settings.directory
+    if directory.url and not directory.url.startswith("https://"):
+        problems.append(
+            "directory.url: must be an https:// URL (the directory decides which recipients pass)"
+        )
+    if not 0.0 <= directory.min_share <= 1.0:
+        problems.append("directory.min_share: must be between 0 and 1 (the share of the previous count)")
+    if directory.min_entries < 1:
+        problems.append("directory.min_entries: must be at least 1")
+    if directory.max_download < 1024 * 1024:
+        problems.append("directory.max_download: must be at least 1048576 bytes")
     certificates = settings.certificates
     if certificates.error_before > certificates.warn_before:
         problems.append("certificates.error_before: must not be longer than certificates.warn_before")

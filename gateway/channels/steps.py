@@ -19,10 +19,11 @@ from datetime import datetime
 from gateway.channels.gate import ChannelGate, patient_matricule
 from gateway.channels.outgoing import PatientMailRefused, admit_outgoing
 from gateway.channels.rules import Refusal, check_patient_mail
+from gateway.directory.check import DirectoryCheck
 from gateway.inbound.arrival import Arrival, Verdict
 from gateway.inbound.intake import Intake, build_policy
 from gateway.inbound.policy import INTERNAL_SOURCES, refuse
-from gateway.inbound.trust import OfficialTrust
+from gateway.inbound.trust import DomainTrust, OfficialTrust
 from gateway.receipts.answer import build_answer
 from gateway.receipts.reading import read_receipt
 from gateway.report_routes import NO_NOTIFY, ReportRoutes
@@ -42,12 +43,21 @@ def citizen_intake(
     on_commit: Callable[[], None] = lambda: None,
     official: OfficialTrust | None = None,
     health: StoreHealth | None = None,
+    mssante: DomainTrust | None = None,
 ) -> tuple[Intake, CitizenSteps]:
-    """The intake of ``settings`` with the citizen-channel and receipt steps (daemon and ``mssgw send``);
-    ``official`` is the trust list the daemon keeps up to date."""
+    """The intake of ``settings`` with the citizen-channel and receipt steps and the national directory's
+    recipient check (daemon and ``mssgw send``); ``official`` is the trust list the daemon keeps up to date,
+    ``mssante`` one that only tells the directory check which domains are MSSanté (``mssgw send``'s copy)."""
     steps = CitizenSteps(settings, store.channels, clock, store.repository.receipt_original)
+    directory = DirectoryCheck(
+        lambda: steps.settings,
+        lambda: intake.policy,
+        store.directory,
+        store.repository.delivered_to,
+        lambda domain: intake.trusts(domain) or (mssante is not None and mssante.is_trusted(domain)),
+    )
     intake = Intake(
-        build_policy(settings, recipient_rules=[steps.rule], official=official),
+        build_policy(settings, recipient_rules=[steps.rule, directory.rule], official=official),
         store.repository.add_messages,
         clock,
         on_commit,

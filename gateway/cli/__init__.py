@@ -34,12 +34,12 @@ _EXIT_CODES: tuple[tuple[type[GatewayError], int], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Assemble the parser from every sub-command module."""
-    from gateway.cli import channels, daemon, documents, hl7, imap, passwords, queue, send, trust
+    from gateway.cli import channels, daemon, directory, documents, hl7, imap, passwords, queue, send, trust
 
     parser = argparse.ArgumentParser(prog="mssgw", description="MSSanté mail gateway")
     parser.add_argument("--version", action="version", version=f"mssgw {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemon, send, queue, documents, trust, passwords, imap, channels, hl7):
+    for module in (daemon, send, queue, documents, trust, directory, passwords, imap, channels, hl7):
         module.register(subparsers)
     return parser
 

@@ -14,7 +14,7 @@ import mimetypes
 import sys
 from pathlib import Path
 
-from gateway import wake
+from gateway import trust, wake
 from gateway.channels.steps import citizen_intake
 from gateway.cli.clinical import (
     PATIENT_HELP,
@@ -33,6 +33,7 @@ from mappers.documents import Document, HeaderDefaults
 from mappers.errors import MappingError
 from mappers.mime import build_message
 from mappers.records import Attachment, Mailbox, MessageRecord
+from mappers.trustlist import TrustListError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,7 +79,12 @@ def _send(args: argparse.Namespace) -> int:
     )
     store = open_store_of(settings)
     try:
-        intake, _ = citizen_intake(settings, store, lambda: moment)
+        # The saved trust list tells the directory check which recipients are MSSanté ones.
+        try:
+            mssante: trust.TrustList | None = trust.load_saved(trust.saved_path(settings))
+        except TrustListError:
+            mssante = None
+        intake, _ = citizen_intake(settings, store, lambda: moment, mssante=mssante)
         result = asyncio.run(intake.receive(arrival))
     finally:
         store.close()

@@ -67,6 +67,9 @@ ROUTED_ADDRESS = f"553 5.1.3 <{{}}>: {_routing}"
 NOT_MSSANTE = (
     "550 5.7.1 Recipient domain {} is not on the MSSante trust list: this gateway only sends to MSSante"
 )
+NOT_IN_DIRECTORY = (
+    "550 5.1.1 <{}>: not in the national MSSante directory (Annuaire Sante): check the address{}"
+)
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients: send the others in a new message (limit {})"
 
 # The message itself.

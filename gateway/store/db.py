@@ -11,35 +11,32 @@ import contextlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select, text, update
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import SchemaMismatch, StoreError
 from gateway.file_modes import PRIVATE_DIR, PRIVATE_FILE, create_file, make_dirs
 from gateway.store.channels import ChannelStore
+from gateway.store.directory import DirectoryStore
 from gateway.store.imap_cursors import ImapCursors
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
 from gateway.store.stats import StoreStats
-from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
+from gateway.store.tables import DIRECTORY_TABLES, SCHEMA_VERSION, Base, Hl7Transmission, SchemaVersion
 
-# Schema changes an existing store is brought through at start, in order: version → the DDL to reach the next.
-# Added nullable columns and new tables only, which both SQLite and PostgreSQL take without rewriting a table.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
+# Schema changes an existing store is brought through at start, in order: version → the steps to reach the
+# next (DDL text, or new tables created from their definitions). Only added nullable columns and new tables
+# so far, which both SQLite and PostgreSQL add without rewriting a table.
+_MIGRATIONS: dict[int, tuple[str | tuple[type[Base], ...], ...]] = {
     1: (
         "ALTER TABLE messages ADD COLUMN client VARCHAR(200)",
         "ALTER TABLE deliveries ADD COLUMN via VARCHAR(200)",
     ),
-    2: (
-        "CREATE TABLE IF NOT EXISTS hl7_transmissions (producer VARCHAR(200) NOT NULL, "
-        "control_id VARCHAR(200) NOT NULL, "
-        "message_pk BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE, "
-        "received_at TIMESTAMP NOT NULL, PRIMARY KEY (producer, control_id))",
-        "CREATE INDEX IF NOT EXISTS ix_hl7_transmissions_message_pk ON hl7_transmissions (message_pk)",
-    ),
+    2: ((Hl7Transmission,),),
+    3: (DIRECTORY_TABLES,),
 }
 
 
@@ -97,7 +94,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 class Store:
     """An open store: the queue's repository, the sysadmin's view of the queue, citizen channels, the IMAP
-    cursors, and how to close it."""
+    cursors, the national directory, and how to close it."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -107,6 +104,7 @@ class Store:
         self.channels = ChannelStore(sessions)
         self.stats = StoreStats(sessions, self.repository)
         self.imap_cursors = ImapCursors(sessions)
+        self.directory = DirectoryStore(sessions)
 
     @property
     def backend(self) -> str:
@@ -152,8 +150,11 @@ def _migrate(connection: Connection, found: int | None) -> int | None:
     """Bring an older store up to this version in the opening transaction (all steps or none)."""
     version = found
     while version is not None and version in _MIGRATIONS:
-        for statement in _MIGRATIONS[version]:
-            connection.execute(text(statement))
+        for step in _MIGRATIONS[version]:
+            if isinstance(step, str):
+                connection.execute(text(step))
+            else:
+                Base.metadata.create_all(connection, tables=[cast(Table, table.__table__) for table in step])
         version += 1
     if version != found:
         connection.execute(update(SchemaVersion).values(version=version, applied_at=datetime.now(UTC)))

@@ -575,6 +575,18 @@ class Repository:
         times = [t for t in (due, lease) if t is not None]
         return min(times) if times else None
 
+    def delivered_to(self, address: str) -> bool:
+        """Whether a message was ever delivered to ``address`` (the operator took it: it exists)."""
+        with self.sessions() as session:
+            found = session.execute(
+                select(Delivery.id)
+                .where(
+                    func.lower(Delivery.recipient) == address.strip().lower(), Delivery.sent_at.is_not(None)
+                )
+                .limit(1)
+            ).first()
+            return found is not None
+
     def queue_depth(self) -> dict[str, int]:
         """Number of deliveries per state that still needs the relay."""
         with self.sessions() as session:

@@ -1,5 +1,6 @@
 """SQLAlchemy tables of the store: messages, attachments, patients, deliveries (the queue), attempts,
-citizen channels, audit events, IMAP cursors and the HL7 messages already taken (per producer and MSH-10).
+citizen channels, audit events, IMAP cursors, the HL7 messages already taken (per producer and MSH-10) and
+the national MSSanté directory.
 
 Raw messages are kept as received or built (a BLOB), so what leaves is byte-for-byte what was accepted.
 Times are stored in UTC and always read back timezone-aware.
@@ -26,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped with every change to these tables; stored in ``schema_version`` on first start."""
 
 
@@ -221,3 +222,105 @@ class Hl7Transmission(Base):
     control_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# Directory words are compared as byte strings so that a prefix is an index range on PostgreSQL as on SQLite.
+_Word = Text().with_variant(Text(collation="C"), "postgresql")
+
+
+class DirectoryImport(Base):
+    """One import of the national directory (a generation of its rows) and what came of it.
+
+    ``state``: ``loading`` while its rows are written, then ``current`` (the one lookups read: at most
+    one), ``replaced`` by a later one, ``refused`` (checks failed: its rows are gone) or ``failed``.
+    """
+
+    __tablename__ = "directory_imports"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    file_name: Mapped[str | None] = mapped_column(Text)
+    file_timestamp: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    addresses: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class DirectoryEntry(Base):
+    """One mailbox of the directory (one row per address): its holder and the structure's postal address.
+
+    ``line`` is the file line the address first stands on; its other lines are more ``DirectoryRole`` rows.
+    ``profession`` and ``speciality`` are the first line's labels, for lists; the ``*_words`` columns are
+    normalised (``mappers.directory.normalise``) over every role, for filters.
+    """
+
+    __tablename__ = "directory_entries"
+    __table_args__ = (
+        Index("ix_directory_entries_address", "generation", "address"),
+        Index("ix_directory_entries_domain", "generation", "domain", "local_part"),
+    )
+
+    generation: Mapped[int] = mapped_column(Id, primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(_Word)
+    domain: Mapped[str] = mapped_column(_Word)
+    local_part: Mapped[str] = mapped_column(_Word)
+    mailbox_type: Mapped[str] = mapped_column(String(3))
+    civility: Mapped[str] = mapped_column(Text)
+    last_name: Mapped[str] = mapped_column(Text)
+    first_name: Mapped[str] = mapped_column(Text)
+    pp_id_type: Mapped[str] = mapped_column(Text)
+    pp_id: Mapped[str] = mapped_column(Text)
+    holder: Mapped[str] = mapped_column(Text)
+    organisation: Mapped[str] = mapped_column(Text)
+    street: Mapped[str] = mapped_column(Text)
+    routing_line: Mapped[str] = mapped_column(Text)
+    city: Mapped[str] = mapped_column(Text)
+    postal_code: Mapped[str] = mapped_column(Text)
+    department: Mapped[str] = mapped_column(Text)
+    country: Mapped[str] = mapped_column(Text)
+    dematerialisation: Mapped[str] = mapped_column(Text)
+    profession: Mapped[str] = mapped_column(Text)
+    speciality: Mapped[str] = mapped_column(Text)
+    profession_words: Mapped[str] = mapped_column(Text)
+    speciality_words: Mapped[str] = mapped_column(Text)
+    city_words: Mapped[str] = mapped_column(Text)
+
+
+class DirectoryRole(Base):
+    """One line of the directory file: what the holder of ``entry_line``'s address does, and where."""
+
+    __tablename__ = "directory_roles"
+    __table_args__ = (Index("ix_directory_roles_entry", "generation", "entry_line"),)
+
+    generation: Mapped[int] = mapped_column(Id, primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_line: Mapped[int] = mapped_column(Integer)
+    category_code: Mapped[str] = mapped_column(Text)
+    category_label: Mapped[str] = mapped_column(Text)
+    profession_code: Mapped[str] = mapped_column(Text)
+    profession_label: Mapped[str] = mapped_column(Text)
+    skill_code: Mapped[str] = mapped_column(Text)
+    skill_label: Mapped[str] = mapped_column(Text)
+    service: Mapped[str] = mapped_column(Text)
+    structure_id_type: Mapped[str] = mapped_column(Text)
+    structure_id: Mapped[str] = mapped_column(Text)
+    organisation: Mapped[str] = mapped_column(Text)
+    trade_name: Mapped[str] = mapped_column(Text)
+
+
+class DirectoryTerm(Base):
+    """A word a search matches an entry on; the key doubles as the index a prefix search ranges over."""
+
+    __tablename__ = "directory_terms"
+
+    generation: Mapped[int] = mapped_column(Id, primary_key=True)
+    term: Mapped[str] = mapped_column(_Word, primary_key=True)
+    entry_line: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+DIRECTORY_TABLES = (DirectoryImport, DirectoryEntry, DirectoryRole, DirectoryTerm)

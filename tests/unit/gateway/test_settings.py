@@ -150,6 +150,7 @@ def test_the_example_file_documents_every_key() -> None:
         ("hl7.producers", settings.Hl7ProducerSettings),
         ("metrics", settings.MetricsSettings),
         ("trust", settings.TrustSettings),
+        ("directory", settings.DirectorySettings),
         ("certificates", settings.CertificateSettings),
         ("imap", settings.ImapSettings),
         ("imap.accounts", settings.ImapAccountSettings),
