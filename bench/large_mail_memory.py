@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,8 +44,16 @@ def attachment_body(size: int) -> bytes:
     )
 
 
-async def send(port: int, n: int, body: bytes) -> bool:
-    """One SMTP transaction on its own connection; whether the final reply was 250."""
+async def send(port: int, n: int, body: bytes) -> str:
+    """One SMTP transaction on its own connection; the final reply's code and enhanced code (``452 4.3.1``
+    from the cap on octets in flight is a correct answer, counted apart), or how the connection failed."""
+    try:
+        return await transaction(port, n, body)
+    except (OSError, asyncio.IncompleteReadError) as error:
+        return type(error).__name__
+
+
+async def transaction(port: int, n: int, body: bytes) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
     async def reply() -> bytes:
@@ -69,7 +78,7 @@ async def send(port: int, n: int, body: bytes) -> bool:
     final = await reply()
     writer.write(b"QUIT\r\n")
     writer.close()
-    return final.startswith(b"250")
+    return " ".join(final.decode("ascii", "replace").split()[:2]) or "closed without a reply"
 
 
 class Sampler(threading.Thread):
@@ -121,10 +130,11 @@ def measure(directory: Path, messages: int, size_mb: float, settle: float, env: 
         sampler.start()
         started = time.perf_counter()
 
-        async def burst() -> list[bool]:
+        async def burst() -> list[str]:
             return await asyncio.gather(*(send(port, n, body) for n in range(messages)))
 
-        accepted = sum(asyncio.run(burst()))
+        finals = Counter(asyncio.run(burst()))
+        accepted = sum(count for final, count in finals.items() if final.startswith("250"))
         received = time.perf_counter() - started
         while len(list(out.glob("*.eml"))) < accepted and time.perf_counter() - started < 600:
             time.sleep(0.2)
@@ -140,6 +150,7 @@ def measure(directory: Path, messages: int, size_mb: float, settle: float, env: 
     peak = max(sampler.peak, hwm)
     print(f"{messages} x {message_mb:.1f} MiB at once, env {env or '-'}")
     print(f"accepted {accepted}/{messages} in {received:.1f}s, delivered to the folder {delivered}")
+    print("final replies: " + ", ".join(f"{count} x {final}" for final, count in sorted(finals.items())))
     print(f"RSS idle {idle / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB (VmHWM {hwm / MIB:.0f} MiB)")
     print(f"RSS {settle:.0f}s after the burst {after / MIB:.0f} MiB")
     each = (peak - idle) / messages

@@ -31,8 +31,7 @@ from gateway.errors import ConfigError, SchemaMismatch, StoreError
 from gateway.file_modes import PRIVATE_DIR, make_dirs
 from gateway.inbound.hl7_intake import Hl7Door
 from gateway.inbound.imap_poller import ImapPoller, ingest_through
-from gateway.inbound.inflight import InflightBytes
-from gateway.inbound.listener import SmtpListener
+from gateway.inbound.listener import smtp_listeners
 from gateway.inbound.mllp_server import MllpListener
 from gateway.logsetup import log_event
 from gateway.metrics import MetricsEndpoint
@@ -130,11 +129,7 @@ def build_services(
         steps,
         intake,
     ]
-    inflight = InflightBytes()  # inbound.max_inflight_bytes counts the octets of both listeners
-    if settings.submission.listen:
-        services.append(SmtpListener("submission", settings, intake, inflight=inflight))
-    if settings.operator_listener.listen:
-        services.append(SmtpListener("operator", settings, intake, inflight=inflight))
+    services.extend(smtp_listeners(settings, intake))
     if settings.hl7.listen:
         services.append(MllpListener(settings, Hl7Door(settings, intake, utc_now)))
     if settings.imap.accounts:

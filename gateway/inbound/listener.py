@@ -23,7 +23,14 @@ from gateway.inbound.auth_throttle import AuthThrottle
 from gateway.inbound.credentials import load_credentials, verify_password
 from gateway.inbound.dkim_check import DkimVerifier, DnsFunc
 from gateway.inbound.inflight import InflightBytes
-from gateway.inbound.smtp_server import Connections, GatewaySMTP, IntakePort, ListenerConfig, ListenerKind
+from gateway.inbound.smtp_server import (
+    ConnectionCount,
+    Connections,
+    GatewaySMTP,
+    IntakePort,
+    ListenerConfig,
+    ListenerKind,
+)
 from gateway.inbound.trust import load_trust_list
 from gateway.logsetup import log_event
 from gateway.settings import Settings
@@ -95,6 +102,7 @@ class SmtpListener:
         intake: IntakePort,
         dnsfunc: DnsFunc | None = None,
         inflight: InflightBytes | None = None,
+        connection_count: ConnectionCount | None = None,
     ) -> None:
         self.kind = kind
         self.intake = intake
@@ -102,9 +110,9 @@ class SmtpListener:
         self.config = listener_config(kind, settings, dnsfunc)
         section = settings.submission if kind == "submission" else settings.operator_listener
         self.addresses = [split_host_port(text) for text in section.listen]
-        self.connections = Connections()
+        # Shared by the daemon's listeners: the caps are on the sessions and octets across all of them.
+        self.connections = Connections(connection_count)
         self.auth_throttle = AuthThrottle()
-        # Shared by the daemon's listeners: the cap is on the octets in flight across all of them.
         self.inflight = inflight or InflightBytes()
         self.servers: list[asyncio.Server] = []
 
@@ -145,6 +153,20 @@ class SmtpListener:
             self.config = config
 
         return apply
+
+
+def smtp_listeners(
+    settings: Settings, intake: IntakePort, dnsfunc: DnsFunc | None = None
+) -> list[SmtpListener]:
+    """The configured SMTP listeners, sharing one count of sessions (``inbound.max_connections``) and one
+    of octets in flight (``inbound.max_inflight_bytes``): both bound the process, whatever the port."""
+    inflight, count = InflightBytes(), ConnectionCount()
+    kinds: tuple[ListenerKind, ...] = ("submission", "operator")
+    return [
+        SmtpListener(kind, settings, intake, dnsfunc, inflight=inflight, connection_count=count)
+        for kind in kinds
+        if _listens(kind, settings)
+    ]
 
 
 def listener_problems(settings: Settings) -> list[str]:

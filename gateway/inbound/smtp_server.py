@@ -140,35 +140,54 @@ class ListenerConfig:
     check_password: Callable[[str, str], bool] | None = None
 
 
-class Connections:
-    """One listener's open sessions and their count per peer address (for the per-peer limit and the stop)."""
+class ConnectionCount:
+    """The sessions open on every SMTP listener together, against ``inbound.max_connections``.
+
+    One per daemon, shared by the listeners like ``InflightBytes``: the cap is on what the process holds,
+    not on each port. All of it runs on the daemon's event loop: no lock.
+    """
 
     def __init__(self) -> None:
+        self.open = 0
+
+
+class Connections:
+    """One listener's open sessions and their count per peer address (for the per-peer limit and the stop),
+    counted also in the daemon's ``ConnectionCount`` for the global cap."""
+
+    def __init__(self, count: ConnectionCount | None = None) -> None:
+        self.count = count or ConnectionCount()
         self.per_peer: dict[str, int] = {}
         self.sessions: set[GatewaySMTP] = set()
         self.idle = asyncio.Event()
         self.idle.set()
 
     def enter(self, session: GatewaySMTP, host: str, limit: int, total: int) -> str | None:
-        """None when ``session`` may go on, else why not (``limit`` per peer, ``total`` in all)."""
-        if total and len(self.sessions) >= total:
+        """None when ``session`` may go on, else why not (``limit`` per peer here, ``total`` on all the
+        listeners sharing ``count``)."""
+        if total and self.count.open >= total:
             return "max-connections"
         if limit and self.per_peer.get(host, 0) >= limit:
             return "connections-per-peer"
         self.per_peer[host] = self.per_peer.get(host, 0) + 1
         self.sessions.add(session)
+        self.count.open += 1
         self.idle.clear()
         return None
 
     def leave(self, session: GatewaySMTP, host: str) -> None:
+        if session not in self.sessions:
+            return
         left = self.per_peer.get(host, 1) - 1
         if left:
             self.per_peer[host] = left
         else:
             self.per_peer.pop(host, None)
         self.sessions.discard(session)
+        self.count.open -= 1
         if not self.sessions:
             self.idle.set()
+        if not self.count.open:
             memory.release()
 
 

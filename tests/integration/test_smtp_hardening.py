@@ -7,10 +7,14 @@ import asyncio
 import shutil
 import smtplib
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from gateway.inbound.intake import Intake, build_policy
+from gateway.inbound.listener import smtp_listeners
+from gateway.store.db import open_store
 from tests.support.listener import client_tls, listener_settings, open_submission_settings, running, smtp
 from tests.support.mail import APP, OUTSIDE, message
 from tests.support.pki import Pki, make_pki
@@ -97,6 +101,39 @@ async def test_connections_over_max_connections_get_421_and_the_others_go_on(
         assert (await fourth.send(b"NOOP\r\n")) == "250 OK"
         await second.close()
         await fourth.close()
+
+
+async def test_max_connections_counts_the_sessions_of_every_listener_together(
+    tmp_path: Path, pki: Pki
+) -> None:
+    operator = {"listen": ["127.0.0.1:0"], "certificate": str(pki.server.cert), "key": str(pki.server.key)}
+    settings = open_submission_settings(tmp_path, pki, {"operator_listener": operator}, max_connections=2)
+    store = open_store(settings.store_url)
+    intake = Intake(build_policy(settings), store.repository.add_messages, lambda: datetime.now(UTC))
+    submission, port25 = smtp_listeners(settings, intake)
+    for listener in (submission, port25):
+        await listener.start()
+    try:
+        first = await Wire.connect(submission.ports[0])
+        second = await Wire.connect(port25.ports[0])
+        for port in (submission.ports[0], port25.ports[0]):  # full, whichever port is tried
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            over = Wire(reader, writer)
+            assert (await over.reply()).startswith("421 4.3.2 Too many connections")
+            assert await reader.read() == b""
+            await over.close()
+        await first.send(b"QUIT\r\n")
+        await first.close()
+        third = await Wire.connect(port25.ports[0])  # the slot freed on one listener serves the other
+        assert (await third.send(b"NOOP\r\n")) == "250 OK"
+
+        await submission.stop(1.0)  # a listener's stop waits for its own sessions only
+        assert (await second.send(b"NOOP\r\n")) == "250 OK"
+        await second.close()
+        await third.close()
+    finally:
+        await port25.stop(1.0)
+        store.close()
 
 
 async def test_an_idle_connection_is_closed_after_the_timeout(tmp_path: Path, pki: Pki) -> None:
