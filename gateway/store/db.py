@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,22 @@ from gateway.store.imap_cursors import ImapCursors
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
 from gateway.store.stats import StoreStats
-from gateway.store.tables import SCHEMA_VERSION, Base, SchemaVersion
+from gateway.store.tables import SCHEMA_VERSION, Base, Hl7Zam, SchemaVersion
+
+
+def _create_table(table: type[Base]) -> Callable[[Connection], None]:
+    """A new table as this version's tables declare it: its key column takes each backend's autoincrement."""
+
+    def create(connection: Connection) -> None:
+        Base.metadata.tables[table.__tablename__].create(connection, checkfirst=True)
+
+    return create
+
 
 # Schema changes an existing store is brought through at start, in order: version → the DDL to reach the next.
-# Added nullable columns and new tables only, which both SQLite and PostgreSQL take without rewriting a table.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
+# Added nullable columns and new tables only (a new one created from its declaration), which both SQLite
+# and PostgreSQL take without rewriting a table.
+_MIGRATIONS: dict[int, tuple[str | Callable[[Connection], None], ...]] = {
     1: (
         "ALTER TABLE messages ADD COLUMN client VARCHAR(200)",
         "ALTER TABLE deliveries ADD COLUMN via VARCHAR(200)",
@@ -39,6 +51,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "message_pk BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE, "
         "received_at TIMESTAMP NOT NULL, PRIMARY KEY (producer, control_id))",
         "CREATE INDEX IF NOT EXISTS ix_hl7_transmissions_message_pk ON hl7_transmissions (message_pk)",
+    ),
+    3: (
+        "ALTER TABLE hl7_transmissions ADD COLUMN zam_events VARCHAR(20)",
+        _create_table(Hl7Zam),
     ),
 }
 
@@ -153,7 +169,10 @@ def _migrate(connection: Connection, found: int | None) -> int | None:
     version = found
     while version is not None and version in _MIGRATIONS:
         for statement in _MIGRATIONS[version]:
-            connection.execute(text(statement))
+            if isinstance(statement, str):
+                connection.execute(text(statement))
+            else:
+                statement(connection)
         version += 1
     if version != found:
         connection.execute(update(SchemaVersion).values(version=version, applied_at=datetime.now(UTC)))
