@@ -12,6 +12,7 @@ Public API (stable):
     ZamReceipt(event, original_control_id, address, failure)
     ZamHeader(sending_application, sending_facility, receiving_application, receiving_facility, processing_id)
     build_zam(header: ZamHeader, receipt: ZamReceipt, now: datetime, control_id: str) -> str
+    requested_events(ack_reception: bool, ack_lecture: bool) -> str | None   # "Z02,Z03", stored with the mail
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Final
 
 from mappers.er7 import escape, segment, timestamp
 
-__all__ = ["ZamEvent", "ZamFailure", "ZamHeader", "ZamReceipt", "build_zam"]
+__all__ = ["ZamEvent", "ZamFailure", "ZamHeader", "ZamReceipt", "build_zam", "requested_events"]
 
 ZAM_VERSION: Final = "2.6"
 VOLET_PROFILE: Final = "2.1^CISIS_CDA_HL7_V2"
@@ -152,3 +153,11 @@ def build_zam(header: ZamHeader, receipt: ZamReceipt, now: datetime, control_id:
             )
         )
     return "\r".join(segments) + "\r"
+
+
+def requested_events(ack_reception: bool, ack_lecture: bool) -> str | None:
+    """The ZAM a producer's ACK_RECEPTION / ACK_LECTURE_MSS flags ask for, as the store keeps them."""
+    events = [
+        e.value for e, wanted in ((ZamEvent.DELIVERY, ack_reception), (ZamEvent.READ, ack_lecture)) if wanted
+    ]
+    return ",".join(events) or None

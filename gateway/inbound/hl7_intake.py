@@ -29,11 +29,11 @@ from gateway import metrics
 from gateway.inbound.arrival import Arrival, Decision, IntakeResult, Recipient
 from gateway.logsetup import log_event
 from gateway.settings import Hl7ProducerSettings, Settings
-from gateway.store.zams import zam_events
 from mappers.errors import MappingError
 from mappers.hl7_ack import AckCode, RequestHeader, build_ack
 from mappers.hl7_mail import transmission_record
 from mappers.hl7_transmission import Hl7Refusal, Transmission, decode_er7, read_header, read_transmission
+from mappers.hl7_zam import requested_events
 from mappers.mime import build_message
 from mappers.patient_match import PatientMismatchError
 from mappers.pdf_copies import pdf_copy
@@ -157,7 +157,7 @@ class Hl7Reader:
         if not producer.zam_host:
             return None
         flags = transmission.flags
-        return zam_events(flags.get("ACK_RECEPTION", False), flags.get("ACK_LECTURE_MSS", False))
+        return requested_events(flags.get("ACK_RECEPTION", False), flags.get("ACK_LECTURE_MSS", False))
 
     async def _build(self, transmission: Transmission, producer: Hl7ProducerSettings) -> Arrival | Outcome:
         """The mail, as intake takes it from this producer (built as ``mssgw send`` builds one)."""

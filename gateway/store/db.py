@@ -26,6 +26,7 @@ from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
 from gateway.store.stats import StoreStats
 from gateway.store.tables import SCHEMA_VERSION, Base, Hl7Zam, SchemaVersion
+from gateway.store.zams import ZamQueue
 
 
 def _create_table(table: type[Base]) -> Callable[[Connection], None]:
@@ -113,7 +114,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 class Store:
     """An open store: the queue's repository, the sysadmin's view of the queue, citizen channels, the IMAP
-    cursors, and how to close it."""
+    cursors, the ZAM owed to HL7 producers, and how to close it."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -123,6 +124,7 @@ class Store:
         self.channels = ChannelStore(sessions)
         self.stats = StoreStats(sessions, self.repository)
         self.imap_cursors = ImapCursors(sessions)
+        self.zams = ZamQueue(sessions)
 
     @property
     def backend(self) -> str:

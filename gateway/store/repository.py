@@ -99,7 +99,7 @@ class NewMessage:
     """(producer, MSH-10) of the HL7 message this mail comes from: stored with it, a second one is a
     duplicate of the first whatever its bytes."""
     zam_events: str | None = None
-    """The business acknowledgements its HL7 producer asked for (``gateway.store.zams.zam_events``)."""
+    """The business acknowledgements its HL7 producer asked for (``mappers.hl7_zam.requested_events``)."""
 
     @property
     def digest(self) -> str:

@@ -9,10 +9,11 @@ come from an HL7 producer, or whose producer did not ask, owes nothing.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.store.tables import Hl7Transmission, Hl7Zam
 
@@ -26,10 +27,23 @@ _SUCCESS = {"delivered", "relayed", "displayed", "processed", "dispatched"}
 _SMTP_CODE = re.compile(r"\b([245][0-9][0-9])\b")
 
 
-def zam_events(ack_reception: bool, ack_lecture: bool) -> str | None:
-    """What to store in ``hl7_transmissions.zam_events`` for a producer's two flags."""
-    events = [e for e, wanted in (("Z02", ack_reception), ("Z03", ack_lecture)) if wanted]
-    return ",".join(events) or None
+@dataclass(frozen=True, slots=True)
+class OwedZam:
+    """One ZAM row as the sender and ``mssgw queue show`` see it."""
+
+    id: int
+    message_pk: int
+    producer: str
+    control_id: str
+    event: str
+    address: str
+    failure_code: str | None
+    failure_text: str | None
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    acked_at: datetime | None
 
 
 def owe_zam(
@@ -78,3 +92,73 @@ def _failure(kind: str, status: str, detail: str | None) -> tuple[str, str]:
         return (code or status, label or text)
     found = _SMTP_CODE.search(text)
     return (found.group(1) if found else "554", text)
+
+
+class ZamQueue:
+    """Due ZAM claimed by a lease (the one that moved ``next_attempt_at`` sends), acked or put back later."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def claim_due(self, now: datetime, lease: timedelta, limit: int) -> list[OwedZam]:
+        """Pending ZAM due at ``now``, oldest first, leased until ``now + lease`` (a crash retries them)."""
+        with self.sessions.begin() as session:
+            rows = session.execute(
+                select(Hl7Zam)
+                .where(Hl7Zam.state == PENDING, Hl7Zam.next_attempt_at <= now)
+                .order_by(Hl7Zam.id)
+                .limit(limit)
+            ).scalars()
+            claimed = []
+            for row in list(rows):
+                # Another instance that claimed it first moved next_attempt_at: this update changes nothing.
+                moved = session.execute(
+                    update(Hl7Zam)
+                    .where(Hl7Zam.id == row.id, Hl7Zam.next_attempt_at == row.next_attempt_at)
+                    .values(next_attempt_at=now + lease)
+                )
+                if moved.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(_view(row))
+            return claimed
+
+    def acked(self, pk: int, now: datetime) -> None:
+        """The producer answered AA: done."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Hl7Zam)
+                .where(Hl7Zam.id == pk)
+                .values(state=ACKED, acked_at=now, attempts=Hl7Zam.attempts + 1, last_error=None)
+            )
+
+    def retry_later(self, pk: int, at: datetime, error: str) -> None:
+        """No AA (another code, no answer, no connection): try again at ``at``."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Hl7Zam)
+                .where(Hl7Zam.id == pk)
+                .values(next_attempt_at=at, attempts=Hl7Zam.attempts + 1, last_error=error)
+            )
+
+
+def zams_of(session: Session, message_pk: int) -> tuple[OwedZam, ...]:
+    """The ZAM of one original message, for ``mssgw queue show``."""
+    rows = session.execute(select(Hl7Zam).where(Hl7Zam.message_pk == message_pk).order_by(Hl7Zam.id))
+    return tuple(_view(r) for r in rows.scalars())
+
+
+def _view(row: Hl7Zam) -> OwedZam:
+    return OwedZam(
+        row.id,
+        row.message_pk,
+        row.producer,
+        row.control_id,
+        row.event,
+        row.address,
+        row.failure_code,
+        row.failure_text,
+        row.state,
+        row.attempts,
+        row.next_attempt_at,
+        row.last_error,
+        row.acked_at,
+    )

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mappers.er7 import Er7Error
-from mappers.hl7_zam import ZamEvent, ZamFailure, ZamHeader, ZamReceipt, build_zam
+from mappers.hl7_zam import ZamEvent, ZamFailure, ZamHeader, ZamReceipt, build_zam, requested_events
 
 HEADER = ZamHeader("PFI", "CHU_X", "DPI", "CHU_X", "P")
 NOW = datetime(2026, 12, 7, 8, 30, tzinfo=UTC)
@@ -91,3 +91,9 @@ def test_round_trip_through_the_hl7_parser(
     assert message.extract_field("OBX", 1, 5, 1, 1) == ("N" if failure else "Y")
     if reason is not None:
         assert message.extract_field("ERR", 1, 5, 1, 2) == reason
+
+
+def test_the_flags_say_which_zam_are_owed() -> None:
+    assert requested_events(True, True) == "Z02,Z03"
+    assert requested_events(False, True) == "Z03"
+    assert requested_events(False, False) is None
