@@ -1,4 +1,4 @@
-"""ZAM end to end: a producer asks ACK_RECEPTION and ACK_LECTURE_MSS on an ORU sent over MLLP to ``mssgw run``;
+"""ZAM end to end: a producer asks ACK_RECEPTION and ACK_LECTURE_MSS on an ORU sent over MLLP to mssgw run;
 the DSN and the MDN the operator hands back become ZAM^Z02 and ZAM^Z03 at the producer's MLLP endpoint,
 through a restart of mssgw and of the endpoint (retried until the producer's AA)."""
 
