@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.store.audit import write_audit
 from gateway.store.tables import Hl7Transmission, Hl7Zam
 
 PENDING = "pending"
@@ -67,8 +68,9 @@ def owe_zam(
     if row is None or event not in (row.zam_events or "").split(","):
         return
     code, text = (None, None) if status in _SUCCESS else _failure(kind, status, detail)
-    session.execute(
-        insert(Hl7Zam).values(
+    pk = session.execute(
+        insert(Hl7Zam)
+        .values(
             message_pk=original_pk,
             producer=row.producer,
             control_id=row.control_id,
@@ -81,7 +83,9 @@ def owe_zam(
             next_attempt_at=now,
             created_at=now,
         )
-    )
+        .returning(Hl7Zam.id)
+    ).scalar_one()
+    write_audit(session, now, f"zam-{event.lower()}-owed", original_pk, detail={"zam": pk})
 
 
 def _failure(kind: str, status: str, detail: str | None) -> tuple[str, str]:
@@ -124,11 +128,13 @@ class ZamQueue:
     def acked(self, pk: int, now: datetime) -> None:
         """The producer answered AA: done."""
         with self.sessions.begin() as session:
-            session.execute(
+            original = session.execute(
                 update(Hl7Zam)
                 .where(Hl7Zam.id == pk)
                 .values(state=ACKED, acked_at=now, attempts=Hl7Zam.attempts + 1, last_error=None)
-            )
+                .returning(Hl7Zam.message_pk)
+            ).scalar_one()
+            write_audit(session, now, "zam-acked", original, detail={"zam": pk})
 
     def retry_later(self, pk: int, at: datetime, error: str) -> None:
         """No AA (another code, no answer, no connection): try again at ``at``."""

@@ -134,3 +134,9 @@ def test_z02_and_z03_reach_the_producer_through_restarts(
     shown = gateway.command("queue", "show", queue_id).stdout
     assert "Z02 to producer dpi for dr.martin@hopital.mssante.fr (Y): acked" in shown
     assert "Z03 to producer dpi for dr.martin@hopital.mssante.fr (Y): acked" in shown
+    assert [line.split()[-1] for line in shown.splitlines() if " zam-" in line] == [
+        "zam-z02-owed",
+        "zam-acked",
+        "zam-z03-owed",
+        "zam-acked",
+    ]
