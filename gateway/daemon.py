@@ -38,6 +38,7 @@ from gateway.metrics import MetricsEndpoint
 from gateway.outbound.relay import Relay
 from gateway.outbound.signing import build_signer
 from gateway.outbound.transports.registry import TransportRegistry
+from gateway.outbound.zam_sender import ZamSender
 from gateway.preflight import material_problems
 from gateway.scheduler import Scheduler
 from gateway.sd_notify import Notifier
@@ -132,6 +133,8 @@ def build_services(
     services.extend(smtp_listeners(settings, intake))
     if settings.hl7.listen:
         services.append(MllpListener(settings, Hl7Door(settings, intake, utc_now)))
+    if any(p.zam_host for p in settings.hl7.producers):
+        services.append(ZamSender(settings, store.zams, scheduler, utc_now))
     if settings.imap.accounts:
         services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now))
     # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).

@@ -15,12 +15,11 @@ import sys
 from email import message_from_bytes, policy
 from pathlib import Path
 
-import hl7.mllp
-
 from gateway.cli.clinical import read_input
 from gateway.cli.common import add_config_option, load_settings, now
 from gateway.errors import InputError, StoreError
 from gateway.inbound.hl7_intake import Hl7Reader, Outcome
+from gateway.outbound.transports.mllp import ack_code, exchange
 from gateway.settings_checks import split_host_port
 from mappers import ins
 
@@ -87,22 +86,9 @@ def _send(args: argparse.Namespace) -> int:
     data = read_er7(args.file)
     context = ssl.create_default_context(cafile=str(args.tls_ca)) if args.tls_ca else None
     try:
-        ack = asyncio.run(_exchange(host, port, data, context, args.timeout))
+        ack = asyncio.run(exchange(host, port, data, context, args.timeout))
     except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
         raise StoreError(f"no ACK from {args.to}: {error or type(error).__name__}") from error
     text = ack.decode("utf-8", "replace")
     sys.stdout.write(text.replace("\r", "\n"))
-    msa = [line for line in text.split("\r") if line.startswith("MSA|")]
-    return 0 if msa and msa[0].split("|")[1] == "AA" else EXIT_REFUSED
-
-
-async def _exchange(host: str, port: int, data: bytes, context: ssl.SSLContext | None, wait: float) -> bytes:
-    async with asyncio.timeout(wait):
-        reader, writer = await hl7.mllp.open_hl7_connection(host, port, ssl=context)
-        try:
-            writer.writeblock(data)
-            await writer.drain()
-            block: bytes = await reader.readblock()
-            return block
-        finally:
-            writer.close()
+    return 0 if ack_code(ack) == "AA" else EXIT_REFUSED

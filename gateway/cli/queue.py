@@ -78,6 +78,7 @@ def _masked(entry: QueueEntry, reveal: bool) -> QueueEntry:
         envelope_from=ins.mask_addresses(entry.envelope_from),
         state_reason=hide(entry.state_reason),
         deliveries=deliveries,
+        zams=tuple(dataclasses.replace(z, address=ins.mask_addresses(z.address)) for z in entry.zams),
     )
 
 
@@ -177,6 +178,18 @@ def _describe(entry: QueueEntry) -> str:
             lines.append(
                 f"    {stamp(attempt.at)} {attempt.outcome:8} {attempt.peer or '-'}: {attempt.reply or '-'}"
             )
+    for z in entry.zams:
+        result = "Y" if z.failure_code is None else f"N {z.failure_code}"
+        lines.append(
+            f"ZAM {z.id} {z.event} to producer {z.producer} for {z.address} ({result}): {z.state}, "
+            f"{z.attempts} attempt(s)"
+        )
+        if z.acked_at:
+            lines.append(f"    acknowledged {stamp(z.acked_at)} UTC")
+        else:
+            lines.append(f"    next attempt {stamp(z.next_attempt_at)} UTC")
+        if z.last_error:
+            lines.append(f"    last error: {z.last_error}")
     if entry.events:
         lines.append("audit trail:")
         lines.extend(

@@ -29,6 +29,7 @@ class Arrival:
     authenticated_as: str | None = None  # submission login, client-certificate identity, HL7 producer
     patient: Patient | None = None  # named outside the message (``mssgw send --patient``), for the rules
     hl7_control: tuple[str, str] | None = None  # (producer, MSH-10) of an HL7 message: one mail per pair
+    zam_events: str | None = None  # ZAM its producer asked for (mappers.hl7_zam.requested_events)
 
 
 class Decision(StrEnum):

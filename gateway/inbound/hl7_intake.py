@@ -33,6 +33,7 @@ from mappers.errors import MappingError
 from mappers.hl7_ack import AckCode, RequestHeader, build_ack
 from mappers.hl7_mail import transmission_record
 from mappers.hl7_transmission import Hl7Refusal, Transmission, decode_er7, read_header, read_transmission
+from mappers.hl7_zam import requested_events
 from mappers.mime import build_message
 from mappers.patient_match import PatientMismatchError
 from mappers.pdf_copies import pdf_copy
@@ -150,6 +151,14 @@ class Hl7Reader:
         warning = _DMP_WARNING if transmission.flags.get("DESTDMP") else None
         return Outcome(AckCode.ACCEPTED, warning, reason)
 
+    @staticmethod
+    def _zam_events(transmission: Transmission, producer: Hl7ProducerSettings) -> str | None:
+        """The ZAM owed for this mail: those the producer asked for, when it has a ZAM endpoint."""
+        if not producer.zam_host:
+            return None
+        flags = transmission.flags
+        return requested_events(flags.get("ACK_RECEPTION", False), flags.get("ACK_LECTURE_MSS", False))
+
     async def _build(self, transmission: Transmission, producer: Hl7ProducerSettings) -> Arrival | Outcome:
         """The mail, as intake takes it from this producer (built as ``mssgw send`` builds one)."""
         now = self.clock()
@@ -185,6 +194,7 @@ class Hl7Reader:
             authenticated_as=producer.name,
             patient=record.patient,
             hl7_control=(producer.name, transmission.control_id),
+            zam_events=self._zam_events(transmission, producer),
         )
 
 

@@ -351,6 +351,7 @@ class Intake:
             attachments=attachment_infos(record),
             client=_client_of(arrival),
             hl7_control=arrival.hl7_control,
+            zam_events=arrival.zam_events,
         )
 
 

@@ -25,18 +25,27 @@ from gateway.store.imap_cursors import ImapCursors
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
 from gateway.store.stats import StoreStats
-from gateway.store.tables import DIRECTORY_TABLES, SCHEMA_VERSION, Base, Hl7Transmission, SchemaVersion
+from gateway.store.tables import DIRECTORY_TABLES, SCHEMA_VERSION, Base, Hl7Zam, SchemaVersion
+from gateway.store.zams import ZamQueue
 
 # Schema changes an existing store is brought through at start, in order: version → the steps to reach the
 # next (DDL text, or new tables created from their definitions). Only added nullable columns and new tables
-# so far, which both SQLite and PostgreSQL add without rewriting a table.
+# so far, which both SQLite and PostgreSQL add without rewriting a table. A table created here from its
+# definition must not change in a later version (that version's step would find it changed already).
 _MIGRATIONS: dict[int, tuple[str | tuple[type[Base], ...], ...]] = {
     1: (
         "ALTER TABLE messages ADD COLUMN client VARCHAR(200)",
         "ALTER TABLE deliveries ADD COLUMN via VARCHAR(200)",
     ),
-    2: ((Hl7Transmission,),),
+    2: (
+        "CREATE TABLE IF NOT EXISTS hl7_transmissions (producer VARCHAR(200) NOT NULL, "
+        "control_id VARCHAR(200) NOT NULL, "
+        "message_pk BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE, "
+        "received_at TIMESTAMP NOT NULL, PRIMARY KEY (producer, control_id))",
+        "CREATE INDEX IF NOT EXISTS ix_hl7_transmissions_message_pk ON hl7_transmissions (message_pk)",
+    ),
     3: (DIRECTORY_TABLES,),
+    4: ("ALTER TABLE hl7_transmissions ADD COLUMN zam_events VARCHAR(20)", (Hl7Zam,)),
 }
 
 
@@ -94,7 +103,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 class Store:
     """An open store: the queue's repository, the sysadmin's view of the queue, citizen channels, the IMAP
-    cursors, the national directory, and how to close it."""
+    cursors, the national directory, the ZAM owed to HL7 producers, and how to close it."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -105,6 +114,7 @@ class Store:
         self.stats = StoreStats(sessions, self.repository)
         self.imap_cursors = ImapCursors(sessions)
         self.directory = DirectoryStore(sessions)
+        self.zams = ZamQueue(sessions)
 
     @property
     def backend(self) -> str:

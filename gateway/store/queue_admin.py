@@ -17,6 +17,7 @@ from gateway.errors import InputError, NotFoundError
 from gateway.store.audit import write_audit
 from gateway.store.states import DeliveryState
 from gateway.store.tables import AuditEvent, Delivery, DeliveryAttempt, Message
+from gateway.store.zams import OwedZam, zams_of
 
 PENDING = ("queued", "sending", "deferred", "held", "failed")
 
@@ -68,6 +69,8 @@ class QueueEntry:
     client: str | None = None
     reports: str | None = None
     """Where the sender's delivery reports go; said by ``mssgw queue show`` from the configuration."""
+    zams: tuple[OwedZam, ...] = ()
+    """The business acknowledgements owed to the HL7 producer of this message (``show`` only)."""
 
 
 class QueueAdmin:
@@ -163,6 +166,7 @@ class QueueAdmin:
             message.related_message_id,
             message.source,
             message.client,
+            zams=zams_of(session, pk) if history else (),
         )
 
     def retry(self, pk: int, now: datetime) -> int:

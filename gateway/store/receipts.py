@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from gateway.store.audit import write_audit
 from gateway.store.tables import Delivery, Message
+from gateway.store.zams import owe_zam
 
 UNMATCHED = "unmatched"
 AUTO_REPLY = "auto-reply"
@@ -70,12 +71,13 @@ def apply_receipt(session: Session, receipt: ReceiptUpdate, receipt_pk: int, now
     for entry in receipt.recipients:
         addresses = {a.lower() for a in (entry.recipient, entry.original_recipient) if a}
         rows = session.execute(
-            select(Delivery.id, Delivery.receipt_status).where(
+            select(Delivery.id, Delivery.recipient, Delivery.receipt_status).where(
                 Delivery.message_pk == original, func.lower(Delivery.recipient).in_(addresses)
             )
         ).all()
-        for delivery_pk, current in rows:
+        for delivery_pk, recipient, current in rows:
             matched = True
+            owe_zam(session, receipt.kind, original, recipient, entry.status, entry.detail, now)
             if current is not None and _RANK.get(entry.status, 2) < _RANK.get(current, 2):
                 continue
             session.execute(

@@ -98,6 +98,8 @@ class NewMessage:
     hl7_control: tuple[str, str] | None = None
     """(producer, MSH-10) of the HL7 message this mail comes from: stored with it, a second one is a
     duplicate of the first whatever its bytes."""
+    zam_events: str | None = None
+    """The business acknowledgements its HL7 producer asked for (``mappers.hl7_zam.requested_events``)."""
 
     @property
     def digest(self) -> str:
@@ -278,7 +280,11 @@ class Repository:
             producer, control_id = new.hl7_control
             session.execute(
                 insert(Hl7Transmission).values(
-                    producer=producer, control_id=control_id, message_pk=pk, received_at=now
+                    producer=producer,
+                    control_id=control_id,
+                    message_pk=pk,
+                    received_at=now,
+                    zam_events=new.zam_events,
                 )
             )
         write_audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})

@@ -1,6 +1,6 @@
 """SQLAlchemy tables of the store: messages, attachments, patients, deliveries (the queue), attempts,
-citizen channels, audit events, IMAP cursors, the HL7 messages already taken (per producer and MSH-10) and
-the national MSSanté directory.
+citizen channels, audit events, IMAP cursors, the HL7 messages already taken (per producer and MSH-10),
+the national MSSanté directory, and the business acknowledgements (ZAM) owed to HL7 producers.
 
 Raw messages are kept as received or built (a BLOB), so what leaves is byte-for-byte what was accepted.
 Times are stored in UTC and always read back timezone-aware.
@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped with every change to these tables; stored in ``schema_version`` on first start."""
 
 
@@ -222,6 +222,8 @@ class Hl7Transmission(Base):
     control_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    zam_events: Mapped[str | None] = mapped_column(String(20))
+    """The ZAM the producer asked for, ``Z02,Z03`` (ACK_RECEPTION, ACK_LECTURE_MSS); NULL for none."""
 
 
 # Directory words are compared as byte strings so that a prefix is an index range on PostgreSQL as on SQLite.
@@ -324,3 +326,25 @@ class DirectoryTerm(Base):
 
 
 DIRECTORY_TABLES = (DirectoryImport, DirectoryEntry, DirectoryRole, DirectoryTerm)
+
+
+class Hl7Zam(Base):
+    """A ZAM owed to a producer, written with the receipt that causes it and kept until the producer's AA."""
+
+    __tablename__ = "hl7_zams"
+    __table_args__ = (Index("ix_hl7_zams_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    producer: Mapped[str] = mapped_column(String(200))
+    control_id: Mapped[str] = mapped_column(String(200))
+    event: Mapped[str] = mapped_column(String(3))
+    address: Mapped[str] = mapped_column(String(320))
+    failure_code: Mapped[str | None] = mapped_column(String(40))
+    failure_text: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    acked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -7,7 +7,9 @@ that are not a frame, cut a frame, or keep a connection idle.
 from __future__ import annotations
 
 import socket
+import socketserver
 import ssl
+import threading
 from dataclasses import dataclass
 
 START, END = b"\x0b", b"\x1c\r"
@@ -98,3 +100,65 @@ def send(port: int, er7: str | bytes, context: ssl.SSLContext | None = None) -> 
     """One message on its own connection."""
     with MllpClient(port, context) as client:
         return client.send(er7)
+
+
+class _ReusableServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True  # a restarted endpoint takes its port back at once
+
+
+class ZamEndpoint:
+    """A producer's ZAM endpoint: a real MLLP server on an ephemeral loopback port that keeps every frame it
+    gets and answers each with ``answer`` (AA, AE …; None: read it and answer nothing)."""
+
+    def __init__(self, port: int = 0, answer: str | None = "AA") -> None:
+        self.answer = answer
+        self.frames: list[str] = []
+        self._lock = threading.Lock()
+        self.server = _ReusableServer(("127.0.0.1", port), self._handler())
+        self.server.daemon_threads = True
+        self.port: int = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ZamEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def received(self) -> list[str]:
+        with self._lock:
+            return list(self.frames)
+
+    def _handler(self) -> type[socketserver.BaseRequestHandler]:
+        endpoint = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                buffer = b""
+                self.request.settimeout(10)
+                while True:
+                    try:
+                        chunk = self.request.recv(65536)
+                    except OSError:
+                        return
+                    if not chunk:
+                        return
+                    buffer += chunk
+                    while END in buffer:
+                        frame, _, buffer = buffer.partition(END)
+                        text = frame.lstrip(START).decode("utf-8")
+                        with endpoint._lock:
+                            endpoint.frames.append(text)
+                        if endpoint.answer is not None:
+                            self.request.sendall(START + _ack(text, endpoint.answer).encode() + END)
+
+        return Handler
+
+
+def _ack(er7: str, code: str) -> str:
+    msh = er7.split("\r")[0].split("|")
+    trigger = msh[8].split("^")[1] if len(msh) > 8 and "^" in msh[8] else ""
+    header = f"MSH|^~\\&|DPI|CHU_X|PFI|CHU_X|20261207083000||ACK^{trigger}^ACK|A{msh[9]}|P|2.6"
+    return f"{header}\rMSA|{code}|{msh[9]}\r"

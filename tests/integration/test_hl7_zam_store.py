@@ -1,0 +1,92 @@
+"""ZAM owed to HL7 producers, on SQLite and PostgreSQL: written in the commit of the DSN/MDN that causes
+them, only when the producer asked, and an older store (schema 3) gets the table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select, text
+
+from gateway.store.db import Store, open_store
+from gateway.store.receipts import ReceiptUpdate, RecipientStatus
+from gateway.store.repository import NewMessage, Recipient
+from gateway.store.tables import SCHEMA_VERSION, Hl7Zam
+
+T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+DOCTOR = "dr.martin@hopital.mssante.fr"
+OTHER = "dr.b@cabinet.mssante.fr"
+
+
+def hl7_mail(zam_events: str | None, control_id: str = "MSG-42") -> NewMessage:
+    raw = f"Message-ID: <{control_id}@test>\r\nSubject: CR\r\n\r\nbody\r\n".encode()
+    return NewMessage(
+        raw=raw,
+        envelope_from="comptes-rendus@hopital.test.mssante.fr",
+        direction="outbound",
+        source="hl7",
+        recipients=(Recipient(DOCTOR, "SUCCESS,FAILURE"), Recipient(OTHER, "SUCCESS,FAILURE")),
+        message_id=f"<{control_id}@test>",
+        hl7_control=("dpi", control_id),
+        zam_events=zam_events,
+    )
+
+
+def receipt(kind: str, control_id: str, *statuses: RecipientStatus) -> NewMessage:
+    raw = f"Message-ID: <{kind}-{control_id}@op>\r\n\r\nreport\r\n".encode()
+    update = ReceiptUpdate(kind, f"<{control_id}@test>", None, statuses)
+    return NewMessage(raw, "", "inbound", "operator", (), kind=kind, receipt=update)
+
+
+def zams(store: Store) -> list[tuple[str, str, str, str | None, str]]:
+    with store.sessions() as session:
+        rows = session.execute(
+            select(
+                Hl7Zam.event, Hl7Zam.control_id, Hl7Zam.address, Hl7Zam.failure_code, Hl7Zam.state
+            ).order_by(Hl7Zam.id)
+        ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def test_a_dsn_and_an_mdn_owe_z02_per_recipient_then_z03(store: Store) -> None:
+    repo = store.repository
+    repo.add_messages([hl7_mail("Z02,Z03")], T0)
+    dsn = receipt(
+        "dsn",
+        "MSG-42",
+        RecipientStatus(DOCTOR, "delivered", "2.0.0"),
+        RecipientStatus(OTHER, "failed", "smtp; 550 5.1.1 unknown"),
+    )
+    repo.add_messages([dsn], T0)
+    repo.add_messages([receipt("mdn", "MSG-42", RecipientStatus(DOCTOR, "displayed"))], T0)
+    assert zams(store) == [
+        ("Z02", "MSG-42", DOCTOR, None, "pending"),
+        ("Z02", "MSG-42", OTHER, "550", "pending"),
+        ("Z03", "MSG-42", DOCTOR, None, "pending"),
+    ]
+
+
+def test_nothing_is_owed_unless_asked_and_a_delay_is_not_final(store: Store) -> None:
+    repo = store.repository
+    repo.add_messages([hl7_mail(None, "MSG-1"), hl7_mail("Z02", "MSG-2")], T0)
+    repo.add_messages([receipt("dsn", "MSG-1", RecipientStatus(DOCTOR, "delivered"))], T0)
+    repo.add_messages([receipt("mdn", "MSG-2", RecipientStatus(DOCTOR, "displayed"))], T0)
+    repo.add_messages([receipt("dsn", "MSG-2", RecipientStatus(DOCTOR, "delayed"))], T0)
+    assert zams(store) == []
+
+
+def test_a_store_of_schema_version_4_gets_the_zam_table(store: Store) -> None:
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE hl7_zams"))
+        connection.execute(text("ALTER TABLE hl7_transmissions DROP COLUMN zam_events"))
+        connection.execute(text("UPDATE schema_version SET version = 4"))
+    url = store.engine.url.render_as_string(hide_password=False)
+    store.close()
+    reopened = open_store(url)
+    try:
+        reopened.repository.add_messages([hl7_mail("Z03")], T0)
+        reopened.repository.add_messages([receipt("mdn", "MSG-42", RecipientStatus(DOCTOR, "displayed"))], T0)
+        assert zams(reopened) == [("Z03", "MSG-42", DOCTOR, None, "pending")]
+        with reopened.sessions() as session:
+            assert session.execute(text("SELECT version FROM schema_version")).scalar() == SCHEMA_VERSION
+    finally:
+        reopened.close()

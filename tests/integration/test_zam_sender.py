@@ -1,0 +1,91 @@
+"""The ZAM sender against a real MLLP endpoint playing the producer: AA marks a ZAM done; no endpoint, no
+answer or another code keep it, with the error and a later attempt, until an AA comes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import hl7
+
+from gateway import settings as settings_module
+from gateway.outbound.zam_sender import ZamSender
+from gateway.scheduler import Scheduler
+from gateway.store.db import Store
+from gateway.store.receipts import RecipientStatus
+from tests.integration.test_hl7_zam_store import DOCTOR, T0, hl7_mail, receipt, zams
+from tests.support.mllp import ZamEndpoint
+
+
+def settings_for(port: int) -> settings_module.Settings:
+    return settings_module.from_mapping(
+        {
+            "gateway": {"hostname": "mssgw.test.mssante.fr", "nil_reference": "DEV935997"},
+            "routes": [{"domain": "*", "transport": "folder", "path": "/x"}],
+            "hl7": {
+                "application": "PFI",
+                "facility": "CHU_X",
+                "producers": [
+                    {
+                        "name": "dpi",
+                        "application": "DPI",
+                        "facility": "CHU_X",
+                        "from_address": "cr@hopital.test.mssante.fr",
+                        "zam_host": "127.0.0.1",
+                        "zam_port": port,
+                    }
+                ],
+            },
+        }
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def owe_a_z03(store: Store) -> None:
+    store.repository.add_messages([hl7_mail("Z03")], T0)
+    store.repository.add_messages([receipt("mdn", "MSG-42", RecipientStatus(DOCTOR, "displayed"))], T0)
+
+
+async def test_an_aa_marks_the_zam_done(store: Store) -> None:
+    owe_a_z03(store)
+    with ZamEndpoint() as endpoint:
+        sender = ZamSender(settings_for(endpoint.port), store.zams, Scheduler(), Clock())
+        await sender.run()
+        (frame,) = endpoint.received()
+    zam = hl7.parse(frame)
+    assert str(zam.segment("MSH")[9]) == "ZAM^Z03^ZAM_Z01"
+    assert (str(zam.segment("MSH")[3]), str(zam.segment("MSH")[5])) == ("PFI", "DPI")
+    assert zam.extract_field("OBX", 1, 4, 1, 1) == "MSG-42"
+    assert zam.extract_field("OBX", 2, 5, 1, 4) == DOCTOR
+    assert zams(store) == [("Z03", "MSG-42", DOCTOR, None, "acked")]
+
+
+async def test_no_endpoint_then_an_ae_are_retried_until_an_aa(store: Store) -> None:
+    owe_a_z03(store)
+    clock = Clock()
+    with ZamEndpoint() as probe:
+        port = probe.port  # a port nobody listens on once closed
+    sender = ZamSender(settings_for(port), store.zams, Scheduler(), clock)
+    await sender.run()
+    (owed,) = store.queue.show(1).zams
+    assert (owed.state, owed.attempts, owed.next_attempt_at) == ("pending", 1, T0 + timedelta(seconds=5))
+    assert owed.last_error is not None and owed.last_error.startswith("no ACK")
+    await sender.run()  # not due yet: nothing sent
+    assert store.queue.show(1).zams[0].attempts == 1
+    with ZamEndpoint(port, answer="AE") as endpoint:
+        clock.now = T0 + timedelta(seconds=5)
+        await sender.run()
+        assert len(endpoint.received()) == 1
+    assert store.queue.show(1).zams[0].last_error == "ACK AE"
+    with ZamEndpoint(port) as endpoint:
+        clock.now = T0 + timedelta(seconds=40)
+        await sender.run()
+        assert len(endpoint.received()) == 1
+    (done,) = store.queue.show(1).zams
+    assert (done.state, done.attempts, done.acked_at) == ("acked", 3, clock.now)
