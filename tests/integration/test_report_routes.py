@@ -91,6 +91,12 @@ def test_a_store_of_schema_version_1_is_migrated(tmp_path: Path) -> None:
     with store.engine.begin() as connection:
         connection.execute(text("ALTER TABLE messages DROP COLUMN client"))
         connection.execute(text("ALTER TABLE deliveries DROP COLUMN via"))
+        # Nor the tables later versions added (HL7 transmissions, the directory, the ZAM).
+        for table in (
+            "hl7_zams", "hl7_transmissions",
+            "directory_terms", "directory_roles", "directory_entries", "directory_imports",
+        ):  # fmt: skip
+            connection.execute(text(f"DROP TABLE {table}"))
         connection.execute(text("UPDATE schema_version SET version = 1"))
     store.close()
     store = open_store(url)
