@@ -185,6 +185,28 @@ def test_framing_errors_close_the_connection_and_a_big_frame_is_answered(
     assert "reason=too-large" in output
 
 
+def test_a_connection_over_the_limit_is_closed_and_a_freed_slot_is_taken_again(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    gateway.sections["gateway"]["test_mode"] = True
+    gateway.sections["hl7"] = hl7_section(max_connections=2)
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    port = hl7_port(gateway)
+    er7 = message(cdas=(patient_cda(),))
+    with MllpClient(port) as first, MllpClient(port) as second:
+        assert first.send(er7).code == "AA"
+        with MllpClient(port) as third:
+            assert third.closed()
+        assert second.send(er7.replace("|MSG-42|", "|MSG-2|")).code == "AA"
+    assert "reason=max-connections" in gateway.wait_for_output("reason=max-connections")
+    # The two connections are gone: a new one is served.
+    assert send(port, er7.replace("|MSG-42|", "|MSG-3|")).code == "AA"
+    assert len(operator.wait_for_messages(3, timeout=30)) >= 3
+
+
 def test_a_connection_from_outside_the_allowed_networks_is_closed(
     tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
 ) -> None:
