@@ -19,9 +19,10 @@ from gateway.cli.clinical import read_input
 from gateway.cli.common import add_config_option, load_settings, now
 from gateway.errors import InputError, StoreError
 from gateway.inbound.hl7_intake import Hl7Reader, Outcome
-from gateway.outbound.transports.mllp import ack_code, exchange
+from gateway.outbound.transports.mllp import exchange
 from gateway.settings_checks import split_host_port
 from mappers import ins
+from mappers.hl7_consumer_ack import ConsumerAckError, read_consumer_ack
 
 EXIT_REFUSED = 65
 
@@ -91,4 +92,8 @@ def _send(args: argparse.Namespace) -> int:
         raise StoreError(f"no ACK from {args.to}: {error or type(error).__name__}") from error
     text = ack.decode("utf-8", "replace")
     sys.stdout.write(text.replace("\r", "\n"))
-    return 0 if ack_code(ack) == "AA" else EXIT_REFUSED
+    try:
+        accepted = read_consumer_ack(text).code == "AA"
+    except ConsumerAckError:
+        accepted = False  # printed above: the sysadmin sees what came back
+    return 0 if accepted else EXIT_REFUSED

@@ -18,11 +18,12 @@ from typing import Final
 
 from gateway.logsetup import log_event
 from gateway.outbound.retry import next_attempt_at
-from gateway.outbound.transports.mllp import ack_code, exchange
+from gateway.outbound.transports.mllp import exchange
 from gateway.scheduler import Scheduler
 from gateway.settings import Hl7ProducerSettings, Settings
 from gateway.store.zams import OwedZam, ZamQueue
 from gateway.tls import client_context
+from mappers.hl7_consumer_ack import ConsumerAckError, read_consumer_ack
 from mappers.hl7_zam import ZamEvent, ZamFailure, ZamHeader, ZamReceipt, build_zam
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class ZamSender:
         if zam.failure_code is not None:
             failure = ZamFailure(zam.failure_code, zam.failure_text or "")
         receipt = ZamReceipt(ZamEvent(zam.event), zam.control_id, zam.address, failure)
-        text = build_zam(header, receipt, self.clock(), f"ZAM{zam.id}-{uuid.uuid4().hex[:12]}")
+        control_id = f"ZAM{zam.id}-{uuid.uuid4().hex[:12]}"
+        text = build_zam(header, receipt, self.clock(), control_id)
         context = client_context(self.settings.tls) if producer.zam_tls else None
         try:
             answer = await exchange(
@@ -89,12 +91,17 @@ class ZamSender:
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
             await self._later(zam, f"no ACK: {error or type(error).__name__}")
             return
-        code = ack_code(answer)
-        if code == "AA":
+        try:
+            # Only an ACK of this very ZAM (MSA-2) settles it.
+            ack = read_consumer_ack(answer.decode("utf-8", "replace"), control_id=control_id)
+        except ConsumerAckError as error:
+            await self._later(zam, f"unusable ACK: {error}")
+            return
+        if ack.code == "AA":
             await asyncio.to_thread(self.zams.acked, zam.id, self.clock())
             log_event(log, "zam-acked", zam=zam.id, producer=zam.producer, zam_event=zam.event)
         else:
-            await self._later(zam, f"ACK {code or 'without MSA'}")
+            await self._later(zam, f"ACK {ack.code}")
 
     async def _later(self, zam: OwedZam, error: str) -> None:
         at = next_attempt_at(self.clock(), zam.attempts + 1, BACKOFF)

@@ -24,11 +24,3 @@ async def exchange(host: str, port: int, data: bytes, context: ssl.SSLContext | 
             return block
         finally:
             writer.close()
-
-
-def ack_code(block: bytes) -> str | None:
-    """MSA-1 of an ACK (AA, AE, AR, CA …), None when the answer has no MSA."""
-    for line in block.decode("utf-8", "replace").split("\r"):
-        if line.startswith("MSA|"):
-            return line.split("|")[1] if line.count("|") else None
-    return None
