@@ -8,6 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+
+
+class DocumentAction(StrEnum):
+    """What the sender asks the receiver to do with a document: file it, replace an earlier one, delete it.
+
+    Written into METADATA.XML (``mappers.metadata``) and read back (``mappers.metadata_read``); an HL7
+    producer asks for it with the MDM event or OBX-11 (``mappers.hl7_transmission``).
+    """
+
+    ORIGINAL = "original"
+    REPLACEMENT = "replacement"
+    DELETION = "deletion"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +82,8 @@ class Document:
     Times are timezone-aware; they are written in UTC (``AAAAMMJJhhmmss``) in METADATA.XML.
     ``confidentiality`` holds the codes beyond the default ``N`` (e.g. ``INVISIBLE_PATIENT``, ``MASQUE_PS``).
     ``filename`` is the sender's name for the file; in a parsed package it is the name inside the package
-    (``DOC0001.XML``), since XDM keeps no other.
+    (``DOC0001.XML``), since XDM keeps no other. ``action`` says whether it replaces (or deletes) a document
+    sent before; which one is named by the CDA itself (``relatedDocument`` RPLC).
     """
 
     filename: str
@@ -90,6 +104,7 @@ class Document:
     language: str = "fr-FR"
     event_codes: tuple[Code, ...] = field(default_factory=tuple)
     legal_authenticator: Author | None = None
+    action: DocumentAction = DocumentAction.ORIGINAL
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,14 @@ import dataclasses
 from datetime import datetime
 
 from mappers import cda, ins, patient_match, xds
-from mappers.documents import Code, Document
+from mappers.documents import Code, Document, DocumentAction
+from mappers.errors import MappingError
 from mappers.hl7_transmission import Route, Transmission
 from mappers.records import Mailbox, MessageRecord
+
+
+class Hl7MailError(MappingError):
+    """A transmission that reads well but cannot become a truthful mail (a replacement naming nothing)."""
 
 
 def transmission_record(transmission: Transmission, author: Mailbox, when: datetime) -> MessageRecord:
@@ -29,7 +34,9 @@ def transmission_record(transmission: Transmission, author: Mailbox, when: datet
     if t.route is not Route.PROFESSIONALS_ONLY:
         to.append(Mailbox(ins.citizen_address(t.patient.matricule)))
     masks = tuple(code for name, code in xds.MASKING_CODES.items() if t.flags.get(name))
-    documents = tuple(_document(number, content, when, masks) for number, content in enumerate(t.cdas, 1))
+    documents = tuple(
+        _document(number, content, when, masks, t.action) for number, content in enumerate(t.cdas, 1)
+    )
     body = t.body_patient if t.route is Route.PATIENT_ONLY else t.body_professionals
     record = MessageRecord(
         author=author,
@@ -46,9 +53,21 @@ def transmission_record(transmission: Transmission, author: Mailbox, when: datet
     return dataclasses.replace(record, patient=settled)
 
 
-def _document(number: int, content: bytes, when: datetime, masks: tuple[Code, ...]) -> Document:
-    """A CDA of the message as a package document; its header says type, title, author and dates."""
-    header = cda.read_header(content, what=f"CDA {number} (OBX ED)")
+def _document(
+    number: int, content: bytes, when: datetime, masks: tuple[Code, ...], action: DocumentAction
+) -> Document:
+    """A CDA of the message as a package document; its header says type, title, author and dates.
+
+    A replacement must name the version it replaces (``relatedDocument`` RPLC): without it no recipient
+    could tell which document to set aside, so the mail is refused rather than sent as a second original.
+    """
+    what = f"CDA {number} (OBX ED)"
+    header = cda.read_header(content, what=what)
+    if action is DocumentAction.REPLACEMENT and not header.replaces:
+        raise Hl7MailError(
+            f"{what}: a replacement (MDM^T10, OBX-11 = C) must name the document it replaces "
+            "(relatedDocument typeCode RPLC / parentDocument id)"
+        )
     given = Document(
         filename=f"DOC{number:04}.XML",
         content=content,
@@ -58,5 +77,6 @@ def _document(number: int, content: bytes, when: datetime, masks: tuple[Code, ..
         creation_time=when,
         unique_id=cda.document_id(content),
         confidentiality=masks,
+        action=action,
     )
     return cda.apply_header(given, header)

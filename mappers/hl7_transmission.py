@@ -1,4 +1,8 @@
-"""Read an ANS "Transmission de document(s) CDA-R2 en HL7v2" ORU^R01 (v2.5) or MDM^T02 (v2.6) into a record.
+"""Read an ANS "Transmission de document(s) CDA-R2 en HL7v2" ORU^R01 (v2.5) or MDM (v2.6) into a record.
+
+What the producer asks for its document (``evenements-declenchants``): a first transmission (``MDM^T02``,
+OBX-11 = F), a replacement of one sent before (``MDM^T10``, OBX-11 = C) or a deletion (``MDM^T04``,
+OBX-11 = D); an ORU^R01 says it with OBX-11 alone. An event and an OBX-11 that disagree are refused.
 
 A producer (DPI, RIS, SGL) hands the gateway a CDA and its MSSanté recipients in ER7; everything the mail
 needs is read here, without sockets, so the same refusal (with its HL7 table 0357 code) is given by the MLLP
@@ -25,6 +29,7 @@ from typing import Any, Final
 
 import hl7
 
+from mappers.documents import DocumentAction
 from mappers.errors import MappingError
 from mappers.hl7_ack import RequestHeader
 from mappers.patient import Patient, Sex
@@ -44,7 +49,24 @@ REQUIRED_FLAGS: Final = (
 )
 _BODY_CODES: Final = ("CORPSMAIL_PS", "CORPSMAIL_PATIENT")
 #: MSH-9 and the MSH-12 version the profile fixes for it.
-_VERSIONS: Final = {("ORU", "R01"): "2.5", ("MDM", "T02"): "2.6"}
+_VERSIONS: Final = {
+    ("ORU", "R01"): "2.5",
+    ("MDM", "T02"): "2.6",
+    ("MDM", "T10"): "2.6",
+    ("MDM", "T04"): "2.6",
+}
+#: OBX-11 of the document (HL7 table 0085) → what is asked for it.
+_STATUSES: Final = {
+    "F": DocumentAction.ORIGINAL,
+    "C": DocumentAction.REPLACEMENT,
+    "D": DocumentAction.DELETION,
+}
+#: The OBX-11 each MDM event implies (an ORU^R01 takes any of them).
+_MDM_ACTIONS: Final = {
+    "T02": DocumentAction.ORIGINAL,
+    "T10": DocumentAction.REPLACEMENT,
+    "T04": DocumentAction.DELETION,
+}
 #: MSH-18 names the profiles allow → Python codec.
 CHARSETS: Final = {"UNICODE UTF-8": "utf-8", "8859/1": "iso-8859-1", "8859/15": "iso-8859-15", "": "ascii"}
 
@@ -82,6 +104,7 @@ class Transmission:
     reply_to: str | None
     flags: Mapping[str, bool]
     route: Route
+    action: DocumentAction
     patient_reply_closed: bool
     body_professionals: str | None
     body_patient: str | None
@@ -133,7 +156,9 @@ def read_transmission(er7: str) -> Transmission:
     kind = (_get(msh, 9, comp=1), _get(msh, 9, comp=2))
     version = _get(msh, 12)
     if kind not in _VERSIONS:
-        raise Hl7Refusal(201, f"message type {kind[0]}^{kind[1]} not supported (ORU^R01 or MDM^T02)")
+        raise Hl7Refusal(
+            201, f"message type {kind[0]}^{kind[1]} not supported (ORU^R01, MDM^T02, MDM^T10 or MDM^T04)"
+        )
     if version != _VERSIONS[kind]:
         raise Hl7Refusal(203, f"{kind[0]}^{kind[1]} must be HL7 version {_VERSIONS[kind]}, not {version!r}")
     control_id = _get(msh, 10)
@@ -146,13 +171,14 @@ def read_transmission(er7: str) -> Transmission:
     if "PID" not in segments:
         raise Hl7Refusal(100, "PID segment missing")
     patient = _patient(segments["PID"])
-    cdas, recipients, reply_to, flags, reply_closed, bodies = _observations(message)
+    cdas, statuses, recipients, reply_to, flags, reply_closed, bodies = _observations(message)
     missing = [name for name in REQUIRED_FLAGS if name not in flags]
     if missing:
         raise Hl7Refusal(101, "MetaDMPMSS OBX missing: " + ", ".join(missing))
     route = check_flags(flags)
     if not cdas:
         raise Hl7Refusal(101, "no OBX of type ED carrying the CDA")
+    action = _action(kind, statuses)
     if route is not Route.PATIENT_ONLY and not recipients:
         raise Hl7Refusal(101, "DESTMSSANTEPS=Y but no PRT with PRT-4 = RCT and an X.400 address")
     return Transmission(
@@ -168,10 +194,34 @@ def read_transmission(er7: str) -> Transmission:
         reply_to=reply_to,
         flags=flags,
         route=route,
+        action=action,
         patient_reply_closed=reply_closed,
         body_professionals=bodies.get("CORPSMAIL_PS"),
         body_patient=bodies.get("CORPSMAIL_PATIENT"),
     )
+
+
+def _action(kind: tuple[str, str], statuses: list[str]) -> DocumentAction:
+    """What the documents' OBX-11 ask, which must be one thing and, for an MDM, what its event says.
+
+    A T10 whose OBX says F (or a T02 saying D) leaves no safe reading: mailing a deletion as a new
+    document, or the reverse, would mislead every recipient, so it is refused rather than guessed.
+    """
+    unknown = sorted({s for s in statuses if s not in _STATUSES})
+    if unknown:
+        raise Hl7Refusal(103, f"OBX-11 {unknown[0]!r} of the document is not F, C or D (HL7 table 0085)")
+    actions = {_STATUSES[s] for s in statuses}
+    if len(actions) > 1:
+        raise Hl7Refusal(207, "the documents' OBX-11 differ: one message asks for one action (F, C or D)")
+    [action] = actions
+    expected = _MDM_ACTIONS.get(kind[1]) if kind[0] == "MDM" else None
+    if expected is not None and action is not expected:
+        letter = next(s for s, a in _STATUSES.items() if a is expected)
+        raise Hl7Refusal(
+            207,
+            f"MDM^{kind[1]} asks for a {expected}: the document's OBX-11 must be {letter}, not {statuses[0]}",
+        )
+    return action
 
 
 def read_header(er7: str) -> RequestHeader | None:
@@ -244,9 +294,11 @@ _FLAG_VALUE = re.compile(r"[YN]")
 
 def _observations(
     message: Any,
-) -> tuple[list[bytes], list[str], str | None, dict[str, bool], bool, dict[str, str]]:
-    """Walk OBX/PRT/NTE in order: PRT and NTE belong to the OBX before them."""
+) -> tuple[list[bytes], list[str], list[str], str | None, dict[str, bool], bool, dict[str, str]]:
+    """Walk OBX/PRT/NTE in order: PRT and NTE belong to the OBX before them. The documents come with
+    their OBX-11 (result status)."""
     cdas: list[bytes] = []
+    statuses: list[str] = []
     recipients: list[str] = []
     reply_to: str | None = None
     flags: dict[str, bool] = {}
@@ -259,6 +311,7 @@ def _observations(
             current = _get(segment, 3)
             if _get(segment, 2) == "ED" and current not in _BODY_CODES:
                 cdas.append(_cda(segment))
+                statuses.append(_get(segment, 11))
             elif _get(segment, 3, comp=3) == "MetaDMPMSS" and current in _BODY_CODES:
                 bodies[current] = _get(segment, 5)
             elif _get(segment, 3, comp=3) == "MetaDMPMSS":
@@ -276,7 +329,7 @@ def _observations(
                 reply_to = address
         elif name == "NTE" and current == "DESTMSSANTEPAT":
             reply_closed = _get(segment, 4) == "FIN"
-    return cdas, recipients, reply_to, flags, reply_closed, bodies
+    return cdas, statuses, recipients, reply_to, flags, reply_closed, bodies
 
 
 def _cda(obx: Any) -> bytes:

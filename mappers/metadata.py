@@ -20,7 +20,7 @@ from typing import Final
 
 from mappers import xds
 from mappers.documents import Author, Code, Document, SubmissionSet
-from mappers.metadata_read import Entry, Metadata, MetadataError, parse_metadata
+from mappers.metadata_read import ACTION_LETTERS, ACTION_SLOT, Entry, Metadata, MetadataError, parse_metadata
 from mappers.patient import Patient
 from mappers.safe_xml import sanitize_tree
 from mappers.sourcepatient import format_source_patient_info
@@ -123,6 +123,10 @@ def _document_entry(parent: ET.Element, number: int, document: Document, uri: st
     _slot(entry, "hash", hashlib.sha1(document.content, usedforsecurity=False).hexdigest())
     _slot(entry, "size", str(len(document.content)))
     _slot(entry, "URI", uri)
+    if document.action in ACTION_LETTERS:
+        # The French packaging tools' slot (MSSANTE.md §5.4), which ``document_actions`` reads back. No RPLC
+        # association: its target is the replaced entry's id in a registry the sender never saw.
+        _slot(entry, ACTION_SLOT, ACTION_LETTERS[document.action])
     _name(entry, document.title)
     if document.author:
         _author(entry, xds.DE_AUTHOR, obj, document.author)

@@ -11,11 +11,11 @@ import xml.etree.ElementTree as ET  # noqa: S405 - types only; parsing goes thro
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Final, TypeVar
 
 from mappers import xds
 from mappers.documents import Author, Code, Document, SubmissionSet
+from mappers.documents import DocumentAction as DocumentAction  # re-exported: its readers import it from here
 from mappers.errors import MappingError
 from mappers.patient import Patient
 from mappers.safe_xml import parse_xml
@@ -30,18 +30,12 @@ class MetadataError(MappingError):
     """A METADATA.XML that is well-formed but cannot describe a submission set."""
 
 
-class DocumentAction(StrEnum):
-    """What the sender asks the receiver to do with a document: file it, replace an earlier one, delete it."""
-
-    ORIGINAL = "original"
-    REPLACEMENT = "replacement"
-    DELETION = "deletion"
-
-
 #: The extra-metadata slot French XDM producers write on a DocumentEntry: ``C`` a corrected (replacing)
 #: version, ``D`` a deletion; the values of HL7 table 0085 that the consumer's OBX-11 carries.
 ACTION_SLOT: Final = "urn:action:extraMetadataSlot"
 _ACTIONS: Final = {"C": DocumentAction.REPLACEMENT, "D": DocumentAction.DELETION}
+#: The slot value ``mappers.metadata`` writes for a document that is not an original.
+ACTION_LETTERS: Final = {action: letter for letter, action in _ACTIONS.items()}
 #: IHE ITI TF-3 §4.2.2: the associations that make a DocumentEntry replace another.
 REPLACEMENT_ASSOCIATIONS: Final = frozenset(
     {"urn:ihe:iti:2007:AssociationType:RPLC", "urn:ihe:iti:2007:AssociationType:XFRM_RPLC"}

@@ -63,7 +63,7 @@ def _show(args: argparse.Namespace) -> int:
     assert transmission is not None
     mail = message_from_bytes(arrival.raw, policy=policy.default)
     t = transmission
-    print(f"would be accepted: {t.message_type} MSH-10 {t.control_id}, route {t.route}")
+    print(f"would be accepted: {t.message_type} MSH-10 {t.control_id}, route {t.route}, {t.action} document")
     print(f"envelope from: {arrival.envelope_from}")
     for recipient in arrival.recipients:
         address = recipient.address

@@ -26,14 +26,26 @@ PID_PATIENT = Patient(
 )
 
 
-def patient_cda(patient: Patient = PID_PATIENT) -> bytes:
-    """A CDA R2 N1 (our own builder) naming ``patient``, as the ED OBX carries it."""
+#: The id of ``patient_cda``'s first version, the one ``replacement_cda`` replaces.
+FIRST_VERSION_ID = "1.2.250.1.999.3"
+
+
+def patient_cda(
+    patient: Patient = PID_PATIENT, *, document_id: str = FIRST_VERSION_ID, replaces: str | None = None
+) -> bytes:
+    """A CDA R2 N1 (our own builder) naming ``patient``, as the ED OBX carries it; with ``replaces``, a
+    later version (``relatedDocument`` RPLC naming that id)."""
     return cda.wrap_pdf(
         b"%PDF-1.4\n% cr\n%%EOF\n", patient, title="Compte rendu de consultation",
         type_code=Code("11488-4", "Compte rendu de consultation", xds.LOINC_OID),
-        effective_time=datetime(2026, 12, 7, 8, 0, tzinfo=UTC), document_id="1.2.250.1.999.3",
-        **cda_header.WRAPPER,
+        effective_time=datetime(2026, 12, 7, 8, 0, tzinfo=UTC), document_id=document_id,
+        version=2 if replaces else 1, replaces=replaces, **cda_header.WRAPPER,
     )  # fmt: skip
+
+
+def replacement_cda() -> bytes:
+    """Version 2 of ``patient_cda``: its own id, and the RPLC link to the first version."""
+    return patient_cda(document_id="1.2.250.1.999.4", replaces=FIRST_VERSION_ID)
 
 
 def structured_cda(patient: Patient = PID_PATIENT) -> bytes:
@@ -57,8 +69,11 @@ def message(
     cdas: tuple[bytes, ...] = (CDA,),
     extra: tuple[str, ...] = (),
     nte_fin: bool = False,
+    status: str = "F",
 ) -> str:
-    """A message in the profile's shape: the document OBX with its PRT, then the MetaDMPMSS OBX in order."""
+    """A message in the profile's shape: the document OBX with its PRT, then the MetaDMPMSS OBX in order.
+
+    ``status`` is the documents' OBX-11: F original, C replacement, D deletion."""
     values = flags if flags is not None else PROS_AND_PATIENT
     coded = "CE" if version == "2.5" else "CWE"
     segments = [
@@ -70,7 +85,9 @@ def message(
     ]
     for number, document in enumerate(cdas, start=1):
         data = base64.b64encode(document).decode()
-        segments.append(f"OBX|{number}|ED|11488-4^CR de consultation^LN||^TEXT^XML^Base64^{data}||||||F")
+        segments.append(
+            f"OBX|{number}|ED|11488-4^CR de consultation^LN||^TEXT^XML^Base64^{data}||||||{status}"
+        )
     segments.append("PRT||UC||SB^Send by^participation||||CHU X")
     segments += [f"PRT||UC||RCT^Result Copies To^participation|||||||||||^^X.400^{a}" for a in recipients]
     segments.append("PRT||UC||REPLY^Reply to^participation|||||||||||^^X.400^secretariat@hopital.mssante.fr")

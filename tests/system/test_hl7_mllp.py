@@ -21,9 +21,20 @@ import hl7
 import hl7.mllp
 import pytest
 
+from mappers.documents import DocumentAction
+from mappers.metadata_read import document_actions
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import Gateway, gateway_for
-from tests.support.hl7 import PID_PATIENT, PROS_AND_PATIENT, PROS_ONLY, message, patient_cda, structured_cda
+from tests.support.hl7 import (
+    FIRST_VERSION_ID,
+    PID_PATIENT,
+    PROS_AND_PATIENT,
+    PROS_ONLY,
+    message,
+    patient_cda,
+    replacement_cda,
+    structured_cda,
+)
 from tests.support.mllp import MllpClient, send
 from tests.support.pki import Pki
 from tests.system.test_metrics import scrape, value
@@ -73,11 +84,22 @@ def parsed(content: bytes) -> EmailMessage:
     return email.message_from_bytes(content, policy=email.policy.default)  # type: ignore[return-value]
 
 
-def package_names(mail: EmailMessage) -> list[str]:
+def package(mail: EmailMessage) -> zipfile.ZipFile:
     [part] = [p for p in mail.iter_attachments() if p.get_filename() == "IHE_XDM.zip"]
     payload = part.get_payload(decode=True)
     assert isinstance(payload, bytes)
-    return sorted(zipfile.ZipFile(io.BytesIO(payload)).namelist())
+    return zipfile.ZipFile(io.BytesIO(payload))
+
+
+def package_names(mail: EmailMessage) -> list[str]:
+    return sorted(package(mail).namelist())
+
+
+def package_file(mail: EmailMessage, suffix: str) -> bytes:
+    """The one file of the mail's IHE_XDM.zip whose name ends with ``suffix``."""
+    zipped = package(mail)
+    [name] = [n for n in zipped.namelist() if n.upper().endswith(suffix)]
+    return zipped.read(name)
 
 
 def test_an_oru_to_professionals_and_patient_is_acknowledged_aa_and_mailed(
@@ -114,6 +136,57 @@ def test_an_mdm_t02_is_acknowledged_in_version_2_6(gateway: Gateway, operator: F
     assert (ack.code, ack.version) == ("AA", "2.6"), (ack, gateway.output())
     [mail] = operator.wait_for_messages(1)
     assert mail.rcpt_tos == (DOCTOR,)
+
+
+def test_an_mdm_t10_after_a_t02_leaves_as_a_replacement_of_the_first_mail(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    port = hl7_port(gateway)
+    first = message(kind="MDM^T02^MDM_T02", version="2.6", flags=PROS_ONLY, cdas=(patient_cda(),))
+    second = message(
+        kind="MDM^T10^MDM_T02", version="2.6", flags=PROS_ONLY, cdas=(replacement_cda(),), status="C"
+    ).replace("|MSG-42|", "|MSG-43|")
+    assert send(port, first).code == "AA", gateway.output()
+    ack = send(port, second)
+    assert (ack.code, ack.control_id, ack.version) == ("AA", "MSG-43", "2.6"), (ack, gateway.output())
+    mails = [parsed(m.content) for m in operator.wait_for_messages(2)]
+    actions = [document_actions(package_file(m, "METADATA.XML")) for m in mails]
+    assert sorted(actions, key=str) == sorted(
+        [{FIRST_VERSION_ID: DocumentAction.ORIGINAL}, {"1.2.250.1.999.4": DocumentAction.REPLACEMENT}],
+        key=str,
+    )
+    [replacing] = [m for m, a in zip(mails, actions, strict=True) if DocumentAction.REPLACEMENT in a.values()]
+    # The CDA carried links to the version it replaces (relatedDocument RPLC), as the producer wrote it.
+    assert b'typeCode="RPLC"' in package_file(replacing, "DOC0001.XML")
+    assert FIRST_VERSION_ID.encode() in package_file(replacing, "DOC0001.XML")
+    assert all(m["To"] == DOCTOR for m in mails)
+
+
+def test_an_mdm_t04_leaves_as_a_deletion_request(gateway: Gateway, operator: FakeOperator) -> None:
+    er7 = message(kind="MDM^T04^MDM_T02", version="2.6", flags=PROS_ONLY, cdas=(patient_cda(),), status="D")
+    ack = send(hl7_port(gateway), er7)
+    assert (ack.code, ack.version) == ("AA", "2.6"), (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (DOCTOR,)
+    metadata = package_file(parsed(mail.content), "METADATA.XML")
+    assert document_actions(metadata) == {FIRST_VERSION_ID: DocumentAction.DELETION}
+
+
+@pytest.mark.parametrize(
+    ("cda", "status", "said"),
+    [
+        (patient_cda(), "C", "must name the document it replaces"),
+        (replacement_cda(), "F", "OBX-11 must be C"),
+    ],
+)
+def test_a_t10_that_does_not_say_what_it_replaces_is_ae_207_and_nothing_is_sent(
+    gateway: Gateway, cda: bytes, status: str, said: str
+) -> None:
+    er7 = message(kind="MDM^T10^MDM_T02", version="2.6", flags=PROS_ONLY, cdas=(cda,), status=status)
+    ack = send(hl7_port(gateway), er7)
+    assert (ack.code, ack.error) == ("AE", 207), (ack, gateway.output())
+    assert said in ack.text
+    assert gateway.json("queue", "list", "--all") == []
 
 
 def test_a_forbidden_flag_combination_is_ae_207_and_nothing_is_sent(

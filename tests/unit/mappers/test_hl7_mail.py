@@ -7,11 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mappers.documents import DocumentAction, SubmissionSet
 from mappers.errors import MappingError
 from mappers.hl7_mail import transmission_record
 from mappers.hl7_transmission import read_transmission
+from mappers.metadata import build_metadata
+from mappers.metadata_read import document_actions
 from mappers.records import Mailbox
-from tests.support.hl7 import PID_PATIENT, PROS_ONLY, message, patient_cda
+from tests.support.hl7 import FIRST_VERSION_ID, PID_PATIENT, PROS_ONLY, message, patient_cda, replacement_cda
 
 AUTHOR = Mailbox("dpi@hopital.mssante.fr", "DPI CHU X")
 WHEN = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -40,3 +43,37 @@ def test_a_cda_of_another_patient_is_refused() -> None:
     other = dataclasses.replace(PID_PATIENT, birth_name="AUTRE")
     with pytest.raises(MappingError, match="AUTRE|TEST"):
         transmission_record(read_transmission(message(cdas=(patient_cda(other),))), AUTHOR, WHEN)
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "content", "action"),
+    [
+        ("MDM^T10^MDM_T02", "C", replacement_cda(), DocumentAction.REPLACEMENT),
+        ("MDM^T04^MDM_T02", "D", patient_cda(), DocumentAction.DELETION),
+    ],
+)
+def test_a_replacement_or_deletion_is_marked_in_the_package_metadata(
+    kind: str, status: str, content: bytes, action: DocumentAction
+) -> None:
+    er7 = message(kind=kind, version="2.6", status=status, flags=PROS_ONLY, cdas=(content,))
+    record = transmission_record(read_transmission(er7), AUTHOR, WHEN)
+    [document] = record.documents
+    assert document.action is action
+    assert record.patient is not None
+    metadata = build_metadata(
+        record.patient, [(document, "DOC0001.XML")], SubmissionSet("1.2.3", "1.2", WHEN)
+    )
+    # What the receiving PFI (mssgw's own consumer side among them) reads back from METADATA.XML.
+    assert document_actions(metadata) == {document.unique_id: action}
+
+
+def test_a_replacement_names_the_version_it_replaces_in_its_cda() -> None:
+    er7 = message(kind="MDM^T10^MDM_T02", version="2.6", status="C", cdas=(replacement_cda(),))
+    [document] = transmission_record(read_transmission(er7), AUTHOR, WHEN).documents
+    assert FIRST_VERSION_ID.encode() in document.content and document.unique_id != FIRST_VERSION_ID
+
+
+def test_a_replacement_whose_cda_names_no_earlier_version_is_refused() -> None:
+    er7 = message(kind="MDM^T10^MDM_T02", version="2.6", status="C", cdas=(patient_cda(),))
+    with pytest.raises(MappingError, match="must name the document it replaces"):
+        transmission_record(read_transmission(er7), AUTHOR, WHEN)

@@ -1,4 +1,4 @@
-"""ORU^R01 / MDM^T02 read into a transmission record, written from the ANS profile (not the ANS files)."""
+"""ORU^R01 / MDM^T02, T10, T04 read into a transmission record, written from the ANS profile."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mappers.documents import DocumentAction
 from mappers.hl7_ack import escape
 from mappers.hl7_transmission import (
     REQUIRED_FLAGS,
@@ -46,8 +47,32 @@ def test_mdm_t02_in_v2_6() -> None:
 
 
 @pytest.mark.parametrize(
+    ("kind", "version", "status", "action"),
+    [
+        ("MDM^T02^MDM_T02", "2.6", "F", DocumentAction.ORIGINAL),
+        ("MDM^T10^MDM_T02", "2.6", "C", DocumentAction.REPLACEMENT),
+        ("MDM^T04^MDM_T02", "2.6", "D", DocumentAction.DELETION),
+        ("ORU^R01^ORU_R01", "2.5", "F", DocumentAction.ORIGINAL),
+        ("ORU^R01^ORU_R01", "2.5", "C", DocumentAction.REPLACEMENT),
+        ("ORU^R01^ORU_R01", "2.5", "D", DocumentAction.DELETION),
+    ],
+)
+def test_the_event_and_obx11_say_what_is_asked_for_the_document(
+    kind: str, version: str, status: str, action: DocumentAction
+) -> None:
+    record = read_transmission(message(kind=kind, version=version, status=status))
+    assert record.action is action and record.message_type == kind.rpartition("^")[0]
+
+
+@pytest.mark.parametrize(
     ("kwargs", "code"),
     [
+        ({"kind": "MDM^T10^MDM_T02", "version": "2.6", "status": "F"}, 207),
+        ({"kind": "MDM^T04^MDM_T02", "version": "2.6", "status": "C"}, 207),
+        ({"kind": "MDM^T02^MDM_T02", "version": "2.6", "status": "D"}, 207),
+        ({"kind": "MDM^T10^MDM_T02", "version": "2.5", "status": "C"}, 203),
+        ({"status": "X"}, 103),
+        ({"status": ""}, 103),
         ({"kind": "ORU^R01^ORU_R01", "version": "2.6"}, 203),
         ({"kind": "MDM^T02^MDM_T02", "version": "2.5"}, 203),
         ({"kind": "ADT^A01^ADT_A01"}, 201),
