@@ -70,10 +70,11 @@ def apply_receipt(session: Session, receipt: ReceiptUpdate, receipt_pk: int, now
     matched = False
     for entry in receipt.recipients:
         addresses = {a.lower() for a in (entry.recipient, entry.original_recipient) if a}
+        # Locked before the ZAM check (``owe_zam``): a second copy of this receipt waits, then sees the ZAM.
         rows = session.execute(
-            select(Delivery.id, Delivery.recipient, Delivery.receipt_status).where(
-                Delivery.message_pk == original, func.lower(Delivery.recipient).in_(addresses)
-            )
+            select(Delivery.id, Delivery.recipient, Delivery.receipt_status)
+            .where(Delivery.message_pk == original, func.lower(Delivery.recipient).in_(addresses))
+            .with_for_update()
         ).all()
         for delivery_pk, recipient, current in rows:
             matched = True

@@ -30,6 +30,7 @@ from gateway.store.tables import (
     Message,
     Patient,
 )
+from gateway.store.zams import owe_relay_failures
 from mappers.patient import Patient as PatientRecord
 
 CRASH_LIMIT = "crash-limit"
@@ -509,6 +510,7 @@ class Repository:
         meanwhile (its lease expired and another claimed it) is left alone.
         """
         notice_pks: list[int] = []
+        failed: list[int] = []
         with self.sessions.begin() as session:
             for outcome in outcomes:
                 values: dict[str, object] = {
@@ -535,6 +537,8 @@ class Repository:
                 ).scalar()
                 if changed is None:
                     continue
+                if outcome.state is DeliveryState.FAILED:
+                    failed.append(outcome.delivery_pk)
                 session.execute(
                     insert(DeliveryAttempt).values(
                         delivery_pk=outcome.delivery_pk,
@@ -553,6 +557,7 @@ class Repository:
                     outcome.delivery_pk,
                     {"code": outcome.code} if outcome.code else None,
                 )
+            owe_relay_failures(session, failed, now)
             for notice in notices:
                 pk = self._insert_message(session, notice.message, now)
                 notice_pks.append(pk)

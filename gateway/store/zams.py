@@ -2,21 +2,29 @@
 
 Z02 comes from the DSN (the guide's trigger: the recipient's server took the mail, or refused it); the
 operator's 250 alone makes none, because a producer that asks ACK_RECEPTION gets NOTIFY=SUCCESS,FAILURE on
-every recipient, so a DSN is always asked for. Z03 comes from the MDN. A receipt for a message that did not
+every recipient, so a DSN is always asked for. A permanent refusal at relay time (the operator's own 5xx, or
+a deferral past ``relay.max_lifetime``) is the gateway's own DSN: ``owe_relay_failures`` makes its Z02 (N)
+in the transaction that records the failure. Z03 comes from the MDN. A receipt for a message that did not
 come from an HL7 producer, or whose producer did not ask, owes nothing.
+
+One fact, one ZAM: a receipt that says again what an earlier one said for the same recipient (the same DSN
+delivered twice, our own DSN then the operator's) owes nothing more. The check is a read in the caller's
+transaction, after the caller locked the recipient's delivery row (``apply_receipt``, ``record_outcomes``
+update or select it ``FOR UPDATE`` first), so two copies committed at once still make one ZAM.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.store.audit import write_audit
-from gateway.store.tables import Hl7Transmission, Hl7Zam
+from gateway.store.tables import Delivery, Hl7Transmission, Hl7Zam
 
 PENDING = "pending"
 ACKED = "acked"
@@ -68,6 +76,8 @@ def owe_zam(
     if row is None or event not in (row.zam_events or "").split(","):
         return
     code, text = (None, None) if status in _SUCCESS else _failure(kind, status, detail)
+    if _already_owed(session, original_pk, event, address, success=code is None):
+        return
     pk = session.execute(
         insert(Hl7Zam)
         .values(
@@ -86,6 +96,39 @@ def owe_zam(
         .returning(Hl7Zam.id)
     ).scalar_one()
     write_audit(session, now, f"zam-{event.lower()}-owed", original_pk, detail={"zam": pk})
+
+
+def owe_relay_failures(session: Session, failed_pks: Sequence[int], now: datetime) -> None:
+    """Queue the Z02 (N) of deliveries this transaction marked failed (the relay's own DSN to the producer).
+
+    The delivery's last reply is the refusal the producer reads in ERR (code in ERR-5).
+    """
+    if not failed_pks:
+        return
+    rows = session.execute(
+        select(Delivery.message_pk, Delivery.recipient, Delivery.last_code, Delivery.last_reply).where(
+            Delivery.id.in_(failed_pks)
+        )
+    ).all()
+    for message_pk, recipient, code, reply in rows:
+        detail = " ".join(str(part) for part in (code, reply) if part) or None
+        owe_zam(session, "dsn", message_pk, recipient, "failed", detail, now)
+
+
+def _already_owed(session: Session, message_pk: int, event: str, address: str, *, success: bool) -> bool:
+    """A ZAM saying the same (delivered or not, read or not) for this recipient is already queued."""
+    outcome = Hl7Zam.failure_code.is_(None) if success else Hl7Zam.failure_code.is_not(None)
+    found = session.execute(
+        select(Hl7Zam.id)
+        .where(
+            Hl7Zam.message_pk == message_pk,
+            Hl7Zam.event == event,
+            func.lower(Hl7Zam.address) == address.lower(),
+            outcome,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def _failure(kind: str, status: str, detail: str | None) -> tuple[str, str]:

@@ -1,15 +1,18 @@
-"""ZAM owed to HL7 producers, on SQLite and PostgreSQL: written in the commit of the DSN/MDN that causes
-them, only when the producer asked, and an older store (schema 3) gets the table."""
+"""ZAM owed to HL7 producers, on SQLite and PostgreSQL: written in the commit of the DSN/MDN (or of the
+relay's permanent failure) that causes them, only when the producer asked, once per fact however many copies
+of a receipt come, and an older store (schema 3) gets the table."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text
 
 from gateway.store.db import Store, open_store
 from gateway.store.receipts import ReceiptUpdate, RecipientStatus
-from gateway.store.repository import NewMessage, Recipient
+from gateway.store.repository import DeliveryOutcome, NewMessage, Recipient
+from gateway.store.states import DeliveryState
 from gateway.store.tables import SCHEMA_VERSION, Hl7Zam
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -72,6 +75,63 @@ def test_nothing_is_owed_unless_asked_and_a_delay_is_not_final(store: Store) -> 
     repo.add_messages([receipt("mdn", "MSG-2", RecipientStatus(DOCTOR, "displayed"))], T0)
     repo.add_messages([receipt("dsn", "MSG-2", RecipientStatus(DOCTOR, "delayed"))], T0)
     assert zams(store) == []
+
+
+def test_a_receipt_received_twice_owes_its_zam_once(store: Store) -> None:
+    repo = store.repository
+    repo.add_messages([hl7_mail("Z02,Z03")], T0)
+    for _ in range(2):  # the operator (or a resending peer) hands the same reports back twice
+        repo.add_messages([receipt("dsn", "MSG-42", RecipientStatus(DOCTOR.upper(), "delivered"))], T0)
+        repo.add_messages([receipt("mdn", "MSG-42", RecipientStatus(DOCTOR, "displayed"))], T0)
+    # "relayed" then "delivered" both say the mail got there: one Z02 (Y).
+    repo.add_messages([receipt("dsn", "MSG-42", RecipientStatus(OTHER, "relayed"))], T0)
+    repo.add_messages([receipt("dsn", "MSG-42", RecipientStatus(OTHER, "delivered"))], T0)
+    # A later refusal says something new for that recipient: its Z02 (N) is owed.
+    repo.add_messages(
+        [receipt("dsn", "MSG-42", RecipientStatus(OTHER, "failed", "smtp; 550 5.1.1 gone"))], T0
+    )
+    assert zams(store) == [
+        ("Z02", "MSG-42", DOCTOR, None, "pending"),
+        ("Z03", "MSG-42", DOCTOR, None, "pending"),
+        ("Z02", "MSG-42", OTHER, None, "pending"),
+        ("Z02", "MSG-42", OTHER, "550", "pending"),
+    ]
+
+
+def test_two_copies_committed_at_once_owe_one_zam(store: Store) -> None:
+    repo = store.repository
+    repo.add_messages([hl7_mail("Z02")], T0)
+    start = threading.Barrier(4)
+
+    def hand_back() -> None:
+        start.wait()
+        repo.add_messages([receipt("dsn", "MSG-42", RecipientStatus(DOCTOR, "delivered"))], T0)
+
+    threads = [threading.Thread(target=hand_back) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert zams(store) == [("Z02", "MSG-42", DOCTOR, None, "pending")]
+
+
+def test_a_permanent_refusal_at_relay_time_owes_a_negative_z02(store: Store) -> None:
+    repo = store.repository
+    repo.add_messages([hl7_mail("Z02")], T0)
+    first, second = repo.claim_due("a", T0, timedelta(minutes=5), 100, 3)
+    by_recipient = {first.recipient: first, second.recipient: second}
+    refused = DeliveryOutcome(
+        by_recipient[DOCTOR].pk, DeliveryState.FAILED, T0, 550, "5.1.1 no such mailbox", "op:25"
+    )
+    later = DeliveryOutcome(
+        by_recipient[OTHER].pk, DeliveryState.DEFERRED, T0, 451, "4.3.0 later", "op:25", T0
+    )
+    repo.record_outcomes([refused, later], [], T0)
+    # Only the final refusal: a deferral says nothing yet. The operator's own DSN for it later adds nothing.
+    repo.add_messages([receipt("dsn", "MSG-42", RecipientStatus(DOCTOR, "failed", "smtp; 550 5.1.1 no"))], T0)
+    assert zams(store) == [("Z02", "MSG-42", DOCTOR, "550", "pending")]
+    with store.sessions() as session:
+        assert session.execute(select(Hl7Zam.failure_text)).scalar_one() == "550 5.1.1 no such mailbox"
 
 
 def test_a_store_of_schema_version_4_gets_the_zam_table(store: Store) -> None:

@@ -140,3 +140,28 @@ def test_z02_and_z03_reach_the_producer_through_restarts(
         "zam-z03-owed",
         "zam-acked",
     ]
+
+
+def test_an_operator_5xx_at_relay_time_sends_a_negative_z02(
+    gateway: Gateway, operator: FakeOperator, endpoint_port: int
+) -> None:
+    # The relay's own SMTP transaction fails for good: no DSN will ever come from the recipient's side, so
+    # the gateway's own failure report is what the producer hears about, as a Z02 with N and the SMTP code.
+    operator.script(("RCPT", 550, "5.1.1 no such mailbox", DOCTOR))
+    with ZamEndpoint(endpoint_port) as endpoint:
+        gateway.start()
+        flags = PROS_ONLY | {"ACK_RECEPTION": True}
+        ack = send(hl7_port(gateway), message(flags=flags, recipients=(DOCTOR,), cdas=(patient_cda(),)))
+        assert ack.code == "AA", ack.text
+        wait_for(lambda: len(endpoint.received()) == 1, "Z02")
+        [z02] = (hl7.parse(frame) for frame in endpoint.received())
+    assert str(z02.segment("MSH")[9]) == "ZAM^Z02^ZAM_Z01"
+    assert z02.extract_field("OBX", 1, 3, 1, 1) == "ACK_RECEPTION_MSS"
+    assert z02.extract_field("OBX", 1, 5, 1, 1) == "N"
+    assert z02.extract_field("OBX", 2, 5, 1, 4) == DOCTOR
+    assert z02.extract_field("ERR", 1, 5, 1, 1) == "550"
+    assert z02.extract_field("ERR", 1, 5, 1, 3) == "SMTPERRORCODE"
+    assert operator.messages == []
+    [entry] = gateway.json("queue", "list", "--all")
+    shown = gateway.command("queue", "show", str(entry["id"])).stdout
+    assert "Z02 to producer dpi for dr.martin@hopital.mssante.fr (N 550): acked" in shown
