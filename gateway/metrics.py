@@ -51,6 +51,13 @@ HL7_MESSAGES = Counter(
     ["producer", "ack", "code"],
     registry=REGISTRY,
 )
+HL7_ZAMS = Counter(
+    "mssgw_hl7_zams",
+    "ZAM sent to HL7 producers, by event (Z02, Z03) and outcome (acked: the producer's AA; deferred: another "
+    "code, no ACK or no connection, sent again later)",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
 AUTH_FAILURES = Counter(
     "mssgw_auth_failures",
     "Failed AUTH logins on the submission listener (wrong login or password)",
@@ -108,6 +115,11 @@ def message_accepted(listener: str) -> None:
 def hl7_answered(producer: str, ack: str, code: int) -> None:
     """One ACK sent to an HL7 producer; producers are configured, so the label set stays bounded."""
     HL7_MESSAGES.labels(producer, ack, str(code)).inc()
+
+
+def zam_sent(kind: str, outcome: str) -> None:
+    """One ZAM exchange with its producer ended ``acked`` or ``deferred``."""
+    HL7_ZAMS.labels(kind, outcome).inc()
 
 
 def message_refused(listener: str, reason: str) -> None:
@@ -181,6 +193,14 @@ class _Sources(Collector):
             for state, count in sorted(gauges.channels.items()):
                 channels.add_metric([state], count)
             yield channels
+            zams = GaugeMetricFamily(
+                "mssgw_hl7_zams_pending",
+                "ZAM owed to HL7 producers and not yet acknowledged, by event (the backlog)",
+                labels=["kind"],
+            )
+            for kind in ("Z02", "Z03"):
+                zams.add_metric([kind], gauges.zams_pending.get(kind, 0))
+            yield zams
         if self.trust_list_loaded is not None:
             loaded = self.trust_list_loaded()
             # Never loaded is as old as can be: an alert on the age fires, and on loaded == 0 too.

@@ -321,7 +321,9 @@ class OperatorListenerSettings:
 class Hl7ProducerSettings:
     """A producing application (DPI, RIS, SGL), found by MSH-3 (and MSH-4 when set); its mail leaves from
     ``from_address`` (a BAL applicative) with ``display_name`` (ECO.2.2.7); its business acknowledgements
-    (ZAM) go to ``zam_host``:``zam_port``, over TLS when ``zam_tls``."""
+    (ZAM) go to ``zam_host``:``zam_port``, over TLS when ``zam_tls``. Each ZAM waits ``zam_ack_timeout``
+    for the producer's ACK; without an AA it is sent again after each delay of ``zam_retry_schedule`` (the
+    last delay repeats: a ZAM is never dropped)."""
 
     name: str
     application: str
@@ -331,6 +333,8 @@ class Hl7ProducerSettings:
     zam_host: str = ""
     zam_port: int = 0
     zam_tls: bool = False
+    zam_ack_timeout: Seconds = 30.0
+    zam_retry_schedule: tuple[Seconds, ...] = (5.0, 30.0, 120.0, 600.0, 3600.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,10 @@ def _check_hl7(settings: Settings, problems: list[str]) -> None:
             problems.append(f"{key}.from_address: required (the BAL applicative its mail is sent from)")
         if bool(producer.zam_host) != bool(producer.zam_port) or not 0 <= producer.zam_port <= 65535:
             problems.append(f"{key}.zam_port: zam_host and zam_port (1-65535) go together")
+        if producer.zam_ack_timeout <= 0:
+            problems.append(f"{key}.zam_ack_timeout: must be more than 0")
+        if not producer.zam_retry_schedule or min(producer.zam_retry_schedule) <= 0:
+            problems.append(f"{key}.zam_retry_schedule: needs at least one delay, each more than 0")
     _check_hl7_consumers(settings, problems)
 
 

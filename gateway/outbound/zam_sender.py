@@ -2,9 +2,10 @@
 
 A scheduler job: every ``CHECK_INTERVAL`` it claims the due ZAM (a lease, so a crash mid-send retries them),
 builds each from its row (``mappers.hl7_zam``), sends it over MLLP and waits for the producer's ACK. AA
-marks it done; any other code, no answer within ``ACK_TIMEOUT`` or no connection puts it back after the
-next delay of ``BACKOFF`` (the last one repeats: a ZAM is never dropped). The row stays in the store either
-way, visible in ``mssgw queue show`` of the original message. Store faults are the scheduler's (StoreHealth).
+marks it done; any other code, no answer within the producer's ``zam_ack_timeout`` or no connection puts
+it back after the next delay of its ``zam_retry_schedule`` (the last one repeats: a ZAM is never dropped).
+The row stays in the store either way, visible in ``mssgw queue show`` of the original message. Store
+faults are the scheduler's (StoreHealth). Counted in ``mssgw_hl7_zams_total{kind,outcome}``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Final
 
+from gateway import metrics
 from gateway.logsetup import log_event
 from gateway.outbound.retry import next_attempt_at
 from gateway.outbound.transports.mllp import exchange
@@ -27,14 +29,11 @@ from mappers.hl7_consumer_ack import ConsumerAckError, read_consumer_ack
 from mappers.hl7_zam import ZamEvent, ZamFailure, ZamHeader, ZamReceipt, build_zam
 
 log = logging.getLogger(__name__)
+_DEFAULTS: Final = Hl7ProducerSettings(name="", application="")
 
 JOB_NAME: Final = "zam-sender"
 CHECK_INTERVAL: Final = 2.0
-ACK_TIMEOUT: Final = 30.0
-BACKOFF: Final = (5.0, 30.0, 120.0, 600.0, 3600.0)
 BATCH: Final = 100
-# Longer than one exchange: a ZAM still being sent is never claimed again.
-LEASE: Final = timedelta(seconds=2 * ACK_TIMEOUT)
 
 
 class ZamSender:
@@ -64,7 +63,7 @@ class ZamSender:
     async def run(self) -> None:
         """Send every due ZAM once."""
         try:
-            due = await asyncio.to_thread(self.zams.claim_due, self.clock(), LEASE, BATCH)
+            due = await asyncio.to_thread(self.zams.claim_due, self.clock(), self._lease(), BATCH)
             for zam in due:
                 await self._send(zam)
         finally:
@@ -73,7 +72,7 @@ class ZamSender:
     async def _send(self, zam: OwedZam) -> None:
         producer = self._producer(zam.producer)
         if producer is None or not producer.zam_host:
-            await self._later(zam, "no zam_host configured for this producer")
+            await self._later(zam, "no zam_host configured for this producer", producer)
             return
         hl7 = self.settings.hl7
         header = ZamHeader(hl7.application, hl7.facility, producer.application, producer.facility)
@@ -86,26 +85,30 @@ class ZamSender:
         context = client_context(self.settings.tls) if producer.zam_tls else None
         try:
             answer = await exchange(
-                producer.zam_host, producer.zam_port, text.encode("utf-8"), context, ACK_TIMEOUT
+                producer.zam_host, producer.zam_port, text.encode("utf-8"), context, producer.zam_ack_timeout
             )
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
-            await self._later(zam, f"no ACK: {error or type(error).__name__}")
+            await self._later(zam, f"no ACK: {error or type(error).__name__}", producer)
             return
         try:
             # Only an ACK of this very ZAM (MSA-2) settles it.
             ack = read_consumer_ack(answer.decode("utf-8", "replace"), control_id=control_id)
         except ConsumerAckError as error:
-            await self._later(zam, f"unusable ACK: {error}")
+            await self._later(zam, f"unusable ACK: {error}", producer)
             return
         if ack.code == "AA":
             await asyncio.to_thread(self.zams.acked, zam.id, self.clock())
+            metrics.zam_sent(zam.event, "acked")
             log_event(log, "zam-acked", zam=zam.id, producer=zam.producer, zam_event=zam.event)
         else:
-            await self._later(zam, f"ACK {ack.code}")
+            await self._later(zam, f"ACK {ack.code}", producer)
 
-    async def _later(self, zam: OwedZam, error: str) -> None:
-        at = next_attempt_at(self.clock(), zam.attempts + 1, BACKOFF)
+    async def _later(self, zam: OwedZam, error: str, producer: Hl7ProducerSettings | None) -> None:
+        # A producer gone from the settings keeps its ZAM on the default schedule until it comes back.
+        schedule = (producer or _DEFAULTS).zam_retry_schedule
+        at = next_attempt_at(self.clock(), zam.attempts + 1, schedule)
         await asyncio.to_thread(self.zams.retry_later, zam.id, at, error)
+        metrics.zam_sent(zam.event, "deferred")
         log_event(
             log,
             "zam-deferred",
@@ -116,6 +119,11 @@ class ZamSender:
             error=error,
             next_attempt=at.isoformat(timespec="seconds"),
         )
+
+    def _lease(self) -> timedelta:
+        """Longer than one exchange with the slowest producer: a ZAM being sent is never claimed again."""
+        timeouts = [p.zam_ack_timeout for p in self.settings.hl7.producers] or [_DEFAULTS.zam_ack_timeout]
+        return timedelta(seconds=2 * max(timeouts))
 
     def _producer(self, name: str) -> Hl7ProducerSettings | None:
         return next((p for p in self.settings.hl7.producers if p.name == name), None)

@@ -1,4 +1,5 @@
-"""Counts the operators watch, read from the store at scrape time: queue depth, oldest wait, channels.
+"""Counts the operators watch, read from the store at scrape time: queue depth, oldest wait, channels, the
+ZAM still owed to HL7 producers.
 
 Read-only, one short transaction; called from the metrics endpoint's thread (never the event loop) and
 by the daemon's status line through ``asyncio.to_thread``.
@@ -6,7 +7,7 @@ by the daemon's status line through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -16,16 +17,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.errors import StoreError
 from gateway.store.repository import Repository
 from gateway.store.states import WAITING
-from gateway.store.tables import Channel, Delivery
+from gateway.store.tables import Channel, Delivery, Hl7Zam
+from gateway.store.zams import PENDING
 
 
 @dataclass(frozen=True, slots=True)
 class StoreGauges:
-    """Deliveries still to do by state, the oldest waiting one's creation time, channels by state."""
+    """Deliveries still to do by state, the oldest waiting one's creation time, channels by state, ZAM not
+    yet acknowledged by their producer by event (Z02, Z03)."""
 
     queue_depth: dict[str, int]
     oldest_waiting: datetime | None
     channels: dict[str, int]
+    zams_pending: dict[str, int] = field(default_factory=dict)
 
 
 class StoreStats:
@@ -46,6 +50,14 @@ class StoreStats:
                     )
                 ).scalar()
                 channels = session.execute(select(Channel.state, func.count()).group_by(Channel.state)).all()
+                zams = session.execute(
+                    select(Hl7Zam.event, func.count()).where(Hl7Zam.state == PENDING).group_by(Hl7Zam.event)
+                ).all()
         except SQLAlchemyError as error:
             raise StoreError(f"cannot read the queue gauges: {error}") from error
-        return StoreGauges(depth, oldest, {state: count for state, count in channels})
+        return StoreGauges(
+            depth,
+            oldest,
+            {state: count for state, count in channels},
+            {event: count for event, count in zams},
+        )

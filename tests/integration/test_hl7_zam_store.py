@@ -150,3 +150,14 @@ def test_a_store_of_schema_version_4_gets_the_zam_table(store: Store) -> None:
             assert session.execute(text("SELECT version FROM schema_version")).scalar() == SCHEMA_VERSION
     finally:
         reopened.close()
+
+
+def test_the_backlog_gauge_counts_zam_not_yet_acknowledged(store: Store) -> None:
+    repo = store.repository
+    repo.add_messages([hl7_mail("Z02,Z03")], T0)
+    repo.add_messages([receipt("dsn", "MSG-42", RecipientStatus(DOCTOR, "delivered"))], T0)
+    repo.add_messages([receipt("mdn", "MSG-42", RecipientStatus(DOCTOR, "displayed"))], T0)
+    assert store.stats.gauges().zams_pending == {"Z02": 1, "Z03": 1}
+    (z02,) = [z for z in store.queue.show(1).zams if z.event == "Z02"]
+    store.zams.acked(z02.id, T0)
+    assert store.stats.gauges().zams_pending == {"Z03": 1}

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import hl7
 
+from gateway import metrics
 from gateway import settings as settings_module
 from gateway.outbound.zam_sender import ZamSender
 from gateway.scheduler import Scheduler
@@ -16,7 +17,7 @@ from tests.integration.test_hl7_zam_store import DOCTOR, T0, hl7_mail, receipt, 
 from tests.support.mllp import ZamEndpoint
 
 
-def settings_for(port: int) -> settings_module.Settings:
+def settings_for(port: int, **producer: object) -> settings_module.Settings:
     return settings_module.from_mapping(
         {
             "gateway": {"hostname": "mssgw.test.mssante.fr", "nil_reference": "DEV935997"},
@@ -32,6 +33,7 @@ def settings_for(port: int) -> settings_module.Settings:
                         "from_address": "cr@hopital.test.mssante.fr",
                         "zam_host": "127.0.0.1",
                         "zam_port": port,
+                        **producer,
                     }
                 ],
             },
@@ -89,3 +91,29 @@ async def test_no_endpoint_then_an_ae_are_retried_until_an_aa(store: Store) -> N
         assert len(endpoint.received()) == 1
     (done,) = store.queue.show(1).zams
     assert (done.state, done.attempts, done.acked_at) == ("acked", 3, clock.now)
+
+
+def zams_counted(kind: str, outcome: str) -> float:
+    value = metrics.REGISTRY.get_sample_value("mssgw_hl7_zams_total", {"kind": kind, "outcome": outcome})
+    return value or 0.0
+
+
+async def test_the_producers_retry_schedule_and_ack_timeout_are_used_and_counted(store: Store) -> None:
+    owe_a_z03(store)
+    clock = Clock()
+    before = (zams_counted("Z03", "deferred"), zams_counted("Z03", "acked"))
+    # An endpoint that never answers: the producer's own ACK timeout ends the wait.
+    with ZamEndpoint(answer=None) as silent:
+        settings = settings_for(silent.port, zam_ack_timeout=0.2, zam_retry_schedule=[7, 11])
+        sender = ZamSender(settings, store.zams, Scheduler(), clock)
+        await sender.run()
+        clock.now = T0 + timedelta(seconds=7)
+        await sender.run()
+    schedule = [owed.next_attempt_at for owed in store.queue.show(1).zams]
+    assert schedule == [T0 + timedelta(seconds=7 + 11)]
+    assert store.queue.show(1).zams[0].attempts == 2
+    with ZamEndpoint(silent.port) as endpoint:
+        clock.now = T0 + timedelta(seconds=18)
+        await sender.run()
+        assert len(endpoint.received()) == 1
+    assert (zams_counted("Z03", "deferred"), zams_counted("Z03", "acked")) == (before[0] + 2, before[1] + 1)

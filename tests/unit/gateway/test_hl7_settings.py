@@ -62,7 +62,13 @@ def test_every_problem_is_named(tmp_path: Path, pki: Pki) -> None:
         "max_connections": 0,
         "producers": [
             {"name": "a", "application": "DPI", "from_address": "cr@hopital.mssante.fr", "zam_host": "x"},
-            {"name": "b", "application": "DPI", "from_address": ""},
+            {
+                "name": "b",
+                "application": "DPI",
+                "from_address": "",
+                "zam_ack_timeout": 0,
+                "zam_retry_schedule": [],
+            },
         ],
     }
     with pytest.raises(ConfigError) as error:
@@ -75,6 +81,8 @@ def test_every_problem_is_named(tmp_path: Path, pki: Pki) -> None:
         "hl7.producers[0].zam_port: zam_host and zam_port (1-65535) go together",
         "hl7.producers[1].application: another producer has the same MSH-3/MSH-4",
         "hl7.producers[1].from_address: required (the BAL applicative its mail is sent from)",
+        "hl7.producers[1].zam_ack_timeout: must be more than 0",
+        "hl7.producers[1].zam_retry_schedule: needs at least one delay, each more than 0",
     ]
 
 
