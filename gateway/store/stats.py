@@ -1,4 +1,5 @@
-"""Counts the operators watch, read from the store at scrape time: queue depth, oldest wait, channels.
+"""Counts the operators watch, read from the store at scrape time: queue depth, oldest wait, channels, the
+MDMs HL7 consumers have not acknowledged.
 
 Read-only, one short transaction; called from the metrics endpoint's thread (never the event loop) and
 by the daemon's status line through ``asyncio.to_thread``.
@@ -6,7 +7,7 @@ by the daemon's status line through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -14,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import StoreError
+from gateway.store.mdms import MdmQueue
 from gateway.store.repository import Repository
 from gateway.store.states import WAITING
 from gateway.store.tables import Channel, Delivery
@@ -21,19 +23,22 @@ from gateway.store.tables import Channel, Delivery
 
 @dataclass(frozen=True, slots=True)
 class StoreGauges:
-    """Deliveries still to do by state, the oldest waiting one's creation time, channels by state."""
+    """Deliveries still to do by state, the oldest waiting one's creation time, channels by state, and per
+    HL7 consumer the MDMs pending with the oldest one's creation time."""
 
     queue_depth: dict[str, int]
     oldest_waiting: datetime | None
     channels: dict[str, int]
+    mdm_pending: dict[str, tuple[int, datetime | None]] = field(default_factory=dict)
 
 
 class StoreStats:
     """Reads the gauges of one store."""
 
-    def __init__(self, sessions: sessionmaker[Session], repository: Repository) -> None:
+    def __init__(self, sessions: sessionmaker[Session], repository: Repository, mdms: MdmQueue) -> None:
         self.sessions = sessions
         self.repository = repository
+        self.mdms = mdms
 
     def gauges(self) -> StoreGauges:
         """The gauges now; raises StoreError when the database cannot answer."""
@@ -46,6 +51,7 @@ class StoreStats:
                     )
                 ).scalar()
                 channels = session.execute(select(Channel.state, func.count()).group_by(Channel.state)).all()
+            mdm_pending = self.mdms.pending()
         except SQLAlchemyError as error:
             raise StoreError(f"cannot read the queue gauges: {error}") from error
-        return StoreGauges(depth, oldest, {state: count for state, count in channels})
+        return StoreGauges(depth, oldest, {state: count for state, count in channels}, mdm_pending)

@@ -76,6 +76,7 @@ def test_nothing_is_owed_unless_asked_and_a_delay_is_not_final(store: Store) -> 
 
 def test_a_store_of_schema_version_4_gets_the_zam_table(store: Store) -> None:
     with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE hl7_mdms"))  # what schema 6 added
         connection.execute(text("DROP TABLE hl7_zams"))
         connection.execute(text("ALTER TABLE hl7_transmissions DROP COLUMN zam_events"))
         connection.execute(text("UPDATE schema_version SET version = 4"))
