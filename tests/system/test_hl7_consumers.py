@@ -1,7 +1,8 @@
 """HL7 consumers end to end with ``mssgw run``: a peer operator delivers a document mail to our mailbox on the
 port-25 listener; the DPI (a real MLLP consumer) gets the MDM; its ACK comes back to the sender as the MDN
 the fake operator receives, with the ANS subject and disposition. ``kill -9`` while the MDM awaits its ACK:
-the same MDM is sent again after the restart and the MDN goes once."""
+the same MDM is sent again after the restart and the MDN goes once. The same from a real Dovecot through the
+IMAP bridge."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ import pytest
 from tests.integration.test_hl7_consumers import document_mail
 from tests.integration.test_receipts import COLLEAGUE, PRO
 from tests.support.consumer import Consumer
+from tests.support.dovecot import BINARY, Dovecot
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import Gateway, gateway_for
+from tests.support.imap_bridge import PASSWORD, USER, secret_file
 from tests.support.listener import client_tls
 from tests.support.pki import Pki
 from tests.system.test_hl7_zam import _OPERATOR_PORT, wait_for
@@ -137,3 +140,56 @@ def test_kill_9_before_the_ack_sends_the_mdm_again_and_the_mdn_once(
     assert frames[0] == frames[1]  # the same MDM, the same MSH-10
     assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
     assert gateway.stop() == 0
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(BINARY is None, reason="dovecot is not installed (apt-get install dovecot-imapd)")
+def test_mail_read_by_imap_from_dovecot_goes_to_the_dpi_and_its_aa_becomes_the_mdn(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, consumer_port: int, gateways: list[Gateway]
+) -> None:
+    dovecot = Dovecot(tmp_path / "dovecot", pki, {USER: PASSWORD}).start()
+    try:
+        gw = gateway_for(tmp_path / "gw", pki, operator)
+        gw.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"], "mailboxes": [{"address": PRO}]}
+        gw.sections["imap"] = {
+            "accounts": [
+                {
+                    "name": "dpi-box",
+                    "host": "127.0.0.1",
+                    "port": dovecot.port,
+                    "security": "starttls",
+                    "address": PRO,
+                    "username": USER,
+                    "password_file": str(secret_file(tmp_path / "imap.password", PASSWORD)),
+                    "after_import": "move",
+                    "processed_folder": "Done",
+                    "backfill_days": 1,
+                }
+            ]
+        }
+        gw.sections["hl7"] = {
+            "application": "MSSGW",
+            "consumers": [
+                {
+                    "name": "dpi",
+                    "mailboxes": [PRO],
+                    "host": "127.0.0.1",
+                    "port": consumer_port,
+                    "application": "DPI",
+                }
+            ],
+        }
+        gw.write()
+        gateways.append(gw)
+        with Consumer(["AA"], port=consumer_port) as dpi, dovecot.mailbox(USER) as mailbox:
+            # The operator's IMAP server wrote the Return-Path: the envelope sender the MDN rules compare.
+            mailbox.append(f"Return-Path: <{COLLEAGUE}>\r\n".encode() + document_mail())
+            gw.start()
+            [mdn] = operator.wait_for_messages(1)
+            assert len(dpi.received()) == 1
+            wait_for(lambda: mailbox.count() == 0, "the message taken off the server")
+        assert mdn.rcpt_tos == (COLLEAGUE,)
+        assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
+        assert gw.stop() == 0
+    finally:
+        dovecot.stop()
