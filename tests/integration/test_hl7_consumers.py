@@ -33,6 +33,7 @@ from mappers.records import Mailbox, MessageRecord
 from tests.integration.test_receipts import COLLEAGUE, HOSTNAME, PRO, T0
 from tests.support.consumer import Consumer
 from tests.unit.mappers import samples
+from tests.unit.mappers.test_hl7_mdm import PARENT, received, version_two
 
 SECOND_ID = "1.2.250.1.213.1.1.1.45.2^9"
 
@@ -220,10 +221,12 @@ async def test_no_consumer_listening_keeps_the_mdm_until_it_answers(store: Store
     sender = sender_for(store, settings, clock)
     await sender.run()
     assert store.queue.show(pk).mdms[0].state == "pending"
+    assert store.stats.gauges().mdm_pending == {"dpi": (1, T0)}  # the backlog and oldest-age gauges
     clock.now += timedelta(seconds=6)
     with Consumer(["AA"], port=port):
         await sender.run()
     assert store.queue.show(pk).mdms[0].state == "answered"
+    assert store.stats.gauges().mdm_pending == {}
     assert len(mdns(store)) == 1
 
 
@@ -322,3 +325,28 @@ def test_a_store_of_schema_version_5_gets_the_mdm_table(tmp_path: Path) -> None:
             assert session.execute(text("SELECT version FROM schema_version")).scalar() == SCHEMA_VERSION
     finally:
         reopened.close()
+
+
+async def test_a_t10_mail_after_its_t02_waits_for_the_t02s_ack_over_mllp(store: Store) -> None:
+    """Two mails: the original (T02), then its replacement (the package's action slot C → T10, TXA-13 the
+    original's id). The consumer does not answer the T02 at first: the T10 waits until the T02 is acked."""
+    original = received(samples.cda_document(document_id=PARENT, confidentiality=()))
+    replacement = received(version_two(confidentiality=()), slots={1: "C"})
+    clock = Clock()
+    with Consumer([None, "AA"]) as dpi:
+        settings = settings_for(dpi.port, schedule=(30.0,))
+        steps = CitizenSteps(settings, store.channels, clock)
+        for record in (original, replacement):
+            new = NewMessage(document_mail(), COLLEAGUE, "inbound", "operator", message_id=record.message_id)
+            store.repository.add_messages([await steps.finish(new, record, [PRO])], T0)
+        sender = sender_for(store, settings, clock)
+        await sender.run()
+        assert [str(hl7.parse(f).segment("MSH")[9]) for f in dpi.received()] == ["MDM^T02^MDM_T02"]
+        clock.now += timedelta(seconds=31)
+        await sender.run()
+        frames = dpi.received()
+    events = [str(hl7.parse(frame).segment("MSH")[9]) for frame in frames]
+    assert events == ["MDM^T02^MDM_T02", "MDM^T02^MDM_T02", "MDM^T10^MDM_T02"]
+    t10 = hl7.parse(frames[2])
+    assert str(t10.segment("TXA")[13]) == "6^^1.2.250.1.213.1.1.1.45.2^ISO"
+    assert str(t10.segment("ORC")[1]) == "RO"
