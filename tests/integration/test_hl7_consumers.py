@@ -32,13 +32,17 @@ from mappers.mime import build_message, parse_message
 from mappers.records import Mailbox, MessageRecord
 from tests.integration.test_receipts import COLLEAGUE, HOSTNAME, PRO, T0
 from tests.support.consumer import Consumer
+from tests.support.imap_bridge import server_context
+from tests.support.pki import Pki
 from tests.unit.mappers import samples
 from tests.unit.mappers.test_hl7_mdm import PARENT, received, version_two
 
 SECOND_ID = "1.2.250.1.213.1.1.1.45.2^9"
 
 
-def settings_for(port: int, schedule: tuple[float, ...] = (60.0,)) -> settings_module.Settings:
+def settings_for(
+    port: int, schedule: tuple[float, ...] = (60.0,), **consumer: object
+) -> settings_module.Settings:
     return settings_module.from_mapping(
         {
             "gateway": {"hostname": HOSTNAME, "nil_reference": "DEV935997"},
@@ -56,6 +60,7 @@ def settings_for(port: int, schedule: tuple[float, ...] = (60.0,)) -> settings_m
                         "facility": "CHU_Y",
                         "ack_timeout": 1.0,
                         "retry_schedule": list(schedule),
+                        **consumer,
                     }
                 ],
             },
@@ -350,3 +355,19 @@ async def test_a_t10_mail_after_its_t02_waits_for_the_t02s_ack_over_mllp(store: 
     t10 = hl7.parse(frames[2])
     assert str(t10.segment("TXA")[13]) == "6^^1.2.250.1.213.1.1.1.45.2^ISO"
     assert str(t10.segment("ORC")[1]) == "RO"
+
+
+async def test_over_tls_the_consumers_certificate_is_checked(store: Store, pki: Pki) -> None:
+    with Consumer(["AA"], context=server_context(pki)) as dpi:
+        untrusted = settings_for(dpi.port, tls=True, ca_bundle=str(pki.untrusted.ca))
+        pk = await receive(store, untrusted, document_mail())
+        await sender_for(store, untrusted, Clock()).run()
+        [mdm] = store.queue.show(pk).mdms
+        assert mdm.state == "pending" and "CERTIFICATE_VERIFY_FAILED" in (mdm.last_error or "")
+        assert dpi.received() == []
+        trusted = settings_for(dpi.port, tls=True, ca_bundle=str(pki.ca))
+        clock = Clock()
+        clock.now += timedelta(minutes=2)
+        await sender_for(store, trusted, clock).run()
+        assert len(dpi.received()) == 1
+    assert store.queue.show(pk).mdms[0].state == "answered"

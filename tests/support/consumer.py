@@ -1,5 +1,6 @@
-"""An HL7 consumer (the hospital's DPI) for tests: a real asyncio MLLP server on an ephemeral loopback port,
-in its own thread so that both in-process tests and tests of a running mssgw can use it.
+"""An HL7 consumer (the hospital's DPI) for tests: a real asyncio MLLP server (TLS with a ``context``) on an
+ephemeral loopback port, in its own thread so that both in-process tests and tests of a running mssgw can
+use it.
 
 It keeps every MDM it gets and answers each with the next of its ``answers`` (the last one repeats):
 ``"AA"``, ``"AE 902"`` (application error: ERR-3 207, ERR-5 902), ``"AR 207"`` (ERR-3 only), ``"AR"`` (no ERR)
@@ -9,6 +10,7 @@ or ``None`` (reads the MDM and answers nothing). The ACKs are written here from 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Sequence
 
@@ -36,8 +38,11 @@ def ack_for(mdm: str, answer: str) -> str:
 class Consumer:
     """``with Consumer(["AE 902"]) as dpi: ...``; ``dpi.received()`` are the MDMs in order of arrival."""
 
-    def __init__(self, answers: Sequence[str | None] = ("AA",), port: int = 0) -> None:
+    def __init__(
+        self, answers: Sequence[str | None] = ("AA",), port: int = 0, context: ssl.SSLContext | None = None
+    ) -> None:
         self.answers = list(answers)
+        self.context = context
         self.frames: list[str] = []
         self.port = port
         self._lock = threading.Lock()
@@ -63,7 +68,9 @@ class Consumer:
             return list(self.frames)
 
     async def _start(self) -> asyncio.Server:
-        return await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        return await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True, ssl=self.context
+        )
 
     async def _stop(self) -> None:
         assert self._server is not None
