@@ -35,6 +35,7 @@ from gateway.inbound.listener import smtp_listeners
 from gateway.inbound.mllp_server import MllpListener
 from gateway.logsetup import log_event
 from gateway.metrics import MetricsEndpoint
+from gateway.outbound.mdm_sender import MdmSender
 from gateway.outbound.relay import Relay
 from gateway.outbound.signing import build_signer
 from gateway.outbound.transports.registry import TransportRegistry
@@ -135,6 +136,8 @@ def build_services(
         services.append(MllpListener(settings, Hl7Door(settings, intake, utc_now)))
     if any(p.zam_host for p in settings.hl7.producers):
         services.append(ZamSender(settings, store.zams, scheduler, utc_now))
+    if settings.hl7.consumers:
+        services.append(MdmSender(settings, store.mdms, scheduler, utc_now, relay.wake))
     if settings.imap.accounts:
         services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now))
     # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).

@@ -58,6 +58,13 @@ HL7_ZAMS = Counter(
     ["kind", "outcome"],
     registry=REGISTRY,
 )
+HL7_CONSUMER_MESSAGES = Counter(
+    "mssgw_hl7_consumer_messages",
+    "MDM sends to HL7 consumers, by consumer and outcome: the ACK code (AA, AE, AR, CA, CE, CR), deferred "
+    "(no connection or no ACK, sent again later) or unanswered (retries spent: the sender gets a 906 MDN)",
+    ["consumer", "outcome"],
+    registry=REGISTRY,
+)
 AUTH_FAILURES = Counter(
     "mssgw_auth_failures",
     "Failed AUTH logins on the submission listener (wrong login or password)",
@@ -120,6 +127,11 @@ def hl7_answered(producer: str, ack: str, code: int) -> None:
 def zam_sent(kind: str, outcome: str) -> None:
     """One ZAM exchange with its producer ended ``acked`` or ``deferred``."""
     HL7_ZAMS.labels(kind, outcome).inc()
+
+
+def hl7_consumer_message(consumer: str, outcome: str) -> None:
+    """One MDM send to ``consumer`` ended with ``outcome`` (configured consumers: a bounded label set)."""
+    HL7_CONSUMER_MESSAGES.labels(consumer, outcome).inc()
 
 
 def message_refused(listener: str, reason: str) -> None:
@@ -201,6 +213,21 @@ class _Sources(Collector):
             for kind in ("Z02", "Z03"):
                 zams.add_metric([kind], gauges.zams_pending.get(kind, 0))
             yield zams
+            pending = GaugeMetricFamily(
+                "mssgw_hl7_consumer_pending",
+                "MDMs not yet acknowledged by each HL7 consumer",
+                labels=["consumer"],
+            )
+            oldest_mdm = GaugeMetricFamily(
+                "mssgw_hl7_consumer_oldest_age_seconds",
+                "Age of the oldest MDM each HL7 consumer has not acknowledged",
+                labels=["consumer"],
+            )
+            for consumer, (count, since) in sorted(gauges.mdm_pending.items()):
+                pending.add_metric([consumer], count)
+                oldest_mdm.add_metric([consumer], (now - since).total_seconds() if since else 0.0)
+            yield pending
+            yield oldest_mdm
         if self.trust_list_loaded is not None:
             loaded = self.trust_list_loaded()
             # Never loaded is as old as can be: an alert on the age fires, and on loaded == 0 too.

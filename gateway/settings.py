@@ -342,8 +342,8 @@ class Hl7ConsumerSettings:
     """A consuming application (DPI, RIS) that gets the documents received on ``mailboxes`` as MDM^T02/T10/T04
     over MLLP at ``host``:``port`` (TLS when ``tls``, checked with ``ca_bundle`` or tls.ca_bundle), named
     ``application``/``facility`` in MSH-5/MSH-6. An ACK is awaited ``ack_timeout``; without one the MDM is
-    sent again after each delay of ``retry_schedule``, then the sender gets an error MDN 906.
-    Not yet wired into the daemon (issue #13)."""
+    sent again after each delay of ``retry_schedule``, then the sender gets an error MDN 906
+    (``gateway.outbound.mdm_sender``)."""
 
     name: str
     mailboxes: tuple[str, ...] = ()

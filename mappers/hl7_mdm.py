@@ -15,7 +15,7 @@ Public API (stable):
     control_id_for(mail: MessageRecord, document: Document, action: DocumentAction) -> str
     MdmHeader(sending_application, sending_facility, receiving_application, receiving_facility,
               processing_id="P", charset="UNICODE UTF-8")
-    Mdm(.control_id, .event, .document_id, .text, .encode() -> bytes)
+    Mdm(.control_id, .event, .document_id, .text, .replaces, .encode() -> bytes)
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ class Mdm:
     document_id: str
     text: str
     charset: str = "UNICODE UTF-8"
+    replaces: str = ""
+    """TXA-13, the replaced document's id (empty for a T02): the store keeps a T10 behind its original."""
 
     def encode(self) -> bytes:
         """The bytes of the MLLP block, in the MSH-18 character set (8859/15: what it lacks becomes ``?``).
@@ -161,7 +163,8 @@ def build_mdm(
         ),
         *_masks(document, action, previous_masks),
     ]  # fmt: skip
-    return Mdm(control_id, event, document_id, "\r".join(segments) + "\r", header.charset)
+    text = "\r".join(segments) + "\r"
+    return Mdm(control_id, event, document_id, text, header.charset, cda_header.replaces or "")
 
 
 def _base64(data: bytes) -> str:

@@ -6,7 +6,9 @@ pass the patient rules; mail from a patient (SMTP) needs an open channel, else `
 channel change; a received DSN/MDN or automatic reply updates the original's recipients and is forwarded to
 the original's sender the way that sender came (``gateway.report_routes``) — a patient's automatic reply is
 patient mail that is no exchange on the channel; patient mail that came by IMAP on a
-closed channel is kept ``refused``; a read-receipt request on a package gets its MDN, committed together.
+closed channel is kept ``refused``; a read-receipt request on a package gets its MDN, committed together;
+the documents received on a mailbox an HL7 consumer serves become its MDMs, committed together, and the
+MDN waits for the consumer's answers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gateway.inbound.intake import Intake, build_policy
 from gateway.inbound.policy import INTERNAL_SOURCES, refuse
 from gateway.inbound.trust import DomainTrust, OfficialTrust
 from gateway.receipts.answer import build_answer
+from gateway.receipts.consumers import hand_over
 from gateway.receipts.reading import read_receipt
 from gateway.report_routes import NO_NOTIFY, ReportRoutes
 from gateway.settings import Settings
@@ -180,7 +183,13 @@ class CitizenSteps:
             new = dataclasses.replace(new, kind=receipt.kind, receipt=receipt)
             return await self._forward_receipt(new, receipt)
         new = await self.gate.admit(new, record, ours)
-        if new.state != "stored" or not ours or not self.settings.channels.answer_mdn:
+        if new.state != "stored" or not ours:
+            return new
+        if self.settings.hl7.consumers:
+            handed = await asyncio.to_thread(hand_over, self.settings, new, record, ours, self.clock())
+            if handed is not None:
+                return handed
+        if not self.settings.channels.answer_mdn:
             return new
         answer = await asyncio.to_thread(
             build_answer,

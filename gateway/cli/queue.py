@@ -190,6 +190,24 @@ def _describe(entry: QueueEntry) -> str:
             lines.append(f"    next attempt {stamp(z.next_attempt_at)} UTC")
         if z.last_error:
             lines.append(f"    last error: {z.last_error}")
+    for m in entry.mdms:
+        lines.append(
+            f"MDM {m.id} {m.event} to consumer {m.consumer} for {m.name}: {m.state}, {m.attempts} attempt(s)"
+        )
+        if m.settled_at:
+            answer = f"ACK {m.ack_code}" if m.ack_code else "no ACK"
+            result = (
+                "integrated" if m.result_code is None else f"error {m.result_code}^{m.result_label or ''}"
+            )
+            lines.append(f"    {answer} {stamp(m.settled_at)} UTC: {result}")
+            if m.result_detail:
+                lines.append(f"    consumer said: {m.result_detail}")
+        else:
+            lines.append(f"    next attempt {stamp(m.next_attempt_at)} UTC")
+        if m.last_error:
+            lines.append(f"    last error: {m.last_error}")
+        if m.mdn_id:
+            lines.append(f"    MDN to the sender: queue id {m.mdn_id}")
     if entry.events:
         lines.append("audit trail:")
         lines.extend(

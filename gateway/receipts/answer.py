@@ -10,6 +10,7 @@ is committed in the same transaction as the message it answers, so it is sent ex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -21,7 +22,7 @@ from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
 from mappers.mdn import Disposition, build_mdn, original_attachments
 from mappers.mime_parse import XDM_FILENAME
-from mappers.records import MessageRecord
+from mappers.records import Attachment, MessageRecord
 
 REPORT_TYPES = frozenset({"multipart/report"})
 
@@ -87,13 +88,33 @@ def build_answer(
     if skip_reason(record, envelope_from, message) is not None:
         return None
     attachments = original_attachments(message)
-    package = next((a.content for a in attachments if a.filename.casefold() == XDM_FILENAME.casefold()), None)
+    disposition = package_disposition(package_in(attachments))
+    return mdn_message(raw, attachments, disposition, mailbox, requested.address, hostname, now)
+
+
+def package_in(attachments: Sequence[Attachment]) -> bytes | None:
+    """The IHE_XDM.zip among a received message's attachments (``original_attachments``)."""
+    return next((a.content for a in attachments if a.filename.casefold() == XDM_FILENAME.casefold()), None)
+
+
+def mdn_message(
+    raw: bytes,
+    attachments: Sequence[Attachment],
+    disposition: Disposition,
+    mailbox: str,
+    recipient: str,
+    hostname: str,
+    now: datetime,
+) -> NewMessage:
+    """The MDN reporting ``disposition`` on ``raw`` to ``recipient``, from our ``mailbox``, with the
+    original ``attachments`` re-attached, ready to commit; also the consumers' MDN
+    (``gateway.receipts.consumers``): one builder for every MDN the gateway answers with."""
     mdn = build_mdn(
         raw,
-        disposition=package_disposition(package),
+        disposition=disposition,
         final_recipient=mailbox,
         sender=mailbox,
-        recipient=requested.address,
+        recipient=recipient,
         hostname=hostname,
         now=now,
         attachments=attachments,
@@ -105,6 +126,6 @@ def build_answer(
         direction="outbound",
         source="mdn",
         kind="mdn",
-        recipients=(Recipient(requested.address),),
+        recipients=(Recipient(recipient),),
         message_id=str(mdn["Message-ID"]),
     )

@@ -22,10 +22,11 @@ from gateway.file_modes import PRIVATE_DIR, PRIVATE_FILE, create_file, make_dirs
 from gateway.store.channels import ChannelStore
 from gateway.store.directory import DirectoryStore
 from gateway.store.imap_cursors import ImapCursors
+from gateway.store.mdms import MdmQueue
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.repository import Repository
 from gateway.store.stats import StoreStats
-from gateway.store.tables import DIRECTORY_TABLES, SCHEMA_VERSION, Base, Hl7Zam, SchemaVersion
+from gateway.store.tables import DIRECTORY_TABLES, SCHEMA_VERSION, Base, Hl7Mdm, Hl7Zam, SchemaVersion
 from gateway.store.zams import ZamQueue
 
 # Schema changes an existing store is brought through at start, in order: version → the steps to reach the
@@ -46,6 +47,7 @@ _MIGRATIONS: dict[int, tuple[str | tuple[type[Base], ...], ...]] = {
     ),
     3: (DIRECTORY_TABLES,),
     4: ("ALTER TABLE hl7_transmissions ADD COLUMN zam_events VARCHAR(20)", (Hl7Zam,)),
+    5: ((Hl7Mdm,),),
 }
 
 
@@ -103,7 +105,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
 class Store:
     """An open store: the queue's repository, the sysadmin's view of the queue, citizen channels, the IMAP
-    cursors, the national directory, the ZAM owed to HL7 producers, and how to close it."""
+    cursors, the national directory, the ZAM owed to HL7 producers, the MDMs owed to HL7 consumers, and how to
+    close it."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -111,7 +114,8 @@ class Store:
         self.repository = Repository(sessions)
         self.queue = QueueAdmin(sessions)
         self.channels = ChannelStore(sessions)
-        self.stats = StoreStats(sessions, self.repository)
+        self.mdms = MdmQueue(sessions, self.repository)
+        self.stats = StoreStats(sessions, self.repository, self.mdms)
         self.imap_cursors = ImapCursors(sessions)
         self.directory = DirectoryStore(sessions)
         self.zams = ZamQueue(sessions)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import InputError, NotFoundError
 from gateway.store.audit import write_audit
+from gateway.store.mdms import MdmView, mdms_of
 from gateway.store.states import DeliveryState
 from gateway.store.tables import AuditEvent, Delivery, DeliveryAttempt, Message
 from gateway.store.zams import OwedZam, zams_of
@@ -70,6 +71,7 @@ class QueueEntry:
     reports: str | None = None
     """Where the sender's delivery reports go; said by ``mssgw queue show`` from the configuration."""
     zams: tuple[OwedZam, ...] = ()
+    mdms: tuple[MdmView, ...] = ()
     """The business acknowledgements owed to the HL7 producer of this message (``show`` only)."""
 
 
@@ -167,6 +169,7 @@ class QueueAdmin:
             message.source,
             message.client,
             zams=zams_of(session, pk) if history else (),
+            mdms=mdms_of(session, pk) if history else (),
         )
 
     def retry(self, pk: int, now: datetime) -> int:

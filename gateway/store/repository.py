@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.logsetup import audit
 from gateway.store.audit import write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
+from gateway.store.mdms import NewMdm, queue_mdms
 from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt, original_of
 from gateway.store.states import KEPT_ASIDE, WAITING, DeliveryState
 from gateway.store.tables import (
@@ -101,6 +102,8 @@ class NewMessage:
     duplicate of the first whatever its bytes."""
     zam_events: str | None = None
     """The business acknowledgements its HL7 producer asked for (``mappers.hl7_zam.requested_events``)."""
+    mdms: tuple[NewMdm, ...] = ()
+    """Its documents as MDMs owed to HL7 consumers (``gateway.receipts.consumers``), committed with it."""
 
     @property
     def digest(self) -> str:
@@ -216,6 +219,10 @@ class Repository:
         query = select(Message.id).where(Message.message_id == new.message_id, Message.digest == new.digest)
         return session.execute(query.limit(1)).scalar()
 
+    def insert_message(self, session: Session, new: NewMessage, now: datetime) -> int:
+        """Insert one message in the caller's transaction (an answer committed with what settles it)."""
+        return self._insert_message(session, new, now)
+
     def _insert_message(self, session: Session, new: NewMessage, now: datetime) -> int:
         if new.state in KEPT_ASIDE and new.recipients:
             raise ValueError(f"a message kept {new.state!r} must have no deliveries")
@@ -296,6 +303,7 @@ class Repository:
         if new.receipt is not None and not apply_receipt(session, new.receipt, pk, now):
             session.execute(update(Message).where(Message.id == pk).values(state=UNMATCHED))
             write_audit(session, now, UNMATCHED, pk)
+        queue_mdms(session, pk, new.mdms, now)
         for follow_up in new.follow_ups:
             # An answer committed with what it answers (an MDN): both or neither.
             self._insert_message(session, dataclasses.replace(follow_up, related_message_pk=pk), now)

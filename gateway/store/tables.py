@@ -1,6 +1,7 @@
 """SQLAlchemy tables of the store: messages, attachments, patients, deliveries (the queue), attempts,
 citizen channels, audit events, IMAP cursors, the HL7 messages already taken (per producer and MSH-10),
-the national MSSanté directory, and the business acknowledgements (ZAM) owed to HL7 producers.
+the national MSSanté directory, the business acknowledgements (ZAM) owed to HL7 producers, and the MDMs
+owed to HL7 consumers.
 
 Raw messages are kept as received or built (a BLOB), so what leaves is byte-for-byte what was accepted.
 Times are stored in UTC and always read back timezone-aware.
@@ -27,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bumped with every change to these tables; stored in ``schema_version`` on first start."""
 
 
@@ -348,3 +349,41 @@ class Hl7Zam(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     acked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Hl7Mdm(Base):
+    """One received document owed to an HL7 consumer as an MDM, written with the mail it came in and kept
+    with the consumer's answer; the mail's MDN is written when the last of its MDMs is settled.
+
+    ``state``: ``pending`` until an ACK (or the end of the retry schedule) settles it as ``answered`` or
+    ``unanswered``. ``document_id``/``replaces`` are TXA-12/TXA-13: an MDM waits while an earlier unsettled
+    one for the consumer names the same document (a T10 never overtakes its T02). ``mdn_to`` is where the
+    MDN goes (NULL: none was asked, or RFC 8098 forbids an automatic one).
+    """
+
+    __tablename__ = "hl7_mdms"
+    __table_args__ = (Index("ix_hl7_mdms_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    consumer: Mapped[str] = mapped_column(String(200))
+    mailbox: Mapped[str] = mapped_column(String(320))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(3))
+    control_id: Mapped[str] = mapped_column(String(200))
+    document_id: Mapped[str] = mapped_column(String(500), index=True)
+    replaces: Mapped[str | None] = mapped_column(String(500))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    mdn_to: Mapped[str | None] = mapped_column(String(320))
+    state: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    ack_code: Mapped[str | None] = mapped_column(String(2))
+    result_code: Mapped[int | None] = mapped_column(Integer)
+    result_label: Mapped[str | None] = mapped_column(Text)
+    result_detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    mdn_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))

@@ -115,7 +115,8 @@ def test_a_store_of_schema_version_3_gets_the_directory_tables(tmp_path: Path) -
     with opened.engine.begin() as connection:
         for table in ("directory_terms", "directory_roles", "directory_entries", "directory_imports"):
             connection.execute(text(f"DROP TABLE {table}"))
-        # Nor what later versions added (the ZAM of schema 5).
+        # Nor what later versions added (the ZAM of schema 5, the MDMs of schema 6).
+        connection.execute(text("DROP TABLE hl7_mdms"))
         connection.execute(text("DROP TABLE hl7_zams"))
         connection.execute(text("ALTER TABLE hl7_transmissions DROP COLUMN zam_events"))
         connection.execute(text("UPDATE schema_version SET version = 3"))

@@ -136,6 +136,7 @@ def test_a_permanent_refusal_at_relay_time_owes_a_negative_z02(store: Store) -> 
 
 def test_a_store_of_schema_version_4_gets_the_zam_table(store: Store) -> None:
     with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE hl7_mdms"))  # what schema 6 added
         connection.execute(text("DROP TABLE hl7_zams"))
         connection.execute(text("ALTER TABLE hl7_transmissions DROP COLUMN zam_events"))
         connection.execute(text("UPDATE schema_version SET version = 4"))

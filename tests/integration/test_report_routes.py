@@ -91,9 +91,9 @@ def test_a_store_of_schema_version_1_is_migrated(tmp_path: Path) -> None:
     with store.engine.begin() as connection:
         connection.execute(text("ALTER TABLE messages DROP COLUMN client"))
         connection.execute(text("ALTER TABLE deliveries DROP COLUMN via"))
-        # Nor the tables later versions added (HL7 transmissions, the directory, the ZAM).
+        # Nor the tables later versions added (HL7 transmissions, the directory, the ZAM, the MDMs).
         for table in (
-            "hl7_zams", "hl7_transmissions",
+            "hl7_mdms", "hl7_zams", "hl7_transmissions",
             "directory_terms", "directory_roles", "directory_entries", "directory_imports",
         ):  # fmt: skip
             connection.execute(text(f"DROP TABLE {table}"))

@@ -1,0 +1,195 @@
+"""HL7 consumers end to end with ``mssgw run``: a peer operator delivers a document mail to our mailbox on the
+port-25 listener; the DPI (a real MLLP consumer) gets the MDM; its ACK comes back to the sender as the MDN
+the fake operator receives, with the ANS subject and disposition. ``kill -9`` while the MDM awaits its ACK:
+the same MDM is sent again after the restart and the MDN goes once. The same from a real Dovecot through the
+IMAP bridge."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import hl7
+import pytest
+
+from tests.integration.test_hl7_consumers import document_mail
+from tests.integration.test_receipts import COLLEAGUE, PRO
+from tests.support.consumer import Consumer
+from tests.support.dovecot import BINARY, Dovecot
+from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
+from tests.support.gateway import Gateway, gateway_for
+from tests.support.imap_bridge import PASSWORD, USER, secret_file
+from tests.support.listener import client_tls
+from tests.support.pki import Pki
+from tests.system.test_hl7_zam import _OPERATOR_PORT, wait_for
+
+
+@pytest.fixture
+def operator(fake_operator: FakeOperatorFactory) -> FakeOperator:
+    return fake_operator()
+
+
+@pytest.fixture
+def consumer_port() -> int:
+    with Consumer() as probe:
+        return probe.port
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, pki: Pki, operator: FakeOperator, consumer_port: int) -> Iterator[Gateway]:
+    gw = gateway_for(tmp_path / "gw", pki, operator)
+    gw.sections["gateway"].update(mode="operator", test_mode=True)
+    gw.routes.append({"domain": "*", "transport": "smtp", "host": "127.0.0.1", "port": operator.port})
+    gw.sections["operator_listener"] = {
+        "listen": ["127.0.0.1:0"],
+        "certificate": str(pki.server.cert),
+        "key": str(pki.server.key),
+    }
+    (tmp_path / "trusted.txt").write_text("cabinet.test.mssante.fr\n", encoding="utf-8")
+    gw.sections["inbound"] = {
+        "domains": ["hopital.test.mssante.fr"],
+        "trust_list_file": str(tmp_path / "trusted.txt"),
+    }
+    gw.sections["hl7"] = {
+        "application": "MSSGW",
+        "facility": "CHU_Y",
+        "consumers": [
+            {
+                "name": "dpi",
+                "mailboxes": [PRO],
+                "host": "127.0.0.1",
+                "port": consumer_port,
+                "application": "DPI",
+                "facility": "CHU_Y",
+                "ack_timeout": 2.0,
+                "retry_schedule": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            }
+        ],
+    }
+    gw.write()
+    with gw.config.open("a", encoding="utf-8") as config:
+        config.write(f'\n[[inbound.mailboxes]]\naddress = "{PRO}"\n')
+    yield gw
+    gw.cleanup()
+
+
+def deliver(gateway: Gateway, pki: Pki, raw: bytes) -> str:
+    """The peer operator hands the sender's mail to our port-25 listener."""
+    found = _OPERATOR_PORT.search(gateway.wait_for_output("listener=operator"))
+    assert found, gateway.output()
+    with smtplib.SMTP("127.0.0.1", int(found.group(1)), local_hostname="op.test", timeout=10) as client:
+        client.starttls(context=client_tls(pki, certificate=True))
+        client.ehlo()
+        assert client.mail(COLLEAGUE)[0] == 250
+        assert client.rcpt(PRO)[0] == 250
+        code, text = client.data(raw)
+        return f"{code} {text.decode()}"
+
+
+def mdn_of(content: bytes) -> tuple[str, str]:
+    message = email.message_from_bytes(content, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    notification = message.get_payload()[1].get_payload()[0]  # type: ignore[index, union-attr]
+    return str(message["Subject"]), str(notification["Disposition"])
+
+
+def test_ae_902_from_the_dpi_reaches_the_sender_as_the_ans_ko_mdn(
+    gateway: Gateway, operator: FakeOperator, pki: Pki, consumer_port: int
+) -> None:
+    with Consumer(["AE 902"], port=consumer_port) as dpi:
+        gateway.start()
+        assert deliver(gateway, pki, document_mail()).startswith("250")
+        [mdn] = operator.wait_for_messages(1)
+        [frame] = dpi.received()
+    assert str(hl7.parse(frame).segment("MSH")[9]) == "MDM^T02^MDM_T02"
+    assert mdn.rcpt_tos == (COLLEAGUE,)
+    subject, disposition = mdn_of(mdn.content)
+    assert subject.startswith("[KO Intégration système !][902] XDM/1.0/DDM+")
+    assert (
+        disposition
+        == "automatic-action/MDN-sent-automatically; processed/Error: 902^Identifiant patient inconnu"
+    )
+    [answer] = [e for e in gateway.json("queue", "list", "--all") if e["kind"] == "mdn"]
+    original = gateway.json("queue", "show", "--json", str(answer["id"]))["related_id"]
+    shown = gateway.command("queue", "show", str(original)).stdout
+    assert "MDM 1 T02 to consumer dpi for CR d'imagerie - Scanner: answered, 1 attempt(s)" in shown
+    assert "error 902^Identifiant patient inconnu" in shown
+    assert gateway.stop() == 0
+
+
+def test_kill_9_before_the_ack_sends_the_mdm_again_and_the_mdn_once(
+    gateway: Gateway, operator: FakeOperator, pki: Pki, consumer_port: int
+) -> None:
+    with Consumer([None], port=consumer_port) as dpi:
+        gateway.start()
+        assert deliver(gateway, pki, document_mail()).startswith("250")
+        wait_for(lambda: len(dpi.received()) == 1, "MDM")
+        assert gateway.kill() == -9  # while the MDM awaits its ACK
+        dpi.answers = ["AA"]
+        gateway.start()
+        wait_for(lambda: len(dpi.received()) >= 2, "MDM sent again")
+        [mdn] = operator.wait_for_messages(1)
+        time.sleep(3)  # a second MDN would have had time to leave
+        assert len(operator.messages) == 1
+        frames = dpi.received()
+    assert frames[0] == frames[1]  # the same MDM, the same MSH-10
+    assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
+    assert gateway.stop() == 0
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(BINARY is None, reason="dovecot is not installed (apt-get install dovecot-imapd)")
+def test_mail_read_by_imap_from_dovecot_goes_to_the_dpi_and_its_aa_becomes_the_mdn(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, consumer_port: int, gateways: list[Gateway]
+) -> None:
+    dovecot = Dovecot(tmp_path / "dovecot", pki, {USER: PASSWORD}).start()
+    try:
+        gw = gateway_for(tmp_path / "gw", pki, operator)
+        gw.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"], "mailboxes": [{"address": PRO}]}
+        gw.sections["imap"] = {
+            "accounts": [
+                {
+                    "name": "dpi-box",
+                    "host": "127.0.0.1",
+                    "port": dovecot.port,
+                    "security": "starttls",
+                    "address": PRO,
+                    "username": USER,
+                    "password_file": str(secret_file(tmp_path / "imap.password", PASSWORD)),
+                    "after_import": "move",
+                    "processed_folder": "Done",
+                    "backfill_days": 1,
+                }
+            ]
+        }
+        gw.sections["hl7"] = {
+            "application": "MSSGW",
+            "consumers": [
+                {
+                    "name": "dpi",
+                    "mailboxes": [PRO],
+                    "host": "127.0.0.1",
+                    "port": consumer_port,
+                    "application": "DPI",
+                }
+            ],
+        }
+        gw.write()
+        gateways.append(gw)
+        with Consumer(["AA"], port=consumer_port) as dpi, dovecot.mailbox(USER) as mailbox:
+            # The operator's IMAP server wrote the Return-Path: the envelope sender the MDN rules compare.
+            mailbox.append(f"Return-Path: <{COLLEAGUE}>\r\n".encode() + document_mail())
+            gw.start()
+            [mdn] = operator.wait_for_messages(1)
+            assert len(dpi.received()) == 1
+            wait_for(lambda: mailbox.count() == 0, "the message taken off the server")
+        assert mdn.rcpt_tos == (COLLEAGUE,)
+        assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
+        assert gw.stop() == 0
+    finally:
+        dovecot.stop()
