@@ -25,10 +25,13 @@ pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(autouse=True)
-def _wrappers_keep_to_the_n1_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+def _wrappers_keep_to_the_n1_schema(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every CDA N1 that ``cda.wrap_pdf`` builds in this process, in any test (``pdf_document``, the
     ``send``/``xdm build`` commands, ``X-MSSGW-*`` submissions, HL7 producers), is validated against
-    ``mappers/schemas/cda_n1.xsd`` before the test gets it: the real function runs, its output is checked."""
+    ``mappers/schemas/cda_n1.xsd`` before the test gets it: the real function runs, its output is checked.
+    A test marked ``hostile_cda`` builds a wrapper with forged values on purpose (to test a reader)."""
+    if request.node.get_closest_marker("hostile_cda"):
+        return
     build = cda.wrap_pdf
 
     def validated(*args: Any, **kwargs: Any) -> bytes:
