@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from mappers import cda
+from mappers import cda, xds
 from mappers.documents import Author, Code
 from mappers.patient import Sex
 from tests.support.cda_header import AUTHOR, FACILITY_TYPE, PRACTICE_SETTING, WRAPPER
@@ -250,3 +250,19 @@ def test_a_blank_mandatory_name_is_refused_by_the_wrapper_as_missing() -> None:
     with pytest.raises(cda.IncompleteHeaderError) as raised:
         wrapper(author=dataclasses.replace(AUTHOR, family_name="  "))
     assert raised.value.missing == (cda.HeaderValue.AUTHOR_FAMILY,)
+
+
+@pytest.mark.parametrize(
+    ("typed", "scheme"),
+    [("SA 01^Etablissement public de santé", "1.2.250.1.71.4.2.4"), ("10^Médecin^1.2.250 .1", None)],
+)
+def test_a_typed_code_with_white_space_is_refused_before_it_reaches_a_wrapper(
+    typed: str, scheme: str | None
+) -> None:
+    """The schema refuses a code or code system with a space; the option or setting typing one is refused
+    first, naming where it was typed."""
+    with pytest.raises(xds.MetadataValueError, match="--facility-type: .* cannot hold white space"):
+        xds.parse_code_option(typed, "--facility-type", scheme)
+    assert xds.parse_code_option(" SA01 ^ Etablissement public ", "k", "1.2") == Code(
+        "SA01", "Etablissement public", "1.2"
+    )
