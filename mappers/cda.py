@@ -342,6 +342,8 @@ def wrap_pdf(
         raise CdaError("the content to wrap is not a PDF (it does not start with %PDF-)")
     if not patient.matricule or not patient.oid:
         raise CdaError("the patient has no INS matricule or OID")
+    if not title.strip():
+        raise CdaError("the document has no title (ClinicalDocument/title is mandatory)")
     author = _national(author or Author())
     signer = _national(legal_authenticator or signer_of(author))
     missing = _missing(author, signer, healthcare_facility_type, practice_setting)

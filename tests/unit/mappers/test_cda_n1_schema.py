@@ -245,6 +245,11 @@ def test_the_n1_rules_sample_is_valid_with_any_offset_it_is_given() -> None:
     assert b'<effectiveTime value="20240701100000+0000"' in wrapper(effective_time=paris, service_stop=None)
 
 
+def test_a_blank_title_is_refused_by_the_wrapper() -> None:
+    with pytest.raises(cda.CdaError, match="no title"):
+        wrapper(title=" ")
+
+
 def test_a_blank_mandatory_name_is_refused_by_the_wrapper_as_missing() -> None:
     """What the schema would refuse (a family name of spaces) the wrapper refuses first, naming it."""
     with pytest.raises(cda.IncompleteHeaderError) as raised:
