@@ -158,6 +158,18 @@ class ChannelSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ValueSetFiles:
+    """ANS NOS value-set files (JDV, IHE SVS XML, downloaded by the site: mssgw ships none) the
+    ``[documents]`` codes of the same name must belong to, checked when the configuration is read.
+    Unset: that code is not checked (the ANS value sets are not copied into mssgw)."""
+
+    facility_type: ReadableFile | None = None
+    practice_setting: ReadableFile | None = None
+    author_role: ReadableFile | None = None
+    author_specialty: ReadableFile | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DocumentSettings:
     """Hospital-wide values for the CDA R2 N1 the gateway builds around a bare PDF (``mssgw send --doc``,
     ``X-MSSGW-*`` submissions), so senders need not repeat them; what a submission gives wins. Codes are
@@ -176,6 +188,7 @@ class DocumentSettings:
     author_given: str = ""
     author_role: str = ""
     author_specialty: str = ""
+    value_sets: ValueSetFiles = field(default_factory=ValueSetFiles)
 
     def header_defaults(self) -> HeaderDefaults:
         """The values as the mappers take them (checked by ``settings_checks`` when the file was read)."""

@@ -1,16 +1,20 @@
 """Configuration rules that span several keys, run once every value has been read.
 
-Each rule appends a sentence naming the key to change; none opens a file or a socket (gateway/preflight.py
-loads the TLS and DKIM material).
+Each rule appends a sentence naming the key to change; none opens a socket, and the only files read are the
+value sets ``[documents.value_sets]`` names, so that a default code outside its value set is refused by every
+command that reads the configuration (gateway/preflight.py loads the TLS and DKIM material).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mappers import xds
+from mappers.documents import Code
 from mappers.errors import MappingError
+from mappers.value_sets import ValueSetError, parse_value_set
 
 if TYPE_CHECKING:
     from gateway.settings import OperatorListenerSettings, Settings, SubmissionSettings
@@ -62,11 +66,13 @@ def _check_documents(settings: Settings, problems: list[str]) -> None:
         "author_specialty": (documents.author_specialty, None),
     }
     for key, (value, scheme) in codes.items():
+        code = None
         if value:
             try:
-                xds.parse_code_option(value, f"documents.{key}", scheme)
+                code = xds.parse_code_option(value, f"documents.{key}", scheme)
             except MappingError as error:
                 problems.append(str(error))
+        _check_membership(key, code, getattr(documents.value_sets, key), problems)
     if documents.author_rpps:
         try:
             xds.check_rpps(documents.author_rpps)
@@ -78,6 +84,26 @@ def _check_documents(settings: Settings, problems: list[str]) -> None:
         for key in ("author_rpps", "author_family"):
             if not getattr(documents, key):
                 problems.append(f"documents.{key}: required for a default author (CI-SIS: no nullFlavor)")
+
+
+def _check_membership(key: str, code: Code | None, value_set: Path | None, problems: list[str]) -> None:
+    """``documents.KEY`` against the value set ``documents.value_sets.KEY`` names, when it names one; the
+    file is read even without a code, so that a file that is no value set is said before it is needed."""
+    if value_set is None:
+        return
+    where = f"documents.value_sets.{key}"
+    try:
+        data = value_set.read_bytes()
+    except OSError:
+        return  # unreadable: the loader has named documents.value_sets.KEY already
+    try:
+        known = parse_value_set(data, what=str(value_set))
+    except ValueSetError as error:
+        problems.append(f"{where}: {error}")
+        return
+    problem = known.problem(code, f"documents.{key}") if code is not None else None
+    if problem:
+        problems.append(f"{problem} (read from {value_set}, {where})")
 
 
 MAX_FETCH_BATCH = 200

@@ -18,10 +18,13 @@ Public API (stable):
                  legal_authenticator=None, set_id=None, version=1, replaces=None) -> Document
     read_header(data: bytes, *, what: str = "CDA document") -> CdaHeader
     HeaderValue, IncompleteHeaderError(missing), signer_of(author) -> Author
+    N1_SCHEMA: Traversable      # mssgw's own XSD of the wrapper (mappers/schemas/cda_n1.xsd)
 
 The wrapper refuses (``IncompleteHeaderError``) rather than write a nullFlavor where the CI-SIS
 "structuration minimale" makes a value mandatory: the author's RPPS and family name, the custodian's
 national id, the practice setting (main serviceEvent's performer) and the facility type (encounter).
+What it writes is described by ``N1_SCHEMA``, an XML Schema written for mssgw (not HL7's CDA.xsd, which is
+not shipped): the tests validate every wrapper against it; the gateway needs no XML Schema processor.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import xml.etree.ElementTree as ET  # noqa: S405 - only builds XML; parsing goes
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Final
 
 from mappers import ins, xds
@@ -47,6 +52,8 @@ TEMPLATE_IDS: Final = ("2.16.840.1.113883.2.8.2.1", "1.2.250.1.213.1.1.1.1", "1.
 GENDER_OID: Final = "2.16.840.1.113883.5.1"
 _GENDERS: Final = {Sex.FEMALE: ("F", "Féminin"), Sex.MALE: ("M", "Masculin"), Sex.UNKNOWN: ("UN", "Inconnu")}
 _N: Final = {"h": HL7_NS}
+N1_SCHEMA: Final[Traversable] = resources.files("mappers").joinpath("schemas", "cda_n1.xsd")
+"""mssgw's own XML Schema of the CDA R2 N1 ``wrap_pdf`` builds (package data; see docs/cda-n1.md)."""
 
 
 class CdaError(MappingError):
@@ -208,7 +215,7 @@ def _missing(
         (HeaderValue.PRACTICE_SETTING, practice_setting),
         (HeaderValue.FACILITY_TYPE, facility_type),
     )
-    missing = [value for value, given in checks if not given]
+    missing = [value for value, given in checks if not (given.strip() if isinstance(given, str) else given)]
     if signer == signer_of(author):  # the author answers: one sentence per value, not two
         missing = [v for v in missing if v not in (HeaderValue.SIGNER_RPPS, HeaderValue.SIGNER_FAMILY)]
     return tuple(missing)
@@ -335,6 +342,8 @@ def wrap_pdf(
         raise CdaError("the content to wrap is not a PDF (it does not start with %PDF-)")
     if not patient.matricule or not patient.oid:
         raise CdaError("the patient has no INS matricule or OID")
+    if not title.strip():
+        raise CdaError("the document has no title (ClinicalDocument/title is mandatory)")
     author = _national(author or Author())
     signer = _national(legal_authenticator or signer_of(author))
     missing = _missing(author, signer, healthcare_facility_type, practice_setting)

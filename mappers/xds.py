@@ -192,7 +192,11 @@ def parse_code_option(value: str, what: str, scheme: str | None) -> Code:
     if len(parts) != (3 if scheme is None else 2) or not all(p.strip() for p in parts):
         form = "CODE^LABEL^SYSTEM" if scheme is None else "CODE^LABEL"
         raise MetadataValueError(f"{what}: {value!r} is not {form}")
-    return Code(parts[0].strip(), parts[1].strip(), parts[2].strip() if scheme is None else scheme)
+    code, system = parts[0].strip(), parts[2].strip() if scheme is None else scheme
+    if any(c.isspace() for c in code + system):
+        # HL7 codes and OIDs hold no white space (the CDA N1 schema's CodeValue and Oid say so too).
+        raise MetadataValueError(f"{what}: {value!r}: the code and the code system cannot hold white space")
+    return Code(code, parts[1].strip(), system)
 
 
 def parse_code_triplet(value: str) -> Code:

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test layer: a test PKI, the fake MSSanté operator, PostgreSQL schemas.
+"""Fixtures shared by every test layer: a test PKI, the fake MSSanté operator, PostgreSQL schemas, and the
+check of every CDA N1 wrapper a test builds against the shipped schema.
 
 They only build throw-away peers and places (tmp_path, loopback ports, a schema of their own); they never
 start the gateway itself, and never touch a database object they did not create.
@@ -14,11 +15,31 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import SQLAlchemyError
 
+from mappers import cda
 from tests.support import pg
+from tests.support.cda_schema import assert_valid_n1
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.pki import Pki, make_pki
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _wrappers_keep_to_the_n1_schema(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every CDA N1 that ``cda.wrap_pdf`` builds in this process, in any test (``pdf_document``, the
+    ``send``/``xdm build`` commands, ``X-MSSGW-*`` submissions, HL7 producers), is validated against
+    ``mappers/schemas/cda_n1.xsd`` before the test gets it: the real function runs, its output is checked.
+    A test marked ``hostile_cda`` builds a wrapper with forged values on purpose (to test a reader)."""
+    if request.node.get_closest_marker("hostile_cda"):
+        return
+    build = cda.wrap_pdf
+
+    def validated(*args: Any, **kwargs: Any) -> bytes:
+        data = build(*args, **kwargs)
+        assert_valid_n1(data)
+        return data
+
+    monkeypatch.setattr(cda, "wrap_pdf", validated)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from gateway import settings
 from gateway.cli import main
 from gateway.errors import ConfigError
+from tests.support.value_sets import write_value_sets
 
 EXAMPLE = Path(__file__).parents[3] / "config" / "mssgw.example.toml"
 
@@ -256,3 +257,78 @@ def test_bad_document_defaults_name_each_key(tmp_path: Path) -> None:
         "documents.author_rpps: '12' is not an RPPS number (11 digits, or 8 followed by the 11)",
         "documents.author_family: required for a default author (CI-SIS: no nullFlavor)",
     )
+
+
+def _documents_with_value_sets(tmp_path: Path, **codes: str) -> dict[str, dict[str, object]]:
+    raw = minimal(tmp_path)
+    raw["documents"] = {
+        "facility_type": "SA01^Etablissement public de santé",
+        "practice_setting": "ETABLISSEMENT^Etablissement de santé",
+        "author_rpps": "99700367909",
+        "author_family": "DOC0036790",
+        "author_role": "10^Médecin^1.2.250.1.71.1.2.7",
+        "author_specialty": "G15_10/SM44^Médecin - Radio-diagnostic (SM)^1.2.250.1.213.1.1.4.5",
+        **codes,
+        "value_sets": write_value_sets(tmp_path / "nos"),
+    }
+    return raw
+
+
+def test_document_codes_in_the_value_sets_the_site_downloaded_load(tmp_path: Path) -> None:
+    loaded = settings.from_mapping(_documents_with_value_sets(tmp_path))
+    assert loaded.documents.value_sets.author_specialty == tmp_path / "nos" / "JDV_J01-test.xml"
+
+
+def test_a_document_code_outside_its_value_set_is_refused_naming_the_key_file_and_value_set(
+    tmp_path: Path,
+) -> None:
+    raw = _documents_with_value_sets(
+        tmp_path,
+        facility_type="SA99^Inconnu",
+        author_specialty="G15_10/SM99^Spécialité inconnue^1.2.250.1.213.1.1.4.5",
+        author_role="10^Médecin^1.2.250.1.213.1.1.4.5",
+    )
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    nos = tmp_path / "nos"
+    assert caught.value.problems == (
+        "documents.facility_type: 'SA99' (code system 1.2.250.1.71.4.2.4) is not in the value set "
+        f"JDV_J02-test (1.2.3.4.2) (read from {nos / 'JDV_J02-test.xml'}, "
+        "documents.value_sets.facility_type)",
+        "documents.author_role: '10' is in the value set JDV_J47-test (1.2.3.4.47) under the "
+        "code system 1.2.250.1.71.1.2.7, not 1.2.250.1.213.1.1.4.5 "
+        f"(read from {nos / 'JDV_J47-test.xml'}, documents.value_sets.author_role)",
+        "documents.author_specialty: 'G15_10/SM99' (code system 1.2.250.1.213.1.1.4.5) is not in the value "
+        f"set JDV_J01-test (1.2.3.4.1) (read from {nos / 'JDV_J01-test.xml'}, "
+        "documents.value_sets.author_specialty)",
+    )
+
+
+def test_a_value_set_file_that_is_not_one_is_refused_even_without_a_code(tmp_path: Path) -> None:
+    raw = minimal(tmp_path)
+    csv = tmp_path / "JDV_J04.csv"
+    csv.write_text("code;libelle\nETABLISSEMENT;Etablissement de santé\n", encoding="utf-8")
+    raw["documents"] = {"value_sets": {"practice_setting": str(csv), "facility_type": str(tmp_path / "none")}}
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    (missing, not_svs) = caught.value.problems
+    assert missing.startswith("documents.value_sets.facility_type: ")
+    assert not_svs.startswith(f"documents.value_sets.practice_setting: {csv} is not well-formed XML")
+
+
+def test_check_config_names_a_code_outside_its_value_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sets = write_value_sets(tmp_path / "nos")
+    path = write(
+        tmp_path,
+        f'[gateway]\nstate_dir = "{tmp_path}"\nnil_reference = "DEV935997"\n'
+        f'[[routes]]\ndomain = "*"\ntransport = "folder"\npath = "{tmp_path}"\n'
+        '[documents]\npractice_setting = "LIBERAL^Libéral"\n'
+        f'[documents.value_sets]\npractice_setting = "{sets["practice_setting"]}"\n',
+    )
+    assert main(["check-config", "-c", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert "  - documents.practice_setting: 'LIBERAL' (code system 1.2.250.1.213.1.1.4.9) is not in" in err
+    path.write_text(path.read_text(encoding="utf-8").replace("LIBERAL^Libéral", "AMBULATOIRE^Ambulatoire"))
+    assert main(["check-config", "-c", str(path)]) == 0

@@ -2,7 +2,9 @@
 the gateway builds around a PDF.
 
 HL7's CDA R2 schema (CDA.xsd, POCD_MT000040) is HL7 normative material under HL7's licence and is not
-shipped; the ANS schematrons are not shipped either. The rules below are rewritten from the ANS pages
+shipped; the ANS schematrons are not shipped either. The structure is checked against mssgw's own schema
+(mappers/schemas/cda_n1.xsd, tests/unit/mappers/test_cda_n1_schema.py); the rules below are those an XSD 1.0
+cannot state (the main serviceEvent, qualifiers, OIDs by role), rewritten from the ANS pages
 (IG-document-core "entête CDA" cardinalities, the CI-SIS "structuration minimale" header checks), plus the
 CDA R2 element order the schema imposes on the parts the wrapper writes.
 """
@@ -16,6 +18,7 @@ from lxml import etree
 
 from mappers import cda, xds
 from mappers.documents import Code
+from tests.support.cda_schema import PARSER, assert_valid_n1
 
 from .samples import CR_IMAGERIE, NOW, PDF, author, patient
 
@@ -31,7 +34,8 @@ def doc() -> etree._Element:
         document_id="1.2.250.1.213.1.1.1.45.2^7", author=dataclasses.replace(author(), rpps="99700367909"),
         healthcare_facility_type=FACILITY, practice_setting=SETTING,
     )  # fmt: skip
-    return etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    assert_valid_n1(data)  # a module fixture is built before conftest's per-test check
+    return etree.fromstring(data, PARSER)
 
 
 def count(doc: etree._Element, path: str) -> int:

@@ -367,6 +367,7 @@ def test_tab_and_unicode_are_ordinary_characters() -> None:
     assert headers.check_header_value("Résultats\tœuf – 東京", field="Subject") == "Résultats\tœuf – 東京"
 
 
+@pytest.mark.hostile_cda  # the forged code breaks the N1 schema: that is the point
 def test_injection_through_a_cda_code_is_refused() -> None:
     evil = Code("11502-2\r\nBcc: x@y.fr", "CR", "2.16.840.1.113883.6.1")
     # The CDA header's own code (written as &#13;&#10; in the XML attribute) carries the injection.
@@ -382,6 +383,7 @@ def test_a_cda_without_a_header_code_is_refused_not_given_its_type_code() -> Non
         headers.codecda_value([bare])
 
 
+@pytest.mark.hostile_cda  # the forged code breaks the N1 schema: that is the point
 def test_cda_code_with_spaces_is_refused() -> None:
     document = biology(type_code=Code("11502 2", "CR", "2.16.840.1.113883.6.1"))
 
