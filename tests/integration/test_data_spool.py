@@ -5,6 +5,7 @@ many large messages arrive at once."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -86,3 +87,19 @@ async def test_more_large_messages_at_once_than_are_loaded_are_all_committed_int
         assert sorted(raw for _, _, raw in gateway.messages()) == sorted(contents)
         assert spool_files(settings.gateway.state_dir) == []
         assert gateway.listener.inflight.held == 0
+
+
+async def test_data_the_spool_cannot_write_is_refused_temporarily_and_the_session_goes_on(
+    tmp_path: Path, pki: Pki
+) -> None:
+    settings = open_submission_settings(tmp_path, pki)
+    async with running(settings, "submission") as gateway:
+        listener = gateway.listener
+        listener.config = dataclasses.replace(listener.config, spool_dir=tmp_path / "gone")
+        wire = await Wire.connect(gateway.port)
+        reply = await send_whole(wire, stuffed(large("unwritable")))
+        assert reply.startswith("451 4.3.0"), reply
+        assert (await wire.send(b"NOOP\r\n")) == "250 OK"
+        await wire.close()
+        assert gateway.messages() == []
+        assert listener.inflight.held == 0
