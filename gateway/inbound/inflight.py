@@ -5,10 +5,16 @@ bytes in flight do. One ``InflightBytes`` per daemon is shared by every listener
 ``Holding`` that grows as the octets arrive (what a client declared with SIZE= is only a hint: what it
 sends counts) and is given back once the message is committed or refused, whatever happened. Over the
 cap the listener answers ``452 4.3.1`` and keeps nothing, so the client tries again later (RFC 5321
-§ 4.5.3.1.10). All of it runs on the daemon's event loop: no lock.
+§ 4.5.3.1.10). All of it runs on the daemon's event loop: no lock. A large message waits for intake on
+disk (``gateway.inbound.spool``): the cap then bounds the spool's disk space, and ``loading`` how many of
+them are back in memory at once.
 """
 
 from __future__ import annotations
+
+import asyncio
+
+from gateway.inbound.spool import LOADED_AT_ONCE
 
 
 class InflightBytes:
@@ -16,6 +22,7 @@ class InflightBytes:
 
     def __init__(self) -> None:
         self.held = 0
+        self.loading = asyncio.Semaphore(LOADED_AT_ONCE)
 
     def fits(self, size: int, cap: int) -> bool:
         """Whether ``size`` more octets fit under ``cap`` (0: no cap)."""

@@ -59,6 +59,7 @@ def listener_config(kind: ListenerKind, settings: Settings, dnsfunc: DnsFunc | N
         connections_per_peer=inbound.connections_per_peer,
         max_connections=inbound.max_connections,
         max_inflight_bytes=inbound.max_inflight_bytes,
+        spool_dir=settings.gateway.state_dir,
     )
     if kind == "operator":
         return dataclasses.replace(

@@ -8,6 +8,8 @@ through the ``IntakePort`` it is given, so ``250`` after DATA means intake commi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import ipaddress
 import logging
@@ -16,6 +18,7 @@ import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
@@ -25,9 +28,10 @@ from gateway.inbound import replies
 from gateway.inbound.arrival import Arrival, IntakeResult, Recipient, Verdict
 from gateway.inbound.auth_throttle import AuthThrottle
 from gateway.inbound.dkim_check import DkimVerifier, claims_authserv_id
-from gateway.inbound.inflight import InflightBytes
+from gateway.inbound.inflight import Holding, InflightBytes
 from gateway.inbound.instructions import is_submission_field
 from gateway.inbound.parameters import mail_parameters, rcpt_parameters
+from gateway.inbound.spool import SPOOL_THRESHOLD, Spool
 from gateway.logsetup import log_event
 from mappers.headers import remove_fields
 
@@ -66,15 +70,17 @@ class CommandReader(asyncio.StreamReader):
             raise BareLineFeedError
         return line
 
-    async def read_data(self, size_limit: int, admit: Callable[[int], bool]) -> bytes | None:
-        """The message data up to the lone dot (RFC 5321 § 4.1.1.4), still dot-stuffed, its last CRLF kept;
-        None once more than ``size_limit`` octets (0: no limit) came or ``admit`` refused the octets
-        received so far (the bytes-in-flight cap), read to the dot and dropped.
+    async def read_data(self, sink: Spool, size_limit: int, admit: Callable[[int], bool]) -> bool:
+        """The message data up to the lone dot (RFC 5321 § 4.1.1.4) written to ``sink`` as it arrives,
+        still dot-stuffed, its last CRLF kept; False once more than ``size_limit`` octets (0: no limit)
+        came, ``admit`` refused the octets received so far (the bytes-in-flight cap) or ``sink`` could not
+        keep them: then read to the dot and dropped.
 
-        One search over the growing stream buffer and one copy out of it, where aiosmtpd reads a line at a
-        time and joins them: a 20 MB message cost its size three times over (issue 11). Octets after the
-        dot stay in the buffer for the next command (pipelining). Leans on ``StreamReader``'s
-        ``_buffer``/``_wait_for_data``, as ``readuntil`` itself does.
+        The stream buffer is searched for the dot and emptied into ``sink`` as octets come, where
+        aiosmtpd reads a line at a time and joins them (a 20 MB message cost its size three times over)
+        and where one search over a buffer grown to the whole message then held it twice (issue 11).
+        Octets after the dot stay in the buffer for the next command (pipelining). Leans on
+        ``StreamReader``'s ``_buffer``/``_wait_for_data``, as ``readuntil`` itself does.
         """
         buffer: bytearray = self._buffer  # type: ignore[attr-defined]  # StreamReader internals
         while len(buffer) < 3:
@@ -82,24 +88,28 @@ class CommandReader(asyncio.StreamReader):
         if buffer.startswith(b".\r\n"):
             del buffer[:3]
             self._maybe_resume_transport()  # type: ignore[attr-defined]
-            return b""
-        start, keep = 0, True
-        while (found := buffer.find(_END_OF_DATA, start)) < 0:
-            start = max(0, len(buffer) - len(_END_OF_DATA) + 1)
-            keep = keep and not (size_limit and start > size_limit) and admit(len(buffer))
-            if not keep:
-                # Refused already: keep only what may hold the start of the dot line.
-                del buffer[:start]
-                start = 0
+            return True
+        moved, keep = 0, True
+        while (found := buffer.find(_END_OF_DATA)) < 0:
+            # Every octet but those that may start the dot line goes on (a CRLF already moved on cannot
+            # end the data: the dot line's own CRLF.CRLF is searched whole, 4 octets are kept back).
+            done = max(0, len(buffer) - len(_END_OF_DATA) + 1)
+            keep = keep and not (size_limit and moved + done > size_limit) and admit(moved + len(buffer))
+            if keep:
+                with memoryview(buffer) as view, view[:done] as chunk:
+                    keep = sink.write(chunk)
+            moved += done
+            del buffer[:done]
+            self._maybe_resume_transport()  # type: ignore[attr-defined]
             await self._wait_or_fail()
         end = found + 2
-        data = None
-        if keep and not (size_limit and end > size_limit) and admit(end):
-            with memoryview(buffer) as view, view[:end] as message:
-                data = bytes(message)
+        keep = keep and not (size_limit and moved + end > size_limit) and admit(moved + end)
+        if keep:
+            with memoryview(buffer) as view, view[:end] as chunk:
+                keep = sink.write(chunk)
         del buffer[: found + len(_END_OF_DATA)]
         self._maybe_resume_transport()  # type: ignore[attr-defined]
-        return data
+        return keep
 
     async def _wait_or_fail(self) -> None:
         if self._eof:  # type: ignore[attr-defined]
@@ -132,6 +142,8 @@ class ListenerConfig:
     connections_per_peer: int = 20
     max_connections: int = 200
     max_inflight_bytes: int = 0
+    spool_threshold: int = SPOOL_THRESHOLD
+    spool_dir: Path | None = None  # the state directory; None: the system's temporary directory
     credentials: Mapping[str, str] = field(default_factory=dict)
     certificate_clients: frozenset[str] = frozenset()
     networks: tuple[tuple[Network, str], ...] = ()
@@ -292,31 +304,55 @@ class GatewaySMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         assert isinstance(self._reader, CommandReader)
         holding = self.inflight.hold()
+        spool = Spool(self.config.spool_threshold, self.config.spool_dir)
         try:
-            data = await self._reader.read_data(
-                self.data_size_limit or 0, lambda size: holding.grow_to(size, cap)
-            )
-            if data is None or _long_line(data, self.line_length_limit):
-                too_big = data is None
-                del data
+            kept = await self._reader.read_data(spool, self.data_size_limit or 0, self._admit(holding, cap))
+            if not kept:
                 self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
-                if holding.refused:
-                    await self._refuse_inflight()
-                    return
-                await self.push(
-                    "552 Error: Too much mail data"
-                    if too_big
-                    else "500 Line too long (see RFC5321 4.5.3.1.6)"
-                )
+                await self._refuse_data(spool, holding)
                 return
-            self.envelope.content = self.envelope.original_content = _unstuffed(data)
-            del data
-            status = await self._call_handler_hook("DATA")
+            # A large message waits on disk for its turn: only a few are in memory from here to the commit.
+            async with self.inflight.loading if spool.spooled else contextlib.nullcontext():
+                data = await spool.read()
+                spool.close()
+                if _long_line(data, self.line_length_limit):
+                    del data
+                    self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
+                    await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+                    return
+                self.envelope.content = self.envelope.original_content = _unstuffed(data)
+                del data
+                status = await self._call_handler_hook("DATA")
+                # The message leaves memory with the envelope, before the next one takes the turn.
+                self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
         finally:
             # Committed, refused, cut off or failed: the octets are no longer this transaction's.
+            spool.close()
             holding.release()
-        self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
         await self.push("250 OK" if status is MISSING else status)
+
+    def _admit(self, holding: Holding, cap: int) -> Callable[[int], bool]:
+        """Whether the octets received so far fit the bytes-in-flight cap. Octets arriving are activity:
+        the session's timeout counts from the last of them (RFC 5321 § 4.5.3.2.6), not from DATA."""
+
+        def admit(size: int) -> bool:
+            self._reset_timeout()
+            return holding.grow_to(size, cap)
+
+        return admit
+
+    async def _refuse_data(self, spool: Spool, holding: Holding) -> None:
+        """The reply to data that was not kept: why, from the first thing that refused it."""
+        if spool.error is not None:
+            reason = errno.errorcode.get(spool.error.errno or 0, type(spool.error).__name__)
+            log_event(log, "data-refused", logging.ERROR, peer=self._peer(), reason="spool", error=reason)
+            full = spool.error.errno == errno.ENOSPC
+            metrics.message_refused(self.config.kind, "spool")
+            await self.push(replies.STORE_FULL if full else replies.LOCAL_ERROR)
+        elif holding.refused:
+            await self._refuse_inflight()
+        else:
+            await self.push("552 Error: Too much mail data")
 
     async def _refuse_inflight(self) -> None:
         """Too many octets in flight across the listeners: ``452 4.3.1``, the session goes on."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections import defaultdict
@@ -261,7 +262,9 @@ class Relay:
                 "load-envelope", functools.partial(self.repository.load_envelopes, [message_pk])
             )
             envelope = envelopes[message_pk]
+            del envelopes
             content = wire.crlf(envelope.raw)
+            stored_size = len(content)
             reference = self.settings.gateway.nil_reference
             if destination.kind != "local" and reference.strip():
                 # Every message leaving the gateway names the product, as MSSanté asks (ECO.2.4.3); mail
@@ -269,6 +272,11 @@ class Relay:
                 content = headers.with_nil(content, reference)
             if self.signer is not None:
                 content = await asyncio.to_thread(self.signer.sign, content)
+            # What is sent is the stored copy with fields in front of it: the stored copy is not kept
+            # beside it (up to ``relay.concurrency`` messages of tens of MB each, issue 11); a delivery
+            # report quotes it back from what was sent.
+            envelope = dataclasses.replace(envelope, raw=b"")
+            added = len(content) - stored_size
             message = OutboundMessage(
                 envelope_from=envelope.envelope_from,
                 recipients=tuple(OutboundRecipient(c.recipient, c.notify, c.orcpt) for c in claims),
@@ -283,7 +291,7 @@ class Relay:
                 results = all_recipients(message, Outcome.PERMANENT, reply)
             else:
                 results = await self.transports.get(destination).send(message)
-            report = self._report(envelope, claims, results, destination)
+            report = self._report(envelope, claims, results, destination, lambda: message.content[added:])
         except Abandoned:
             return  # stopping while the store is down: nothing was sent, the lease goes back
         except Exception as error:
@@ -310,7 +318,10 @@ class Relay:
         claims: list[ClaimedDelivery],
         results: list[RecipientResult],
         destination: Destination,
+        original: Callable[[], bytes],
     ) -> _Report:
+        """The outcomes to record and the delivery report to send; ``original`` gives the stored message
+        (copied only when a report quotes it)."""
         now = self.clock()
         relay = self.settings.relay
         outcomes: list[DeliveryOutcome] = []
@@ -366,8 +377,8 @@ class Relay:
         notice = None
         if reported and envelope.envelope_from:
             # Never answer a bounce with a bounce (RFC 5321 §4.5.5): null senders get no DSN.
-            original = Original(
-                envelope.raw,
+            quoted = Original(
+                original(),
                 envelope.envelope_from,
                 envelope.created_at,
                 envelope.envid,
@@ -376,7 +387,7 @@ class Relay:
             )
             route = self.router.reports.route(envelope.envelope_from, envelope.source, envelope.client)
             try:
-                message = delivery_notice(original, reported, self.settings.gateway, now, "relay", route)
+                message = delivery_notice(quoted, reported, self.settings.gateway, now, "relay", route)
             except MappingError as error:
                 # A sender no report can be addressed to (a control character in it): the outcomes stand.
                 log_event(log, "dsn-impossible", logging.WARNING, queue_id=envelope.pk, reason=str(error))

@@ -6,12 +6,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from gateway.outbound.relay import Relay
 from gateway.outbound.transports.registry import TransportRegistry
 from gateway.settings import from_mapping
 from gateway.store.db import Store
 from gateway.store.repository import NewMessage, Recipient
+from gateway.store.tables import Message
 from tests.support.fake_operator import refused_port
 from tests.support.pki import Pki
 from tests.support.relay import run_relay_until, states
@@ -61,3 +63,41 @@ async def test_an_unsendable_message_fails_on_its_first_attempt_with_a_dsn(
         assert notice.envelope_from == "" and notice.related_id == pk
     else:
         assert delivery.state == "failed" and delivery.notice_id is None
+
+
+async def test_the_report_quotes_the_stored_message_not_the_fields_the_relay_put_in_front(
+    store: Store, tmp_path: Path, pki: Pki
+) -> None:
+    # The relay keeps only the copy it sends (X-MSS-NIL first) and quotes the stored one back from it.
+    settings = from_mapping(
+        {
+            "gateway": {
+                "hostname": "mssgw.hopital.test",
+                "state_dir": str(tmp_path),
+                "nil_reference": "DEV1",
+            },
+            "smarthost": {"host": "127.0.0.1", "port": refused_port()},
+            "tls": {"ca_bundle": str(pki.ca)},
+        }
+    )
+    message = NewMessage(
+        NUL,
+        "app@hopital.test",
+        "outbound",
+        "test",
+        (Recipient("dr@cabinet.test"),),
+        message_id="<u@hopital.test>",
+    )
+    pk = store.repository.add_messages([message], datetime.now(UTC))[0].pk
+    relay = Relay(
+        settings, store.repository, TransportRegistry(settings), None, lambda: datetime.now(UTC), trusts=bool
+    )
+    await run_relay_until(relay, lambda: not states(store, pk) & {"queued", "sending"})
+
+    [delivery] = store.queue.show(pk).deliveries
+    assert delivery.notice_id is not None
+    with store.sessions() as session:
+        notice = session.execute(select(Message.raw).where(Message.id == delivery.notice_id)).scalar_one()
+    quoted = "From: app@hopital.test\nMessage-ID: <u@hopital.test>\nSubject: t\n"
+    assert quoted in notice.decode("utf-8").replace("\r\n", "\n")
+    assert b"X-MSS-NIL" not in notice

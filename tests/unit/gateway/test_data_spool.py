@@ -1,0 +1,70 @@
+"""``CommandReader.read_data`` into a ``Spool``: the end of data found wherever the octets are cut, the
+octets after it left for the next command, and a spool that cannot write refusing what follows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.inbound.smtp_server import CommandReader
+from gateway.inbound.spool import Spool
+
+DATA = b"Subject: x\r\n\r\n..un point\r\nligne\r\n" * 50
+
+
+async def read(pieces: list[bytes], spool: Spool, size_limit: int = 0) -> tuple[bool, bytes]:
+    """What ``read_data`` kept, and what it left in the stream after the dot."""
+    reader = CommandReader(limit=1001)
+
+    async def feed() -> None:
+        for piece in pieces:
+            reader.feed_data(piece)
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeding = asyncio.create_task(feed())
+    kept = await reader.read_data(spool, size_limit, lambda size: True)
+    await feeding
+    return kept, await reader.read()
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 5, 7, 64])
+async def test_the_dot_line_is_found_across_any_cut_and_pipelined_octets_stay(
+    tmp_path: Path, cut: int
+) -> None:
+    wire = DATA + b".\r\nQUIT\r\n"
+    spool = Spool(threshold=100, directory=tmp_path)
+    kept, rest = await read([wire[i : i + cut] for i in range(0, len(wire), cut)], spool)
+    assert kept and spool.spooled
+    assert await spool.read() == DATA
+    assert rest == b"QUIT\r\n"
+    spool.close()
+    assert list(tmp_path.iterdir()) == []  # the file never had a name there
+
+
+async def test_empty_data_and_data_below_the_threshold_stay_in_memory(tmp_path: Path) -> None:
+    spool = Spool(threshold=len(DATA), directory=tmp_path)
+    assert (await read([DATA + b".\r\n"], spool)) == (True, b"")
+    assert not spool.spooled and await spool.read() == DATA
+    empty = Spool(directory=tmp_path)
+    assert (await read([b".\r\nNOOP\r\n"], empty)) == (True, b"NOOP\r\n")
+    assert await empty.read() == b""
+
+
+async def test_over_the_size_limit_the_data_is_read_to_the_dot_and_dropped(tmp_path: Path) -> None:
+    spool = Spool(threshold=100, directory=tmp_path)
+    kept, rest = await read(
+        [DATA[i : i + 500] for i in range(0, len(DATA), 500)] + [b".\r\nRSET\r\n"], spool, 1000
+    )
+    assert not kept and rest == b"RSET\r\n"
+    spool.close()
+
+
+async def test_a_spool_that_cannot_write_keeps_nothing_and_says_why(tmp_path: Path) -> None:
+    spool = Spool(threshold=100, directory=tmp_path / "gone")
+    kept, rest = await read([DATA + b".\r\nQUIT\r\n"], spool)
+    assert not kept and rest == b"QUIT\r\n"
+    assert isinstance(spool.error, FileNotFoundError)
+    assert not spool.write(b"more")
