@@ -37,7 +37,7 @@ from mappers import directory as parsed
 from mappers.directory import normalise
 
 BATCH_LINES = 5000
-SQLITE_CACHE_KIB = 65536
+SQLITE_CACHE_KIB = 32768
 STALE_IMPORT = timedelta(hours=6)
 """An import still loading after this long was left by a process that died (a real one takes a minute)."""
 SEARCH_LIMIT = 20
@@ -165,7 +165,8 @@ class DirectoryStore:
         with self.engine.connect() as connection:
             staged = connection.dialect.name == "sqlite"
             if staged:
-                # The words' index grows to hundreds of MB: a bigger page cache spares re-reading it.
+                # The entries' indexes take random inserts: a bigger page cache spares re-reading them (the
+                # words are appended in key order at the end, and SQLite sorts them in this cache's budget).
                 connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
                 _sqlite_script(connection, "DROP TABLE IF EXISTS temp.directory_terms_staged", _CREATE_STAGED)
             while batch := list(islice(iterator, BATCH_LINES)):
