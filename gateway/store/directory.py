@@ -22,6 +22,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     ScalarSelect,
+    Select,
     Table,
     delete,
     exists,
@@ -362,10 +363,13 @@ class DirectoryStore:
             )
 
     def _analyse(self) -> None:
-        """Fresh planner statistics after a bulk load, or PostgreSQL plans searches for empty tables."""
-        with self.engine.begin() as connection:
+        """Fresh planner statistics after a bulk load, or PostgreSQL plans searches for empty tables. On
+        PostgreSQL a ``VACUUM`` too: until it sets the visibility map, every "index-only" read of the words'
+        key also reads the table (a search took 150 ms instead of a few)."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            command = "VACUUM (ANALYZE)" if connection.dialect.name == "postgresql" else "ANALYZE"
             for table in (DirectoryEntry, DirectoryTerm):
-                connection.exec_driver_sql(f"ANALYZE {table.__tablename__}")
+                connection.exec_driver_sql(f"{command} {table.__tablename__}")
 
     # Lookups.
 
@@ -383,21 +387,12 @@ class DirectoryStore:
             statement = select(DirectoryEntry).where(DirectoryEntry.generation == current)
             if query.words:
                 first, *others = sorted(query.words, key=lambda word: _frequency(session, current, word))
-                statement = statement.join(
-                    DirectoryTerm,
-                    (DirectoryTerm.generation == DirectoryEntry.generation)
-                    & (DirectoryTerm.entry_line == DirectoryEntry.line),
-                ).where(
-                    DirectoryTerm.generation == current,
-                    DirectoryTerm.term >= first,
-                    DirectoryTerm.term < _after_prefix(first),
-                )
+                statement = _driven_by(statement, current, first, self.engine.dialect.name)
                 for word in others:
                     terms = _expansion(session, current, word)
                     if terms == ():
                         return []
                     statement = statement.where(_bears(current, word, terms))
-                statement = statement.distinct()
             if query.profession:
                 statement = statement.where(
                     DirectoryEntry.profession_words.contains(normalise(query.profession))
@@ -482,6 +477,29 @@ def _current_generation() -> ScalarSelect[int]:
     return select(DirectoryImport.id).where(DirectoryImport.state == "current").limit(1).scalar_subquery()
 
 
+def _driven_by(statement: Select[Any], current: int, first: str, dialect: str) -> Select[Any]:
+    """``statement`` restricted to the entries bearing a word that starts with ``first``. SQLite walks the
+    prefix's index range joined to the entries and stops at the limit (``DISTINCT`` keeps each entry
+    once, as it goes); PostgreSQL would sort the whole range for that ``DISTINCT`` before its first row,
+    and is faster with a semi-join (measured on the full-size file: 2 vs 20 ms on SQLite, 10 vs 60 ms on
+    PostgreSQL)."""
+    if dialect != "sqlite":
+        return statement.where(_bears(current, first, None))
+    return (
+        statement.join(
+            DirectoryTerm,
+            (DirectoryTerm.generation == DirectoryEntry.generation)
+            & (DirectoryTerm.entry_line == DirectoryEntry.line),
+        )
+        .where(
+            DirectoryTerm.generation == current,
+            DirectoryTerm.term >= first,
+            DirectoryTerm.term < _after_prefix(first),
+        )
+        .distinct()
+    )
+
+
 def _frequency(session: Session, current: int, word: str) -> int:
     """How many words of the index start with ``word``, counted up to ``FREQUENCY_CAP`` (enough to rank)."""
     found = (
@@ -519,8 +537,9 @@ def _expansion(session: Session, current: int, prefix: str) -> tuple[str, ...] |
 
 def _bears(current: int, prefix: str, terms: tuple[str, ...] | None) -> ColumnElement[bool]:
     """The entry has a word starting with ``prefix``: a probe per word of ``terms`` when they are known,
-    else membership in the prefix's whole range."""
-    other = aliased(DirectoryTerm)  # the query's own words' table drives it: this one is another
+    else membership in the prefix's whole range (a semi-join: no ``DISTINCT`` over the entries, which
+    PostgreSQL would sort in full before the first row)."""
+    other = aliased(DirectoryTerm)  # several words: one alias of the words' table each
     if terms is None:
         return DirectoryEntry.line.in_(
             select(other.entry_line).where(
