@@ -7,7 +7,9 @@ several lines into one entry (every role kept), then either publishes it — one
 their one statement, so they see the old directory or the new one, never half of either. Rows of
 generations no longer current are deleted afterwards, in batches.
 
-PostgreSQL gets its rows by ``COPY`` (the term rows number ten per line); SQLite by ``executemany``.
+PostgreSQL gets its rows by ``COPY`` (the term rows number ten per line); SQLite by ``executemany``, its
+words staged in a temporary table and copied into ``directory_terms`` in key order at the end. No schema
+change: the temporary tables belong to the load's connection.
 """
 
 from __future__ import annotations
