@@ -12,7 +12,7 @@ from gateway.store.db import Store, open_store
 from gateway.store.directory import SearchQuery
 from gateway.store.tables import SCHEMA_VERSION, Delivery, Message
 from mappers.directory import DirectoryReader
-from tests.support.directory import HEADER, SAMPLE_LINES, line
+from tests.support.directory import HEADER, SAMPLE_LINES, generated_lines, line
 
 NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 
@@ -152,3 +152,43 @@ def test_an_address_delivered_to_before_is_known_to_the_queue(store: Store) -> N
             )  # fmt: skip
     assert store.repository.delivered_to("liste.rouge@medecin.mssante.fr")
     assert not store.repository.delivered_to("pending@medecin.mssante.fr")
+
+
+def test_searches_of_several_words_find_what_the_words_of_each_entry_say(store: Store) -> None:
+    # 6,000 lines: more words than one copy of the staged words (SQLite), duplicated addresses, common
+    # words ranked against rare ones, prefixes standing for one word or for many, a word found nowhere.
+    # 40 names starting "zed" (more words than a prefix is expanded to), 5 of them with a rare first name.
+    lines = [
+        *generated_lines(6000),
+        *(
+            line(
+                address=f"zed{i}@medecin.mssante.fr",
+                last_name=f"ZED{i:02d}",
+                first_name="Quentin" if i < 5 else "Paul",
+            )
+            for i in range(40)
+        ),
+    ]
+    load(store, *lines)
+    words: dict[str, set[str]] = {}
+    for entry in DirectoryReader(f"{x}\n".encode() for x in (HEADER, *lines)):
+        words.setdefault(entry.address, set()).update(entry.terms())
+    with store.sessions() as session:
+        assert session.execute(text("SELECT count(*) FROM directory_terms")).scalar() == sum(
+            len(terms) for terms in words.values()
+        )
+    for query in (
+        ("dupont", "jean"),
+        ("moreau", "sophie", "paris"),
+        ("roux", "42"),
+        ("m", "lyon"),
+        ("le", "go"),
+    ):
+        expected = sorted(
+            address
+            for address, terms in words.items()
+            if all(any(term.startswith(word) for term in terms) for word in query)
+        )
+        got = [e.address for e in store.directory.search(SearchQuery(words=query, limit=len(words)))]
+        assert sorted(got) == expected and expected, query
+    assert found(store, "dupont", "nowhere") == []

@@ -7,6 +7,7 @@ size of the real one for the benchmark without holding it in memory.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -96,13 +97,18 @@ def line(**values: Any) -> str:
 
 
 def write_file(path: Path, lines: Iterable[str], *, header: str = HEADER, zipped: bool = False) -> Path:
-    """The file at ``path`` (CRLF line ends, as the ANS writes); a ZIP holding it with ``zipped``."""
-    text = "".join(f"{item}\r\n" for item in [header, *lines]).encode("utf-8")
-    if zipped:
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(FILE_NAME, text)
-    else:
-        path.write_bytes(text)
+    """The file at ``path`` (CRLF line ends, as the ANS writes); a ZIP holding it with ``zipped``. Written
+    line by line: the benchmark's file is as large as the real one, and a child process's peak memory
+    counts its parent's at the fork."""
+    with contextlib.ExitStack() as stack:
+        if zipped:
+            archive = stack.enter_context(zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED))
+            handle = stack.enter_context(archive.open(FILE_NAME, "w"))
+        else:
+            handle = stack.enter_context(path.open("wb"))
+        handle.write(f"{header}\r\n".encode())
+        for item in lines:
+            handle.write(f"{item}\r\n".encode())
     return path
 
 
