@@ -13,13 +13,15 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.logsetup import audit
-from gateway.store.audit import write_audit
+from gateway.store.audit import AUDIT_EVENTS, audit_detail, write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
+from gateway.store.reads import read_engine
 from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt, original_of
 from gateway.store.states import KEPT_ASIDE, WAITING, DeliveryState
 from gateway.store.tables import (
@@ -31,6 +33,12 @@ from gateway.store.tables import (
     Patient,
 )
 from mappers.patient import Patient as PatientRecord
+
+# The hot paths' statements name the tables, not the mapped classes: Core statements skip the ORM's
+# per-statement work (bulk-insert and synchronize-session planning), which showed in the profile.
+MESSAGES = cast(Table, Message.__table__)
+DELIVERIES = cast(Table, Delivery.__table__)
+ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
 
 CRASH_LIMIT = "crash-limit"
 """Why a delivery was held when its leases expired ``relay.crash_limit`` times (the daemon died with it)."""
@@ -168,6 +176,25 @@ class DeliveryOutcome:
     """A Mon Espace Santé refusal recognised in the reply (``mailbox-closed`` …), kept as the receipt."""
 
 
+def _outcome_values(outcome: DeliveryOutcome) -> dict[str, object]:
+    """The delivery's columns an outcome sets."""
+    values: dict[str, object] = {
+        "state": outcome.state.value,
+        "last_code": outcome.code,
+        "last_reply": outcome.reply,
+        "claimed_by": None,
+        "claimed_until": None,
+        "updated_at": outcome.at,
+    }
+    if outcome.next_attempt_at is not None:
+        values["next_attempt_at"] = outcome.next_attempt_at
+    if outcome.state is DeliveryState.SENT:
+        values["sent_at"] = outcome.at
+    if outcome.refusal is not None:
+        values.update(receipt_status=outcome.refusal, receipt_detail=outcome.reply, receipt_at=outcome.at)
+    return values
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
     """A DSN written for the sender, closing the failed deliveries it reports on."""
@@ -181,6 +208,8 @@ class Repository:
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self.reads = read_engine(sessions.kw["bind"])
+        """For look-ups that never write: on SQLite they take no write lock (``gateway.store.reads``)."""
 
     def add_messages(self, batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
         """Commit a batch of messages and their queue rows in one transaction.
@@ -220,7 +249,7 @@ class Repository:
             raise ValueError(f"a message kept {new.state!r} must have no deliveries")
         patient_pk = self._upsert_patient(session, new.patient) if new.patient else None
         pk: int = session.execute(
-            insert(Message)
+            insert(MESSAGES)
             .values(
                 direction=new.direction,
                 source=new.source,
@@ -239,7 +268,7 @@ class Repository:
                 created_at=now,
                 client=new.client,
             )
-            .returning(Message.id)
+            .returning(MESSAGES.c.id)
         ).scalar_one()
         if new.attachments:
             session.execute(
@@ -258,7 +287,7 @@ class Repository:
             )
         if new.recipients:
             session.execute(
-                insert(Delivery),
+                insert(DELIVERIES),
                 [
                     {
                         "message_pk": pk,
@@ -350,25 +379,19 @@ class Repository:
             ids = list(session.execute(due).scalars())
             if not ids:
                 return []
+            d = DELIVERIES.c
             rows = session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_(ids))
+                update(DELIVERIES)
+                .where(d.id.in_(ids))
                 .values(
                     state=DeliveryState.SENDING.value,
                     claimed_by=owner,
                     claimed_until=now + lease,
-                    attempts=Delivery.attempts + 1,
+                    attempts=d.attempts + 1,
                     updated_at=now,
                 )
                 .returning(
-                    Delivery.id,
-                    Delivery.message_pk,
-                    Delivery.recipient,
-                    Delivery.notify,
-                    Delivery.orcpt,
-                    Delivery.attempts,
-                    Delivery.created_at,
-                    Delivery.via,
+                    d.id, d.message_pk, d.recipient, d.notify, d.orcpt, d.attempts, d.created_at, d.via
                 )
             ).all()
         # More columns than SQLAlchemy's typed ``returning`` overloads spell out: read them as a tuple.
@@ -422,14 +445,11 @@ class Repository:
         """The heartbeat: extend ``owner``'s leases on deliveries it is still working on to ``until``."""
         if not delivery_pks:
             return 0
+        d = DELIVERIES.c
         with self.sessions.begin() as session:
             result = session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_(delivery_pks),
-                    Delivery.state == DeliveryState.SENDING.value,
-                    Delivery.claimed_by == owner,
-                )
+                update(DELIVERIES)
+                .where(d.id.in_(delivery_pks), d.state == DeliveryState.SENDING.value, d.claimed_by == owner)
                 .values(claimed_until=until)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
@@ -473,19 +493,20 @@ class Repository:
 
     def load_envelopes(self, message_pks: Iterable[int]) -> dict[int, Envelope]:
         """The raw messages and envelopes behind a set of claimed deliveries."""
-        with self.sessions() as session:
-            rows = session.execute(
+        m = MESSAGES.c
+        with self.reads.connect() as connection:
+            rows = connection.execute(
                 select(
-                    Message.id,
-                    Message.envelope_from,
-                    Message.message_id,
-                    Message.envid,
-                    Message.ret,
-                    Message.created_at,
-                    Message.raw,
-                    Message.source,
-                    Message.client,
-                ).where(Message.id.in_(set(message_pks)))
+                    m.id,
+                    m.envelope_from,
+                    m.message_id,
+                    m.envid,
+                    m.ret,
+                    m.created_at,
+                    m.raw,
+                    m.source,
+                    m.client,
+                ).where(m.id.in_(set(message_pks)))
             ).all()
         return {row[0]: Envelope(*row) for row in rows}
 
@@ -510,49 +531,7 @@ class Repository:
         """
         notice_pks: list[int] = []
         with self.sessions.begin() as session:
-            for outcome in outcomes:
-                values: dict[str, object] = {
-                    "state": outcome.state.value,
-                    "last_code": outcome.code,
-                    "last_reply": outcome.reply,
-                    "claimed_by": None,
-                    "claimed_until": None,
-                    "updated_at": outcome.at,
-                }
-                if outcome.next_attempt_at is not None:
-                    values["next_attempt_at"] = outcome.next_attempt_at
-                if outcome.state is DeliveryState.SENT:
-                    values["sent_at"] = outcome.at
-                if outcome.refusal is not None:
-                    values.update(
-                        receipt_status=outcome.refusal, receipt_detail=outcome.reply, receipt_at=outcome.at
-                    )
-                changed = session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == outcome.delivery_pk, Delivery.state == DeliveryState.SENDING.value)
-                    .values(**values)
-                    .returning(Delivery.message_pk)
-                ).scalar()
-                if changed is None:
-                    continue
-                session.execute(
-                    insert(DeliveryAttempt).values(
-                        delivery_pk=outcome.delivery_pk,
-                        at=outcome.at,
-                        outcome=outcome.state.value,
-                        code=outcome.code,
-                        reply=outcome.reply,
-                        peer=outcome.peer,
-                    )
-                )
-                write_audit(
-                    session,
-                    outcome.at,
-                    outcome.state.value,
-                    changed,
-                    outcome.delivery_pk,
-                    {"code": outcome.code} if outcome.code else None,
-                )
+            self._record_outcomes(session, outcomes)
             for notice in notices:
                 pk = self._insert_message(session, notice.message, now)
                 notice_pks.append(pk)
@@ -566,12 +545,68 @@ class Repository:
                 )
         return notice_pks
 
+    @staticmethod
+    def _record_outcomes(session: Session, outcomes: Sequence[DeliveryOutcome]) -> None:
+        """The outcomes of a group in a few statements, whatever its size: which deliveries are still
+        this instance's to record (locked until the commit: the write lock on SQLite, ``FOR UPDATE`` on
+        PostgreSQL), then one ``executemany`` each for their updates, attempts and audit events."""
+        if not outcomes:
+            return
+        d = DELIVERIES.c
+        pks = [outcome.delivery_pk for outcome in outcomes]
+        still_sending: dict[int, int] = dict(
+            session.execute(
+                select(d.id, d.message_pk)
+                .where(d.id.in_(pks), d.state == DeliveryState.SENDING.value)
+                .order_by(d.id)
+                .with_for_update()
+            ).all()
+        )
+        mine = [outcome for outcome in outcomes if outcome.delivery_pk in still_sending]
+        if not mine:
+            return
+        # executemany needs one set of columns per statement: group the rows by the columns they set.
+        updates: dict[tuple[str, ...], list[dict[str, object]]] = {}
+        for outcome in mine:
+            values = _outcome_values(outcome)
+            updates.setdefault(tuple(values), []).append({"pk": outcome.delivery_pk, **values})
+        for rows in updates.values():
+            session.execute(update(DELIVERIES).where(d.id == bindparam("pk")), rows)
+        session.execute(
+            insert(ATTEMPTS),
+            [
+                {
+                    "delivery_pk": o.delivery_pk,
+                    "at": o.at,
+                    "outcome": o.state.value,
+                    "code": o.code,
+                    "reply": o.reply,
+                    "peer": o.peer,
+                }
+                for o in mine
+            ],
+        )
+        session.execute(
+            insert(AUDIT_EVENTS),
+            [
+                {
+                    "at": o.at,
+                    "kind": o.state.value,
+                    "message_pk": still_sending[o.delivery_pk],
+                    "delivery_pk": o.delivery_pk,
+                    "channel_pk": None,
+                    "detail": audit_detail({"code": o.code} if o.code else None),
+                }
+                for o in mine
+            ],
+        )
+
     def next_wakeup(self, owner: str | None = None) -> datetime | None:
         """When the relay must look again: the earliest due retry or expiry of another owner's lease."""
         leased = Delivery.state == DeliveryState.SENDING.value
         if owner is not None:
             leased = and_(leased, Delivery.claimed_by != owner)
-        with self.sessions() as session:
+        with self.reads.connect() as session:
             due = session.execute(
                 select(func.min(Delivery.next_attempt_at)).where(
                     Delivery.state.in_([s.value for s in WAITING])
@@ -583,7 +618,7 @@ class Repository:
 
     def delivered_to(self, address: str) -> bool:
         """Whether a message was ever delivered to ``address`` (the operator took it: it exists)."""
-        with self.sessions() as session:
+        with self.reads.connect() as session:
             found = session.execute(
                 select(Delivery.id)
                 .where(
@@ -595,7 +630,7 @@ class Repository:
 
     def queue_depth(self) -> dict[str, int]:
         """Number of deliveries per state that still needs the relay."""
-        with self.sessions() as session:
+        with self.reads.connect() as session:
             rows = session.execute(
                 select(Delivery.state, func.count())
                 .where(Delivery.state.in_([*(s.value for s in WAITING), "sending", "held"]))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from gateway.batching import Batcher
-from gateway.store.db import Store
+from gateway.store.db import Store, open_store
 from gateway.store.repository import DeliveryOutcome, NewMessage, Recipient
 from gateway.store.states import KEPT_ASIDE, DeliveryState
 
@@ -157,6 +159,64 @@ def test_outcomes_and_attempts_are_recorded(store: Store) -> None:
         ("sent", [250]),
         ("sending", [451]),
     ]
+
+
+def test_a_group_of_outcomes_records_only_the_deliveries_still_leased(store: Store) -> None:
+    repo = store.repository
+    pk = repo.add_messages([message(1, recipients=4)], T0)[0].pk
+    sent, refused, deferred, taken = repo.claim_due("a", T0, LEASE, 100, 3)
+    # ``taken``'s lease expired, another instance claimed and deferred it: a's outcome changes nothing.
+    later = T0 + LEASE + timedelta(seconds=1)
+    repo.renew_leases("a", [sent.pk, refused.pk, deferred.pk], later + LEASE)
+    assert [c.pk for c in repo.claim_due("b", later, LEASE, 100, 3)] == [taken.pk]
+    retry_at = later + timedelta(minutes=5)
+    repo.record_outcomes(
+        [DeliveryOutcome(taken.pk, DeliveryState.DEFERRED, later, 421, "421 busy", "op:25", retry_at)],
+        [],
+        later,
+    )
+    repo.record_outcomes(
+        [
+            DeliveryOutcome(sent.pk, DeliveryState.SENT, later, 250, "250 2.0.0 ok", "op:25"),
+            DeliveryOutcome(
+                refused.pk,
+                DeliveryState.FAILED,
+                later,
+                550,
+                "550 5.7.1 closed",
+                "op:25",
+                refusal="mailbox-closed",
+            ),
+            DeliveryOutcome(deferred.pk, DeliveryState.DEFERRED, later, 451, "451 later", "op:25", retry_at),
+            DeliveryOutcome(taken.pk, DeliveryState.SENT, later, 250, "250 2.0.0 ok", "op:25"),
+        ],
+        [],
+        later,
+    )
+    entry = store.queue.show(pk)
+    assert [(d.state, [a.code for a in d.history]) for d in entry.deliveries] == [
+        ("sent", [250]),
+        ("failed", [550]),
+        ("deferred", [451]),
+        ("deferred", [421]),
+    ]
+    assert repo.next_wakeup() == retry_at
+
+
+def test_a_read_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """On SQLite a look-up takes no write lock: it answers while another transaction holds that lock."""
+    opened = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        repo = opened.repository
+        pk = repo.add_messages([message(1)], T0)[0].pk
+        with opened.engine.begin() as writer:  # BEGIN IMMEDIATE: the write lock until the block ends
+            writer.exec_driver_sql("UPDATE deliveries SET attempts = attempts")
+            started = time.monotonic()
+            assert list(repo.load_envelopes([pk])) == [pk]
+            assert repo.next_wakeup() == T0
+            assert time.monotonic() - started < 5  # a write lock would wait the 60 s busy timeout
+    finally:
+        opened.close()
 
 
 def test_concurrent_submissions_share_commits(store: Store) -> None:
