@@ -38,6 +38,7 @@ from mappers.patient import Patient as PatientRecord
 # per-statement work (bulk-insert and synchronize-session planning), which showed in the profile.
 MESSAGES = cast(Table, Message.__table__)
 DELIVERIES = cast(Table, Delivery.__table__)
+ATTACHMENTS = cast(Table, Attachment.__table__)
 ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
 
 CRASH_LIMIT = "crash-limit"
@@ -203,6 +204,94 @@ class Notice:
     delivery_pks: tuple[int, ...] = field(default_factory=tuple)
 
 
+def _is_plain(new: NewMessage) -> bool:
+    """Whether storing ``new`` touches no other table than its own rows' (the batched path)."""
+    return (
+        new.patient is None
+        and new.channel is None
+        and new.receipt is None
+        and not new.follow_ups
+        and new.hl7_control is None
+    )
+
+
+def _check_kept_aside(new: NewMessage) -> None:
+    if new.state in KEPT_ASIDE and new.recipients:
+        raise ValueError(f"a message kept {new.state!r} must have no deliveries")
+
+
+def _message_row(new: NewMessage, now: datetime, patient_pk: int | None) -> dict[str, object]:
+    return {
+        "direction": new.direction,
+        "source": new.source,
+        "kind": new.kind,
+        "state": new.state,
+        "state_reason": new.state_reason,
+        "message_id": new.message_id,
+        "digest": new.digest,
+        "envelope_from": new.envelope_from,
+        "envid": new.envid,
+        "ret": new.ret,
+        "size": len(new.raw),
+        "raw": new.raw,
+        "patient_id": patient_pk,
+        "related_message_id": new.related_message_pk,
+        "created_at": now,
+        "client": new.client,
+    }
+
+
+def _attachment_rows(new: NewMessage, pk: int) -> list[dict[str, object]]:
+    return [
+        {
+            "message_pk": pk,
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "size": a.size,
+            "sha1": a.sha1,
+            "metadata_json": a.metadata,
+        }
+        for a in new.attachments
+    ]
+
+
+def _delivery_rows(new: NewMessage, pk: int, now: datetime) -> list[dict[str, object]]:
+    return [
+        {
+            "message_pk": pk,
+            "recipient": r.address,
+            "notify": r.notify,
+            "orcpt": r.orcpt,
+            "via": r.via,
+            "state": DeliveryState.QUEUED.value,
+            "attempts": 0,
+            "crashes": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for r in new.recipients
+    ]
+
+
+def _audit_rows(new: NewMessage, pk: int, now: datetime) -> list[dict[str, object]]:
+    """The trail's events for a message just stored: accepted, and the state it was kept in."""
+    events: list[tuple[str, dict[str, object]]] = [("accepted", {"source": new.source, "kind": new.kind})]
+    if new.state != "stored":
+        events.append((new.state, {"reason": new.state_reason}))
+    return [
+        {
+            "at": now,
+            "kind": kind,
+            "message_pk": pk,
+            "delivery_pk": None,
+            "channel_pk": None,
+            "detail": audit_detail(detail),
+        }
+        for kind, detail in events
+    ]
+
+
 class Repository:
     """The store's write and queue operations over one session factory."""
 
@@ -216,18 +305,93 @@ class Repository:
 
         A message whose Message-ID and digest are already stored is not stored again: it gets the
         existing id and ``duplicate=True`` (a client that lost our 250 and sent again); so is one whose
-        HL7 producer and MSH-10 are (a producer that lost our ACK).
+        HL7 producer and MSH-10 are (a producer that lost our ACK). Plain mail (the bulk of a burst) goes
+        in a few statements per batch, whatever its size; the rest one message at a time, in order.
         """
         results: list[StoredMessage] = []
         with self.sessions.begin() as session:
+            known = self._stored_ids(session, [new for new in batch if _is_plain(new)])
+            run: list[NewMessage] = []
             for new in batch:
+                if _is_plain(new):
+                    run.append(new)
+                    continue
+                results.extend(self._insert_plain(session, run, now, known))
+                run = []
                 existing = self._find_duplicate(session, new)
                 if existing is not None:
                     results.append(StoredMessage(existing, duplicate=True))
                     continue
                 pk = self._insert_message(session, new, now)
+                if new.message_id is not None:
+                    known.setdefault((new.message_id, new.digest), pk)
                 results.append(StoredMessage(pk, duplicate=False))
+            results.extend(self._insert_plain(session, run, now, known))
         return results
+
+    @staticmethod
+    def _stored_ids(session: Session, batch: Sequence[NewMessage]) -> dict[tuple[str, str], int]:
+        """(Message-ID, digest) → id of those of ``batch`` already stored, in one query."""
+        ids = {new.message_id for new in batch if new.message_id is not None}
+        if not ids:
+            return {}
+        m = MESSAGES.c
+        rows = session.execute(select(m.message_id, m.digest, m.id).where(m.message_id.in_(ids))).all()
+        known: dict[tuple[str, str], int] = {}
+        for message_id, digest, pk in rows:
+            known.setdefault((message_id, digest), pk)
+        return known
+
+    def _insert_plain(
+        self, session: Session, run: Sequence[NewMessage], now: datetime, known: dict[tuple[str, str], int]
+    ) -> list[StoredMessage]:
+        """Store plain messages with one ``executemany`` per table; a copy of one stored already, or of
+        one earlier in ``run``, is a duplicate."""
+        fresh: list[NewMessage] = []
+        copies: dict[int, tuple[str, str]] = {}
+        pending: set[tuple[str, str]] = set()
+        for index, new in enumerate(run):
+            key = None if new.message_id is None else (new.message_id, new.digest)
+            if key is not None and (key in known or key in pending):
+                copies[index] = key
+                continue
+            if key is not None:
+                pending.add(key)
+            _check_kept_aside(new)
+            fresh.append(new)
+        pks: list[int] = []
+        if fresh:
+            pks = list(
+                session.execute(
+                    insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True),
+                    [_message_row(new, now, None) for new in fresh],
+                ).scalars()
+            )
+            for new, pk in zip(fresh, pks, strict=True):
+                if new.message_id is not None:
+                    known.setdefault((new.message_id, new.digest), pk)
+            self._insert_children(session, list(zip(fresh, pks, strict=True)), now)
+        fresh_pks = iter(pks)
+        results: list[StoredMessage] = []
+        for index in range(len(run)):
+            if index in copies:
+                results.append(StoredMessage(known[copies[index]], duplicate=True))
+            else:
+                results.append(StoredMessage(next(fresh_pks), duplicate=False))
+        return results
+
+    @staticmethod
+    def _insert_children(session: Session, stored: Sequence[tuple[NewMessage, int]], now: datetime) -> None:
+        """The attachments, queue rows and audit events of messages just inserted, one statement each."""
+        attachments = [row for new, pk in stored for row in _attachment_rows(new, pk)]
+        if attachments:
+            session.execute(insert(ATTACHMENTS), attachments)
+        deliveries = [row for new, pk in stored for row in _delivery_rows(new, pk, now)]
+        if deliveries:
+            session.execute(insert(DELIVERIES), deliveries)
+        session.execute(
+            insert(AUDIT_EVENTS), [row for new, pk in stored for row in _audit_rows(new, pk, now)]
+        )
 
     @staticmethod
     def _find_hl7(session: Session, key: tuple[str, str]) -> int | None:
@@ -245,66 +409,12 @@ class Repository:
         return session.execute(query.limit(1)).scalar()
 
     def _insert_message(self, session: Session, new: NewMessage, now: datetime) -> int:
-        if new.state in KEPT_ASIDE and new.recipients:
-            raise ValueError(f"a message kept {new.state!r} must have no deliveries")
+        _check_kept_aside(new)
         patient_pk = self._upsert_patient(session, new.patient) if new.patient else None
         pk: int = session.execute(
-            insert(MESSAGES)
-            .values(
-                direction=new.direction,
-                source=new.source,
-                kind=new.kind,
-                state=new.state,
-                state_reason=new.state_reason,
-                message_id=new.message_id,
-                digest=new.digest,
-                envelope_from=new.envelope_from,
-                envid=new.envid,
-                ret=new.ret,
-                size=len(new.raw),
-                raw=new.raw,
-                patient_id=patient_pk,
-                related_message_id=new.related_message_pk,
-                created_at=now,
-                client=new.client,
-            )
-            .returning(MESSAGES.c.id)
+            insert(MESSAGES).values(_message_row(new, now, patient_pk)).returning(MESSAGES.c.id)
         ).scalar_one()
-        if new.attachments:
-            session.execute(
-                insert(Attachment),
-                [
-                    {
-                        "message_pk": pk,
-                        "filename": a.filename,
-                        "content_type": a.content_type,
-                        "size": a.size,
-                        "sha1": a.sha1,
-                        "metadata_json": a.metadata,
-                    }
-                    for a in new.attachments
-                ],
-            )
-        if new.recipients:
-            session.execute(
-                insert(DELIVERIES),
-                [
-                    {
-                        "message_pk": pk,
-                        "recipient": r.address,
-                        "notify": r.notify,
-                        "orcpt": r.orcpt,
-                        "via": r.via,
-                        "state": DeliveryState.QUEUED.value,
-                        "attempts": 0,
-                        "crashes": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for r in new.recipients
-                ],
-            )
+        self._insert_children(session, [(new, pk)], now)
         if new.hl7_control is not None:
             producer, control_id = new.hl7_control
             session.execute(
@@ -316,9 +426,6 @@ class Repository:
                     zam_events=new.zam_events,
                 )
             )
-        write_audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})
-        if new.state != "stored":
-            write_audit(session, now, new.state, pk, detail={"reason": new.state_reason})
         if new.channel is not None:
             apply_intent(session, new.channel, pk, now)
         if new.receipt is not None and not apply_receipt(session, new.receipt, pk, now):

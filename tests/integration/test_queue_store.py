@@ -53,6 +53,19 @@ def test_the_same_message_twice_is_stored_once(store: Store) -> None:
     assert len(repo.claim_due("a", T0, LEASE, 100, 3)) == 1
 
 
+def test_copies_within_one_batch_and_around_an_hl7_message_are_duplicates(store: Store) -> None:
+    """The batched path for plain mail keeps the duplicate rule and the order of the batch."""
+    repo = store.repository
+    old = repo.add_messages([message(1)], T0)[0]
+    hl7 = dataclasses.replace(message(9), hl7_control=("lab", "42"))
+    stored = repo.add_messages([message(2), message(1), message(2), hl7, message(3), message(9)], T0)
+    assert [s.duplicate for s in stored] == [False, True, True, False, False, True]
+    assert stored[1].pk == old.pk and stored[2].pk == stored[0].pk and stored[5].pk == stored[3].pk
+    assert stored[0].pk < stored[3].pk < stored[4].pk
+    assert len(repo.claim_due("a", T0, LEASE, 100, 3)) == 4
+    assert [kind for _, kind, _ in store.queue.show(stored[4].pk).events] == ["accepted"]
+
+
 def test_a_message_kept_aside_never_gets_a_delivery_row(store: Store) -> None:
     """A refused message is for a person, not for a mailbox: the store will not queue it (issue 10)."""
     repo = store.repository
