@@ -1,8 +1,8 @@
 """Opening the store: engine, SQLite pragmas, schema creation with a version row.
 
 SQLite (WAL, ``synchronous=FULL`` so a commit survives a power cut, ``BEGIN IMMEDIATE`` so concurrent
-writers queue instead of failing) is the embedded default, its file ``0600`` whatever the umask;
-PostgreSQL is used through psycopg 3.
+writers queue instead of failing, a plain deferred ``BEGIN`` for read-only transactions) is the embedded
+default, its file ``0600`` whatever the umask; PostgreSQL is used through psycopg 3.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from gateway.store.directory import DirectoryStore
 from gateway.store.imap_cursors import ImapCursors
 from gateway.store.mdms import MdmQueue
 from gateway.store.queue_admin import QueueAdmin
+from gateway.store.reads import READ_ONLY
 from gateway.store.repository import Repository
 from gateway.store.stats import StoreStats
 from gateway.store.tables import DIRECTORY_TABLES, SCHEMA_VERSION, Base, Hl7Mdm, Hl7Zam, SchemaVersion
@@ -73,7 +74,9 @@ def create_store_engine(url: str) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping per checkout (a round trip each): a connection found dead fails its statement, which the
+    # callers retry as any store fault, and SQLAlchemy then drops every connection of the pool.
+    return create_engine(url, pool_size=10, max_overflow=10)
 
 
 def create_private_database(path: Path) -> None:
@@ -99,8 +102,13 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
         # A deferred transaction that reads then writes can fail with SQLITE_BUSY when another
-        # writer got there first; taking the write lock up front makes writers wait their turn.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # writer got there first; taking the write lock up front makes writers wait their turn. One
+        # that only reads (``reads.read_engine``) takes no lock: in WAL, readers and the writer never
+        # wait on each other.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Store:

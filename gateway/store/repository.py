@@ -13,14 +13,16 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.logsetup import audit
-from gateway.store.audit import write_audit
+from gateway.store.audit import AUDIT_EVENTS, audit_detail, write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
 from gateway.store.mdms import NewMdm, queue_mdms
+from gateway.store.reads import read_engine
 from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt, original_of
 from gateway.store.states import KEPT_ASIDE, WAITING, DeliveryState
 from gateway.store.tables import (
@@ -33,6 +35,13 @@ from gateway.store.tables import (
 )
 from gateway.store.zams import owe_relay_failures
 from mappers.patient import Patient as PatientRecord
+
+# The hot paths' statements name the tables, not the mapped classes: Core statements skip the ORM's
+# per-statement work (bulk-insert and synchronize-session planning), which showed in the profile.
+MESSAGES = cast(Table, Message.__table__)
+DELIVERIES = cast(Table, Delivery.__table__)
+ATTACHMENTS = cast(Table, Attachment.__table__)
+ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
 
 CRASH_LIMIT = "crash-limit"
 """Why a delivery was held when its leases expired ``relay.crash_limit`` times (the daemon died with it)."""
@@ -172,6 +181,25 @@ class DeliveryOutcome:
     """A Mon Espace Santé refusal recognised in the reply (``mailbox-closed`` …), kept as the receipt."""
 
 
+def _outcome_values(outcome: DeliveryOutcome) -> dict[str, object]:
+    """The delivery's columns an outcome sets."""
+    values: dict[str, object] = {
+        "state": outcome.state.value,
+        "last_code": outcome.code,
+        "last_reply": outcome.reply,
+        "claimed_by": None,
+        "claimed_until": None,
+        "updated_at": outcome.at,
+    }
+    if outcome.next_attempt_at is not None:
+        values["next_attempt_at"] = outcome.next_attempt_at
+    if outcome.state is DeliveryState.SENT:
+        values["sent_at"] = outcome.at
+    if outcome.refusal is not None:
+        values.update(receipt_status=outcome.refusal, receipt_detail=outcome.reply, receipt_at=outcome.at)
+    return values
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
     """A DSN written for the sender, closing the failed deliveries it reports on."""
@@ -180,29 +208,195 @@ class Notice:
     delivery_pks: tuple[int, ...] = field(default_factory=tuple)
 
 
+def _is_plain(new: NewMessage) -> bool:
+    """Whether storing ``new`` touches no other table than its own rows' (the batched path)."""
+    return (
+        new.patient is None
+        and new.channel is None
+        and new.receipt is None
+        and not new.follow_ups
+        and new.hl7_control is None
+        and not new.mdms
+    )
+
+
+def _check_kept_aside(new: NewMessage) -> None:
+    if new.state in KEPT_ASIDE and new.recipients:
+        raise ValueError(f"a message kept {new.state!r} must have no deliveries")
+
+
+def _message_row(new: NewMessage, now: datetime, patient_pk: int | None) -> dict[str, object]:
+    return {
+        "direction": new.direction,
+        "source": new.source,
+        "kind": new.kind,
+        "state": new.state,
+        "state_reason": new.state_reason,
+        "message_id": new.message_id,
+        "digest": new.digest,
+        "envelope_from": new.envelope_from,
+        "envid": new.envid,
+        "ret": new.ret,
+        "size": len(new.raw),
+        "raw": new.raw,
+        "patient_id": patient_pk,
+        "related_message_id": new.related_message_pk,
+        "created_at": now,
+        "client": new.client,
+    }
+
+
+def _attachment_rows(new: NewMessage, pk: int) -> list[dict[str, object]]:
+    return [
+        {
+            "message_pk": pk,
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "size": a.size,
+            "sha1": a.sha1,
+            "metadata_json": a.metadata,
+        }
+        for a in new.attachments
+    ]
+
+
+def _delivery_rows(new: NewMessage, pk: int, now: datetime) -> list[dict[str, object]]:
+    return [
+        {
+            "message_pk": pk,
+            "recipient": r.address,
+            "notify": r.notify,
+            "orcpt": r.orcpt,
+            "via": r.via,
+            "state": DeliveryState.QUEUED.value,
+            "attempts": 0,
+            "crashes": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for r in new.recipients
+    ]
+
+
+def _audit_rows(new: NewMessage, pk: int, now: datetime) -> list[dict[str, object]]:
+    """The trail's events for a message just stored: accepted, and the state it was kept in."""
+    events: list[tuple[str, dict[str, object]]] = [("accepted", {"source": new.source, "kind": new.kind})]
+    if new.state != "stored":
+        events.append((new.state, {"reason": new.state_reason}))
+    return [
+        {
+            "at": now,
+            "kind": kind,
+            "message_pk": pk,
+            "delivery_pk": None,
+            "channel_pk": None,
+            "detail": audit_detail(detail),
+        }
+        for kind, detail in events
+    ]
+
+
 class Repository:
     """The store's write and queue operations over one session factory."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self.reads = read_engine(sessions.kw["bind"])
+        """For look-ups that never write: on SQLite they take no write lock (``gateway.store.reads``)."""
 
     def add_messages(self, batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
         """Commit a batch of messages and their queue rows in one transaction.
 
         A message whose Message-ID and digest are already stored is not stored again: it gets the
         existing id and ``duplicate=True`` (a client that lost our 250 and sent again); so is one whose
-        HL7 producer and MSH-10 are (a producer that lost our ACK).
+        HL7 producer and MSH-10 are (a producer that lost our ACK). Plain mail (the bulk of a burst) goes
+        in a few statements per batch, whatever its size; the rest one message at a time, in order.
         """
         results: list[StoredMessage] = []
         with self.sessions.begin() as session:
+            known = self._stored_ids(session, [new for new in batch if _is_plain(new)])
+            run: list[NewMessage] = []
             for new in batch:
+                if _is_plain(new):
+                    run.append(new)
+                    continue
+                results.extend(self._insert_plain(session, run, now, known))
+                run = []
                 existing = self._find_duplicate(session, new)
                 if existing is not None:
                     results.append(StoredMessage(existing, duplicate=True))
                     continue
                 pk = self._insert_message(session, new, now)
+                if new.message_id is not None:
+                    known.setdefault((new.message_id, new.digest), pk)
                 results.append(StoredMessage(pk, duplicate=False))
+            results.extend(self._insert_plain(session, run, now, known))
         return results
+
+    @staticmethod
+    def _stored_ids(session: Session, batch: Sequence[NewMessage]) -> dict[tuple[str, str], int]:
+        """(Message-ID, digest) → id of those of ``batch`` already stored, in one query."""
+        ids = {new.message_id for new in batch if new.message_id is not None}
+        if not ids:
+            return {}
+        m = MESSAGES.c
+        rows = session.execute(select(m.message_id, m.digest, m.id).where(m.message_id.in_(ids))).all()
+        known: dict[tuple[str, str], int] = {}
+        for message_id, digest, pk in rows:
+            known.setdefault((message_id, digest), pk)
+        return known
+
+    def _insert_plain(
+        self, session: Session, run: Sequence[NewMessage], now: datetime, known: dict[tuple[str, str], int]
+    ) -> list[StoredMessage]:
+        """Store plain messages with one ``executemany`` per table; a copy of one stored already, or of
+        one earlier in ``run``, is a duplicate."""
+        fresh: list[NewMessage] = []
+        copies: dict[int, tuple[str, str]] = {}
+        pending: set[tuple[str, str]] = set()
+        for index, new in enumerate(run):
+            key = None if new.message_id is None else (new.message_id, new.digest)
+            if key is not None and (key in known or key in pending):
+                copies[index] = key
+                continue
+            if key is not None:
+                pending.add(key)
+            _check_kept_aside(new)
+            fresh.append(new)
+        pks: list[int] = []
+        if fresh:
+            pks = list(
+                session.execute(
+                    insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True),
+                    [_message_row(new, now, None) for new in fresh],
+                ).scalars()
+            )
+            for new, pk in zip(fresh, pks, strict=True):
+                if new.message_id is not None:
+                    known.setdefault((new.message_id, new.digest), pk)
+            self._insert_children(session, list(zip(fresh, pks, strict=True)), now)
+        fresh_pks = iter(pks)
+        results: list[StoredMessage] = []
+        for index in range(len(run)):
+            if index in copies:
+                results.append(StoredMessage(known[copies[index]], duplicate=True))
+            else:
+                results.append(StoredMessage(next(fresh_pks), duplicate=False))
+        return results
+
+    @staticmethod
+    def _insert_children(session: Session, stored: Sequence[tuple[NewMessage, int]], now: datetime) -> None:
+        """The attachments, queue rows and audit events of messages just inserted, one statement each."""
+        attachments = [row for new, pk in stored for row in _attachment_rows(new, pk)]
+        if attachments:
+            session.execute(insert(ATTACHMENTS), attachments)
+        deliveries = [row for new, pk in stored for row in _delivery_rows(new, pk, now)]
+        if deliveries:
+            session.execute(insert(DELIVERIES), deliveries)
+        session.execute(
+            insert(AUDIT_EVENTS), [row for new, pk in stored for row in _audit_rows(new, pk, now)]
+        )
 
     @staticmethod
     def _find_hl7(session: Session, key: tuple[str, str]) -> int | None:
@@ -224,66 +418,12 @@ class Repository:
         return self._insert_message(session, new, now)
 
     def _insert_message(self, session: Session, new: NewMessage, now: datetime) -> int:
-        if new.state in KEPT_ASIDE and new.recipients:
-            raise ValueError(f"a message kept {new.state!r} must have no deliveries")
+        _check_kept_aside(new)
         patient_pk = self._upsert_patient(session, new.patient) if new.patient else None
         pk: int = session.execute(
-            insert(Message)
-            .values(
-                direction=new.direction,
-                source=new.source,
-                kind=new.kind,
-                state=new.state,
-                state_reason=new.state_reason,
-                message_id=new.message_id,
-                digest=new.digest,
-                envelope_from=new.envelope_from,
-                envid=new.envid,
-                ret=new.ret,
-                size=len(new.raw),
-                raw=new.raw,
-                patient_id=patient_pk,
-                related_message_id=new.related_message_pk,
-                created_at=now,
-                client=new.client,
-            )
-            .returning(Message.id)
+            insert(MESSAGES).values(_message_row(new, now, patient_pk)).returning(MESSAGES.c.id)
         ).scalar_one()
-        if new.attachments:
-            session.execute(
-                insert(Attachment),
-                [
-                    {
-                        "message_pk": pk,
-                        "filename": a.filename,
-                        "content_type": a.content_type,
-                        "size": a.size,
-                        "sha1": a.sha1,
-                        "metadata_json": a.metadata,
-                    }
-                    for a in new.attachments
-                ],
-            )
-        if new.recipients:
-            session.execute(
-                insert(Delivery),
-                [
-                    {
-                        "message_pk": pk,
-                        "recipient": r.address,
-                        "notify": r.notify,
-                        "orcpt": r.orcpt,
-                        "via": r.via,
-                        "state": DeliveryState.QUEUED.value,
-                        "attempts": 0,
-                        "crashes": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for r in new.recipients
-                ],
-            )
+        self._insert_children(session, [(new, pk)], now)
         if new.hl7_control is not None:
             producer, control_id = new.hl7_control
             session.execute(
@@ -295,9 +435,6 @@ class Repository:
                     zam_events=new.zam_events,
                 )
             )
-        write_audit(session, now, "accepted", pk, detail={"source": new.source, "kind": new.kind})
-        if new.state != "stored":
-            write_audit(session, now, new.state, pk, detail={"reason": new.state_reason})
         if new.channel is not None:
             apply_intent(session, new.channel, pk, now)
         if new.receipt is not None and not apply_receipt(session, new.receipt, pk, now):
@@ -359,25 +496,19 @@ class Repository:
             ids = list(session.execute(due).scalars())
             if not ids:
                 return []
+            d = DELIVERIES.c
             rows = session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_(ids))
+                update(DELIVERIES)
+                .where(d.id.in_(ids))
                 .values(
                     state=DeliveryState.SENDING.value,
                     claimed_by=owner,
                     claimed_until=now + lease,
-                    attempts=Delivery.attempts + 1,
+                    attempts=d.attempts + 1,
                     updated_at=now,
                 )
                 .returning(
-                    Delivery.id,
-                    Delivery.message_pk,
-                    Delivery.recipient,
-                    Delivery.notify,
-                    Delivery.orcpt,
-                    Delivery.attempts,
-                    Delivery.created_at,
-                    Delivery.via,
+                    d.id, d.message_pk, d.recipient, d.notify, d.orcpt, d.attempts, d.created_at, d.via
                 )
             ).all()
         # More columns than SQLAlchemy's typed ``returning`` overloads spell out: read them as a tuple.
@@ -431,14 +562,11 @@ class Repository:
         """The heartbeat: extend ``owner``'s leases on deliveries it is still working on to ``until``."""
         if not delivery_pks:
             return 0
+        d = DELIVERIES.c
         with self.sessions.begin() as session:
             result = session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_(delivery_pks),
-                    Delivery.state == DeliveryState.SENDING.value,
-                    Delivery.claimed_by == owner,
-                )
+                update(DELIVERIES)
+                .where(d.id.in_(delivery_pks), d.state == DeliveryState.SENDING.value, d.claimed_by == owner)
                 .values(claimed_until=until)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
@@ -482,19 +610,20 @@ class Repository:
 
     def load_envelopes(self, message_pks: Iterable[int]) -> dict[int, Envelope]:
         """The raw messages and envelopes behind a set of claimed deliveries."""
-        with self.sessions() as session:
-            rows = session.execute(
+        m = MESSAGES.c
+        with self.reads.connect() as connection:
+            rows = connection.execute(
                 select(
-                    Message.id,
-                    Message.envelope_from,
-                    Message.message_id,
-                    Message.envid,
-                    Message.ret,
-                    Message.created_at,
-                    Message.raw,
-                    Message.source,
-                    Message.client,
-                ).where(Message.id.in_(set(message_pks)))
+                    m.id,
+                    m.envelope_from,
+                    m.message_id,
+                    m.envid,
+                    m.ret,
+                    m.created_at,
+                    m.raw,
+                    m.source,
+                    m.client,
+                ).where(m.id.in_(set(message_pks)))
             ).all()
         return {row[0]: Envelope(*row) for row in rows}
 
@@ -518,53 +647,9 @@ class Repository:
         meanwhile (its lease expired and another claimed it) is left alone.
         """
         notice_pks: list[int] = []
-        failed: list[int] = []
         with self.sessions.begin() as session:
-            for outcome in outcomes:
-                values: dict[str, object] = {
-                    "state": outcome.state.value,
-                    "last_code": outcome.code,
-                    "last_reply": outcome.reply,
-                    "claimed_by": None,
-                    "claimed_until": None,
-                    "updated_at": outcome.at,
-                }
-                if outcome.next_attempt_at is not None:
-                    values["next_attempt_at"] = outcome.next_attempt_at
-                if outcome.state is DeliveryState.SENT:
-                    values["sent_at"] = outcome.at
-                if outcome.refusal is not None:
-                    values.update(
-                        receipt_status=outcome.refusal, receipt_detail=outcome.reply, receipt_at=outcome.at
-                    )
-                changed = session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == outcome.delivery_pk, Delivery.state == DeliveryState.SENDING.value)
-                    .values(**values)
-                    .returning(Delivery.message_pk)
-                ).scalar()
-                if changed is None:
-                    continue
-                if outcome.state is DeliveryState.FAILED:
-                    failed.append(outcome.delivery_pk)
-                session.execute(
-                    insert(DeliveryAttempt).values(
-                        delivery_pk=outcome.delivery_pk,
-                        at=outcome.at,
-                        outcome=outcome.state.value,
-                        code=outcome.code,
-                        reply=outcome.reply,
-                        peer=outcome.peer,
-                    )
-                )
-                write_audit(
-                    session,
-                    outcome.at,
-                    outcome.state.value,
-                    changed,
-                    outcome.delivery_pk,
-                    {"code": outcome.code} if outcome.code else None,
-                )
+            recorded = self._record_outcomes(session, outcomes)
+            failed = [o.delivery_pk for o in recorded if o.state is DeliveryState.FAILED]
             owe_relay_failures(session, failed, now)
             for notice in notices:
                 pk = self._insert_message(session, notice.message, now)
@@ -579,12 +664,70 @@ class Repository:
                 )
         return notice_pks
 
+    @staticmethod
+    def _record_outcomes(session: Session, outcomes: Sequence[DeliveryOutcome]) -> list[DeliveryOutcome]:
+        """The outcomes of a group in a few statements, whatever its size: which deliveries are still
+        this instance's to record (locked until the commit: the write lock on SQLite, ``FOR UPDATE`` on
+        PostgreSQL), then one ``executemany`` each for their updates, attempts and audit events. Returns
+        the outcomes recorded (a delivery another instance took meanwhile is left alone)."""
+        if not outcomes:
+            return []
+        d = DELIVERIES.c
+        pks = [outcome.delivery_pk for outcome in outcomes]
+        still_sending: dict[int, int] = dict(
+            session.execute(
+                select(d.id, d.message_pk)
+                .where(d.id.in_(pks), d.state == DeliveryState.SENDING.value)
+                .order_by(d.id)
+                .with_for_update()
+            ).all()
+        )
+        mine = [outcome for outcome in outcomes if outcome.delivery_pk in still_sending]
+        if not mine:
+            return mine
+        # executemany needs one set of columns per statement: group the rows by the columns they set.
+        updates: dict[tuple[str, ...], list[dict[str, object]]] = {}
+        for outcome in mine:
+            values = _outcome_values(outcome)
+            updates.setdefault(tuple(values), []).append({"pk": outcome.delivery_pk, **values})
+        for rows in updates.values():
+            session.execute(update(DELIVERIES).where(d.id == bindparam("pk")), rows)
+        session.execute(
+            insert(ATTEMPTS),
+            [
+                {
+                    "delivery_pk": o.delivery_pk,
+                    "at": o.at,
+                    "outcome": o.state.value,
+                    "code": o.code,
+                    "reply": o.reply,
+                    "peer": o.peer,
+                }
+                for o in mine
+            ],
+        )
+        session.execute(
+            insert(AUDIT_EVENTS),
+            [
+                {
+                    "at": o.at,
+                    "kind": o.state.value,
+                    "message_pk": still_sending[o.delivery_pk],
+                    "delivery_pk": o.delivery_pk,
+                    "channel_pk": None,
+                    "detail": audit_detail({"code": o.code} if o.code else None),
+                }
+                for o in mine
+            ],
+        )
+        return mine
+
     def next_wakeup(self, owner: str | None = None) -> datetime | None:
         """When the relay must look again: the earliest due retry or expiry of another owner's lease."""
         leased = Delivery.state == DeliveryState.SENDING.value
         if owner is not None:
             leased = and_(leased, Delivery.claimed_by != owner)
-        with self.sessions() as session:
+        with self.reads.connect() as session:
             due = session.execute(
                 select(func.min(Delivery.next_attempt_at)).where(
                     Delivery.state.in_([s.value for s in WAITING])
@@ -596,7 +739,7 @@ class Repository:
 
     def delivered_to(self, address: str) -> bool:
         """Whether a message was ever delivered to ``address`` (the operator took it: it exists)."""
-        with self.sessions() as session:
+        with self.reads.connect() as session:
             found = session.execute(
                 select(Delivery.id)
                 .where(
@@ -608,7 +751,7 @@ class Repository:
 
     def queue_depth(self) -> dict[str, int]:
         """Number of deliveries per state that still needs the relay."""
-        with self.sessions() as session:
+        with self.reads.connect() as session:
             rows = session.execute(
                 select(Delivery.state, func.count())
                 .where(Delivery.state.in_([*(s.value for s in WAITING), "sending", "held"]))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from gateway.batching import Batcher
-from gateway.store.db import Store
+from gateway.store.db import Store, open_store
 from gateway.store.repository import DeliveryOutcome, NewMessage, Recipient
 from gateway.store.states import KEPT_ASIDE, DeliveryState
 
@@ -49,6 +51,19 @@ def test_the_same_message_twice_is_stored_once(store: Store) -> None:
     again = repo.add_messages([message(7)], T0)[0]
     assert again == first.__class__(first.pk, duplicate=True)
     assert len(repo.claim_due("a", T0, LEASE, 100, 3)) == 1
+
+
+def test_copies_within_one_batch_and_around_an_hl7_message_are_duplicates(store: Store) -> None:
+    """The batched path for plain mail keeps the duplicate rule and the order of the batch."""
+    repo = store.repository
+    old = repo.add_messages([message(1)], T0)[0]
+    hl7 = dataclasses.replace(message(9), hl7_control=("lab", "42"))
+    stored = repo.add_messages([message(2), message(1), message(2), hl7, message(3), message(9)], T0)
+    assert [s.duplicate for s in stored] == [False, True, True, False, False, True]
+    assert stored[1].pk == old.pk and stored[2].pk == stored[0].pk and stored[5].pk == stored[3].pk
+    assert stored[0].pk < stored[3].pk < stored[4].pk
+    assert len(repo.claim_due("a", T0, LEASE, 100, 3)) == 4
+    assert [kind for _, kind, _ in store.queue.show(stored[4].pk).events] == ["accepted"]
 
 
 def test_a_message_kept_aside_never_gets_a_delivery_row(store: Store) -> None:
@@ -157,6 +172,64 @@ def test_outcomes_and_attempts_are_recorded(store: Store) -> None:
         ("sent", [250]),
         ("sending", [451]),
     ]
+
+
+def test_a_group_of_outcomes_records_only_the_deliveries_still_leased(store: Store) -> None:
+    repo = store.repository
+    pk = repo.add_messages([message(1, recipients=4)], T0)[0].pk
+    sent, refused, deferred, taken = repo.claim_due("a", T0, LEASE, 100, 3)
+    # ``taken``'s lease expired, another instance claimed and deferred it: a's outcome changes nothing.
+    later = T0 + LEASE + timedelta(seconds=1)
+    repo.renew_leases("a", [sent.pk, refused.pk, deferred.pk], later + LEASE)
+    assert [c.pk for c in repo.claim_due("b", later, LEASE, 100, 3)] == [taken.pk]
+    retry_at = later + timedelta(minutes=5)
+    repo.record_outcomes(
+        [DeliveryOutcome(taken.pk, DeliveryState.DEFERRED, later, 421, "421 busy", "op:25", retry_at)],
+        [],
+        later,
+    )
+    repo.record_outcomes(
+        [
+            DeliveryOutcome(sent.pk, DeliveryState.SENT, later, 250, "250 2.0.0 ok", "op:25"),
+            DeliveryOutcome(
+                refused.pk,
+                DeliveryState.FAILED,
+                later,
+                550,
+                "550 5.7.1 closed",
+                "op:25",
+                refusal="mailbox-closed",
+            ),
+            DeliveryOutcome(deferred.pk, DeliveryState.DEFERRED, later, 451, "451 later", "op:25", retry_at),
+            DeliveryOutcome(taken.pk, DeliveryState.SENT, later, 250, "250 2.0.0 ok", "op:25"),
+        ],
+        [],
+        later,
+    )
+    entry = store.queue.show(pk)
+    assert [(d.state, [a.code for a in d.history]) for d in entry.deliveries] == [
+        ("sent", [250]),
+        ("failed", [550]),
+        ("deferred", [451]),
+        ("deferred", [421]),
+    ]
+    assert repo.next_wakeup() == retry_at
+
+
+def test_a_read_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """On SQLite a look-up takes no write lock: it answers while another transaction holds that lock."""
+    opened = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        repo = opened.repository
+        pk = repo.add_messages([message(1)], T0)[0].pk
+        with opened.engine.begin() as writer:  # BEGIN IMMEDIATE: the write lock until the block ends
+            writer.exec_driver_sql("UPDATE deliveries SET attempts = attempts")
+            started = time.monotonic()
+            assert list(repo.load_envelopes([pk])) == [pk]
+            assert repo.next_wakeup() == T0
+            assert time.monotonic() - started < 5  # a write lock would wait the 60 s busy timeout
+    finally:
+        opened.close()
 
 
 def test_concurrent_submissions_share_commits(store: Store) -> None:
