@@ -10,6 +10,7 @@ read back whole only when intake takes the message, a few messages at a time (``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
@@ -54,11 +55,15 @@ class Spool:
                 self._file.write(data)
             elif len(self._memory) + len(data) <= self.threshold:
                 self._memory += data
+                return True
             else:
                 self._file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 - closed by close()
                 self._file.write(self._memory)
                 self._file.write(data)
                 self._memory = bytearray()
+            # Octets left in the file's buffer would meet a full disk only when read back, after the dot,
+            # where nothing answers 452 for them: they reach the disk (the page cache) now.
+            self._file.flush()
         except OSError as error:
             self.error = error
             self.close()
@@ -75,8 +80,11 @@ class Spool:
         """Forget the octets (the file's space is freed); idempotent."""
         self._memory = bytearray()
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            # Closing flushes what the buffer still holds, which fails again on a full disk: those
+            # octets are being forgotten anyway, and the descriptor is closed all the same.
+            with contextlib.suppress(OSError):
+                file.close()
 
 
 def _read_all(file: BinaryIO) -> bytes:

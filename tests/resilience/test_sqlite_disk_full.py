@@ -126,3 +126,40 @@ def test_a_full_disk_refuses_with_452_and_keeps_delivering(
     output = gateway.output()
     assert "event=store-unavailable" in output and "error=disk-full" in output
     assert "event=store-reserve-released" in output and "event=store-reserve-held" in output
+
+
+def test_a_large_message_on_a_full_disk_gets_452_from_the_spool_and_nothing_accepted_is_lost(
+    tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway], small_disk: Path
+) -> None:
+    """The state directory is on the full disk too: a message past the spool threshold (1 MiB) is refused
+    while it arrives, before intake or the store see it, and the reply is still ``452 4.3.1`` over the
+    real socket; the session goes on, and what was accepted before still leaves, once."""
+    operator = fake_operator()
+    store_url = f"sqlite:///{small_disk / 'store.db'}"
+    gateway = gateway_for(small_disk / "gw", pki, operator, store_url=store_url, relay={"concurrency": 1})
+    add_submission(gateway, pki, tmp_path)
+    gateways.append(gateway)
+    gateway.start()
+    operator.hold()
+    assert [submit(gateway, pki, n)[0] for n in (1, 2, 3)] == [250, 250, 250]
+    operator.wait_for_held(1)
+
+    filler = fill(small_disk)
+    code, text = submit(gateway, pki, 4, lines=20_000)  # 1.5 MB: spooled
+    assert (code, text[:5]) == (452, "4.3.1"), text
+    output = gateway.output()
+    assert "event=data-refused" in output and "reason=spool" in output and "error=ENOSPC" in output
+    operator.release()
+    operator.wait_until(lambda: len(delivered(operator)) == 3, timeout=30, what="the 3 queued messages")
+    assert gateway.process is not None and gateway.process.poll() is None, gateway.output()
+
+    filler.unlink()
+    assert submit(gateway, pki, 5, lines=20_000)[0] == 250
+    operator.wait_until(
+        lambda: len(delivered(operator)) == 4, timeout=30, what="the large message after the room came"
+    )
+    assert gateway.stop() == 0
+    counts = delivered(operator)
+    assert sorted(counts) == [f"<full-{n}@hopital.test.mssante.fr>" for n in (1, 2, 3, 5)]
+    assert set(counts.values()) == {1}
+    assert gateway.json("queue", "list") == []

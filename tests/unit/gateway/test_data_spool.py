@@ -4,6 +4,9 @@ octets after it left for the next command, and a spool that cannot write refusin
 from __future__ import annotations
 
 import asyncio
+import errno
+import resource
+import signal
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,20 @@ async def test_a_spool_that_cannot_write_keeps_nothing_and_says_why(tmp_path: Pa
     assert not kept and rest == b"QUIT\r\n"
     assert isinstance(spool.error, FileNotFoundError)
     assert not spool.write(b"more")
+
+
+async def test_octets_the_file_cannot_take_are_refused_when_written_not_when_read(tmp_path: Path) -> None:
+    """A file size limit stands in for a full disk: the last small write must fail at once, not stay in
+    the file's buffer until the read after the dot."""
+    spool = Spool(threshold=100, directory=tmp_path)
+    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (150, previous[1]))
+    try:
+        assert spool.write(DATA[:100])
+        assert not spool.write(DATA[100:200])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert isinstance(spool.error, OSError) and spool.error.errno == errno.EFBIG
+    assert not spool.spooled
