@@ -3,6 +3,9 @@ answer or another code keep it, with the error and a later attempt, until an AA 
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import hl7
@@ -139,5 +142,29 @@ async def test_with_zam_tls_the_zam_goes_over_tls_to_an_endpoint_the_ca_bundle_t
         trusted = settings_for(endpoint.port, tls={"ca_bundle": str(pki.ca)}, zam_tls=True)
         clock.now = T0 + timedelta(seconds=5)
         await ZamSender(trusted, store.zams, Scheduler(), clock).run()
+        assert len(endpoint.received()) == 1
+    assert zams(store) == [("Z03", "MSG-42", DOCTOR, None, "acked")]
+
+
+def test_instances_claiming_at_the_same_moment_get_each_zam_once(store: Store) -> None:
+    # Several daemons on one store claim together: the lease moves next_attempt_at only if nobody moved it.
+    owe_a_z03(store)
+    barrier = threading.Barrier(8)
+
+    def claim() -> int:
+        barrier.wait()
+        return len(store.zams.claim_due(T0, timedelta(minutes=5), 10))
+
+    with ThreadPoolExecutor(8) as pool:
+        claimed = [future.result() for future in [pool.submit(claim) for _ in range(8)]]
+    assert sum(claimed) == 1, claimed
+
+
+async def test_instances_sharing_the_store_send_each_zam_once(store: Store) -> None:
+    # The same through the senders: one ZAM, one frame at the producer, one AA recorded.
+    owe_a_z03(store)
+    with ZamEndpoint() as endpoint:
+        senders = [ZamSender(settings_for(endpoint.port), store.zams, Scheduler(), Clock()) for _ in range(4)]
+        await asyncio.gather(*(sender.run() for sender in senders))
         assert len(endpoint.received()) == 1
     assert zams(store) == [("Z03", "MSG-42", DOCTOR, None, "acked")]
