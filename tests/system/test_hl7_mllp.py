@@ -435,3 +435,17 @@ def test_receipt_flags_fin_and_a_latin_1_frame_reach_the_operator_as_asked(
     assert headers["X-MSS-MES"] == "FIN"
     text = parsed(mail.content).get_body(("plain",))
     assert text is not None and "Résultat validé, à très bientôt." in text.get_content()
+
+
+def test_the_logs_name_no_patient(gateway: Gateway, operator: FakeOperator) -> None:
+    # An accepted ORU to the patient's own box and a refused one (another patient's CDA): the daemon's logs
+    # carry neither INS nor the patient's traits, the patient address included.
+    assert send(hl7_port(gateway), message(cdas=(patient_cda(),))).code == "AA"
+    operator.wait_for_messages(1)
+    other = dataclasses.replace(PID_PATIENT, birth_name="AUTRE")
+    assert send(hl7_port(gateway), message(cdas=(patient_cda(other),))).code == "AE"
+    assert gateway.stop() == 0
+    output = gateway.output()
+    assert "event=hl7-message" in output
+    for secret in ("279035121518989", "ANNE", "19790321", "AUTRE"):
+        assert secret not in output, secret
