@@ -3,6 +3,9 @@ answer or another code keep it, with the error and a later attempt, until an AA 
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import hl7
@@ -13,14 +16,19 @@ from gateway.outbound.zam_sender import ZamSender
 from gateway.scheduler import Scheduler
 from gateway.store.db import Store
 from gateway.store.receipts import RecipientStatus
+from gateway.tls import server_context
 from tests.integration.test_hl7_zam_store import DOCTOR, T0, hl7_mail, receipt, zams
 from tests.support.mllp import ZamEndpoint
+from tests.support.pki import Pki
 
 
-def settings_for(port: int, **producer: object) -> settings_module.Settings:
+def settings_for(
+    port: int, tls: dict[str, str] | None = None, **producer: object
+) -> settings_module.Settings:
     return settings_module.from_mapping(
         {
             "gateway": {"hostname": "mssgw.test.mssante.fr", "nil_reference": "DEV935997"},
+            "tls": tls or {},
             "routes": [{"domain": "*", "transport": "folder", "path": "/x"}],
             "hl7": {
                 "application": "PFI",
@@ -117,3 +125,46 @@ async def test_the_producers_retry_schedule_and_ack_timeout_are_used_and_counted
         await sender.run()
         assert len(endpoint.received()) == 1
     assert (zams_counted("Z03", "deferred"), zams_counted("Z03", "acked")) == (before[0] + 2, before[1] + 1)
+
+
+async def test_with_zam_tls_the_zam_goes_over_tls_to_an_endpoint_the_ca_bundle_trusts(
+    store: Store, pki: Pki
+) -> None:
+    owe_a_z03(store)
+    clock = Clock()
+    context = server_context(settings_module.TlsSettings(), pki.server.cert, pki.server.key)
+    with ZamEndpoint(context=context) as endpoint:
+        # Without the producer's CA in tls.ca_bundle the endpoint is not trusted: nothing leaves, kept.
+        untrusted = settings_for(endpoint.port, zam_tls=True)
+        await ZamSender(untrusted, store.zams, Scheduler(), clock).run()
+        (owed,) = store.queue.show(1).zams
+        assert (owed.state, owed.attempts, endpoint.received()) == ("pending", 1, [])
+        trusted = settings_for(endpoint.port, tls={"ca_bundle": str(pki.ca)}, zam_tls=True)
+        clock.now = T0 + timedelta(seconds=5)
+        await ZamSender(trusted, store.zams, Scheduler(), clock).run()
+        assert len(endpoint.received()) == 1
+    assert zams(store) == [("Z03", "MSG-42", DOCTOR, None, "acked")]
+
+
+def test_instances_claiming_at_the_same_moment_get_each_zam_once(store: Store) -> None:
+    # Several daemons on one store claim together: the lease moves next_attempt_at only if nobody moved it.
+    owe_a_z03(store)
+    barrier = threading.Barrier(8)
+
+    def claim() -> int:
+        barrier.wait()
+        return len(store.zams.claim_due(T0, timedelta(minutes=5), 10))
+
+    with ThreadPoolExecutor(8) as pool:
+        claimed = [future.result() for future in [pool.submit(claim) for _ in range(8)]]
+    assert sum(claimed) == 1, claimed
+
+
+async def test_instances_sharing_the_store_send_each_zam_once(store: Store) -> None:
+    # The same through the senders: one ZAM, one frame at the producer, one AA recorded.
+    owe_a_z03(store)
+    with ZamEndpoint() as endpoint:
+        senders = [ZamSender(settings_for(endpoint.port), store.zams, Scheduler(), Clock()) for _ in range(4)]
+        await asyncio.gather(*(sender.run() for sender in senders))
+        assert len(endpoint.received()) == 1
+    assert zams(store) == [("Z03", "MSG-42", DOCTOR, None, "acked")]

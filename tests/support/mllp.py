@@ -108,10 +108,14 @@ class _ReusableServer(socketserver.ThreadingTCPServer):
 
 class ZamEndpoint:
     """A producer's ZAM endpoint: a real MLLP server on an ephemeral loopback port that keeps every frame it
-    gets and answers each with ``answer`` (AA, AE …; None: read it and answer nothing)."""
+    gets and answers each with ``answer`` (AA, AE …; None: read it and answer nothing), over TLS when given
+    a server ``context`` (a producer taking its ZAM with ``zam_tls``)."""
 
-    def __init__(self, port: int = 0, answer: str | None = "AA") -> None:
+    def __init__(
+        self, port: int = 0, answer: str | None = "AA", context: ssl.SSLContext | None = None
+    ) -> None:
         self.answer = answer
+        self.context = context
         self.frames: list[str] = []
         self._lock = threading.Lock()
         self.server = _ReusableServer(("127.0.0.1", port), self._handler())
@@ -135,9 +139,17 @@ class ZamEndpoint:
         endpoint = self
 
         class Handler(socketserver.BaseRequestHandler):
+            def finish(self) -> None:
+                self.request.close()  # a TLS wrapper is its own socket: the server closes the raw one
+
             def handle(self) -> None:
                 buffer = b""
                 self.request.settimeout(10)
+                if endpoint.context is not None:
+                    try:
+                        self.request = endpoint.context.wrap_socket(self.request, server_side=True)
+                    except OSError:
+                        return  # the sender did not trust this endpoint: nothing to read
                 while True:
                     try:
                         chunk = self.request.recv(65536)

@@ -415,3 +415,37 @@ def test_metrics_count_answers_per_producer_and_outcome(
     assert value(samples, "mssgw_hl7_messages_total", producer="dpi", ack="AA", code="0") == 1
     assert value(samples, "mssgw_hl7_messages_total", producer="unknown", ack="AR", code="103") == 1
     assert value(samples, "mssgw_messages_accepted_total", listener="hl7") == 1
+
+
+def test_receipt_flags_fin_and_a_latin_1_frame_reach_the_operator_as_asked(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    # ACK_RECEPTION → DSN asked (NOTIFY), ACK_LECTURE_MSS → MDN asked, NTE-4 FIN → X-MSS-MES: FIN;
+    # the frame is in ISO 8859-1 as its MSH-18 says, and the accented body must come out as written.
+    flags = PROS_AND_PATIENT | {"ACK_RECEPTION": True, "ACK_LECTURE_MSS": True}
+    body = "OBX|30|TX|CORPSMAIL_PS^CORPSMAIL_PS^MetaDMPMSS||Résultat validé, à très bientôt.||||||F"
+    er7 = message(flags=flags, cdas=(patient_cda(),), extra=(body,), nte_fin=True)
+    latin = er7.replace("|UNICODE UTF-8|", "|8859/1|").encode("iso-8859-1")
+    ack = send(hl7_port(gateway), latin)
+    assert ack.code == "AA", (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    assert all(mail.rcpt_params(to)["NOTIFY"] == "SUCCESS,FAILURE" for to in (DOCTOR, PATIENT_BOX))
+    headers = parsed(mail.content)
+    assert PRODUCER_BOX in str(headers["Disposition-Notification-To"])
+    assert headers["X-MSS-MES"] == "FIN"
+    text = parsed(mail.content).get_body(("plain",))
+    assert text is not None and "Résultat validé, à très bientôt." in text.get_content()
+
+
+def test_the_logs_name_no_patient(gateway: Gateway, operator: FakeOperator) -> None:
+    # An accepted ORU to the patient's own box and a refused one (another patient's CDA): the daemon's logs
+    # carry neither INS nor the patient's traits, the patient address included.
+    assert send(hl7_port(gateway), message(cdas=(patient_cda(),))).code == "AA"
+    operator.wait_for_messages(1)
+    other = dataclasses.replace(PID_PATIENT, birth_name="AUTRE")
+    assert send(hl7_port(gateway), message(cdas=(patient_cda(other),))).code == "AE"
+    assert gateway.stop() == 0
+    output = gateway.output()
+    assert "event=hl7-message" in output
+    for secret in ("279035121518989", "ANNE", "19790321", "AUTRE"):
+        assert secret not in output, secret
