@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mappers.folding import READ_POLICY
+from mappers.headers import strip_accents
 from mappers.mdn import ERROR_LABELS, Disposition, MdnError, build_mdn, original_attachments, parse_mdn
 from mappers.records import Attachment
 from tests.unit.mappers import samples
@@ -63,6 +64,28 @@ def test_every_ans_error_code_round_trips(code: int) -> None:
     assert report.original_message_id == "<199509192301.23456@chb.mssante.fr>"
     assert message["Subject"].startswith(f"[KO Intégration système !][{code}] XDM/1.0/DDM+ECHOGRAPHIE")
     assert original_attachments(message) == (Attachment("IHE_XDM.zip", "application/zip", b"PK\x03\x04zip"),)
+    # Part by part, the structure of the ANS MDN page (MSSANTE.md §8.3): human text naming the error word for
+    # word, the disposition fields, the original message itself, then its attachments re-attached by name.
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "disposition-notification"
+    human, notification, returned, zip_part = message.get_payload()
+    assert [p.get_content_type() for p in (human, notification, returned, zip_part)] == [
+        "text/plain",
+        "message/disposition-notification",
+        "message/rfc822",
+        "application/zip",
+    ]
+    assert f"l'erreur {code}^{ERROR_LABELS[code]}" in human.get_content()
+    fields = notification.get_payload()[0]
+    label = strip_accents(ERROR_LABELS[code])  # the field is US-ASCII (RFC 8098)
+    assert (
+        fields["Disposition"] == f"automatic-action/MDN-sent-automatically; processed/Error: {code}^{label}"
+    )
+    assert fields["Final-Recipient"] == "rfc822; serviceY_auto@chb.mssante.fr"
+    assert fields["Original-Message-ID"] == "<199509192301.23456@chb.mssante.fr>"
+    assert "Original-Recipient" not in fields  # the original had none (RFC 8098 § 3.2.3)
+    assert returned.get_content().as_bytes().replace(b"\n", b"\r\n") == ORIGINAL
+    assert (zip_part.get_filename(), zip_part.get_param("name")) == ("IHE_XDM.zip", "IHE_XDM.zip")
 
 
 def test_a_displayed_mdn_and_a_plain_message_are_told_apart() -> None:
