@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import smtplib
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from tests.support.imap_bridge import PASSWORD, USER, secret_file
 from tests.support.listener import client_tls
 from tests.support.pki import Pki
 from tests.system.test_hl7_zam import _OPERATOR_PORT, wait_for
+from tests.system.test_metrics import Samples, scrape, value
 
 
 @pytest.fixture
@@ -55,6 +57,7 @@ def gateway(tmp_path: Path, pki: Pki, operator: FakeOperator, consumer_port: int
         "domains": ["hopital.test.mssante.fr"],
         "trust_list_file": str(tmp_path / "trusted.txt"),
     }
+    gw.sections["metrics"] = {"listen": "127.0.0.1:0"}
     gw.sections["hl7"] = {
         "application": "MSSGW",
         "facility": "CHU_Y",
@@ -91,6 +94,12 @@ def deliver(gateway: Gateway, pki: Pki, raw: bytes) -> str:
         return f"{code} {text.decode()}"
 
 
+def consumer_samples(gateway: Gateway) -> Samples:
+    """A scrape of this run's metrics endpoint (each start listens on a new port)."""
+    address = re.findall(r"event=metrics-listening address=(\S+)", gateway.output())[-1]
+    return scrape(address)
+
+
 def mdn_of(content: bytes) -> tuple[str, str]:
     message = email.message_from_bytes(content, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
@@ -119,6 +128,10 @@ def test_ae_902_from_the_dpi_reaches_the_sender_as_the_ans_ko_mdn(
     shown = gateway.command("queue", "show", str(original)).stdout
     assert "MDM 1 T02 to consumer dpi for CR d'imagerie - Scanner: answered, 1 attempt(s)" in shown
     assert "error 902^Identifiant patient inconnu" in shown
+    samples = consumer_samples(gateway)
+    assert value(samples, "mssgw_hl7_consumer_messages_total", consumer="dpi", outcome="AE") == 1
+    assert value(samples, "mssgw_hl7_consumer_messages_total", consumer="dpi", outcome="AA") == 0
+    assert value(samples, "mssgw_hl7_consumer_pending", consumer="dpi") == 0
     assert gateway.stop() == 0
 
 
@@ -129,6 +142,9 @@ def test_kill_9_before_the_ack_sends_the_mdm_again_and_the_mdn_once(
         gateway.start()
         assert deliver(gateway, pki, document_mail()).startswith("250")
         wait_for(lambda: len(dpi.received()) == 1, "MDM")
+        waiting = consumer_samples(gateway)  # the backlog an alert watches
+        assert value(waiting, "mssgw_hl7_consumer_pending", consumer="dpi") == 1
+        assert value(waiting, "mssgw_hl7_consumer_oldest_age_seconds", consumer="dpi") >= 0
         assert gateway.kill() == -9  # while the MDM awaits its ACK
         dpi.answers = ["AA"]
         gateway.start()
@@ -139,6 +155,9 @@ def test_kill_9_before_the_ack_sends_the_mdm_again_and_the_mdn_once(
         frames = dpi.received()
     assert frames[0] == frames[1]  # the same MDM, the same MSH-10
     assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
+    settled = consumer_samples(gateway)
+    assert value(settled, "mssgw_hl7_consumer_messages_total", consumer="dpi", outcome="AA") == 1
+    assert value(settled, "mssgw_hl7_consumer_pending", consumer="dpi") == 0
     assert gateway.stop() == 0
 
 
