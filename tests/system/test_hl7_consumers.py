@@ -29,6 +29,7 @@ from tests.support.listener import client_tls
 from tests.support.pki import Pki
 from tests.system.test_hl7_zam import _OPERATOR_PORT, wait_for
 from tests.system.test_metrics import Samples, scrape, value
+from tests.system.test_operator_end_to_end import wait_for_files
 
 
 @pytest.fixture
@@ -158,6 +159,22 @@ def test_kill_9_before_the_ack_sends_the_mdm_again_and_the_mdn_once(
     settled = consumer_samples(gateway)
     assert value(settled, "mssgw_hl7_consumer_messages_total", consumer="dpi", outcome="AA") == 1
     assert value(settled, "mssgw_hl7_consumer_pending", consumer="dpi") == 0
+    assert gateway.stop() == 0
+
+
+def test_a_mailbox_with_a_consumer_keeps_its_drop_folder(
+    gateway: Gateway, operator: FakeOperator, pki: Pki, consumer_port: int, tmp_path: Path
+) -> None:
+    with gateway.config.open("a", encoding="utf-8") as config:
+        config.write(f'drop_folder = "{tmp_path / "drop"}"\n')  # the mailbox's table ends the file
+    with Consumer(["AA"], port=consumer_port) as dpi:
+        gateway.start()
+        assert deliver(gateway, pki, document_mail()).startswith("250")
+        [mdn] = operator.wait_for_messages(1)
+        [dropped] = wait_for_files(tmp_path / "drop", "*.eml", 1)
+        assert len(dpi.received()) == 1
+    assert email.message_from_bytes(dropped.read_bytes())["Message-ID"]
+    assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
     assert gateway.stop() == 0
 
 
