@@ -128,7 +128,9 @@ def test_ae_902_from_the_dpi_reaches_the_sender_as_the_ans_ko_mdn(
     original = gateway.json("queue", "show", "--json", str(answer["id"]))["related_id"]
     shown = gateway.command("queue", "show", str(original)).stdout
     assert "MDM 1 T02 to consumer dpi for CR d'imagerie - Scanner: answered, 1 attempt(s)" in shown
-    assert "error 902^Identifiant patient inconnu" in shown
+    assert "ACK AE " in shown and "error 902^Identifiant patient inconnu" in shown
+    assert "consumer said: " in shown
+    assert f"MDN to the sender: queue id {answer['id']}" in shown
     samples = consumer_samples(gateway)
     assert value(samples, "mssgw_hl7_consumer_messages_total", consumer="dpi", outcome="AE") == 1
     assert value(samples, "mssgw_hl7_consumer_messages_total", consumer="dpi", outcome="AA") == 0
