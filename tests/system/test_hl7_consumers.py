@@ -180,54 +180,101 @@ def test_a_mailbox_with_a_consumer_keeps_its_drop_folder(
     assert gateway.stop() == 0
 
 
+@pytest.fixture
+def dovecot(tmp_path: Path, pki: Pki) -> Iterator[Dovecot]:
+    if BINARY is None:
+        pytest.skip("dovecot is not installed (apt-get install dovecot-imapd)")
+    server = Dovecot(tmp_path / "dovecot", pki, {USER: PASSWORD}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_gateway(
+    tmp_path: Path,
+    pki: Pki,
+    operator: FakeOperator,
+    consumer_port: int,
+    dovecot: Dovecot,
+    gateways: list[Gateway],
+) -> Gateway:
+    """``mssgw run`` reading our mailbox from Dovecot (moved to Done once committed), the DPI its consumer."""
+    gw = gateway_for(tmp_path / "gw", pki, operator)
+    gw.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"], "mailboxes": [{"address": PRO}]}
+    gw.sections["imap"] = {
+        "accounts": [
+            {
+                "name": "dpi-box",
+                "host": "127.0.0.1",
+                "port": dovecot.port,
+                "security": "starttls",
+                "address": PRO,
+                "username": USER,
+                "password_file": str(secret_file(tmp_path / "imap.password", PASSWORD)),
+                "after_import": "move",
+                "processed_folder": "Done",
+                "backfill_days": 1,
+            }
+        ]
+    }
+    gw.sections["hl7"] = {
+        "application": "MSSGW",
+        "consumers": [
+            {
+                "name": "dpi",
+                "mailboxes": [PRO],
+                "host": "127.0.0.1",
+                "port": consumer_port,
+                "application": "DPI",
+                "ack_timeout": 2.0,
+                "retry_schedule": [1.0] * 10,
+            }
+        ],
+    }
+    gw.write()
+    gateways.append(gw)
+    return gw
+
+
+def imap_document_mail() -> bytes:
+    """The document mail as the operator's IMAP server holds it: its Return-Path is the envelope sender the
+    MDN rules compare."""
+    return f"Return-Path: <{COLLEAGUE}>\r\n".encode() + document_mail()
+
+
 @pytest.mark.peer
-@pytest.mark.skipif(BINARY is None, reason="dovecot is not installed (apt-get install dovecot-imapd)")
 def test_mail_read_by_imap_from_dovecot_goes_to_the_dpi_and_its_aa_becomes_the_mdn(
-    tmp_path: Path, pki: Pki, operator: FakeOperator, consumer_port: int, gateways: list[Gateway]
+    imap_gateway: Gateway, operator: FakeOperator, consumer_port: int, dovecot: Dovecot
 ) -> None:
-    dovecot = Dovecot(tmp_path / "dovecot", pki, {USER: PASSWORD}).start()
-    try:
-        gw = gateway_for(tmp_path / "gw", pki, operator)
-        gw.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"], "mailboxes": [{"address": PRO}]}
-        gw.sections["imap"] = {
-            "accounts": [
-                {
-                    "name": "dpi-box",
-                    "host": "127.0.0.1",
-                    "port": dovecot.port,
-                    "security": "starttls",
-                    "address": PRO,
-                    "username": USER,
-                    "password_file": str(secret_file(tmp_path / "imap.password", PASSWORD)),
-                    "after_import": "move",
-                    "processed_folder": "Done",
-                    "backfill_days": 1,
-                }
-            ]
-        }
-        gw.sections["hl7"] = {
-            "application": "MSSGW",
-            "consumers": [
-                {
-                    "name": "dpi",
-                    "mailboxes": [PRO],
-                    "host": "127.0.0.1",
-                    "port": consumer_port,
-                    "application": "DPI",
-                }
-            ],
-        }
-        gw.write()
-        gateways.append(gw)
-        with Consumer(["AA"], port=consumer_port) as dpi, dovecot.mailbox(USER) as mailbox:
-            # The operator's IMAP server wrote the Return-Path: the envelope sender the MDN rules compare.
-            mailbox.append(f"Return-Path: <{COLLEAGUE}>\r\n".encode() + document_mail())
-            gw.start()
-            [mdn] = operator.wait_for_messages(1)
-            assert len(dpi.received()) == 1
-            wait_for(lambda: mailbox.count() == 0, "the message taken off the server")
-        assert mdn.rcpt_tos == (COLLEAGUE,)
-        assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
-        assert gw.stop() == 0
-    finally:
-        dovecot.stop()
+    with Consumer(["AA"], port=consumer_port) as dpi, dovecot.mailbox(USER) as mailbox:
+        mailbox.append(imap_document_mail())
+        imap_gateway.start()
+        [mdn] = operator.wait_for_messages(1)
+        assert len(dpi.received()) == 1
+        wait_for(lambda: mailbox.count() == 0, "the message taken off the server")
+    assert mdn.rcpt_tos == (COLLEAGUE,)
+    assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
+    assert imap_gateway.stop() == 0
+
+
+@pytest.mark.peer
+def test_kill_9_before_the_ack_of_mail_read_by_imap_sends_the_mdm_again_and_the_mdn_once(
+    imap_gateway: Gateway, operator: FakeOperator, consumer_port: int, dovecot: Dovecot
+) -> None:
+    with Consumer([None], port=consumer_port) as dpi, dovecot.mailbox(USER) as mailbox:
+        mailbox.append(imap_document_mail())
+        imap_gateway.start()
+        wait_for(lambda: len(dpi.received()) == 1, "MDM")
+        # The mail was committed before the MDM left: it is off the server, never imported twice.
+        wait_for(lambda: mailbox.count() == 0, "the message taken off the server")
+        assert imap_gateway.kill() == -9  # while the MDM awaits its ACK
+        dpi.answers = ["AA"]
+        imap_gateway.start()
+        wait_for(lambda: len(dpi.received()) >= 2, "MDM sent again")
+        [mdn] = operator.wait_for_messages(1)
+        time.sleep(3)  # a second MDN, or a second MDM from a second import, would have had time to leave
+        assert len(operator.messages) == 1
+        frames = dpi.received()
+    assert frames == [frames[0], frames[0]]  # the same MDM, the same MSH-10, and only it
+    assert mdn_of(mdn.content)[1] == "automatic-action/MDN-sent-automatically; processed"
+    assert imap_gateway.stop() == 0
