@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -199,7 +200,10 @@ async def test_ar_is_sent_again_then_reported_906_once_the_schedule_is_spent(sto
     assert (mdm.state, mdm.ack_code, mdm.result_code) == ("answered", "AR", 906)
 
 
-async def test_a_silent_consumer_is_retried_then_906_and_counted(store: Store) -> None:
+async def test_a_silent_consumer_is_retried_then_906_and_counted(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="gateway.outbound.mdm_sender")
     clock = Clock()
     before = metrics.HL7_CONSUMER_MESSAGES.labels("dpi", "unanswered")._value.get()
     with Consumer([None]) as dpi:
@@ -216,6 +220,8 @@ async def test_a_silent_consumer_is_retried_then_906_and_counted(store: Store) -
     assert disposition(mdn).endswith("processed/Error: 906^Erreur 'Autre'")
     assert store.queue.show(pk).mdms[0].state == "unanswered"
     assert metrics.HL7_CONSUMER_MESSAGES.labels("dpi", "unanswered")._value.get() == before + 1
+    [alert] = [r for r in caplog.records if r.getMessage() == "mdm-unanswered"]
+    assert alert.levelno == logging.ERROR
 
 
 async def test_no_consumer_listening_keeps_the_mdm_until_it_answers(store: Store) -> None:
