@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -31,6 +32,7 @@ from mappers.hl7_consumer_ack import DocumentResult
 from mappers.mime import build_message, parse_message
 from mappers.records import Mailbox, MessageRecord
 from tests.integration.test_receipts import COLLEAGUE, HOSTNAME, PRO, T0
+from tests.integration.test_receipts import document_mail as receipts_document_mail
 from tests.support.consumer import Consumer
 from tests.support.imap_bridge import server_context
 from tests.support.pki import Pki
@@ -198,7 +200,10 @@ async def test_ar_is_sent_again_then_reported_906_once_the_schedule_is_spent(sto
     assert (mdm.state, mdm.ack_code, mdm.result_code) == ("answered", "AR", 906)
 
 
-async def test_a_silent_consumer_is_retried_then_906_and_counted(store: Store) -> None:
+async def test_a_silent_consumer_is_retried_then_906_and_counted(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="gateway.outbound.mdm_sender")
     clock = Clock()
     before = metrics.HL7_CONSUMER_MESSAGES.labels("dpi", "unanswered")._value.get()
     with Consumer([None]) as dpi:
@@ -215,6 +220,8 @@ async def test_a_silent_consumer_is_retried_then_906_and_counted(store: Store) -
     assert disposition(mdn).endswith("processed/Error: 906^Erreur 'Autre'")
     assert store.queue.show(pk).mdms[0].state == "unanswered"
     assert metrics.HL7_CONSUMER_MESSAGES.labels("dpi", "unanswered")._value.get() == before + 1
+    [alert] = [r for r in caplog.records if r.getMessage() == "mdm-unanswered"]
+    assert alert.levelno == logging.ERROR
 
 
 async def test_no_consumer_listening_keeps_the_mdm_until_it_answers(store: Store) -> None:
@@ -256,6 +263,20 @@ async def test_without_a_consumer_the_mdn_goes_at_once_and_no_mdm_is_written(sto
     [mdn] = mdns(store)
     assert disposition(mdn) == "automatic-action/MDN-sent-automatically; processed"
     assert store.queue.show(pk).mdms == ()
+
+
+async def test_a_package_whose_cda_and_metadata_disagree_never_reaches_the_consumer(store: Store) -> None:
+    """METADATA.XML names another patient than the CDA: no MDM; today's 904 MDN goes at once."""
+    with Consumer(["AA"]) as dpi:
+        settings = settings_for(dpi.port)
+        raw = receipts_document_mail(dnt=COLLEAGUE, cda_patient_matricule="146026322000196")
+        pk = await receive(store, settings, raw)
+        await sender_for(store, settings, Clock()).run()
+        assert dpi.received() == []
+    assert store.queue.show(pk).mdms == ()
+    [mdn] = mdns(store)
+    assert str(mdn["Subject"]).startswith("[KO Intégration système !][904] XDM/1.0/DDM+")
+    assert disposition(mdn).startswith("automatic-action/MDN-sent-automatically; processed/Error: 904^")
 
 
 def queued_mdm(event: str, document_id: str, replaces: str = "") -> NewMessage:
