@@ -11,6 +11,7 @@ Public API (stable):
     build_mdm(mail: MessageRecord, document: Document, *, header: MdmHeader, control_id: str,
               now: datetime, action: DocumentAction = ORIGINAL,
               previous_masks: frozenset[str] | None = None) -> Mdm
+    masks_sent(payload) -> frozenset[str]
     cda_documents(mail: MessageRecord) -> tuple[Document, ...]     # the documents that become MDMs
     control_id_for(mail: MessageRecord, document: Document, action: DocumentAction) -> str
     MdmHeader(sending_application, sending_facility, receiving_application, receiving_facility,
@@ -247,6 +248,21 @@ def _participants(mail: MessageRecord) -> list[str]:
     if mail.reply_to is not None:
         prts.append(_prt("REPLY", "Reply To", mail.reply_to.address))
     return prts
+
+
+def masks_sent(payload: bytes) -> frozenset[str]:
+    """The MASQUE_PS … flags an MDM we built set to ``Y``: what a later replacement's MODIF_CONF_CODE is
+    judged against. Only the flag OBX are read; their names and values are ASCII in every MSH-18 set."""
+    text = payload.decode("latin-1")
+    names = {name for name, _ in MASK_FLAGS}
+    found = set()
+    for line in text.split("\r"):
+        fields = line.split("|")
+        if fields[0] == "OBX" and len(fields) > 5:
+            name = fields[3].split("^")[0]
+            if name in names and fields[5].split("^")[0] == "Y":
+                found.add(name)
+    return frozenset(found)
 
 
 def _masks(document: Document, action: DocumentAction, previous: frozenset[str] | None) -> list[str]:

@@ -27,7 +27,7 @@ from gateway.inbound.intake import Intake, build_policy
 from gateway.inbound.policy import INTERNAL_SOURCES, refuse
 from gateway.inbound.trust import DomainTrust, OfficialTrust
 from gateway.receipts.answer import build_answer
-from gateway.receipts.consumers import hand_over
+from gateway.receipts.consumers import SentMasks, hand_over, never_sent
 from gateway.receipts.reading import read_receipt
 from gateway.report_routes import NO_NOTIFY, ReportRoutes
 from gateway.settings import Settings
@@ -51,7 +51,9 @@ def citizen_intake(
     """The intake of ``settings`` with the citizen-channel and receipt steps and the national directory's
     recipient check (daemon and ``mssgw send``); ``official`` is the trust list the daemon keeps up to date,
     ``mssante`` one that only tells the directory check which domains are MSSanté (``mssgw send``'s copy)."""
-    steps = CitizenSteps(settings, store.channels, clock, store.repository.receipt_original)
+    steps = CitizenSteps(
+        settings, store.channels, clock, store.repository.receipt_original, store.mdms.sent_masks
+    )
     directory = DirectoryCheck(
         lambda: steps.settings,
         lambda: intake.policy,
@@ -92,11 +94,13 @@ class CitizenSteps:
         channels: ChannelStore,
         clock: Callable[[], datetime],
         originals: Callable[[ReceiptUpdate], OriginalSender | None] = lambda _: None,
+        sent_masks: SentMasks = never_sent,
     ) -> None:
         self.settings = settings
         self.gate = ChannelGate(channels, clock)
         self.clock = clock
         self.originals = originals
+        self.sent_masks = sent_masks
 
     async def start(self) -> None:
         """Nothing to start."""
@@ -186,7 +190,9 @@ class CitizenSteps:
         if new.state != "stored" or not ours:
             return new
         if self.settings.hl7.consumers:
-            handed = await asyncio.to_thread(hand_over, self.settings, new, record, ours, self.clock())
+            handed = await asyncio.to_thread(
+                hand_over, self.settings, new, record, ours, self.clock(), self.sent_masks
+            )
             if handed is not None:
                 return handed
         if not self.settings.channels.answer_mdn:

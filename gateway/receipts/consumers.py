@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 
 OTHER = 906
 
+SentMasks = Callable[[str, str], "frozenset[str] | None"]
+"""(consumer, document id) → the masks of the last MDM that consumer was given for it (None: never)."""
+
+
+def never_sent(consumer: str, document_id: str) -> frozenset[str] | None:
+    """No MDM was ever sent (a store without MDMs): a replacement's MODIF_CONF_CODE stays ``N``."""
+    return None
+
 
 def serving(hl7: Hl7Settings, ours: Sequence[str]) -> list[tuple[Hl7ConsumerSettings, str]]:
     """Each consumer serving one of ``ours`` (our mailboxes the mail was accepted for), with that mailbox."""
@@ -51,7 +59,12 @@ def document_name(document: Document) -> str:
 
 
 def hand_over(
-    settings: Settings, new: NewMessage, record: MessageRecord, ours: Sequence[str], now: datetime
+    settings: Settings,
+    new: NewMessage,
+    record: MessageRecord,
+    ours: Sequence[str],
+    now: datetime,
+    sent_masks: SentMasks = never_sent,
 ) -> NewMessage | None:
     """``new`` with one MDM per CDA for each consumer serving ``ours``; ``None`` when the mail goes today's
     way (no consumer, no CDA, or an inconsistent package, answered 903–905 by ``build_answer``).
@@ -82,7 +95,7 @@ def hand_over(
         for metadata in record.package_metadata:
             actions |= document_actions(metadata)
         mdms = tuple(
-            _mdm(settings.hl7, consumer, mailbox, record, document, actions, now, mdn_to)
+            _mdm(settings.hl7, consumer, mailbox, record, document, actions, now, mdn_to, sent_masks)
             for consumer, mailbox in served
             for document in documents
         )
@@ -109,6 +122,7 @@ def _mdm(
     actions: dict[str, DocumentAction],
     now: datetime,
     mdn_to: str | None,
+    sent_masks: SentMasks,
 ) -> NewMdm:
     action = actions.get(document.unique_id, DocumentAction.ORIGINAL)
     header = MdmHeader(
@@ -121,6 +135,19 @@ def _mdm(
     )
     control_id = control_id_for(record, document, action)
     mdm = build_mdm(record, document, header=header, control_id=control_id, now=now, action=action)
+    replacing = action is DocumentAction.REPLACEMENT and mdm.replaces
+    previous = sent_masks(consumer.name, mdm.replaces) if replacing else None
+    if previous is not None:
+        # MODIF_CONF_CODE compares with what the consumer was given for the replaced version.
+        mdm = build_mdm(
+            record,
+            document,
+            header=header,
+            control_id=control_id,
+            now=now,
+            action=action,
+            previous_masks=previous,
+        )
     return NewMdm(
         consumer=consumer.name,
         mailbox=mailbox,

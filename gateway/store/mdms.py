@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from gateway.store.audit import write_audit
 from gateway.store.tables import Hl7Mdm, Message
 from mappers.hl7_consumer_ack import DocumentResult
+from mappers.hl7_mdm import masks_sent
 
 if TYPE_CHECKING:
     from gateway.store.repository import NewMessage, Repository
@@ -218,6 +219,20 @@ class MdmQueue:
         )
         session.execute(update(Hl7Mdm).where(Hl7Mdm.message_pk == message_pk).values(mdn_pk=mdn_pk))
         return mdn_pk
+
+    def sent_masks(self, consumer: str, document_id: str) -> frozenset[str] | None:
+        """The masks of the last MDM ``consumer`` was given for ``document_id``; None when it never was.
+
+        A replacement's MODIF_CONF_CODE says whether its masks differ from these (docs/hl7-consumers.md).
+        """
+        with self.sessions() as session:
+            payload = session.execute(
+                select(Hl7Mdm.payload)
+                .where(Hl7Mdm.consumer == consumer, Hl7Mdm.document_id == document_id)
+                .order_by(Hl7Mdm.id.desc())
+                .limit(1)
+            ).scalar()
+        return masks_sent(payload) if payload is not None else None
 
     def pending(self) -> dict[str, tuple[int, datetime | None]]:
         """Per consumer: MDMs not yet settled and the oldest one's creation time (the metrics' gauges)."""

@@ -28,6 +28,7 @@ from gateway.store.db import Store, open_store
 from gateway.store.mdms import NewMdm
 from gateway.store.repository import NewMessage
 from gateway.store.tables import SCHEMA_VERSION
+from mappers import xds
 from mappers.hl7_consumer_ack import DocumentResult
 from mappers.mime import build_message, parse_message
 from mappers.records import Mailbox, MessageRecord
@@ -376,6 +377,31 @@ async def test_a_t10_mail_after_its_t02_waits_for_the_t02s_ack_over_mllp(store: 
     t10 = hl7.parse(frames[2])
     assert str(t10.segment("TXA")[13]) == "6^^1.2.250.1.213.1.1.1.45.2^ISO"
     assert str(t10.segment("ORC")[1]) == "RO"
+
+
+def modif_conf_code(frame: str) -> str:
+    [flag] = [o for o in hl7.parse(frame).segments("OBX") if str(o[3][0][0]) == "MODIF_CONF_CODE"]
+    return str(flag[5][0][0])
+
+
+async def test_a_t10_whose_masks_differ_from_its_t02s_says_modif_conf_code_y(store: Store) -> None:
+    """MODIF_CONF_CODE compares a replacement's masks with those the consumer was given for the version it
+    replaces (read back from the stored MDM): Y when the sender made the document invisible to the patient,
+    N for a second replacement that keeps the masks."""
+    original = received(samples.cda_document(document_id=PARENT, confidentiality=()))
+    hidden = (xds.INVISIBLE_PATIENT,)
+    second, third = "1.2.250.1.213.1.1.1.45.2^9", "1.2.250.1.213.1.1.1.45.2^10"
+    changed = received(version_two(document_id=second, confidentiality=hidden), slots={1: "C"})
+    kept = received(version_two(document_id=third, replaces=second, confidentiality=hidden), slots={1: "C"})
+    with Consumer(["AA", "AA", "AA"]) as dpi:
+        settings = settings_for(dpi.port)
+        steps = CitizenSteps(settings, store.channels, Clock(), sent_masks=store.mdms.sent_masks)
+        for record in (original, changed, kept):
+            new = NewMessage(document_mail(), COLLEAGUE, "inbound", "operator", message_id=record.message_id)
+            store.repository.add_messages([await steps.finish(new, record, [PRO])], T0)
+        await sender_for(store, settings, Clock()).run()
+        frames = dpi.received()
+    assert [modif_conf_code(f) for f in frames] == ["N", "Y", "N"]
 
 
 async def test_over_tls_the_consumers_certificate_is_checked(store: Store, pki: Pki) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from mappers import archive, cda, xdm, xds
 from mappers.documents import Document
-from mappers.hl7_mdm import MdmError, MdmHeader, build_mdm, cda_documents, control_id_for
+from mappers.hl7_mdm import MdmError, MdmHeader, build_mdm, cda_documents, control_id_for, masks_sent
 from mappers.metadata_read import ACTION_SLOT, DocumentAction, MetadataError, document_actions
 from mappers.records import Mailbox, MessageRecord
 from tests.unit.mappers import samples
@@ -215,6 +215,15 @@ def test_modif_conf_code_is_y_when_a_replacement_changes_the_masks() -> None:
     changed = mdm_of(mail, previous_masks=frozenset({"MASQUE_PS", "INVISIBLE_PATIENT"}))
     same = mdm_of(mail, previous_masks=frozenset({"INVISIBLE_PATIENT"}))
     assert field(changed, "OBX", 5, index=6) == "Y" and field(same, "OBX", 5, index=6) == "N"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sets(st.sampled_from(sorted(xds.MASKING_CODES))), st.sampled_from(["UNICODE UTF-8", "8859/15"]))
+def test_the_masks_an_mdm_was_built_with_are_read_back_from_its_bytes(masks: set[str], charset: str) -> None:
+    mail = received(samples.cda_document(confidentiality=tuple(xds.MASKING_CODES[c] for c in masks)))
+    header = MdmHeader("MSSGW", "CHU_Y", "DPI", "CHU_Y", charset=charset)
+    mdm = build_mdm(mail, cda_documents(mail)[0], header=header, control_id="X1", now=NOW)
+    assert masks_sent(mdm.encode()) == frozenset(masks)
 
 
 def test_a_replacement_without_parent_id_and_a_cda_without_ins_are_refused() -> None:
