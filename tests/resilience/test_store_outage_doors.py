@@ -80,7 +80,7 @@ def test_imap_mail_arriving_during_an_outage_stays_on_the_server_and_is_imported
         output = gateway.output()
         assert episode_lines(gateway) == {"store-unavailable": 1, "store-back": 1}, output[-4000:]
         assert "event=imap-error" not in output, output[-4000:]
-        assert lines(gateway, "store-failed") == 1, output[-4000:]
+        assert lines(gateway, "store-failed") <= 1, output[-4000:]  # none if another call saw it first
         assert "Traceback" not in output, output[-4000:]
         store = open_store(pg_cluster.url)
         try:
