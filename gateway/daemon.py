@@ -139,7 +139,7 @@ def build_services(
     if settings.hl7.consumers:
         services.append(MdmSender(settings, store.mdms, scheduler, utc_now, relay.wake))
     if settings.imap.accounts:
-        services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now))
+        services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now, health))
     # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).
     services.append(WakeSocket(settings, relay.wake))
     return services

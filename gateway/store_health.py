@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from gateway.errors import SchemaMismatch
+from gateway.errors import SchemaMismatch, StoreError
 from gateway.logsetup import log_event
 from gateway.store.faults import STORE_FAULTS, describe, is_disk_full
 from gateway.store.reserve import SpaceReserve
@@ -28,6 +28,11 @@ T = TypeVar("T")
 
 class Abandoned(Exception):
     """The caller stopped waiting for the store (the daemon is stopping); nothing was done."""
+
+
+class Reported(StoreError):
+    """A store fault the failing call already told its ``StoreHealth`` (the intake does, with the cause):
+    ``retry`` backs off without telling it again, which would lose what the cause said (a full disk)."""
 
 
 class StoreHealth:
@@ -95,6 +100,8 @@ class StoreHealth:
                 result = await call()
             except SchemaMismatch:
                 raise
+            except Reported:
+                failures += 1
             except STORE_FAULTS as error:
                 self.failed(what, error)
                 failures += 1

@@ -69,13 +69,6 @@ class Outcome:
     counted: bool = False  # intake already counted its own refusals
 
 
-_TEMPORARY = Outcome(
-    AckCode.ERROR,
-    (207, "temporary: the message store is unavailable, nothing was kept; send the message again later"),
-    "temporary: store unavailable",
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A frame read and its mail built (``result`` an ``Arrival``), or why not (an ``Outcome``)."""

@@ -4,7 +4,9 @@ One task per configured account and folder, each with its own connection (IDLE w
 RFC 2177), its own reconnection with backoff and jitter, and its own errors: one failing account leaves the
 others alone. Per message: commit through the intake first, then flag \\Seen / move / leave it on the server,
 then move the cursor. A crash anywhere makes the bridge fetch again what the intake de-duplicates
-(Message-ID + digest); nothing is deleted before its commit. No store import: the daemon hands in ``ingest``
+(Message-ID + digest); nothing is deleted before its commit. A store outage is weather (``StoreHealth``,
+logged once per episode): the watcher keeps its connection and waits for the store with the message in hand,
+which stays unacknowledged on the server until committed. No store import: the daemon hands in ``ingest``
 and the cursor store.
 """
 
@@ -19,7 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway import metrics
 from gateway.inbound.imap_session import ImapError, ImapSession, Timeouts
@@ -27,12 +29,14 @@ from gateway.inbound.imap_wire import Mailbox, chunks, envelope_sender, size_gro
 from gateway.inbound.intake import Arrival, Decision, Intake, Recipient
 from gateway.logsetup import log_event
 from gateway.settings import ImapAccountSettings, ImapSettings, Settings
+from gateway.store_health import Abandoned, Reported, StoreHealth
 from gateway.tls import client_context
 
 log = logging.getLogger(__name__)
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _jitter = secrets.SystemRandom()
+_T = TypeVar("_T")
 
 
 class IngestOutcome(StrEnum):
@@ -45,7 +49,8 @@ class IngestOutcome(StrEnum):
 
 
 Ingest = Callable[[bytes, ImapAccountSettings, str], Awaitable[IngestOutcome]]
-"""Commit one message of (account, folder); raises when the store cannot take it now (retried later)."""
+"""Commit one message of (account, folder); raises ``Reported`` when the store cannot take it now (the
+watcher waits for the store), another error when the intake cannot for another reason (retried later)."""
 
 Clock = Callable[[], datetime]
 
@@ -74,6 +79,7 @@ class FolderWatcher:
         clock: Clock,
         stop: asyncio.Event,
         report: Callable[[], None] = lambda: None,
+        health: StoreHealth | None = None,
     ) -> None:
         self.account = account
         self.folder = folder
@@ -85,6 +91,7 @@ class FolderWatcher:
         self.stop = stop
         self.timeouts = Timeouts(settings.connect_timeout, settings.command_timeout)
         self.report = report
+        self.health = health or StoreHealth()
         self.caught_up_at: datetime | None = None
         """When the folder was last seen fully imported (the lag metric counts from there)."""
         self._synced = False
@@ -97,6 +104,8 @@ class FolderWatcher:
             try:
                 await self._connected()
                 continue
+            except Abandoned:
+                break  # stopping while the store was away: nothing of the message in hand was kept
             except Exception as error:  # noqa: BLE001 - loop boundary: one account never stops the others
                 failures = 1 if self._synced else failures + 1
                 delay = self.backoff(failures)
@@ -135,7 +144,7 @@ class FolderWatcher:
         mailbox = await session.select(self.folder)
         if self.account.after_import == "move":
             await session.create(self.account.processed_folder)
-        cursor = await asyncio.to_thread(self.cursors.load, self.account.name, self.folder)
+        cursor = await self._store("imap-cursor", self.cursors.load, self.account.name, self.folder)
         if cursor is None:
             last = await self._first_sync(session, mailbox)
         elif cursor[0] != mailbox.uidvalidity:
@@ -232,7 +241,7 @@ class FolderWatcher:
             while messages and not self.stop.is_set():
                 item = messages.pop()  # drop each body as soon as it is committed
                 if item.body is not None:
-                    outcome = await self.ingest(item.body, self.account, self.folder)
+                    outcome = await self._ingest(item.body)
                     if outcome is IngestOutcome.STORED:
                         stored.append(item.uid)
                     else:
@@ -255,6 +264,21 @@ class FolderWatcher:
                 )
         return done
 
+    async def _ingest(self, body: bytes) -> IngestOutcome:
+        """Commit one message, waiting for the store while it is away (the connection stays open)."""
+        return await self.health.retry(
+            "imap-import",
+            lambda: self.ingest(body, self.account, self.folder),
+            abandon=self.stop.is_set,
+            interrupt=self.stop,
+        )
+
+    async def _store(self, what: str, call: Callable[..., _T], *args: object) -> _T:
+        """A blocking cursor call in a thread, waiting for the store while it is away."""
+        return await self.health.retry(
+            what, lambda: asyncio.to_thread(call, *args), abandon=self.stop.is_set, interrupt=self.stop
+        )
+
     async def _acknowledge(self, session: ImapSession, uids: list[int]) -> None:
         action = self.account.after_import
         if action == "seen":
@@ -263,16 +287,30 @@ class FolderWatcher:
             await session.move(uids, self.account.processed_folder)
 
     async def _save(self, uidvalidity: int, last_uid: int) -> None:
-        await asyncio.to_thread(
-            self.cursors.save, self.account.name, self.folder, uidvalidity, last_uid, self.clock()
+        await self._store(
+            "imap-cursor",
+            self.cursors.save,
+            self.account.name,
+            self.folder,
+            uidvalidity,
+            last_uid,
+            self.clock(),
         )
 
 
 class ImapPoller:
     """The daemon service running one ``FolderWatcher`` per (account, folder)."""
 
-    def __init__(self, settings: Settings, ingest: Ingest, cursors: CursorStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ingest: Ingest,
+        cursors: CursorStore,
+        clock: Clock,
+        health: StoreHealth | None = None,
+    ) -> None:
         self.ingest = ingest
+        self.health = health or StoreHealth()
         self.cursors = cursors
         self.clock = clock
         self.started_at = clock()
@@ -297,6 +335,7 @@ class ImapPoller:
                     self.clock,
                     stop,
                     report,
+                    self.health,
                 )
                 for folder in account.folders
             )
@@ -351,7 +390,7 @@ def _describe(error: BaseException) -> str:
 
 
 class IntakeUnavailable(Exception):
-    """The intake could not commit a message now (store unavailable); the watcher retries later."""
+    """The intake could not commit a message now, the store being fine; the watcher retries later."""
 
 
 def ingest_through(intake: Intake) -> Ingest:
@@ -368,6 +407,8 @@ def ingest_through(intake: Intake) -> Ingest:
         )
         result = await intake.receive(arrival)
         temporary = [v for v in result.verdicts if v.decision is Decision.TEMPORARY]
+        if temporary and not intake.health.up:
+            raise Reported(f"{temporary[0].code} {temporary[0].text}")  # the intake told its health
         if temporary:
             raise IntakeUnavailable(f"{temporary[0].code} {temporary[0].text}")
         return IngestOutcome.STORED if result.message_pk is not None else IngestOutcome.REFUSED

@@ -248,8 +248,12 @@ class Intake:
         try:
             stored = await self._batcher.submit(new)
         except Exception as error:  # noqa: BLE001 - any failed commit is a 451: nothing was kept
+            if self.health.up:
+                # Once per episode, beside ``store-unavailable``: not a line per refused message or retry.
+                log_event(
+                    log, "store-failed", logging.ERROR, source=arrival.source, error=type(error).__name__
+                )
             self.health.failed("intake-commit", error)
-            log_event(log, "store-failed", logging.ERROR, source=arrival.source, error=type(error).__name__)
             unavailable = replies.STORE_FULL if self.health.disk_full else replies.STORE_UNAVAILABLE
             return self._not_stored(arrival, verdicts, unavailable)
         self.health.succeeded()

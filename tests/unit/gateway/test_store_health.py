@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.errors import SchemaMismatch
 from gateway.store.faults import describe, is_disk_full
-from gateway.store_health import Abandoned, StoreHealth
+from gateway.store_health import Abandoned, Reported, StoreHealth
 
 
 def sqlite_full() -> OperationalError:
@@ -66,3 +66,20 @@ def test_a_stopping_caller_stops_waiting_and_a_schema_mismatch_is_not_weather() 
     assert not health.up
     with pytest.raises(SchemaMismatch):
         asyncio.run(health.retry("open-store", mismatch))
+
+
+def test_a_fault_the_call_already_reported_is_waited_for_without_being_told_again() -> None:
+    """The IMAP bridge's case: the intake told the health (a full disk); the retry must not forget it."""
+    health = StoreHealth(backoff_initial=0.001)
+    disk_full_at_each_try: list[bool] = []
+
+    async def ingest() -> str:
+        disk_full_at_each_try.append(health.disk_full)
+        if len(disk_full_at_each_try) < 3:
+            health.failed("intake-commit", sqlite_full())
+            raise Reported("452 4.3.1")
+        return "stored"
+
+    assert asyncio.run(health.retry("imap-import", ingest)) == "stored"
+    assert disk_full_at_each_try == [False, True, True]
+    assert health.up and not health.disk_full
