@@ -30,6 +30,7 @@ from tests.support.hl7 import (
     PID_PATIENT,
     PROS_AND_PATIENT,
     PROS_ONLY,
+    body_obx,
     message,
     patient_cda,
     replacement_cda,
@@ -116,6 +117,24 @@ def test_an_oru_to_professionals_and_patient_is_acknowledged_aa_and_mailed(
     assert "CHU X - comptes rendus" in str(headers["From"]) and PRODUCER_BOX in str(headers["From"])
     assert "secretariat@hopital.mssante.fr" in str(headers["Reply-To"])
     assert any(name.endswith("METADATA.XML") for name in package_names(headers))
+
+
+def test_a_mail_to_professionals_and_patient_carries_both_corpsmail_texts(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    bodies = (
+        body_obx("CORPSMAIL_PS", "Cher confrère, le compte rendu de votre patiente."),
+        body_obx("CORPSMAIL_PATIENT", "Madame, votre compte rendu d’imagerie est joint."),
+    )
+    ack = send(hl7_port(gateway), message(cdas=(patient_cda(),), extra=bodies))
+    assert ack.code == "AA", (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    assert sorted(mail.rcpt_tos) == sorted([DOCTOR, PATIENT_BOX])
+    text = parsed(mail.content).get_body(("plain",))
+    assert text is not None
+    content = text.get_content()
+    assert "Cher confrère, le compte rendu de votre patiente." in content
+    assert "Madame, votre compte rendu d’imagerie est joint." in content
 
 
 def test_an_oru_with_its_n1_and_n3_carries_both_in_the_package(
