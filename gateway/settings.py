@@ -336,11 +336,17 @@ class Hl7ProducerSettings:
     ``from_address`` (a BAL applicative) with ``display_name`` (ECO.2.2.7); its business acknowledgements
     (ZAM) go to ``zam_host``:``zam_port``, over TLS when ``zam_tls``. Each ZAM waits ``zam_ack_timeout``
     for the producer's ACK; without an AA it is sent again after each delay of ``zam_retry_schedule`` (the
-    last delay repeats: a ZAM is never dropped)."""
+    last delay repeats: a ZAM is never dropped).
+
+    ``networks`` / ``certificate_cn``, when set, bind the producer to its connection: a message naming it
+    in MSH-3/MSH-4 is taken only from one of those networks and/or over TLS with a client certificate of
+    that CN (both when both are set); MSH-3 alone is whatever the sender writes."""
 
     name: str
     application: str
     facility: str = ""
+    networks: tuple[str, ...] = ()
+    certificate_cn: str = ""
     from_address: str = ""
     display_name: str = ""
     zam_host: str = ""

@@ -254,6 +254,11 @@ def _check_hl7(settings: Settings, problems: list[str]) -> None:
         if (producer.application, producer.facility) in seen:
             problems.append(f"{key}.application: another producer has the same MSH-3/MSH-4")
         seen.add((producer.application, producer.facility))
+        _check_networks(f"{key}.networks", producer.networks, problems)
+        if producer.certificate_cn and hl7.client_ca is None:
+            problems.append(
+                f"{key}.certificate_cn: needs hl7.client_ca (client certificates are not asked for)"
+            )
         if "@" not in producer.from_address:
             problems.append(f"{key}.from_address: required (the BAL applicative its mail is sent from)")
         if bool(producer.zam_host) != bool(producer.zam_port) or not 0 <= producer.zam_port <= 65535:

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from gateway.settings import TlsSettings
 
@@ -39,3 +41,12 @@ def server_context(
         context.verify_mode = ssl.CERT_OPTIONAL
         context.load_verify_locations(cafile=str(client_ca))
     return context
+
+
+def common_name(certificate: Mapping[str, Any]) -> str | None:
+    """The subject CN of a verified peer certificate (``getpeercert()``): how a client names itself."""
+    for rdn in certificate.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None

@@ -18,6 +18,17 @@ from mappers.errors import MappingError
 from mappers.hl7_transmission import Route, Transmission
 from mappers.records import Mailbox, MessageRecord
 
+#: The body of a replacement or deletion sent without CORPSMAIL_* text (profils-messages, "A défaut").
+_DEFAULT_BODIES = {
+    DocumentAction.REPLACEMENT: (
+        "Le document joint remplace une version transmise précédemment : "
+        "merci de ne plus utiliser l'ancienne version."
+    ),
+    DocumentAction.DELETION: (
+        "Un document transmis précédemment est retiré par son auteur : merci de ne plus l'utiliser."
+    ),
+}
+
 
 class Hl7MailError(MappingError):
     """A transmission that reads well but cannot become a truthful mail (a replacement naming nothing)."""
@@ -37,12 +48,11 @@ def transmission_record(transmission: Transmission, author: Mailbox, when: datet
     documents = tuple(
         _document(number, content, when, masks, t.action) for number, content in enumerate(t.cdas, 1)
     )
-    body = t.body_patient if t.route is Route.PATIENT_ONLY else t.body_professionals
     record = MessageRecord(
         author=author,
         to=tuple(to),
         subject=documents[0].title,
-        body_text=body or "",
+        body_text=_body(t),
         patient=t.patient,
         documents=documents,
         reply_to=Mailbox(t.reply_to) if t.reply_to else None,
@@ -51,6 +61,25 @@ def transmission_record(transmission: Transmission, author: Mailbox, when: datet
     )
     settled = patient_match.settle_patient(record, t.patient, "PID-3")
     return dataclasses.replace(record, patient=settled)
+
+
+def _body(t: Transmission) -> str:
+    """The mail's text: CORPSMAIL_PS for professionals, CORPSMAIL_PATIENT for the patient.
+
+    The guide means each text for its readers. A transmission to both is one mail here (one commit, one
+    (producer, MSH-10), one set of ZAM), so its body carries both texts, the professionals' first, rather
+    than dropping the patient's; the same text given twice is written once. Without a text, a replacement
+    or deletion gets the default body the guide asks the GESTIONNAIRE to write (the package's metadata
+    alone says it to no human reader).
+    """
+    texts: tuple[str | None, ...]
+    if t.route is Route.PATIENT_ONLY:
+        texts = (t.body_patient,)
+    elif t.route is Route.PROFESSIONALS_ONLY:
+        texts = (t.body_professionals,)
+    else:
+        texts = (t.body_professionals, t.body_patient)
+    return "\n\n".join(dict.fromkeys(text for text in texts if text)) or _DEFAULT_BODIES.get(t.action, "")
 
 
 def _document(

@@ -313,7 +313,7 @@ def _observations(
                 cdas.append(_cda(segment))
                 statuses.append(_get(segment, 11))
             elif _get(segment, 3, comp=3) == "MetaDMPMSS" and current in _BODY_CODES:
-                bodies[current] = _get(segment, 5)
+                bodies[current] = _body_text(segment)
             elif _get(segment, 3, comp=3) == "MetaDMPMSS":
                 value = _get(segment, 5)
                 if not _FLAG_VALUE.fullmatch(value):
@@ -334,9 +334,28 @@ def _observations(
 
 def _cda(obx: Any) -> bytes:
     """OBX-5 as ED: ^TEXT|text^XML^Base64^<data>."""
+    return _encapsulated(obx, "the document")
+
+
+def _encapsulated(obx: Any, what: str) -> bytes:
+    """The data of an ED OBX-5 (``^TEXT^<subtype>^Base64^<data>``), which the profile always sends base64."""
     if _get(obx, 5, comp=4).lower() != "base64":
-        raise Hl7Refusal(102, "OBX-5.4 of the document must be Base64")
+        raise Hl7Refusal(102, f"OBX-5.4 of {what} must be Base64")
     try:
         return base64.b64decode(_get(obx, 5, comp=5), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise Hl7Refusal(102, "OBX-5.5 is not valid base64") from exc
+        raise Hl7Refusal(102, f"OBX-5.5 of {what} is not valid base64") from exc
+
+
+def _body_text(obx: Any) -> str:
+    """A CORPSMAIL_* text: the profile (and every ANS example) sends it ED, base64 of the text in OBX-5.5;
+    a value without Base64 in OBX-5.4 (TX, ST, or an ED some producers fill as text) is taken as written.
+    The base64 carries octets with no charset of their own: UTF-8 (what the ANS examples use) unless
+    they are not, then ISO 8859-15, the profile's other MSH-18."""
+    if _get(obx, 2) != "ED" or _get(obx, 5, comp=4).lower() != "base64":
+        return _get(obx, 5)
+    data = _encapsulated(obx, f"the mail body {_get(obx, 3)}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("iso-8859-15")

@@ -11,13 +11,18 @@ A producer that lost its ACK sends the same MSH-10 again: the (producer, MSH-10)
 the mail and checked inside the same commit (``Repository.add_messages``), so the second copy is a duplicate
 of the first: ``AA`` again and no second mail.
 
+A producer configured with ``networks`` / ``certificate_cn`` is also bound to its connection: a message
+naming it from another network, or without that client certificate, is ``AR`` 103 with the reason (MSH-3
+is whatever the sender writes; the connection is what the gateway sees).
+
     door = Hl7Door(settings, intake, clock)
-    ack_er7 = await door.answer(frame, peer="10.0.0.5:40222")
+    ack_er7 = await door.answer(frame, Origin("10.0.0.5:40222", ip_address("10.0.0.5"), "dpi.hopital"))
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import uuid
 from collections.abc import Callable
@@ -51,6 +56,16 @@ _DMP_WARNING = (
     0,
     "DESTDMP=Y: this gateway does not feed the DMP; the document was sent by MSSante only",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The connection a frame came over: ``peer`` for the logs, the address and the client certificate's
+    CN (None without TLS or without a certificate) for producers bound to them."""
+
+    peer: str
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    certificate_cn: str | None
 
 
 class IntakePort(Protocol):
@@ -102,13 +117,17 @@ class Hl7Reader:
                 return producer
         return None
 
-    async def prepare(self, frame: bytes) -> Prepared:
+    async def prepare(self, frame: bytes, origin: Origin | None = None) -> Prepared:
         """Everything before the store: the producer, the message read, the mail built, or the refusal.
 
-        ``mssgw hl7 show`` stops here; the listener goes on with ``answer``.
+        ``mssgw hl7 show`` stops here (and has no ``origin`` to check); the listener goes on with ``answer``.
         """
         header = read_header(frame.decode("latin-1")) or _NO_HEADER
         producer = self.producer(header)
+        if producer is not None and origin is not None:
+            elsewhere = _foreign_origin(producer, origin)
+            if elsewhere is not None:
+                return Prepared(header, producer, None, elsewhere)
         read = await self._read(frame, header, producer)
         if isinstance(read, Outcome):
             return Prepared(header, producer, None, read)
@@ -191,6 +210,28 @@ class Hl7Reader:
         )
 
 
+def _foreign_origin(producer: Hl7ProducerSettings, origin: Origin) -> Outcome | None:
+    """AR when the connection is not one the producer is bound to (``networks``, ``certificate_cn``)."""
+    if producer.networks:
+        networks = [ipaddress.ip_network(n, strict=False) for n in producer.networks]
+        if origin.address is None or not any(origin.address in network for network in networks):
+            text = (
+                f"producer {producer.name!r} (MSH-3 {producer.application!r}) may not send from "
+                f"{origin.address or 'this connection'} (hl7.producers networks)"
+            )
+            return Outcome(AckCode.REJECTED, (103, text), "producer-network")
+    if producer.certificate_cn and origin.certificate_cn != producer.certificate_cn:
+        shown = (
+            f"certificate CN {origin.certificate_cn!r}" if origin.certificate_cn else "no client certificate"
+        )
+        text = (
+            f"producer {producer.name!r} (MSH-3 {producer.application!r}) may not send with {shown} "
+            "(hl7.producers certificate_cn)"
+        )
+        return Outcome(AckCode.REJECTED, (103, text), "producer-certificate")
+    return None
+
+
 class Hl7Door(Hl7Reader):
     """Turns frames into committed messages and ACKs; one per daemon, shared by the listener's connections."""
 
@@ -203,11 +244,11 @@ class Hl7Door(Hl7Reader):
         super().__init__(settings, clock)
         self.intake = intake
 
-    async def answer(self, frame: bytes, peer: str) -> str:
+    async def answer(self, frame: bytes, origin: Origin) -> str:
         """The ACK (ER7, segments ended by CR) for one MLLP frame's content."""
-        prepared = await self.prepare(frame)
+        prepared = await self.prepare(frame, origin)
         outcome = await self._outcome(prepared)
-        return self._ack(prepared.header, outcome, peer, prepared.producer)
+        return self._ack(prepared.header, outcome, origin.peer, prepared.producer)
 
     async def _outcome(self, prepared: Prepared) -> Outcome:
         transmission, result = prepared.transmission, prepared.result

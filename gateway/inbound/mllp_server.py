@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 
 from gateway import memory
-from gateway.inbound.hl7_intake import Hl7Door
+from gateway.inbound.hl7_intake import Hl7Door, Origin
 from gateway.logsetup import log_event
 from gateway.settings import Settings
 from gateway.settings_checks import split_host_port
-from gateway.tls import server_context
+from gateway.tls import common_name, server_context
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +166,9 @@ class MllpListener:
         """Why this connection may not go on, if it may not."""
         if len(self.writers) >= config.max_connections:
             return "max-connections"
-        host = str((writer.get_extra_info("peername") or ("?",))[0])
         if config.networks:
-            try:
-                address = ipaddress.ip_address(host.partition("%")[0])
-            except ValueError:
-                return "network"
-            if not any(address in network for network in config.networks):
+            address = _address(writer)
+            if address is None or not any(address in network for network in config.networks):
                 return "network"
         if config.require_certificate and not writer.get_extra_info("peercert"):
             return "no-client-certificate"
@@ -190,7 +186,7 @@ class MllpListener:
         self.writers.add(writer)
         self.idle.clear()
         try:
-            await self._serve(reader, writer, config, peer)
+            await self._serve(reader, writer, config, _origin(writer, peer))
         finally:
             self.writers.discard(writer)
             writer.close()
@@ -199,9 +195,10 @@ class MllpListener:
                 memory.release()
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, config: MllpConfig, peer: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, config: MllpConfig, origin: Origin
     ) -> None:
         """Frames in, one ACK each, until the producer leaves or breaks the framing."""
+        peer = origin.peer
         while True:
             try:
                 frame = await asyncio.wait_for(read_frame(reader, config.max_message_size), config.timeout)
@@ -230,10 +227,25 @@ class MllpListener:
             else:
                 if frame is None:
                     return
-                ack = await self.door.answer(frame, peer)
+                ack = await self.door.answer(frame, origin)
             writer.write(START_BLOCK + ack.encode("utf-8") + _END)
             try:
                 await writer.drain()
             except ConnectionError:
                 log_event(log, "mllp-closed", listener="hl7", peer=peer, reason="ack-not-delivered")
                 return
+
+
+def _address(writer: asyncio.StreamWriter) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer's IP address (an IPv6 zone dropped), None when the socket does not say."""
+    host = str((writer.get_extra_info("peername") or ("?",))[0])
+    try:
+        return ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+
+
+def _origin(writer: asyncio.StreamWriter, peer: str) -> Origin:
+    """What the door checks a producer bound to its connection against: address and certificate CN."""
+    certificate = writer.get_extra_info("peercert")
+    return Origin(peer, _address(writer), common_name(certificate) if certificate else None)

@@ -33,6 +33,7 @@ from gateway.inbound.instructions import is_submission_field
 from gateway.inbound.parameters import mail_parameters, rcpt_parameters
 from gateway.inbound.spool import SPOOL_THRESHOLD, Spool
 from gateway.logsetup import log_event
+from gateway.tls import common_name
 from mappers.headers import remove_fields
 
 if TYPE_CHECKING:
@@ -478,7 +479,7 @@ class GatewaySMTP(SMTP):
             return self.session.auth_data
         certificate = self._peer_certificate()
         if certificate is not None:
-            name = _common_name(certificate)
+            name = common_name(certificate)
             if self.config.kind == "operator" or name in self.config.certificate_clients:
                 return name
         peer = self.session.peer
@@ -595,14 +596,6 @@ def _source_route(path: str | None, template: str) -> str | None:
     if path is None or not _SOURCE_ROUTE.match(path):
         return None
     return template.format(path.partition(">")[0].lstrip("<"))
-
-
-def _common_name(certificate: Mapping[str, Any]) -> str | None:
-    for rdn in certificate.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
 
 
 class _Handler:

@@ -1,13 +1,13 @@
 """ZAM owed to HL7 producers, on SQLite and PostgreSQL: written in the commit of the DSN/MDN (or of the
 relay's permanent failure) that causes them, only when the producer asked, once per fact however many copies
-of a receipt come, and an older store (schema 3) gets the table."""
+of a receipt come, and an older store (schema 4) gets the table with the indexes a new store has."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
 from gateway.store.db import Store, open_store
 from gateway.store.receipts import ReceiptUpdate, RecipientStatus
@@ -134,7 +134,20 @@ def test_a_permanent_refusal_at_relay_time_owes_a_negative_z02(store: Store) -> 
         assert session.execute(select(Hl7Zam.failure_text)).scalar_one() == "550 5.1.1 no such mailbox"
 
 
+def indexes(store: Store, *tables: str) -> dict[str, list[tuple[str | None, list[str | None]]]]:
+    """The indexes of ``tables`` as the database reports them (name and columns)."""
+    found = inspect(store.engine)
+    return {
+        table: sorted((index["name"], index["column_names"]) for index in found.get_indexes(table))
+        for table in tables
+    }
+
+
 def test_a_store_of_schema_version_4_gets_the_zam_table(store: Store) -> None:
+    hl7_tables = ("hl7_zams", "hl7_transmissions", "hl7_mdms")
+    fresh = indexes(store, *hl7_tables)
+    # The duplicate-ZAM check (``_already_owed``) and ``zams_of`` look a message's ZAM up by message_pk.
+    assert ("ix_hl7_zams_message_pk", ["message_pk"]) in fresh["hl7_zams"]
     with store.engine.begin() as connection:
         connection.execute(text("DROP TABLE hl7_mdms"))  # what schema 6 added
         connection.execute(text("DROP TABLE hl7_zams"))
@@ -147,6 +160,7 @@ def test_a_store_of_schema_version_4_gets_the_zam_table(store: Store) -> None:
         reopened.repository.add_messages([hl7_mail("Z03")], T0)
         reopened.repository.add_messages([receipt("mdn", "MSG-42", RecipientStatus(DOCTOR, "displayed"))], T0)
         assert zams(reopened) == [("Z03", "MSG-42", DOCTOR, None, "pending")]
+        assert indexes(reopened, *hl7_tables) == fresh  # a migrated store is indexed as a new one
         with reopened.sessions() as session:
             assert session.execute(text("SELECT version FROM schema_version")).scalar() == SCHEMA_VERSION
     finally:

@@ -100,3 +100,9 @@ def message(
             segments.append("NTE|1|||FIN")
     segments += list(extra)
     return "\r".join(segments) + "\r"
+
+
+def body_obx(code: str, text: str, encoding: str = "utf-8") -> str:
+    """A CORPSMAIL_* OBX as the profile sends it: ED, the text base64 in OBX-5.5."""
+    data = base64.b64encode(text.encode(encoding)).decode("ascii")
+    return f"OBX|40|ED|{code}^Corps du mail^MetaDMPMSS||^TEXT^^Base64^{data}||||||F"

@@ -30,6 +30,7 @@ from tests.support.hl7 import (
     PID_PATIENT,
     PROS_AND_PATIENT,
     PROS_ONLY,
+    body_obx,
     message,
     patient_cda,
     replacement_cda,
@@ -116,6 +117,24 @@ def test_an_oru_to_professionals_and_patient_is_acknowledged_aa_and_mailed(
     assert "CHU X - comptes rendus" in str(headers["From"]) and PRODUCER_BOX in str(headers["From"])
     assert "secretariat@hopital.mssante.fr" in str(headers["Reply-To"])
     assert any(name.endswith("METADATA.XML") for name in package_names(headers))
+
+
+def test_a_mail_to_professionals_and_patient_carries_both_corpsmail_texts(
+    gateway: Gateway, operator: FakeOperator
+) -> None:
+    bodies = (
+        body_obx("CORPSMAIL_PS", "Cher confrère, le compte rendu de votre patiente."),
+        body_obx("CORPSMAIL_PATIENT", "Madame, votre compte rendu d’imagerie est joint."),
+    )
+    ack = send(hl7_port(gateway), message(cdas=(patient_cda(),), extra=bodies))
+    assert ack.code == "AA", (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    assert sorted(mail.rcpt_tos) == sorted([DOCTOR, PATIENT_BOX])
+    text = parsed(mail.content).get_body(("plain",))
+    assert text is not None
+    content = text.get_content()
+    assert "Cher confrère, le compte rendu de votre patiente." in content
+    assert "Madame, votre compte rendu d’imagerie est joint." in content
 
 
 def test_an_oru_with_its_n1_and_n3_carries_both_in_the_package(
@@ -374,6 +393,45 @@ def test_over_tls_a_producer_needs_a_certificate_from_the_client_ca(
     assert ack.code == "AA", gateway.output()
     [mail] = operator.wait_for_messages(1)
     assert mail.rcpt_tos == (DOCTOR,)
+
+
+def test_a_producer_bound_to_a_network_or_certificate_is_ar_from_any_other_connection(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    tls = {"certificate": str(pki.server.cert), "key": str(pki.server.key), "client_ca": str(pki.ca)}
+    section = hl7_section(**tls)
+    [dpi] = section["producers"]  # type: ignore[misc]
+    bound = [
+        dpi | {"networks": ["127.0.0.0/8"], "certificate_cn": pki.client_address},
+        dpi | {"name": "ris", "application": "RIS", "certificate_cn": "ris.hopital.local"},
+        dpi | {"name": "labo", "application": "LABO", "networks": ["10.0.0.0/8"]},
+    ]
+    gateway.sections["hl7"] = section | {"producers": bound}
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    port = hl7_port(gateway)
+
+    # MSH names RIS, but the connection shows the DPI's certificate.
+    ack = send(port, message(application="RIS", flags=PROS_ONLY, cdas=(patient_cda(),)), context)
+    assert (ack.code, ack.error) == ("AR", 103)
+    assert "'ris'" in ack.text and f"certificate CN {pki.client_address!r}" in ack.text
+    assert "certificate_cn" in ack.text
+    # MSH names LABO, bound to 10/8; the connection comes from loopback.
+    ack = send(port, message(application="LABO", flags=PROS_ONLY, cdas=(patient_cda(),)), context)
+    assert (ack.code, ack.error) == ("AR", 103)
+    assert "'labo'" in ack.text and "127.0.0.1" in ack.text and "networks" in ack.text
+    assert gateway.json("queue", "list", "--all") == []
+    # The DPI from its network with its certificate: taken.
+    ack = send(port, message(flags=PROS_ONLY, cdas=(patient_cda(),)), context)
+    assert ack.code == "AA", gateway.output()
+    [mail] = operator.wait_for_messages(1)
+    assert mail.rcpt_tos == (DOCTOR,)
+    output = gateway.output()
+    assert "reason=producer-certificate" in output and "reason=producer-network" in output
 
 
 def test_destdmp_is_accepted_with_a_warning_that_the_dmp_is_not_fed(gateway: Gateway) -> None:

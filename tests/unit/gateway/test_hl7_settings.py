@@ -38,6 +38,8 @@ def test_listener_and_producers_load(tmp_path: Path, pki: Pki) -> None:
                 "display_name": "CHU X",
                 "zam_host": "dpi.local",
                 "zam_port": 6662,
+                "networks": ["10.1.2.0/24"],
+                "certificate_cn": "dpi.hopital.local",
             }
         ],
     }
@@ -50,6 +52,7 @@ def test_listener_and_producers_load(tmp_path: Path, pki: Pki) -> None:
         6662,
         False,
     )
+    assert (producer.networks, producer.certificate_cn) == (("10.1.2.0/24",), "dpi.hopital.local")
 
 
 def test_every_problem_is_named(tmp_path: Path, pki: Pki) -> None:
@@ -61,7 +64,14 @@ def test_every_problem_is_named(tmp_path: Path, pki: Pki) -> None:
         "networks": ["10.0.0.0/33"],
         "max_connections": 0,
         "producers": [
-            {"name": "a", "application": "DPI", "from_address": "cr@hopital.mssante.fr", "zam_host": "x"},
+            {
+                "name": "a",
+                "application": "DPI",
+                "from_address": "cr@hopital.mssante.fr",
+                "zam_host": "x",
+                "networks": ["10.1.2.0/24", "dpi.local"],
+                "certificate_cn": "dpi.local",
+            },
             {
                 "name": "b",
                 "application": "DPI",
@@ -78,6 +88,8 @@ def test_every_problem_is_named(tmp_path: Path, pki: Pki) -> None:
         "hl7.networks[0]: '10.0.0.0/33' is not a network",
         "hl7.key: certificate and key go together (TLS on the MLLP listener)",
         "hl7.max_connections: must be at least 1",
+        "hl7.producers[0].networks[1]: 'dpi.local' is not a network",
+        "hl7.producers[0].certificate_cn: needs hl7.client_ca (client certificates are not asked for)",
         "hl7.producers[0].zam_port: zam_host and zam_port (1-65535) go together",
         "hl7.producers[1].application: another producer has the same MSH-3/MSH-4",
         "hl7.producers[1].from_address: required (the BAL applicative its mail is sent from)",

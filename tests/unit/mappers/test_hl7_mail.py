@@ -1,4 +1,5 @@
-"""The mail record of an HL7 transmission: recipients by route, the PID patient checked against the CDA."""
+"""The mail record of an HL7 transmission: recipients by route, the PID patient checked against the CDA, the
+body from the CORPSMAIL_* texts of its readers."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ import pytest
 from mappers.documents import DocumentAction, SubmissionSet
 from mappers.errors import MappingError
 from mappers.hl7_mail import transmission_record
-from mappers.hl7_transmission import read_transmission
+from mappers.hl7_transmission import Hl7Refusal, read_transmission
 from mappers.metadata import build_metadata
 from mappers.metadata_read import document_actions
 from mappers.records import Mailbox
-from tests.support.hl7 import FIRST_VERSION_ID, PID_PATIENT, PROS_ONLY, message, patient_cda, replacement_cda
+from tests.support.hl7 import (
+    FIRST_VERSION_ID,
+    PID_PATIENT,
+    PROS_ONLY,
+    body_obx,
+    message,
+    patient_cda,
+    replacement_cda,
+)
 
 AUTHOR = Mailbox("dpi@hopital.mssante.fr", "DPI CHU X")
 WHEN = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -59,6 +68,8 @@ def test_a_replacement_or_deletion_is_marked_in_the_package_metadata(
     record = transmission_record(read_transmission(er7), AUTHOR, WHEN)
     [document] = record.documents
     assert document.action is action
+    # No CORPSMAIL text: the default body tells the reader what the mail does to the earlier document.
+    assert ("remplace" if action is DocumentAction.REPLACEMENT else "retiré") in record.body_text
     assert record.patient is not None
     metadata = build_metadata(
         record.patient, [(document, "DOC0001.XML")], SubmissionSet("1.2.3", "1.2", WHEN)
@@ -77,3 +88,42 @@ def test_a_replacement_whose_cda_names_no_earlier_version_is_refused() -> None:
     er7 = message(kind="MDM^T10^MDM_T02", version="2.6", status="C", cdas=(patient_cda(),))
     with pytest.raises(MappingError, match="must name the document it replaces"):
         transmission_record(read_transmission(er7), AUTHOR, WHEN)
+
+
+def test_a_mail_to_professionals_and_patient_carries_both_bodies() -> None:
+    bodies = (
+        body_obx("CORPSMAIL_PS", "Cher confrère, voici le compte rendu de votre patiente."),
+        body_obx("CORPSMAIL_PATIENT", "Madame, votre compte rendu d’imagerie est joint."),
+    )
+    record = transmission_record(
+        read_transmission(message(cdas=(patient_cda(),), extra=bodies)), AUTHOR, WHEN
+    )
+    assert record.body_text == (
+        "Cher confrère, voici le compte rendu de votre patiente.\n\n"
+        "Madame, votre compte rendu d’imagerie est joint."
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (PROS_ONLY, "Pour les professionnels."),
+        ({name: False for name in PROS_ONLY} | {"DESTMSSANTEPAT": True}, "Pour le patient, accentué."),
+    ],
+    ids=["professionals-only", "patient-only"],
+)
+def test_each_single_route_mail_carries_its_readers_body_only(flags: dict[str, bool], expected: str) -> None:
+    bodies = (
+        body_obx("CORPSMAIL_PS", "Pour les professionnels."),
+        body_obx("CORPSMAIL_PATIENT", "Pour le patient, accentué.", "iso-8859-15"),
+    )
+    recipients = () if flags.get("DESTMSSANTEPAT") else ("dr.martin@hopital.mssante.fr",)
+    er7 = message(flags=flags, recipients=recipients, cdas=(patient_cda(),), extra=bodies)
+    assert transmission_record(read_transmission(er7), AUTHOR, WHEN).body_text == expected
+
+
+def test_a_body_that_is_not_base64_is_refused_with_102() -> None:
+    bad = "OBX|40|ED|CORPSMAIL_PS^Corps du mail^MetaDMPMSS||^TEXT^^Base64^!!||||||F"
+    with pytest.raises(Hl7Refusal, match="CORPSMAIL_PS") as refused:
+        read_transmission(message(flags=PROS_ONLY, cdas=(patient_cda(),), extra=(bad,)))
+    assert refused.value.code == 102
