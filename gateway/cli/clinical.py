@@ -77,6 +77,23 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
         help="practice setting (ASS_X04), e.g. 'ETABLISSEMENT^Etablissement de santé'",
     )
     parser.add_argument(
+        "--class-code",
+        metavar="CODE^LABEL",
+        help="XDS classCode (JDV_J06-XdsClassCode-CISIS, code system 1.2.250.1.213.1.1.4.1), "
+        "e.g. '10^Compte rendu'; no CDA header part carries it",
+    )
+    parser.add_argument(
+        "--format-code",
+        metavar="CODE^LABEL^SYSTEM",
+        help="XDS formatCode of a structured CDA (JDV_J10; a wrapped PDF's is always XDS-SD PDF)",
+    )
+    parser.add_argument(
+        "--content-type-code",
+        metavar="CODE^LABEL",
+        help="SubmissionSet contentTypeCode (code system 1.2.250.1.213.2.2), "
+        "e.g. '04^Hospitalisation de jour'",
+    )
+    parser.add_argument(
         "--event-code",
         metavar="CODE^LABEL^SYSTEM",
         action="append",
@@ -212,6 +229,12 @@ def _author_option(args: argparse.Namespace) -> Author:
     )
 
 
+def content_type_from_args(args: argparse.Namespace, defaults: HeaderDefaults | None = None) -> Code | None:
+    """The SubmissionSet contentTypeCode: ``--content-type-code``, else the ``[documents]`` default."""
+    given = code_option(args.content_type_code, "--content-type-code", xds.CONTENT_TYPE_OID)
+    return given or (defaults or HeaderDefaults()).content_type
+
+
 def documents_from_args(
     args: argparse.Namespace,
     patient: Patient | None,
@@ -232,6 +255,8 @@ def documents_from_args(
     facility = code_option(args.facility_type, "--facility-type", xds.FACILITY_TYPE_OID)
     setting = code_option(args.practice_setting, "--practice-setting", xds.PRACTICE_SETTING_OID)
     facility, setting = facility or defaults.facility_type, setting or defaults.practice_setting
+    class_code = code_option(args.class_code, "--class-code", xds.CLASS_CODE_OID) or defaults.class_code
+    format_code = code_option(args.format_code, "--format-code", None) or defaults.format_code
     start = time_option(args.service_start, "--service-start")
     stop = time_option(args.service_stop, "--service-stop")
     events = tuple(c for v in args.event_code if (c := code_option(v, "--event-code", None)))
@@ -267,6 +292,7 @@ def documents_from_args(
                     effective_time=when,
                     document_id=cda.document_id(content),
                     author=author,
+                    class_code=class_code,
                     confidentiality=masks,
                     service_start=start,
                     service_stop=stop,
@@ -290,6 +316,9 @@ def documents_from_args(
             unique_id=cda.document_id(content),
             author=given_author,
             confidentiality=masks,
+            class_code=class_code,
+            # A PDF wrapped in a CDA keeps its XDS-SD PDF format (apply_header: the header's wins).
+            format_code=format_code,
         )
         documented = cda.apply_header(given, header)  # METADATA.XML says what the CDA header says
         if args.title:

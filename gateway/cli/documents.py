@@ -16,6 +16,7 @@ from typing import Final
 from gateway.cli.clinical import (
     PATIENT_HELP,
     add_document_options,
+    content_type_from_args,
     document_time,
     documents_from_args,
     load_patient,
@@ -155,7 +156,13 @@ def _xdm_build(args: argparse.Namespace) -> int:
         when = document_time(args.date)
         declared = load_patient(args.patient) if args.patient else None
         patient, documents = documents_from_args(args, declared, when)
-        data = xdm.build_package(patient, documents, now=when, source_id=args.source_id)
+        data = xdm.build_package(
+            patient,
+            documents,
+            now=when,
+            source_id=args.source_id,
+            content_type=content_type_from_args(args),
+        )
     except MappingError as error:
         return _fail(f"cannot build the package: {error}")
     try:

@@ -19,6 +19,7 @@ from gateway.channels.steps import citizen_intake
 from gateway.cli.clinical import (
     PATIENT_HELP,
     add_document_options,
+    content_type_from_args,
     document_time,
     documents_from_args,
     load_patient,
@@ -58,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _send(args: argparse.Namespace) -> int:
     settings = load_settings(args, check_required=True)
-    record = _record_from(args, settings.documents.header_defaults())
+    defaults = settings.documents.header_defaults()
+    record = _record_from(args, defaults)
     moment = now()
     try:
         message = build_message(
@@ -66,6 +68,7 @@ def _send(args: argparse.Namespace) -> int:
             nil_reference=settings.gateway.nil_reference,
             hostname=settings.gateway.hostname,
             now=moment,
+            content_type=content_type_from_args(args, defaults),
         )
     except MappingError as error:
         raise InputError("message", str(error)) from error
