@@ -90,7 +90,7 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
     parser.add_argument(
         "--content-type-code",
         metavar="CODE^LABEL",
-        help="SubmissionSet contentTypeCode (code system 1.2.250.1.213.2.2), "
+        help="SubmissionSet contentTypeCode (JDV_J03, code system 1.2.250.1.213.2.2), "
         "e.g. '04^Hospitalisation de jour'",
     )
     parser.add_argument(
