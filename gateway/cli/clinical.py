@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final
@@ -233,6 +234,37 @@ def content_type_from_args(args: argparse.Namespace, defaults: HeaderDefaults | 
     """The SubmissionSet contentTypeCode: ``--content-type-code``, else the ``[documents]`` default."""
     given = code_option(args.content_type_code, "--content-type-code", xds.CONTENT_TYPE_OID)
     return given or (defaults or HeaderDefaults()).content_type
+
+
+def missing_xds_codes(
+    documents: Sequence[Document], content_type: Code | None, *, with_settings: bool
+) -> list[str]:
+    """What METADATA.XML will lack of the XDS codes no CDA header part carries, to be said, not refused:
+    there is no fallback value to write, and mssgw copies no ANS table mapping a CDA to them. Each names
+    the option to give (and the ``[documents]`` key, when the command reads the settings)."""
+
+    def give(option: str, key: str) -> str:
+        return f"give {option}" + (f" (or documents.{key})" if with_settings else "")
+
+    notes = []
+    unclassed = sum(1 for d in documents if d.class_code is None)
+    if unclassed:
+        notes.append(
+            f"{unclassed} document(s) without an XDS classCode (JDV_J06) in METADATA.XML: "
+            + give("--class-code", "class_code")
+        )
+    unformatted = sum(1 for d in documents if d.format_code is None)
+    if unformatted:
+        notes.append(
+            f"{unformatted} structured CDA(s) without an XDS formatCode (JDV_J10; not derived from the "
+            "templateId) in METADATA.XML: " + give("--format-code", "format_code")
+        )
+    if documents and content_type is None:
+        notes.append(
+            "no SubmissionSet contentTypeCode (JDV_J03) in METADATA.XML: "
+            + give("--content-type-code", "content_type_code")
+        )
+    return notes
 
 
 def documents_from_args(

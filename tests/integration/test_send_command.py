@@ -303,7 +303,12 @@ def test_options_override_the_document_settings(
         "--author-rpps", "10000000001", "--author-family", "MARTIN", "--facility-type", "SA07^Cabinet",
     )  # fmt: skip
     assert code == 0
-    document = parse_message(stored(config, int(capsys.readouterr().out))).documents[0]
+    out, err = capsys.readouterr()
+    # Nothing gives the classCode or the contentTypeCode: said with the option and the setting.
+    assert "give --class-code (or documents.class_code)" in err
+    assert "give --content-type-code (or documents.content_type_code)" in err
+    assert "formatCode" not in err  # the wrapper's is XDS-SD PDF
+    document = parse_message(stored(config, int(out))).documents[0]
     assert document.author is not None
     assert (document.author.rpps, document.author.family_name, document.author.given_name) == (
         "810000000001", "MARTIN", None,
@@ -332,6 +337,7 @@ def test_xds_only_codes_come_from_the_settings_unless_an_option_gives_them(tmp_p
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
+    assert "METADATA.XML" not in done.stderr  # nothing XDS asks for is missing: no note about it
     (metadata_xml,) = parse_message(stored(config, int(done.stdout))).package_metadata
     metadata = parse_metadata(metadata_xml)
     assert metadata.submission is not None

@@ -100,7 +100,7 @@ def test_every_header_value_is_in_metadata_xml(tmp_path: Path) -> None:
     )  # fmt: skip
     command = [sys.executable, "-m", "gateway", *build(tmp_path, *options)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
+    assert (done.returncode, done.stderr) == (0, "")
     members = archive.read_members((tmp_path / "out.zip").read_bytes())
     metadata = parse_metadata(members["IHE_XDM/SUBSET01/METADATA.XML"])
     assert metadata.submission is not None
@@ -156,3 +156,15 @@ def test_a_malformed_xds_code_option_is_refused_naming_it(
     assert main(build(tmp_path, option, value)) == 65
     assert capsys.readouterr().err.startswith(f"mssgw: {option}: ")
     assert not (tmp_path / "out.zip").exists()
+
+
+def test_the_xds_codes_no_header_carries_are_said_when_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(build(tmp_path)) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "mssgw: note: 1 document(s) without an XDS classCode (JDV_J06) in METADATA.XML: give --class-code",
+        "mssgw: note: 1 structured CDA(s) without an XDS formatCode (JDV_J10; not derived from the "
+        "templateId) in METADATA.XML: give --format-code",
+        "mssgw: note: no SubmissionSet contentTypeCode (JDV_J03) in METADATA.XML: give --content-type-code",
+    ]
