@@ -167,13 +167,17 @@ class ValueSetFiles:
     practice_setting: ReadableFile | None = None
     author_role: ReadableFile | None = None
     author_specialty: ReadableFile | None = None
+    class_code: ReadableFile | None = None
+    content_type_code: ReadableFile | None = None
+    format_code: ReadableFile | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DocumentSettings:
     """Hospital-wide values for the CDA R2 N1 the gateway builds around a bare PDF (``mssgw send --doc``,
     ``X-MSSGW-*`` submissions), so senders need not repeat them; what a submission gives wins. Codes are
-    ``CODE^LABEL`` (facility type TRE_R02, practice setting ASS_X04) or ``CODE^LABEL^SYSTEM``.
+    ``CODE^LABEL`` (facility type TRE_R02, practice setting ASS_X04, class code JDV_J06, content type
+    code) or ``CODE^LABEL^SYSTEM`` (format code, author role and specialty).
 
     The default author is the whole person (RPPS, names, role, specialty): a submission that names its own
     professional takes none of it; ``institution_*`` complete any submission.
@@ -188,6 +192,9 @@ class DocumentSettings:
     author_given: str = ""
     author_role: str = ""
     author_specialty: str = ""
+    class_code: str = ""
+    content_type_code: str = ""
+    format_code: str = ""
     value_sets: ValueSetFiles = field(default_factory=ValueSetFiles)
 
     def header_defaults(self) -> HeaderDefaults:
@@ -209,6 +216,9 @@ class DocumentSettings:
             author=author,
             facility_type=code(self.facility_type, "facility_type", xds.FACILITY_TYPE_OID),
             practice_setting=code(self.practice_setting, "practice_setting", xds.PRACTICE_SETTING_OID),
+            class_code=code(self.class_code, "class_code", xds.CLASS_CODE_OID),
+            content_type=code(self.content_type_code, "content_type_code", xds.CONTENT_TYPE_OID),
+            format_code=code(self.format_code, "format_code", None),
         )
 
 

@@ -64,6 +64,9 @@ def _check_documents(settings: Settings, problems: list[str]) -> None:
         "practice_setting": (documents.practice_setting, xds.PRACTICE_SETTING_OID),
         "author_role": (documents.author_role, None),
         "author_specialty": (documents.author_specialty, None),
+        "class_code": (documents.class_code, xds.CLASS_CODE_OID),
+        "content_type_code": (documents.content_type_code, xds.CONTENT_TYPE_OID),
+        "format_code": (documents.format_code, None),
     }
     for key, (value, scheme) in codes.items():
         code = None

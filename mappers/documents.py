@@ -66,13 +66,18 @@ class Author:
 
 @dataclass(frozen=True, slots=True)
 class HeaderDefaults:
-    """Values the CDA built around a bare PDF needs that are the same for a whole hospital or department
-    (the ``[documents]`` settings): given once, ``mssgw send`` and ``X-MSSGW-*`` submissions need not
-    repeat them; what a submission gives wins."""
+    """Values the CDA built around a bare PDF and METADATA.XML need that are the same for a whole hospital
+    or department (the ``[documents]`` settings): given once, ``mssgw send`` and ``X-MSSGW-*`` submissions
+    need not repeat them; what a submission gives wins. ``class_code`` (XDS classCode, JDV_J06) and
+    ``content_type`` (SubmissionSet contentTypeCode) are XDS only: no CDA header part carries them;
+    ``format_code`` is the formatCode of a structured CDA (a wrapped PDF's is always XDS-SD PDF)."""
 
     author: Author = field(default_factory=Author)
     facility_type: Code | None = None
     practice_setting: Code | None = None
+    class_code: Code | None = None
+    content_type: Code | None = None
+    format_code: Code | None = None
 
 
 @dataclass(frozen=True, slots=True)

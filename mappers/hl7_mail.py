@@ -4,7 +4,7 @@ Pure (no store, no socket) so the MLLP listener and an offline tool build the sa
 then gives it to ``build_message`` and the intake like any other internal sender (``mssgw send``).
 
 Public API (stable):
-    transmission_record(transmission, author, when) -> MessageRecord   # raises MappingError (patient …)
+    transmission_record(transmission, author, when, defaults=None) -> MessageRecord  # MappingError
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dataclasses
 from datetime import datetime
 
 from mappers import cda, ins, patient_match, xds
-from mappers.documents import Code, Document, DocumentAction
+from mappers.documents import Code, Document, DocumentAction, HeaderDefaults
 from mappers.errors import MappingError
 from mappers.hl7_transmission import Route, Transmission
 from mappers.records import Mailbox, MessageRecord
@@ -34,19 +34,25 @@ class Hl7MailError(MappingError):
     """A transmission that reads well but cannot become a truthful mail (a replacement naming nothing)."""
 
 
-def transmission_record(transmission: Transmission, author: Mailbox, when: datetime) -> MessageRecord:
+def transmission_record(
+    transmission: Transmission, author: Mailbox, when: datetime, defaults: HeaderDefaults | None = None
+) -> MessageRecord:
     """The record of the mail: one message to every RCT (and the patient when the route says so).
 
     The documents take their metadata from their CDA header (as ``mssgw send`` does), plus the masking
-    codes the MetaDMPMSS flags set; the PID patient must be the one every CDA names.
+    codes the MetaDMPMSS flags set and the XDS-only classCode and structured-CDA formatCode of
+    ``defaults`` (the ``[documents]`` settings: no header part carries them); the PID patient must be the
+    one every CDA names.
     """
+    defaults = defaults or HeaderDefaults()
     t = transmission
     to = [Mailbox(address) for address in t.recipients]
     if t.route is not Route.PROFESSIONALS_ONLY:
         to.append(Mailbox(ins.citizen_address(t.patient.matricule)))
     masks = tuple(code for name, code in xds.MASKING_CODES.items() if t.flags.get(name))
     documents = tuple(
-        _document(number, content, when, masks, t.action) for number, content in enumerate(t.cdas, 1)
+        _document(number, content, when, masks, t.action, defaults)
+        for number, content in enumerate(t.cdas, 1)
     )
     record = MessageRecord(
         author=author,
@@ -83,7 +89,12 @@ def _body(t: Transmission) -> str:
 
 
 def _document(
-    number: int, content: bytes, when: datetime, masks: tuple[Code, ...], action: DocumentAction
+    number: int,
+    content: bytes,
+    when: datetime,
+    masks: tuple[Code, ...],
+    action: DocumentAction,
+    defaults: HeaderDefaults,
 ) -> Document:
     """A CDA of the message as a package document; its header says type, title, author and dates.
 
@@ -107,5 +118,7 @@ def _document(
         unique_id=cda.document_id(content),
         confidentiality=masks,
         action=action,
+        class_code=defaults.class_code,
+        format_code=defaults.format_code,  # an N1's header says XDS-SD PDF, which wins
     )
     return cda.apply_header(given, header)

@@ -1,10 +1,10 @@
 """Store record → MSSanté ``EmailMessage`` (outbound), and the entry point of the reverse direction.
 
 ``build_message(record, *, nil_reference, hostname, now, file_number=None, source_id=None,
-require_pdf_copies=True) -> EmailMessage`` is called by the relay and ``mssgw send``; ``parse_message``
-(``mappers.mime_parse``) is re-exported here. Rules come from ``mappers.headers``, the package from
-``mappers.xdm``, wire encodings from ``mappers.wire``. No I/O, no settings, no logging: the caller
-passes the clock, the hostname and the product reference.
+require_pdf_copies=True, content_type=None) -> EmailMessage`` is called by the relay and ``mssgw send``;
+``parse_message`` (``mappers.mime_parse``) is re-exported here. Rules come from ``mappers.headers``, the
+package from ``mappers.xdm``, wire encodings from ``mappers.wire``. No I/O, no settings, no logging: the
+caller passes the clock, the hostname and the product reference.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from email.policy import EmailPolicy
 
 from mappers import headers, wire, xdm
 from mappers.addresses import to_header_address
+from mappers.documents import Code
 from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
 from mappers.mime_parse import (
@@ -70,6 +71,7 @@ def build_message(
     file_number: str | None = None,
     source_id: str | None = None,
     require_pdf_copies: bool = True,
+    content_type: Code | None = None,
 ) -> EmailMessage:
     """Build the message a peer will receive for ``record``.
 
@@ -85,6 +87,7 @@ def build_message(
         file_number: the optional ``<numéro de dossier>`` of PDF copy names (ECO.2.1.6).
         source_id: the sending system's OID for the XDM SubmissionSet (``xdm.build_package``).
         require_pdf_copies: refuse a document without a PDF copy (ECO.2.1.1); False attaches none.
+        content_type: the XDM SubmissionSet contentTypeCode (a submission's, not a document's).
 
     Raises:
         MappingError: a subclass (``HeaderInjectionError``, ``AddressError``, ``HeaderValueError``,
@@ -123,6 +126,7 @@ def build_message(
         file_number=file_number,
         source_id=source_id,
         require_pdf_copies=require_pdf_copies,
+        content_type=content_type,
     )
     attachments.extend(record.attachments)
     message = EmailMessage(policy=MESSAGE_POLICY)
@@ -167,6 +171,7 @@ def _document_attachments(
     file_number: str | None,
     source_id: str | None,
     require_pdf_copies: bool,
+    content_type: Code | None,
 ) -> list[Attachment]:
     """ECO.2.1.1: the IHE_XDM.zip, then one PDF copy per document, named per ECO.2.1.6."""
     if not record.documents:
@@ -180,6 +185,7 @@ def _document_attachments(
         now=when,
         source_id=source_id or xdm.DEFAULT_SOURCE_ID,
         sender=record.author.display_name or record.author.address,
+        content_type=content_type,
     )
     attachments = [Attachment(XDM_FILENAME, "application/zip", package)]
     names: set[str] = set()

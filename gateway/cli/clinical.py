@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final
@@ -75,6 +76,23 @@ def add_document_options(parser: argparse.ArgumentParser, *, required: bool) -> 
         "--practice-setting",
         metavar="CODE^LABEL",
         help="practice setting (ASS_X04), e.g. 'ETABLISSEMENT^Etablissement de santé'",
+    )
+    parser.add_argument(
+        "--class-code",
+        metavar="CODE^LABEL",
+        help="XDS classCode (JDV_J06-XdsClassCode-CISIS, code system 1.2.250.1.213.1.1.4.1), "
+        "e.g. '10^Compte rendu'; no CDA header part carries it",
+    )
+    parser.add_argument(
+        "--format-code",
+        metavar="CODE^LABEL^SYSTEM",
+        help="XDS formatCode of a structured CDA (JDV_J10; a wrapped PDF's is always XDS-SD PDF)",
+    )
+    parser.add_argument(
+        "--content-type-code",
+        metavar="CODE^LABEL",
+        help="SubmissionSet contentTypeCode (JDV_J03, code system 1.2.250.1.213.2.2), "
+        "e.g. '04^Hospitalisation de jour'",
     )
     parser.add_argument(
         "--event-code",
@@ -212,6 +230,43 @@ def _author_option(args: argparse.Namespace) -> Author:
     )
 
 
+def content_type_from_args(args: argparse.Namespace, defaults: HeaderDefaults | None = None) -> Code | None:
+    """The SubmissionSet contentTypeCode: ``--content-type-code``, else the ``[documents]`` default."""
+    given = code_option(args.content_type_code, "--content-type-code", xds.CONTENT_TYPE_OID)
+    return given or (defaults or HeaderDefaults()).content_type
+
+
+def missing_xds_codes(
+    documents: Sequence[Document], content_type: Code | None, *, with_settings: bool
+) -> list[str]:
+    """What METADATA.XML will lack of the XDS codes no CDA header part carries, to be said, not refused:
+    there is no fallback value to write, and mssgw copies no ANS table mapping a CDA to them. Each names
+    the option to give (and the ``[documents]`` key, when the command reads the settings)."""
+
+    def give(option: str, key: str) -> str:
+        return f"give {option}" + (f" (or documents.{key})" if with_settings else "")
+
+    notes = []
+    unclassed = sum(1 for d in documents if d.class_code is None)
+    if unclassed:
+        notes.append(
+            f"{unclassed} document(s) without an XDS classCode (JDV_J06) in METADATA.XML: "
+            + give("--class-code", "class_code")
+        )
+    unformatted = sum(1 for d in documents if d.format_code is None)
+    if unformatted:
+        notes.append(
+            f"{unformatted} structured CDA(s) without an XDS formatCode (JDV_J10; not derived from the "
+            "templateId) in METADATA.XML: " + give("--format-code", "format_code")
+        )
+    if documents and content_type is None:
+        notes.append(
+            "no SubmissionSet contentTypeCode (JDV_J03) in METADATA.XML: "
+            + give("--content-type-code", "content_type_code")
+        )
+    return notes
+
+
 def documents_from_args(
     args: argparse.Namespace,
     patient: Patient | None,
@@ -232,6 +287,8 @@ def documents_from_args(
     facility = code_option(args.facility_type, "--facility-type", xds.FACILITY_TYPE_OID)
     setting = code_option(args.practice_setting, "--practice-setting", xds.PRACTICE_SETTING_OID)
     facility, setting = facility or defaults.facility_type, setting or defaults.practice_setting
+    class_code = code_option(args.class_code, "--class-code", xds.CLASS_CODE_OID) or defaults.class_code
+    format_code = code_option(args.format_code, "--format-code", None) or defaults.format_code
     start = time_option(args.service_start, "--service-start")
     stop = time_option(args.service_stop, "--service-stop")
     events = tuple(c for v in args.event_code if (c := code_option(v, "--event-code", None)))
@@ -267,6 +324,7 @@ def documents_from_args(
                     effective_time=when,
                     document_id=cda.document_id(content),
                     author=author,
+                    class_code=class_code,
                     confidentiality=masks,
                     service_start=start,
                     service_stop=stop,
@@ -290,6 +348,9 @@ def documents_from_args(
             unique_id=cda.document_id(content),
             author=given_author,
             confidentiality=masks,
+            class_code=class_code,
+            # A PDF wrapped in a CDA keeps its XDS-SD PDF format (apply_header: the header's wins).
+            format_code=format_code,
         )
         documented = cda.apply_header(given, header)  # METADATA.XML says what the CDA header says
         if args.title:

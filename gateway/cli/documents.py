@@ -16,9 +16,11 @@ from typing import Final
 from gateway.cli.clinical import (
     PATIENT_HELP,
     add_document_options,
+    content_type_from_args,
     document_time,
     documents_from_args,
     load_patient,
+    missing_xds_codes,
     read_input,
 )
 from gateway.errors import InputError
@@ -155,12 +157,17 @@ def _xdm_build(args: argparse.Namespace) -> int:
         when = document_time(args.date)
         declared = load_patient(args.patient) if args.patient else None
         patient, documents = documents_from_args(args, declared, when)
-        data = xdm.build_package(patient, documents, now=when, source_id=args.source_id)
+        content_type = content_type_from_args(args)
+        data = xdm.build_package(
+            patient, documents, now=when, source_id=args.source_id, content_type=content_type
+        )
     except MappingError as error:
         return _fail(f"cannot build the package: {error}")
     try:
         output.write_bytes(data)
     except OSError as error:
         return _fail(f"cannot write {output}: {error.strerror or error}")
+    for note in missing_xds_codes(documents, content_type, with_settings=False):
+        print(f"mssgw: note: {note}", file=sys.stderr)
     print(f"wrote {output}: {len(documents)} document(s), patient {ins.mask(patient.matricule)}")
     return EXIT_OK

@@ -19,9 +19,11 @@ from gateway.channels.steps import citizen_intake
 from gateway.cli.clinical import (
     PATIENT_HELP,
     add_document_options,
+    content_type_from_args,
     document_time,
     documents_from_args,
     load_patient,
+    missing_xds_codes,
     read_input,
 )
 from gateway.cli.common import add_config_option, load_settings, now, open_store_of
@@ -58,14 +60,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _send(args: argparse.Namespace) -> int:
     settings = load_settings(args, check_required=True)
-    record = _record_from(args, settings.documents.header_defaults())
+    defaults = settings.documents.header_defaults()
+    record = _record_from(args, defaults)
     moment = now()
+    content_type = content_type_from_args(args, defaults)
     try:
         message = build_message(
             record,
             nil_reference=settings.gateway.nil_reference,
             hostname=settings.gateway.hostname,
             now=moment,
+            content_type=content_type,
         )
     except MappingError as error:
         raise InputError("message", str(error)) from error
@@ -96,7 +101,9 @@ def _send(args: argparse.Namespace) -> int:
         raise InputError("--to", reasons)
     stored_pk = result.message_pk
     wake.ping(settings.gateway.state_dir)
-    for notice in _notices(record, str(message["Subject"])):
+    notices = _notices(record, str(message["Subject"]))
+    notices += missing_xds_codes(record.documents, content_type, with_settings=True)
+    for notice in notices:
         print(f"mssgw: note: {notice}", file=sys.stderr)
     print(stored_pk)
     return 0

@@ -175,12 +175,14 @@ class Hl7Reader:
         """The mail, as intake takes it from this producer (built as ``mssgw send`` builds one)."""
         now = self.clock()
         gateway = self.settings.gateway
+        defaults = self.settings.documents.header_defaults()
         try:
             record = await asyncio.to_thread(
                 transmission_record,
                 transmission,
                 Mailbox(producer.from_address, producer.display_name),
                 now,
+                defaults,
             )
             message = await asyncio.to_thread(
                 build_message,
@@ -191,6 +193,7 @@ class Hl7Reader:
                 # The CDAs of one transmission are one document (an N1 and its N3): the N1's PDF is the
                 # rendering ECO.2.1.1 asks for; a message without any PDF is still refused.
                 require_pdf_copies=not any(pdf_copy(d) for d in record.documents),
+                content_type=defaults.content_type,
             )
         except PatientMismatchError as error:
             return Outcome(AckCode.ERROR, (207, str(error)), "patient-mismatch")

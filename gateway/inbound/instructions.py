@@ -9,7 +9,8 @@ patient the documents contradict ``PatientMismatchError``.
         given-name=Marie; birth-date=1988-07-14; sex=F
     X-MSSGW-Document-Type: 11490-0; label="Lettre de liaison médicale";
         facility-type="SA01^Etablissement public de santé";
-        practice-setting="ETABLISSEMENT^Etablissement de santé"
+        practice-setting="ETABLISSEMENT^Etablissement de santé"; class-code="10^Compte rendu";
+        content-type-code="04^Hospitalisation de jour"
     X-MSSGW-Author: rpps=99700367909; family=DOC0036790; given=KIT;
         specialty="G15_10/SM44^Médecin - Radio-diagnostic (SM)^1.2.250.1.213.1.1.4.5";
         role="10^Médecin^1.2.250.1.71.1.2.7"; institution-id=499700367909006; institution-name=BCOM
@@ -44,7 +45,7 @@ CONFIDENTIALITY = "X-MSSGW-Confidentiality"
 AUTHOR = "X-MSSGW-Author"
 KNOWN_FIELDS = (PATIENT, DOCUMENT_TYPE, CONFIDENTIALITY, AUTHOR)
 AUTHOR_PARAMETERS = ("rpps", "family", "given", "specialty", "role", "institution-id", "institution-name")
-DOCUMENT_TYPE_PARAMETERS = ("label", "facility-type", "practice-setting")
+DOCUMENT_TYPE_PARAMETERS = ("label", "facility-type", "practice-setting", "class-code", "content-type-code")
 WRAPPER_SOURCES: dict[cda.HeaderValue, tuple[str, str, str]] = {
     cda.HeaderValue.AUTHOR_RPPS: (AUTHOR, "rpps", "author_rpps"),
     cda.HeaderValue.AUTHOR_FAMILY: (AUTHOR, "family", "author_family"),
@@ -121,6 +122,8 @@ def apply_instructions(
     author = _author(str(author_field) if author_field is not None else "").filled_from(defaults.author)
     facility = _code(type_values, "facility-type", xds.FACILITY_TYPE_OID) or defaults.facility_type
     setting = _code(type_values, "practice-setting", xds.PRACTICE_SETTING_OID) or defaults.practice_setting
+    class_code = _code(type_values, "class-code", xds.CLASS_CODE_OID) or defaults.class_code
+    content_type = _code(type_values, "content-type-code", xds.CONTENT_TYPE_OID) or defaults.content_type
     when = record.date or now
     try:
         documents = tuple(
@@ -132,6 +135,7 @@ def apply_instructions(
                 effective_time=when,
                 document_id=cda.document_id(pdf.content),
                 author=author,
+                class_code=class_code,
                 confidentiality=masks,
                 healthcare_facility_type=facility,
                 practice_setting=setting,
@@ -147,7 +151,9 @@ def apply_instructions(
         attachments=tuple(a for a in record.attachments if a.content_type != PDF_MIME_TYPE),
         problems=(),
     )
-    message = build_message(rebuilt, nil_reference=nil_reference, hostname=hostname, now=when)
+    message = build_message(
+        rebuilt, nil_reference=nil_reference, hostname=hostname, now=when, content_type=content_type
+    )
     # Boundaries derived from what was submitted: the same submission sent twice (a client that lost our
     # 250) is rebuilt into the same bytes, so de-duplication by Message-ID and digest still holds.
     seed = hashlib.sha256(raw).hexdigest()[:32]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from gateway.settings import load
 from gateway.store.db import open_store
 from mappers import cda, xds
 from mappers.documents import Code
+from mappers.metadata import parse_metadata
 from mappers.mime import parse_message
 from mappers.patient import Patient, Sex
 from tests.support import cda_header
@@ -300,7 +303,12 @@ def test_options_override_the_document_settings(
         "--author-rpps", "10000000001", "--author-family", "MARTIN", "--facility-type", "SA07^Cabinet",
     )  # fmt: skip
     assert code == 0
-    document = parse_message(stored(config, int(capsys.readouterr().out))).documents[0]
+    out, err = capsys.readouterr()
+    # Nothing gives the classCode or the contentTypeCode: said with the option and the setting.
+    assert "give --class-code (or documents.class_code)" in err
+    assert "give --content-type-code (or documents.content_type_code)" in err
+    assert "formatCode" not in err  # the wrapper's is XDS-SD PDF
+    document = parse_message(stored(config, int(out))).documents[0]
     assert document.author is not None
     assert (document.author.rpps, document.author.family_name, document.author.given_name) == (
         "810000000001", "MARTIN", None,
@@ -308,3 +316,32 @@ def test_options_override_the_document_settings(
     assert document.author.institution_id == "499700367909006"  # from the settings
     assert document.healthcare_facility_type is not None and document.healthcare_facility_type.code == "SA07"
     assert document.practice_setting is not None and document.practice_setting.code == "ETABLISSEMENT"
+
+
+def test_xds_only_codes_come_from_the_settings_unless_an_option_gives_them(tmp_path: Path) -> None:
+    """``mssgw send`` as a subprocess: classCode from ``[documents] class_code``, contentTypeCode from
+    ``--content-type-code`` over ``[documents] content_type_code``, the wrapper's formatCode XDS-SD PDF."""
+    documents = {
+        **cda_header.SETTINGS,
+        "class_code": "11^Résultats d'examens",
+        "content_type_code": "01^Consultation",
+    }
+    config = folder_config(
+        tmp_path, documents=documents, hostname="mssgw.hopital.test.mssante.fr", nil_reference="DEV935997"
+    )
+    command = [
+        sys.executable, "-m", "gateway", "send", "-c", str(config), "--from", SENDER, "--to", PRO,
+        "--subject", "x", "--type-code", "11490-0", "--type-label", "Lettre de liaison",
+        "--patient", str(patient_file(tmp_path)), "--doc", str(report_pdf(tmp_path)),
+        "--content-type-code", "04^Hospitalisation de jour",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "METADATA.XML" not in done.stderr  # nothing XDS asks for is missing: no note about it
+    (metadata_xml,) = parse_message(stored(config, int(done.stdout))).package_metadata
+    metadata = parse_metadata(metadata_xml)
+    assert metadata.submission is not None
+    assert metadata.submission.content_type == Code("04", "Hospitalisation de jour", xds.CONTENT_TYPE_OID)
+    [entry] = metadata.entries
+    assert entry.document.class_code == Code("11", "Résultats d'examens", xds.CLASS_CODE_OID)
+    assert entry.document.format_code == xds.PDF_FORMAT

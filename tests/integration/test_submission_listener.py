@@ -21,6 +21,7 @@ from gateway.inbound.credentials import hash_password
 from gateway.settings import DocumentSettings, Settings
 from mappers import cda, ins, xds
 from mappers.documents import Code
+from mappers.metadata import parse_metadata
 from mappers.mime import parse_message
 from mappers.patient import Patient, Sex
 from tests.support import cda_header
@@ -323,6 +324,26 @@ async def test_x_mssgw_confidentiality_masks_the_document_and_a_patient_copy_ref
         ((_, _, stored),) = gateway.messages()
     record = parse_message(stored)
     assert [c.code for d in record.documents for c in d.confidentiality] == ["INVISIBLE_PATIENT"]
+
+
+async def test_x_mssgw_document_type_gives_the_class_code_and_content_type_code(
+    tmp_path: Path, pki: Pki
+) -> None:
+    kind = (
+        f'{DOCUMENT_TYPE}; class-code="11^Résultats d\'examens"; '
+        'content-type-code="04^Hospitalisation de jour"'
+    )
+    raw = with_parts(PDF, X_MSSGW_Patient=PATIENT_FIELD, X_MSSGW_Document_Type=kind)
+    async with running(packaging_settings(tmp_path, pki), "submission", citizen=True) as gateway:
+        assert await smtp(gateway.port, data_reply([OUTSIDE], raw)) == ""
+        ((_, _, stored),) = gateway.messages()
+    (metadata_xml,) = parse_message(stored).package_metadata
+    metadata = parse_metadata(metadata_xml)
+    assert metadata.submission is not None
+    assert metadata.submission.content_type == Code("04", "Hospitalisation de jour", xds.CONTENT_TYPE_OID)
+    [entry] = metadata.entries
+    assert entry.document.class_code == Code("11", "Résultats d'examens", xds.CLASS_CODE_OID)
+    assert entry.document.format_code == xds.PDF_FORMAT
 
 
 @pytest.mark.parametrize(

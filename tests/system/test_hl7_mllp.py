@@ -21,7 +21,9 @@ import hl7
 import hl7.mllp
 import pytest
 
-from mappers.documents import DocumentAction
+from mappers import xds
+from mappers.documents import Code, DocumentAction
+from mappers.metadata import parse_metadata
 from mappers.metadata_read import document_actions
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import Gateway, gateway_for
@@ -147,6 +149,35 @@ def test_an_oru_with_its_n1_and_n3_carries_both_in_the_package(
     assert mail.rcpt_tos == (DOCTOR,)
     names = package_names(parsed(mail.content))
     assert len([n for n in names if n.endswith(".XML") and "DOC" in n.upper()]) == 2, names
+
+
+def test_the_xds_only_codes_of_an_hl7_mail_come_from_the_document_settings(
+    tmp_path: Path, pki: Pki, operator: FakeOperator, gateways: list[Gateway]
+) -> None:
+    """classCode and the SubmissionSet contentTypeCode from ``[documents]``; the N3's formatCode from
+    ``documents.format_code``, the N1's the XDS-SD PDF its body says."""
+    gateway = gateway_for(tmp_path / "gw", pki, operator)
+    gateway.sections["gateway"]["test_mode"] = True
+    gateway.sections["hl7"] = hl7_section()
+    gateway.sections["documents"] = {
+        "class_code": "11^Résultats d'examens",
+        "content_type_code": "04^Hospitalisation de jour",
+        "format_code": "urn:mssgw:test:cr^Format de test^1.2.250.1.999.9.1",
+    }
+    gateway.write()
+    gateway.start()
+    gateways.append(gateway)
+    ack = send(hl7_port(gateway), message(cdas=(patient_cda(), structured_cda()), flags=PROS_ONLY))
+    assert ack.code == "AA", (ack, gateway.output())
+    [mail] = operator.wait_for_messages(1)
+    metadata = parse_metadata(package_file(parsed(mail.content), "METADATA.XML"))
+    assert metadata.submission is not None
+    assert metadata.submission.content_type == Code("04", "Hospitalisation de jour", xds.CONTENT_TYPE_OID)
+    classes = Code("11", "Résultats d'examens", xds.CLASS_CODE_OID)
+    assert [(e.document.class_code, e.document.format_code) for e in metadata.entries] == [
+        (classes, xds.PDF_FORMAT),
+        (classes, Code("urn:mssgw:test:cr", "Format de test", "1.2.250.1.999.9.1")),
+    ]
 
 
 def test_an_mdm_t02_is_acknowledged_in_version_2_6(gateway: Gateway, operator: FakeOperator) -> None:

@@ -1,16 +1,20 @@
 """``mssgw xdm build --doc cr.xml``: METADATA.XML says everything the CDA header says (the CI-SIS annex "lien
-entre l'en-tête CDA et les métadonnées XDS"), each value read back and checked, without --type-code."""
+entre l'en-tête CDA et les métadonnées XDS"), each value read back and checked, without --type-code; and the
+XDS-only values no header part carries (classCode, a structured CDA's formatCode, the SubmissionSet's
+contentTypeCode) from their options."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main
-from mappers import archive
+from mappers import archive, xds
 from mappers.documents import Author, Code
 from mappers.metadata_read import parse_metadata
 
@@ -82,11 +86,29 @@ def build(tmp_path: Path, *options: str) -> list[str]:
             *options, "-o", str(tmp_path / "out.zip")]  # fmt: skip
 
 
-def test_every_header_value_is_in_metadata_xml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(build(tmp_path)) == 0, capsys.readouterr().err
+# XDS-only values, made up for the test (no ANS value-set content): the site's own choices.
+CLASS = Code("11", "Résultats d'examens", xds.CLASS_CODE_OID)
+FORMAT = Code("urn:mssgw:test:cr-bio", "Format de test", "1.2.250.1.999.9.1")
+CONTENT_TYPE = Code("04", "Hospitalisation de jour", xds.CONTENT_TYPE_OID)
+
+
+def test_every_header_value_is_in_metadata_xml(tmp_path: Path) -> None:
+    options = (
+        "--class-code", f"{CLASS.code}^{CLASS.label}",
+        "--format-code", f"{FORMAT.code}^{FORMAT.label}^{FORMAT.scheme}",
+        "--content-type-code", f"{CONTENT_TYPE.code}^{CONTENT_TYPE.label}",
+    )  # fmt: skip
+    command = [sys.executable, "-m", "gateway", *build(tmp_path, *options)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
     members = archive.read_members((tmp_path / "out.zip").read_bytes())
-    [entry] = parse_metadata(members["IHE_XDM/SUBSET01/METADATA.XML"]).entries
+    metadata = parse_metadata(members["IHE_XDM/SUBSET01/METADATA.XML"])
+    assert metadata.submission is not None
+    assert metadata.submission.content_type == CONTENT_TYPE
+    [entry] = metadata.entries
     document = entry.document
+    assert document.class_code == CLASS
+    assert document.format_code == FORMAT
     assert document.type_code == Code("11502-2", "CR d'examens biologiques", LOINC)
     assert document.title == "Bilan sanguin du 3 décembre"
     assert document.unique_id == "1.2.250.1.999.1.2^CRBIO-2026-0042"
@@ -122,3 +144,27 @@ def test_a_type_code_contradicting_the_cda_header_is_refused(
     assert main(build(tmp_path, "--type-code", "11490-0", "--type-label", "Lettre")) == 65
     assert "mssgw: --type-code: 11490-0 given, but " in capsys.readouterr().err
     assert not (tmp_path / "out.zip").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--class-code", "11"), ("--format-code", "urn:x^Format"), ("--content-type-code", "0 4^Jour")],
+)
+def test_a_malformed_xds_code_option_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    assert main(build(tmp_path, option, value)) == 65
+    assert capsys.readouterr().err.startswith(f"mssgw: {option}: ")
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_the_xds_codes_no_header_carries_are_said_when_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(build(tmp_path)) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "mssgw: note: 1 document(s) without an XDS classCode (JDV_J06) in METADATA.XML: give --class-code",
+        "mssgw: note: 1 structured CDA(s) without an XDS formatCode (JDV_J10; not derived from the "
+        "templateId) in METADATA.XML: give --format-code",
+        "mssgw: note: no SubmissionSet contentTypeCode (JDV_J03) in METADATA.XML: give --content-type-code",
+    ]

@@ -12,7 +12,9 @@ import pytest
 from gateway import settings
 from gateway.cli import main
 from gateway.errors import ConfigError
-from tests.support.value_sets import write_value_sets
+from mappers import xds
+from mappers.documents import Code
+from tests.support.value_sets import svs, write_value_sets
 
 EXAMPLE = Path(__file__).parents[3] / "config" / "mssgw.example.toml"
 
@@ -256,6 +258,30 @@ def test_bad_document_defaults_name_each_key(tmp_path: Path) -> None:
         "documents.author_role: '10^Médecin' is not CODE^LABEL^SYSTEM",
         "documents.author_rpps: '12' is not an RPPS number (11 digits, or 8 followed by the 11)",
         "documents.author_family: required for a default author (CI-SIS: no nullFlavor)",
+    )
+
+
+def test_xds_only_document_defaults_are_read_checked_and_held_to_their_value_sets(tmp_path: Path) -> None:
+    raw = minimal(tmp_path)
+    raw["documents"] = {
+        "class_code": "11^Résultats d'examens",
+        "content_type_code": "04^Hospitalisation de jour",
+        "format_code": "urn:mssgw:test:cr^Format de test^1.2.250.1.999.9.1",
+    }
+    defaults = settings.from_mapping(raw).documents.header_defaults()
+    assert defaults.class_code == Code("11", "Résultats d'examens", xds.CLASS_CODE_OID)
+    assert defaults.content_type == Code("04", "Hospitalisation de jour", xds.CONTENT_TYPE_OID)
+    assert defaults.format_code == Code("urn:mssgw:test:cr", "Format de test", "1.2.250.1.999.9.1")
+    classes = tmp_path / "JDV_J06-test.xml"
+    classes.write_bytes(svs("JDV_J06-test", "1.2.3.4.6", [("10", "Compte rendu", xds.CLASS_CODE_OID)]))
+    raw["documents"] = {"class_code": "11^Résultats", "format_code": "urn:x^Format", "value_sets": {
+        "class_code": str(classes)}}  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        settings.from_mapping(raw)
+    assert caught.value.problems == (
+        f"documents.class_code: '11' (code system {xds.CLASS_CODE_OID}) is not in the value set "
+        f"JDV_J06-test (1.2.3.4.6) (read from {classes}, documents.value_sets.class_code)",
+        "documents.format_code: 'urn:x^Format' is not CODE^LABEL^SYSTEM",
     )
 
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mappers.documents import DocumentAction, SubmissionSet
+from mappers import xds
+from mappers.documents import Code, DocumentAction, HeaderDefaults, SubmissionSet
 from mappers.errors import MappingError
 from mappers.hl7_mail import transmission_record
 from mappers.hl7_transmission import Hl7Refusal, read_transmission
@@ -127,3 +128,12 @@ def test_a_body_that_is_not_base64_is_refused_with_102() -> None:
     with pytest.raises(Hl7Refusal, match="CORPSMAIL_PS") as refused:
         read_transmission(message(flags=PROS_ONLY, cdas=(patient_cda(),), extra=(bad,)))
     assert refused.value.code == 102
+
+
+def test_the_xds_only_codes_come_from_the_document_settings_and_an_n1_keeps_its_pdf_format() -> None:
+    classes = Code("11", "Résultats d'examens", xds.CLASS_CODE_OID)
+    structured = Code("urn:mssgw:test:cr", "Format de test", "1.2.250.1.999.9.1")
+    defaults = HeaderDefaults(class_code=classes, format_code=structured)
+    er7 = message(cdas=(patient_cda(),))
+    [document] = transmission_record(read_transmission(er7), AUTHOR, WHEN, defaults).documents
+    assert (document.class_code, document.format_code) == (classes, xds.PDF_FORMAT)
