@@ -30,6 +30,12 @@ class RelayProcessDied(RuntimeError):
     """The relay process ended while the gateway was not stopping."""
 
 
+def _died(code: int, stage: str) -> RelayProcessDied:
+    """Log the death (a negative code is the signal that killed it) and the error ending the gateway."""
+    log_event(log, "relay-process-died", logging.CRITICAL, code=code, stage=stage)
+    return RelayProcessDied(f"the relay process exited with code {code} while {stage}")
+
+
 class _ReadyProtocol(asyncio.DatagramProtocol):
     def __init__(self, ready: asyncio.Event) -> None:
         self.ready = ready
@@ -66,7 +72,7 @@ class RelayProcess:
             await asyncio.wait({exited, readiness}, return_when=asyncio.FIRST_COMPLETED)
             readiness.cancel()
             if exited.done():
-                raise RelayProcessDied(f"the relay process exited with code {exited.result()} while starting")
+                raise _died(exited.result(), "starting")
         finally:
             transport.close()
         return asyncio.create_task(self._watch(exited), name="relay-process")
@@ -75,8 +81,7 @@ class RelayProcess:
         code = await exited
         if self._stopping or code == 0:
             return  # asked to stop (by us or by a signal to the whole group): the gateway stops too
-        log_event(log, "relay-process-died", logging.CRITICAL, code=code)
-        raise RelayProcessDied(f"the relay process exited with code {code}")
+        raise _died(code, "running")
 
     async def stop(self, grace: float) -> None:
         """SIGTERM the child, which drains its deliveries within ``grace``; kill it only well past that."""

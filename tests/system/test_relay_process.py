@@ -32,9 +32,7 @@ def split(
 
 
 def relay_pid(gateway: Gateway) -> int:
-    found = re.search(
-        r"event=relay-process-started pid=(\d+)", gateway.wait_for_output("relay-process-started")
-    )
+    found = re.search(r"event=relay-process-started pid=(\d+)", gateway.wait_for_output("event=started", 2))
     assert found
     return int(found.group(1))
 
