@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import SENDER, STOP_TIMEOUT, Gateway, gateway_for
+from tests.support.notify import NotifySocket, count, index
 from tests.support.pki import Pki
 
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
@@ -39,6 +40,22 @@ def relay_pid(gateway: Gateway) -> int:
 
 def send(gateway: Gateway, subject: str) -> int:
     return gateway.send("--from", SENDER, "--to", RECIPIENT, "--subject", subject)
+
+
+def test_systemd_hears_ready_once_the_relay_process_is_ready_and_only_from_the_parent(
+    tmp_path: Path, pki: Pki, gateways: list[Gateway]
+) -> None:
+    gateway = gateway_for(tmp_path / "gw", pki, None)
+    gateway.sections["gateway"]["relay_process"] = True
+    gateway.write()
+    gateways.append(gateway)
+    with NotifySocket(lambda: gateway.output().count("event=started")) as manager:
+        gateway.start(env={"NOTIFY_SOCKET": manager.address})
+        seen = manager.wait_for(lambda seen: index(seen, "READY") >= 0)
+        assert seen[index(seen, "READY")].probe == 2, "the relay process and the parent both started"
+        assert gateway.stop() == 0
+        seen = manager.wait_for(lambda seen: index(seen, "STOPPING") >= 0)
+    assert count(seen, "READY") == 1, "the relay process's READY went to the parent, not to systemd"
 
 
 def test_a_delivery_in_flight_in_the_relay_process_finishes_before_the_gateway_exits(
