@@ -179,6 +179,7 @@ class Daemon:
         self.config_path = config_path
         self.settings = settings
         self.role = role
+        self.relay_process: RelayProcess | None = None
         self.services: list[Service] = []
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
@@ -208,7 +209,8 @@ class Daemon:
             self.services = build_services(settings, store, scheduler, self.health, self.role)
             if self.role == "intake":
                 # Last: started once the listeners are bound, stopped first.
-                self.services.append(RelayProcess(self.config_path, settings))
+                self.relay_process = RelayProcess(self.config_path, settings)
+                self.services.append(self.relay_process)
             for service in self.services:
                 started = await service.start()
                 if started is not None:
@@ -243,7 +245,8 @@ class Daemon:
                 await asyncio.gather(*watched, return_exceptions=True)
             store.close()
         log_event(log, "stopped")
-        return 0
+        # A relay process that failed its own orderly stop fails the gateway's (systemd sees it).
+        return 0 if self.relay_process is None or self.relay_process.stopped_cleanly else 1
 
     async def _prepare(self, store: Store) -> bool:
         """Prepare the schema; True if that must wait for room on a full disk (the start goes on)."""

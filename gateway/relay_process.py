@@ -53,6 +53,8 @@ class RelayProcess:
         self.settings = settings
         self.process: asyncio.subprocess.Process | None = None
         self._stopping = False
+        self.stopped_cleanly = True
+        """False once the child exited other than with 0 on a stop."""
 
     async def start(self) -> asyncio.Task[None]:
         """Start the child; return once it is ready. The returned task ends when the child does."""
@@ -88,15 +90,18 @@ class RelayProcess:
         self._stopping = True
         process = self.process
         if process is None or process.returncode is not None:
-            return
+            return  # never started, or already reported by the watch
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), grace + 10.0)
+            code = await asyncio.wait_for(process.wait(), grace + 10.0)
         except TimeoutError:
             log_event(log, "relay-process-killed", logging.ERROR, pid=process.pid)
             process.kill()
-            await process.wait()
+            code = await process.wait()
+        if code != 0:
+            self.stopped_cleanly = False
+            log_event(log, "relay-process-failed", logging.ERROR, code=code)
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
         """The child re-reads the same file itself (and refuses it itself if broken)."""
