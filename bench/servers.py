@@ -25,7 +25,8 @@ from tests.support.pki import Pki
 from tests.support.postfix import BASE_MAIN, SERVICES, free_port, instance_folder, started
 
 OUR_DOMAIN = "hopital.test.mssante.fr"
-SERVERS = ("postfix", "mssgw-sqlite", "mssgw-pg")
+SERVERS = ("postfix", "mssgw-sqlite", "mssgw-pg", "mssgw-sqlite-2p", "mssgw-pg-2p")
+"""``-2p``: ``gateway.relay_process = true``, the relay in a second process."""
 
 _POSTFIX_MAIN = """\
 relayhost = [127.0.0.1]:{sink_port}
@@ -63,8 +64,10 @@ def server(name: str, pki: Pki, sink_port: int, senders: int, pg_url: str) -> It
             yield running
     else:
         with (
-            temporary_schema(pg_url) if name == "mssgw-pg" else contextlib.nullcontext("") as store_url,
-            mssgw(pki, sink_port, senders, store_url) as running,
+            temporary_schema(pg_url)
+            if name.startswith("mssgw-pg")
+            else contextlib.nullcontext("") as store_url,
+            mssgw(name, pki, sink_port, senders, store_url) as running,
         ):
             yield running
 
@@ -89,7 +92,7 @@ def postfix(pki: Pki, sink_port: int) -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def mssgw(pki: Pki, sink_port: int, senders: int, store_url: str) -> Iterator[Running]:
+def mssgw(name: str, pki: Pki, sink_port: int, senders: int, store_url: str) -> Iterator[Running]:
     directory = Path(tempfile.mkdtemp(prefix="mssgw-bench-gw-"))
     client = {"name": "bench", "senders": [f"@{OUR_DOMAIN}"], "networks": ["127.0.0.1/32"]}
     sections = {
@@ -98,6 +101,7 @@ def mssgw(pki: Pki, sink_port: int, senders: int, store_url: str) -> Iterator[Ru
             "state_dir": str(directory / "state"),
             "nil_reference": "DEV935997",
             "postmaster": f"postmaster@{OUR_DOMAIN}",
+            "relay_process": name.endswith("-2p"),
         },
         "store": {"url": store_url},
         "tls": {
@@ -118,7 +122,6 @@ def mssgw(pki: Pki, sink_port: int, senders: int, store_url: str) -> Iterator[Ru
     gateway.write()
     try:
         process = gateway.start()
-        name = "mssgw-pg" if store_url else "mssgw-sqlite"
         yield Running(name, submission_port(gateway), process.pid, measure_rss=True)
         gateway.stop()
     finally:

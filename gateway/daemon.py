@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway import logsetup, metrics, wake
 from gateway import settings as settings_module
@@ -41,6 +42,7 @@ from gateway.outbound.signing import build_signer
 from gateway.outbound.transports.registry import TransportRegistry
 from gateway.outbound.zam_sender import ZamSender
 from gateway.preflight import material_problems
+from gateway.relay_process import RelayProcess
 from gateway.scheduler import Scheduler
 from gateway.sd_notify import Notifier
 from gateway.settings import Settings
@@ -51,6 +53,9 @@ from gateway.store_health import StoreHealth
 from gateway.trust import TrustList, TrustListService
 
 log = logging.getLogger(__name__)
+
+PARENT_POLL = 1.0
+"""Seconds between two checks, in a relay process, that its parent still runs."""
 
 STATUS_INTERVAL = 10.0
 """Seconds between two ``STATUS=`` lines (queue depth) sent to systemd."""
@@ -96,38 +101,59 @@ class WakeSocket:
         return lambda: None
 
 
+Role = Literal["all", "intake", "relay"]
+"""What one process runs: everything, everything but the relay (the parent of a relay process), the relay."""
+
+
 def build_services(
-    settings: Settings, store: Store, scheduler: Scheduler, health: StoreHealth | None = None
+    settings: Settings,
+    store: Store,
+    scheduler: Scheduler,
+    health: StoreHealth | None = None,
+    role: Role = "all",
 ) -> list[Service]:
-    """Every service of this gateway, in start order.
+    """Every service of this gateway (or of ``role``'s share of it), in start order.
 
     ``trust_list`` is the one ``TrustList`` the operator listener and the relay consult; its service keeps
     it up to date. The scheduler starts first so the others can register their periodic jobs with it.
+    With ``role = "intake"`` the relay runs in another process: commits wake it through the wake socket.
     """
     trust_list = TrustList()
     health = health or StoreHealth()
     metrics.SOURCES.store = store.stats.gauges
     metrics.SOURCES.store_healthy = lambda: health.up
-    relay = Relay(
-        settings,
-        store.repository,
-        TransportRegistry(settings),
-        build_signer(settings),
-        utc_now,
-        # The intake's policy holds the official and local trust lists in force (reloads included).
-        trusts=lambda domain: intake.trusts(domain),
-        health=health,
-    )
+    relay: Relay | None = None
+
+    def wake_relay() -> None:
+        """Wake the relay process after a commit (a lost ping only delays it to its next due time)."""
+        wake.ping(settings.gateway.state_dir)
+
+    if role != "intake":
+        relay = Relay(
+            settings,
+            store.repository,
+            TransportRegistry(settings),
+            build_signer(settings),
+            utc_now,
+            # The intake's policy holds the official and local trust lists in force (reloads included).
+            trusts=lambda domain: intake.trusts(domain),
+            health=health,
+        )
+        wake_relay = relay.wake
     # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
-    intake, steps = citizen_intake(settings, store, utc_now, relay.wake, official=trust_list, health=health)
+    intake, steps = citizen_intake(settings, store, utc_now, wake_relay, official=trust_list, health=health)
+    trust_service = TrustListService(settings, trust_list, scheduler)
+    if relay is not None and role == "relay":
+        # The intake only for its policy (the trust lists the relay asks, reloaded with it); no listener.
+        return [scheduler, trust_service, intake, relay, WakeSocket(settings, relay.wake)]
     services: list[Service] = [
         scheduler,
         MetricsEndpoint(settings),
-        TrustListService(settings, trust_list, scheduler),
+        trust_service,
         DirectoryService(settings, store.directory, scheduler),
         CertificateWatch(settings, scheduler),
         ChannelExpiry(settings, store.channels, scheduler, utc_now),
-        relay,
+        *([relay] if relay is not None else []),
         steps,
         intake,
     ]
@@ -137,20 +163,23 @@ def build_services(
     if any(p.zam_host for p in settings.hl7.producers):
         services.append(ZamSender(settings, store.zams, scheduler, utc_now))
     if settings.hl7.consumers:
-        services.append(MdmSender(settings, store.mdms, scheduler, utc_now, relay.wake))
+        services.append(MdmSender(settings, store.mdms, scheduler, utc_now, wake_relay))
     if settings.imap.accounts:
         services.append(ImapPoller(settings, ingest_through(intake), store.imap_cursors, utc_now, health))
-    # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).
-    services.append(WakeSocket(settings, relay.wake))
+    if relay is not None:
+        # Last, so that its socket appearing means every listener is bound (tests and scripts wait on it).
+        services.append(WakeSocket(settings, relay.wake))
     return services
 
 
 class Daemon:
     """One running gateway."""
 
-    def __init__(self, config_path: Path, settings: Settings) -> None:
+    def __init__(self, config_path: Path, settings: Settings, role: Role = "all") -> None:
         self.config_path = config_path
         self.settings = settings
+        self.role = role
+        self.relay_process: RelayProcess | None = None
         self.services: list[Service] = []
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
@@ -177,7 +206,11 @@ class Daemon:
                 loop.add_signal_handler(signum, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
             scheduler = Scheduler(self.health)
-            self.services = build_services(settings, store, scheduler, self.health)
+            self.services = build_services(settings, store, scheduler, self.health, self.role)
+            if self.role == "intake":
+                # Last: started once the listeners are bound, stopped first.
+                self.relay_process = RelayProcess(self.config_path, settings)
+                self.services.append(self.relay_process)
             for service in self.services:
                 started = await service.start()
                 if started is not None:
@@ -190,6 +223,8 @@ class Daemon:
                 watched.add(asyncio.create_task(self._watchdog(), name="watchdog"))
                 scheduler.every("systemd-status", STATUS_INTERVAL, self._send_status)
             watched.add(asyncio.create_task(self._reloads(), name="reloads"))
+            if self.role == "relay":
+                watched.add(asyncio.create_task(self._parent_watch(os.getppid()), name="parent"))
             if schema_later:
                 watched.add(asyncio.create_task(self._prepare_later(store), name="schema"))
             stop = asyncio.create_task(self._stop.wait())
@@ -210,7 +245,8 @@ class Daemon:
                 await asyncio.gather(*watched, return_exceptions=True)
             store.close()
         log_event(log, "stopped")
-        return 0
+        # A relay process that failed its own orderly stop fails the gateway's (systemd sees it).
+        return 0 if self.relay_process is None or self.relay_process.stopped_cleanly else 1
 
     async def _prepare(self, store: Store) -> bool:
         """Prepare the schema; True if that must wait for room on a full disk (the start goes on)."""
@@ -255,6 +291,15 @@ class Daemon:
         logsetup.configure(fresh.logging)
         log_event(log, "reloaded")
         self.notifier.ready("reloaded")
+
+    async def _parent_watch(self, parent: int) -> None:
+        """Stop (in order, giving leases back) when the gateway that started this relay process is gone:
+        killed outright, it could not forward the stop."""
+        while os.getppid() == parent:  # noqa: ASYNC110 - the kernel reparents us: no event to wait on
+            await asyncio.sleep(PARENT_POLL)
+        log_event(log, "parent-gone", logging.WARNING, parent=parent)
+        self._stop.set()
+        await asyncio.Event().wait()
 
     async def _watchdog(self) -> None:
         """``WATCHDOG=1`` at half ``WatchdogSec=``, from the event loop itself: a blocked loop stops the

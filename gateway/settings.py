@@ -37,6 +37,7 @@ class GatewaySettings:
     test_mode: bool = False
     postmaster: str = ""
     shutdown_timeout: Seconds = 30.0
+    relay_process: bool = False
 
     @property
     def owner(self) -> str:
