@@ -84,6 +84,20 @@ def test_text_body_reads_back(text: str) -> None:
     assert content == (expected if expected.endswith("\n") else expected + "\n")
 
 
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b".", b"\r\r\n", b"\n\r"]), max_size=40))
+@example([b"a\r\nb\r\n"])
+def test_crlf_makes_every_line_end_crlf_and_keeps_crlf_mail_as_it_is(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    made = wire.crlf(data)
+    assert made.count(b"\n") == made.count(b"\r\n") == made.count(b"\r")
+    assert made.replace(b"\r\n", b"\n").replace(b"\r", b"\n") == data.replace(b"\r\n", b"\n").replace(
+        b"\r", b"\n"
+    )
+    if b"\r" not in data.replace(b"\r\n", b"") and b"\n" not in data.replace(b"\r\n", b""):
+        assert made is data
+
+
 def test_date_and_ids_keep_the_attributes_of_the_email_package() -> None:
     date = wire.date_header("Date", datetime(2024, 1, 16, 15, 11, 12, tzinfo=UTC))
     ids = wire.ids_header("References", [f"<{n}.{'x' * 30}@gw.chu-exemple.fr>" for n in range(5)])
