@@ -277,10 +277,15 @@ def crlf(data: bytes) -> bytes:
 
     Matching only the bare ones (rather than every line end) matters for large mail: a 20 MB message
     has 270 000 line ends, and replacing each one built pieces worth several times its size (issue 11).
-    Mail stored by intake is already CRLF and the relay asks again for every delivery: three ``count``
-    passes (memchr speed) prove it so ten times faster than the regex can (issue 16).
+    """
+    return _BARE_LINE_END.sub(b"\r\n", data) if has_bare_line_end(data) else data
+
+
+def has_bare_line_end(data: bytes) -> bool:
+    """Whether ``data`` holds a CR or an LF that is not part of a CRLF.
+
+    Three ``count`` passes (memchr speed) instead of a regex with look-around: about ten times faster on a
+    1 MiB message, which the listener checks once and the relay for every delivery (issue 16).
     """
     line_ends = data.count(b"\r\n")
-    if data.count(b"\n") == line_ends and data.count(b"\r") == line_ends:
-        return data
-    return _BARE_LINE_END.sub(b"\r\n", data)
+    return data.count(b"\n") != line_ends or data.count(b"\r") != line_ends
