@@ -27,7 +27,7 @@ from typing import Final
 from gateway import metrics
 from gateway.logsetup import log_event
 from gateway.outbound.retry import next_attempt_at
-from gateway.outbound.transports.mllp import exchange
+from gateway.outbound.transports.mllp import NoAck, acknowledged
 from gateway.receipts.consumers import consumer_mdn
 from gateway.scheduler import Scheduler
 from gateway.settings import Hl7ConsumerSettings, Settings
@@ -35,11 +35,9 @@ from gateway.store.mdms import ClaimedMdm, MdmQueue
 from gateway.tls import client_context
 from mappers.hl7_consumer_ack import (
     ConsumerAck,
-    ConsumerAckError,
     DocumentResult,
     document_result,
     no_answer,
-    read_consumer_ack,
 )
 
 log = logging.getLogger(__name__)
@@ -102,14 +100,11 @@ class MdmSender:
                 tls = dataclasses.replace(tls, ca_bundle=consumer.ca_bundle)
             context = client_context(tls)
         try:
-            answer = await exchange(consumer.host, consumer.port, mdm.payload, context, consumer.ack_timeout)
-            # Only an ACK of this very MDM (MSA-2) settles it.
-            ack = read_consumer_ack(answer.decode("utf-8", "replace"), control_id=mdm.control_id)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
-            await self._unanswered(consumer, mdm, f"no ACK: {error or type(error).__name__}")
-            return
-        except ConsumerAckError as error:
-            await self._unanswered(consumer, mdm, f"unusable ACK: {error}")
+            ack = await acknowledged(
+                consumer.host, consumer.port, mdm.payload, context, consumer.ack_timeout, mdm.control_id
+            )
+        except NoAck as error:
+            await self._unanswered(consumer, mdm, str(error))
             return
         if ack.retry_advised and mdm.attempts < len(consumer.retry_schedule):
             # What the consumer wrote stays out of the log line; its codes say enough to act.

@@ -20,12 +20,11 @@ from typing import Final
 from gateway import metrics
 from gateway.logsetup import log_event
 from gateway.outbound.retry import next_attempt_at
-from gateway.outbound.transports.mllp import exchange
+from gateway.outbound.transports.mllp import NoAck, acknowledged
 from gateway.scheduler import Scheduler
 from gateway.settings import Hl7ProducerSettings, Settings
 from gateway.store.zams import OwedZam, ZamQueue
 from gateway.tls import client_context
-from mappers.hl7_consumer_ack import ConsumerAckError, read_consumer_ack
 from mappers.hl7_zam import ZamEvent, ZamFailure, ZamHeader, ZamReceipt, build_zam
 
 log = logging.getLogger(__name__)
@@ -84,17 +83,16 @@ class ZamSender:
         text = build_zam(header, receipt, self.clock(), control_id)
         context = client_context(self.settings.tls) if producer.zam_tls else None
         try:
-            answer = await exchange(
-                producer.zam_host, producer.zam_port, text.encode("utf-8"), context, producer.zam_ack_timeout
+            ack = await acknowledged(
+                producer.zam_host,
+                producer.zam_port,
+                text.encode("utf-8"),
+                context,
+                producer.zam_ack_timeout,
+                control_id,
             )
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
-            await self._later(zam, f"no ACK: {error or type(error).__name__}", producer)
-            return
-        try:
-            # Only an ACK of this very ZAM (MSA-2) settles it.
-            ack = read_consumer_ack(answer.decode("utf-8", "replace"), control_id=control_id)
-        except ConsumerAckError as error:
-            await self._later(zam, f"unusable ACK: {error}", producer)
+        except NoAck as error:
+            await self._later(zam, str(error), producer)
             return
         if ack.code == "AA":
             await asyncio.to_thread(self.zams.acked, zam.id, self.clock())
