@@ -286,3 +286,15 @@ def submission_port(gateway: Gateway) -> int:
     found = _SUBMISSION_LISTENING.search(gateway.wait_for_output("listener=submission"))
     assert found, gateway.output()
     return int(found.group(1))
+
+
+def operator_mode(gateway: Gateway, pki: Pki, operator: FakeOperator) -> None:
+    """``gateway`` as a hospital that is its own operator: every domain relayed to ``operator``, and the
+    port-25 listener (on an ephemeral port) taking mail from the other operators."""
+    gateway.sections["gateway"].update(mode="operator", test_mode=True)
+    gateway.routes.append({"domain": "*", "transport": "smtp", "host": "127.0.0.1", "port": operator.port})
+    gateway.sections["operator_listener"] = {
+        "listen": ["127.0.0.1:0"],
+        "certificate": str(pki.server.cert),
+        "key": str(pki.server.key),
+    }

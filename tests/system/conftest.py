@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import Gateway
 
 
@@ -16,3 +17,9 @@ def gateways() -> Iterator[list[Gateway]]:
     yield started
     for gateway in started:
         gateway.cleanup()
+
+
+@pytest.fixture
+def operator(fake_operator: FakeOperatorFactory) -> FakeOperator:
+    """The one fake MSSanté operator a test's gateway relays to."""
+    return fake_operator()

@@ -22,19 +22,14 @@ from tests.integration.test_hl7_consumers import document_mail
 from tests.integration.test_receipts import COLLEAGUE, PRO
 from tests.support.consumer import Consumer
 from tests.support.dovecot import BINARY, Dovecot
-from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
-from tests.support.gateway import Gateway, gateway_for
+from tests.support.fake_operator import FakeOperator
+from tests.support.gateway import Gateway, gateway_for, operator_mode
 from tests.support.imap_bridge import PASSWORD, USER, secret_file
 from tests.support.listener import client_tls
 from tests.support.pki import Pki
 from tests.system.test_hl7_zam import _OPERATOR_PORT, wait_for
 from tests.system.test_metrics import Samples, scrape, value
 from tests.system.test_operator_end_to_end import wait_for_files
-
-
-@pytest.fixture
-def operator(fake_operator: FakeOperatorFactory) -> FakeOperator:
-    return fake_operator()
 
 
 @pytest.fixture
@@ -46,13 +41,7 @@ def consumer_port() -> int:
 @pytest.fixture
 def gateway(tmp_path: Path, pki: Pki, operator: FakeOperator, consumer_port: int) -> Iterator[Gateway]:
     gw = gateway_for(tmp_path / "gw", pki, operator)
-    gw.sections["gateway"].update(mode="operator", test_mode=True)
-    gw.routes.append({"domain": "*", "transport": "smtp", "host": "127.0.0.1", "port": operator.port})
-    gw.sections["operator_listener"] = {
-        "listen": ["127.0.0.1:0"],
-        "certificate": str(pki.server.cert),
-        "key": str(pki.server.key),
-    }
+    operator_mode(gw, pki, operator)
     (tmp_path / "trusted.txt").write_text("cabinet.test.mssante.fr\n", encoding="utf-8")
     gw.sections["inbound"] = {
         "domains": ["hopital.test.mssante.fr"],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.directory import line, write_file
-from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
+from tests.support.fake_operator import FakeOperator
 from tests.support.gateway import Gateway, gateway_for
 from tests.support.hl7 import PROS_ONLY, message, patient_cda
 from tests.support.mllp import send
@@ -20,11 +20,6 @@ from tests.system.test_hl7_mllp import DOCTOR, hl7_port, hl7_section
 from tests.unit.mappers.test_trustlist import trust_list_xml
 
 MISTYPED = DOCTOR.replace("martin", "martn")
-
-
-@pytest.fixture
-def operator(fake_operator: FakeOperatorFactory) -> FakeOperator:
-    return fake_operator()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from mappers import xds
 from mappers.documents import Code, DocumentAction
 from mappers.metadata import parse_metadata
 from mappers.metadata_read import document_actions
-from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
+from tests.support.fake_operator import FakeOperator
 from tests.support.gateway import Gateway, gateway_for
 from tests.support.hl7 import (
     FIRST_VERSION_ID,
@@ -64,11 +64,6 @@ def hl7_port(gateway: Gateway) -> int:
     found = _LISTENING.search(gateway.wait_for_output("listener=hl7"))
     assert found, gateway.output()
     return int(found.group(1))
-
-
-@pytest.fixture
-def operator(fake_operator: FakeOperatorFactory) -> FakeOperator:
-    return fake_operator()
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 
 from mappers import dsn
 from mappers.mdn import Disposition, build_mdn
-from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
-from tests.support.gateway import Gateway, gateway_for
+from tests.support.fake_operator import FakeOperator
+from tests.support.gateway import Gateway, gateway_for, operator_mode
 from tests.support.hl7 import PROS_ONLY, message, patient_cda
 from tests.support.listener import client_tls
 from tests.support.mllp import ZamEndpoint, send
@@ -25,11 +25,6 @@ from tests.support.pki import Pki
 from tests.system.test_hl7_mllp import DOCTOR, PRODUCER_BOX, hl7_port, hl7_section
 
 _OPERATOR_PORT = re.compile(r"event=listening listener=operator address=127\.0\.0\.1:(\d+)")
-
-
-@pytest.fixture
-def operator(fake_operator: FakeOperatorFactory) -> FakeOperator:
-    return fake_operator()
 
 
 @pytest.fixture
@@ -41,13 +36,7 @@ def endpoint_port() -> int:
 @pytest.fixture
 def gateway(tmp_path: Path, pki: Pki, operator: FakeOperator, endpoint_port: int) -> Iterator[Gateway]:
     gw = gateway_for(tmp_path / "gw", pki, operator)
-    gw.sections["gateway"].update(mode="operator", test_mode=True)
-    gw.routes.append({"domain": "*", "transport": "smtp", "host": "127.0.0.1", "port": operator.port})
-    gw.sections["operator_listener"] = {
-        "listen": ["127.0.0.1:0"],
-        "certificate": str(pki.server.cert),
-        "key": str(pki.server.key),
-    }
+    operator_mode(gw, pki, operator)
     gw.sections["inbound"] = {"domains": ["hopital.test.mssante.fr"]}
     section = hl7_section()
     section["producers"][0].update(zam_host="127.0.0.1", zam_port=endpoint_port)  # type: ignore[index]
