@@ -94,6 +94,7 @@ def _arguments() -> argparse.Namespace:
     profile.add_argument("--store", choices=["mssgw-sqlite", "mssgw-pg"], default="mssgw-sqlite")
     profile.add_argument("--top", type=int, default=25)
     profile.add_argument("--gil", action="store_true", help="only samples holding the GIL")
+    profile.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks in this file")
     return parser.parse_args()
 
 
@@ -139,6 +140,7 @@ def main() -> None:
                     args.timeout,
                     args.top,
                     args.gil,
+                    args.raw,
                 )
             )
 

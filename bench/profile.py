@@ -74,6 +74,7 @@ def profile(
     timeout: float,
     top: int,
     gil: bool = False,
+    raw: Path | None = None,
 ) -> str:
     """Run one relay cell on mssgw under py-spy; the top costs as Markdown tables."""
     py_spy = _py_spy()
@@ -106,6 +107,8 @@ def profile(
         sink.collect(0, 0)
         if not output.exists():
             return f"py-spy could not sample the daemon (ptrace rights?): {complaint.strip()[-500:]}"
+        if raw is not None:
+            shutil.copyfile(output, raw)
         heading = f"mssgw ({store}) relaying {count} × {size} from {senders} senders"
         if error or arrived is None:
             heading += f" — incomplete run: {error or 'the sink did not get every message'}"
