@@ -1,0 +1,89 @@
+"""SQLite writers take turns (``gateway.store.db.WriteTurn``): a thread lock, then an ``flock`` every process
+opening the store shares, held from ``BEGIN IMMEDIATE`` to the commit or rollback, so that a writer waits
+on the kernel, woken at once, rather than in SQLite's sleeping busy handler."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.store.db import Store, open_store
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[tuple[Store, Path]]:
+    path = tmp_path / "store.db"
+    opened = open_store(f"sqlite:///{path}")
+    try:
+        yield opened, Path(f"{path}-turn")
+    finally:
+        opened.close()
+
+
+def turn_is_free(turn: Path) -> bool:
+    """Whether another process could take the turn now (a descriptor of our own stands for it)."""
+    fd = os.open(turn, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def test_a_write_transaction_holds_the_turn_until_its_commit(database: tuple[Store, Path]) -> None:
+    store, turn = database
+    assert turn.stat().st_mode & 0o777 == 0o600
+    with store.engine.begin() as writer:
+        writer.exec_driver_sql("UPDATE schema_version SET version = version")
+        assert not turn_is_free(turn)
+    assert turn_is_free(turn)
+
+
+def test_a_rolled_back_transaction_gives_the_turn_back(database: tuple[Store, Path]) -> None:
+    store, turn = database
+    with pytest.raises(ZeroDivisionError), store.engine.begin() as writer:
+        writer.exec_driver_sql("UPDATE schema_version SET version = version")
+        _ = 1 / 0
+    assert turn_is_free(turn)
+    with store.engine.begin() as writer:  # and this process's next writer gets it
+        writer.exec_driver_sql("UPDATE schema_version SET version = version")
+
+
+def test_a_read_takes_no_turn(database: tuple[Store, Path]) -> None:
+    store, turn = database
+    with store.engine.begin() as writer:
+        writer.exec_driver_sql("UPDATE schema_version SET version = version")
+        assert store.repository.queue_depth() == {}
+    assert turn_is_free(turn)
+
+
+def test_a_writer_of_another_store_waits_for_the_turn_then_writes(database: tuple[Store, Path]) -> None:
+    """Two stores on one file are two processes' views: the second writer waits, then goes on."""
+    store, _ = database
+    other = open_store(str(store.engine.url))
+    done = threading.Event()
+
+    def write() -> None:
+        with other.engine.begin() as writer:
+            writer.exec_driver_sql("UPDATE schema_version SET version = version")
+        done.set()
+
+    try:
+        with store.engine.begin() as writer:
+            writer.exec_driver_sql("UPDATE schema_version SET version = version")
+            waiting = threading.Thread(target=write)
+            waiting.start()
+            time.sleep(0.2)
+            assert not done.is_set()
+        waiting.join(10)
+        assert done.is_set()
+    finally:
+        other.close()
