@@ -4,10 +4,15 @@ Inbound listeners, the IMAP bridge, the relay and the scheduler jobs call ``mess
 ``delivery_recorded``, ``imap_lag`` …; gauges read from the store (queue depth, oldest queued age, channels)
 and the trust-list age are computed at scrape time in the HTTP server's thread, never on the event loop.
 Labels are bounded sets (listener names, short reason codes, states): never an address, subject or id.
+
+With ``gateway.relay_process`` the relay counts in its own process: the endpoint asks it for its counts at
+each scrape (``COUNTS.elsewhere``, see ``gateway.relay_process``) and serves the sums, so one scrape of
+``mssgw run`` still says everything.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -30,82 +35,83 @@ from gateway.store.stats import StoreGauges
 
 log = logging.getLogger(__name__)
 
-REGISTRY = CollectorRegistry()
+COUNTED = CollectorRegistry()
+"""What this process counts itself (every counter, histogram and gauge below): what a relay process sends."""
 
 MESSAGES_ACCEPTED = Counter(
     "mssgw_messages_accepted",
     "Messages committed to the store, by entry point",
     ["listener"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 MESSAGES_REFUSED = Counter(
     "mssgw_messages_refused",
     "Messages or recipients refused, by entry point and short reason code",
     ["listener", "reason"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 HL7_MESSAGES = Counter(
     "mssgw_hl7_messages",
     'HL7 messages answered on the MLLP listener, by producer ("unknown" when not configured), ACK code '
     "(AA, AE, AR) and table 0357 code",
     ["producer", "ack", "code"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 HL7_ZAMS = Counter(
     "mssgw_hl7_zams",
     "ZAM sent to HL7 producers, by event (Z02, Z03) and outcome (acked: the producer's AA; deferred: another "
     "code, no ACK or no connection, sent again later)",
     ["kind", "outcome"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 HL7_CONSUMER_MESSAGES = Counter(
     "mssgw_hl7_consumer_messages",
     "MDM sends to HL7 consumers, by consumer and outcome: the ACK code (AA, AE, AR, CA, CE, CR), deferred "
     "(no connection or no ACK, sent again later) or unanswered (retries spent: the sender gets a 906 MDN)",
     ["consumer", "outcome"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 AUTH_FAILURES = Counter(
     "mssgw_auth_failures",
     "Failed AUTH logins on the submission listener (wrong login or password)",
     ["listener"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 DELIVERIES = Counter(
     "mssgw_deliveries",
     "Delivery attempts by outcome (sent, deferred, failed, held)",
     ["outcome"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 RETRIES = Counter(
     "mssgw_delivery_retries",
     "Delivery attempts after the first one (retries and re-sends)",
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 DELIVERY_LATENCY = Histogram(
     "mssgw_delivery_latency_seconds",
     "From acceptance into the store to the next hop's 250",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 IMAP_LAG = Gauge(
     "mssgw_imap_lag_seconds",
     "Seconds since the IMAP bridge last caught up with each account",
     ["account"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 CERTIFICATE_DAYS = Gauge(
     "mssgw_certificate_expiry_days",
     "Days until a configured certificate expires (negative: expired)",
     ["key", "path"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 
 DIRECTORY_UNKNOWN = Counter(
     "mssgw_directory_unknown_recipients",
     "MSSante recipients absent from the national directory, by check mode (warn: sent, refuse: refused)",
     ["mode"],
-    registry=REGISTRY,
+    registry=COUNTED,
 )
 
 
@@ -244,6 +250,69 @@ class _Sources(Collector):
 
 
 SOURCES = _Sources()
+
+
+def counted_json() -> bytes:
+    """This process's counts, for the process that serves ``/metrics`` (``_created`` times included)."""
+    families = [
+        [f.name, f.documentation, f.type, f.unit, [[s.name, s.labels, s.value] for s in f.samples]]
+        for f in COUNTED.collect()
+    ]
+    return json.dumps(families, allow_nan=True).encode()
+
+
+def families_from_json(data: bytes) -> list[Metric]:
+    """The families ``counted_json`` wrote (in another process of this gateway)."""
+    families = []
+    for name, documentation, kind, unit, samples in json.loads(data):
+        family = Metric(name, documentation, kind, unit)
+        for sample, labels, value in samples:
+            family.add_sample(sample, labels, value)
+        families.append(family)
+    return families
+
+
+def merged(own: Iterable[Metric], other: Iterable[Metric]) -> list[Metric]:
+    """One family per name, as Prometheus wants: counts and histograms summed, the earliest ``_created``,
+    and for a gauge this process's value unless only ``other`` has it."""
+    families: dict[str, Metric] = {}
+    for family in own:
+        families[family.name] = family
+    for family in other:
+        mine = families.get(family.name)
+        if mine is None:
+            families[family.name] = family
+            continue
+        values = {(s.name, tuple(sorted(s.labels.items()))): s for s in mine.samples}
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            found = values.get(key)
+            if found is None:
+                values[key] = sample
+            elif sample.name.endswith("_created"):
+                values[key] = found._replace(value=min(found.value, sample.value))
+            elif mine.type != "gauge":
+                values[key] = found._replace(value=found.value + sample.value)
+        mine.samples = list(values.values())
+    return list(families.values())
+
+
+class _Counts(Collector):
+    """This process's counts, plus those of the relay process when there is one."""
+
+    def __init__(self) -> None:
+        self.elsewhere: Callable[[], list[Metric]] | None = None
+        """The relay process's families (none when it cannot answer), set while it runs."""
+
+    def collect(self) -> Iterable[Metric]:
+        elsewhere = self.elsewhere
+        return merged(COUNTED.collect(), elsewhere() if elsewhere is not None else [])
+
+
+COUNTS = _Counts()
+REGISTRY = CollectorRegistry()
+"""Everything ``/metrics`` serves."""
+REGISTRY.register(COUNTS)
 REGISTRY.register(SOURCES)
 
 
