@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from gateway import logsetup, metrics, wake
+from gateway import logsetup, metrics, relay_process, wake
 from gateway import settings as settings_module
 from gateway.certs import CertificateWatch
 from gateway.channels.expiry import ChannelExpiry
@@ -142,7 +142,8 @@ def build_services(
         wake_relay = relay.wake
     # The one door into the store for every inbound path, with the citizen-channel and receipt steps.
     intake, steps = citizen_intake(settings, store, utc_now, wake_relay, official=trust_list, health=health)
-    trust_service = TrustListService(settings, trust_list, scheduler)
+    # One process fetches the trust list: a relay process follows the copy its parent keeps.
+    trust_service = TrustListService(settings, trust_list, scheduler, follows=role == "relay")
     if relay is not None and role == "relay":
         # The intake only for its policy (the trust lists the relay asks, reloaded with it); no listener.
         return [scheduler, trust_service, intake, relay, WakeSocket(settings, relay.wake)]
@@ -209,8 +210,10 @@ class Daemon:
             self.services = build_services(settings, store, scheduler, self.health, self.role)
             if self.role == "intake":
                 # Last: started once the listeners are bound, stopped first.
-                self.relay_process = RelayProcess(self.config_path, settings)
+                self.relay_process = RelayProcess(self.config_path, settings, self.notifier.watchdog_usec)
                 self.services.append(self.relay_process)
+            if self.role == "relay":
+                relay_process.serve_counts()
             for service in self.services:
                 started = await service.start()
                 if started is not None:

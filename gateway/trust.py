@@ -30,6 +30,8 @@ from mappers.trustlist import ParsedTrustList, TrustListError, normalise_domain,
 log = logging.getLogger(__name__)
 
 TRUST_FILE = "trustlist.xml"
+FOLLOW_INTERVAL = 5.0
+"""Seconds between two looks, in a relay process, at whether its parent replaced the last good copy."""
 _MAX_SIZE = 20 * 1024 * 1024
 
 
@@ -139,20 +141,31 @@ def update(path: Path, data: bytes, now: datetime) -> TrustListChange:
 
 
 class TrustListService:
-    """Loads the last good copy at start and on reload, and refreshes from ``trust.url`` on schedule."""
+    """Loads the last good copy at start and on reload, and refreshes from ``trust.url`` on schedule.
 
-    def __init__(self, settings: Settings, trust_list: TrustList, scheduler: Scheduler) -> None:
+    With ``follows`` (the relay process of ``gateway.relay_process``) it fetches nothing: its parent does,
+    and it puts in force each copy the parent saved, within ``FOLLOW_INTERVAL``.
+    """
+
+    def __init__(
+        self, settings: Settings, trust_list: TrustList, scheduler: Scheduler, follows: bool = False
+    ) -> None:
         self.settings = settings
         self.trust_list = trust_list
         self.scheduler = scheduler
+        self.follows = follows
+        self._followed: datetime | None = None
+        """The saved copy's time when ``follow`` last read it."""
         metrics.SOURCES.trust_list_loaded = lambda: trust_list.loaded_at
 
     async def start(self) -> None:
         self._put_in_force(await asyncio.to_thread(self._read, self.settings))
+        self._followed = self.trust_list.loaded_at
         self._schedule(self.settings)
 
     async def stop(self, grace: float) -> None:
         self.scheduler.cancel("trust-list-refresh")
+        self.scheduler.cancel("trust-list-follow")
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
         fresh = self._read(settings)
@@ -196,12 +209,25 @@ class TrustListService:
             )
 
     def _schedule(self, settings: Settings) -> None:
+        if self.follows:
+            self.scheduler.every("trust-list-follow", FOLLOW_INTERVAL, self.follow)
+            return
         if not settings.trust.url:
             self.scheduler.cancel("trust-list-refresh")
             return
         loaded = self.trust_list.loaded_at
         stale = loaded is None or (datetime.now(UTC) - loaded).total_seconds() >= settings.trust.refresh
         self.scheduler.every("trust-list-refresh", settings.trust.refresh, self.refresh, now=stale)
+
+    async def follow(self) -> None:
+        """Put in force the copy saved since the one in force was read (its time is the file's)."""
+        try:
+            saved = datetime.fromtimestamp(saved_path(self.settings).stat().st_mtime, UTC)
+        except FileNotFoundError:
+            return
+        if saved != self._followed:
+            self._followed = saved  # a damaged copy is reported once, not at every look
+            self._put_in_force(await asyncio.to_thread(self._read, self.settings))
 
     async def refresh(self) -> None:
         """Fetch ``trust.url``; a list that cannot be fetched or used leaves the one in force."""

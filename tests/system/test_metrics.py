@@ -24,6 +24,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def scrape(address: str) -> Samples:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:  # noqa: S310 (loopback)
         text = answer.read().decode()
+    described = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")]
+    assert len(described) == len(set(described)), "one family per name, as Prometheus wants"
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -35,12 +37,15 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+@pytest.mark.parametrize("relay_process", [False, True], ids=["one-process", "relay-process"])
 def test_counters_match_the_traffic_sent(
-    tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway]
+    tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway], relay_process: bool
 ) -> None:
+    """With ``gateway.relay_process`` the relay counts in the child, and the parent serves its counts."""
     operator = fake_operator()
     gateway = gateway_for(tmp_path / "gw", pki, operator)
     gateway.sections["metrics"] = {"listen": "127.0.0.1:0"}
+    gateway.sections["gateway"]["relay_process"] = relay_process
     gateway.write()
     gateways.append(gateway)
     gateway.start()

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from gateway.trust import FOLLOW_INTERVAL
 from tests.support.fake_operator import FakeOperator, FakeOperatorFactory
 from tests.support.gateway import SENDER, STOP_TIMEOUT, Gateway, gateway_for
+from tests.support.https import HttpsServer
 from tests.support.notify import NotifySocket, count, index
 from tests.support.pki import Pki
+from tests.unit.mappers.test_trustlist import SAMPLE
 
 RECIPIENT = "dr.martin@cabinet.test.mssante.fr"
 
@@ -110,3 +113,47 @@ def _state(pid: int) -> bytes:
         return Path(f"/proc/{pid}/status").read_bytes().lower()
     except FileNotFoundError:
         return b"zombie"
+
+
+def test_a_hung_relay_process_is_killed_and_ends_the_gateway(
+    tmp_path: Path, pki: Pki, gateways: list[Gateway]
+) -> None:
+    """Under systemd's watchdog the child's loop is held to it as well: silent a ``WatchdogSec``, hung."""
+    gateway = gateway_for(tmp_path / "gw", pki, None)
+    gateway.sections["gateway"]["relay_process"] = True
+    gateway.write()
+    gateways.append(gateway)
+    with NotifySocket() as manager:
+        gateway.start(env={"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": "1000000"})
+        manager.wait_for(lambda seen: count(seen, "WATCHDOG") >= 3)
+        child = relay_pid(gateway)
+        time.sleep(2)
+        assert gateway.process is not None and gateway.process.poll() is None, "heartbeats keep it alive"
+        os.kill(child, signal.SIGSTOP)  # its loop no longer runs
+        assert gateway.process.wait(STOP_TIMEOUT) != 0
+    gateway.process = None
+    output = gateway.output()
+    assert f"event=relay-process-hung pid={child}" in output
+    assert "event=relay-process-died code=-9" in output
+
+
+def test_only_the_gateway_fetches_the_trust_list_and_the_relay_process_follows_its_copy(
+    tmp_path: Path, pki: Pki, gateways: list[Gateway]
+) -> None:
+    with HttpsServer(pki.server) as server:
+        server.files["/liste.xml"] = SAMPLE.read_bytes()
+        gateway = gateway_for(tmp_path / "gw", pki, None)
+        gateway.sections["gateway"]["relay_process"] = True
+        gateway.sections["trust"] = {
+            "url": server.url("/liste.xml"),
+            "ca_bundle": str(pki.ca),
+            "refresh": "1h",
+        }
+        gateway.write()
+        gateways.append(gateway)
+        gateway.start()
+        gateway.wait_for_output("event=trust-list-updated")
+        # The parent's, then the relay process's (at its start, or once it saw the copy saved).
+        gateway.wait_for_output("event=trust-list-in-force domains=4", count=2, timeout=FOLLOW_INTERVAL + 10)
+        assert gateway.stop() == 0
+    assert server.requests == ["/liste.xml"]
