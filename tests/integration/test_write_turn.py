@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -87,3 +89,28 @@ def test_a_writer_of_another_store_waits_for_the_turn_then_writes(database: tupl
         assert done.is_set()
     finally:
         other.close()
+
+
+def test_a_process_killed_with_the_turn_leaves_it_free(database: tuple[Store, Path]) -> None:
+    """The ``flock`` goes with the descriptor: a writer killed mid-transaction blocks nobody after it."""
+    store, turn = database
+    command = [sys.executable, "-c", _HOLD, str(store.engine.url)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+            assert not turn_is_free(turn)
+        finally:
+            holder.kill()
+    with store.engine.begin() as writer:
+        writer.exec_driver_sql("UPDATE schema_version SET version = version")
+    assert turn_is_free(turn)
+
+
+_HOLD = """
+import sys, time
+from gateway.store.db import open_store
+with open_store(sys.argv[1]).engine.begin() as writer:
+    writer.exec_driver_sql("UPDATE schema_version SET version = version")
+    print("holding", flush=True)
+    time.sleep(60)
+"""
