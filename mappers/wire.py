@@ -284,8 +284,10 @@ def crlf(data: bytes) -> bytes:
 def has_bare_line_end(data: bytes) -> bool:
     """Whether ``data`` holds a CR or an LF that is not part of a CRLF.
 
-    Three ``count`` passes (memchr speed) instead of a regex with look-around: about ten times faster on a
-    1 MiB message, which the listener checks once and the relay for every delivery (issue 16).
+    Three ``count`` passes instead of a regex with look-around: about ten times faster on a 1 MiB
+    message, which the listener checks once and the relay for every delivery (issue 16). The one-octet
+    counts come first: they run at memchr speed, while the two-octet one, slower, is needed only when
+    CRs and LFs are as many (then every CR must be followed by an LF).
     """
-    line_ends = data.count(b"\r\n")
-    return data.count(b"\n") != line_ends or data.count(b"\r") != line_ends
+    line_ends = data.count(b"\n")
+    return data.count(b"\r") != line_ends or data.count(b"\r\n") != line_ends

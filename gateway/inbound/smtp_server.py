@@ -582,17 +582,21 @@ class GatewaySMTP(SMTP):
 def _long_line(data: bytes, limit: int) -> bool:
     """Whether a CRLF-ended line of ``data`` is longer than ``limit`` octets, its CRLF counted.
 
-    Mail in CRLF (all that is accepted) is walked from line end to line end with ``find``, four times
-    faster on 1 MiB than the regex, which stays for the rest (a bare CR or LF also ends a line there).
+    Mail in CRLF (all that is accepted) is walked by windows of ``limit`` octets: the last CRLF of each
+    (``rfind``) ends a run of short lines, and a window without one holds a long line. About ``limit``
+    octets a step rather than a line, thirty times faster on 1 MiB of short lines than a ``find`` per
+    line (issue 16). The regex stays for the rest (a bare CR or LF also ends a line there).
     """
     if wire.has_bare_line_end(data):
         return re.search(rb"(?m)^[^\r\n]{%d}" % (limit - 1), data) is not None
     start, longest = 0, limit - 1
-    while (end := data.find(b"\r\n", start)) >= 0:
-        if end - start >= longest:
+    while len(data) - start >= longest:
+        # The line from ``start`` is short when its CRLF starts within ``longest`` octets.
+        end = data.rfind(b"\r\n", start, start + longest + 1)
+        if end < 0:
             return True
         start = end + 2
-    return len(data) - start >= longest
+    return False
 
 
 def _unstuffed(data: bytes) -> bytes:
