@@ -272,20 +272,33 @@ def base64_body(data: bytes) -> str:
     return base64.encodebytes(data).decode("ascii")
 
 
+class CrlfBytes(bytes):
+    """Octets whose every line end is known to be a CRLF, which ``crlf`` hands back without a search.
+
+    Made only where that has just been established, e.g. by the relay: the stored copy through ``crlf``
+    and fields written in CRLF in front of it. Each search costs 1.5 ms a MiB, and the copy to this type
+    a tenth of that (issue 16).
+    """
+
+
 def crlf(data: bytes) -> bytes:
     """``data`` with every bare CR or LF made CRLF; ``data`` itself, not a copy, when it has none.
 
     Matching only the bare ones (rather than every line end) matters for large mail: a 20 MB message
     has 270 000 line ends, and replacing each one built pieces worth several times its size (issue 11).
     """
-    return _BARE_LINE_END.sub(b"\r\n", data) if has_bare_line_end(data) else data
+    if isinstance(data, CrlfBytes) or not has_bare_line_end(data):
+        return data
+    return _BARE_LINE_END.sub(b"\r\n", data)
 
 
 def has_bare_line_end(data: bytes) -> bool:
     """Whether ``data`` holds a CR or an LF that is not part of a CRLF.
 
-    Three ``count`` passes (memchr speed) instead of a regex with look-around: about ten times faster on a
-    1 MiB message, which the listener checks once and the relay for every delivery (issue 16).
+    Three ``count`` passes instead of a regex with look-around: about ten times faster on a 1 MiB
+    message, which the listener checks once and the relay for every delivery (issue 16). The one-octet
+    counts come first: they run at memchr speed, while the two-octet one, slower, is needed only when
+    CRs and LFs are as many (then every CR must be followed by an LF).
     """
-    line_ends = data.count(b"\r\n")
-    return data.count(b"\n") != line_ends or data.count(b"\r") != line_ends
+    line_ends = data.count(b"\n")
+    return data.count(b"\r") != line_ends or data.count(b"\r\n") != line_ends

@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 ListenerKind = Literal["submission", "operator"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_DATA_FAULTS: tuple[tuple[Callable[[bytes], bool], str, str], ...] = (
-    (wire.has_bare_line_end, replies.BARE_LINE_END, "bare-line-end"),
-    (lambda data: b"\x00" in data, replies.NUL_IN_DATA, "nul"),
+# A message whose line ends were never looked at (``bare_line_end`` None) is refused with the bare ones.
+_DATA_FAULTS: tuple[tuple[Callable[[DsnEnvelope, bytes], bool], str, str], ...] = (
+    (lambda envelope, data: envelope.bare_line_end is not False, replies.BARE_LINE_END, "bare-line-end"),
+    (lambda envelope, data: b"\x00" in data, replies.NUL_IN_DATA, "nul"),
 )
 _SOURCE_ROUTE = re.compile(r"\s*<\s*@")
 _END_OF_DATA = b"\r\n.\r\n"
@@ -215,6 +216,8 @@ class DsnEnvelope(Envelope):
         self.identity: str | None = None
         self.recipients: list[Recipient] = []
         self.size: int | None = None
+        # Found once as DATA is read, for the line limit and the refusal; None until then.
+        self.bare_line_end: bool | None = None
 
 
 class QuietSession(Session):
@@ -317,7 +320,10 @@ class GatewaySMTP(SMTP):
             async with self.inflight.loading if spool.spooled else contextlib.nullcontext():
                 data = await spool.read()
                 spool.close()
-                if _long_line(data, self.line_length_limit):
+                # Unstuffing neither makes nor removes a bare CR or LF (it drops a dot after a CRLF):
+                # one search serves the line limit here and the refusal in ``handle_DATA``.
+                self._txn().bare_line_end = bare = wire.has_bare_line_end(data)
+                if _long_line(data, self.line_length_limit, bare_line_end=bare):
                     del data
                     self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
                     await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
@@ -579,20 +585,25 @@ class GatewaySMTP(SMTP):
         await self.push(replies.RECIPIENT_OK)
 
 
-def _long_line(data: bytes, limit: int) -> bool:
+def _long_line(data: bytes, limit: int, *, bare_line_end: bool) -> bool:
     """Whether a CRLF-ended line of ``data`` is longer than ``limit`` octets, its CRLF counted.
 
-    Mail in CRLF (all that is accepted) is walked from line end to line end with ``find``, four times
-    faster on 1 MiB than the regex, which stays for the rest (a bare CR or LF also ends a line there).
+    Mail in CRLF (all that is accepted) is walked by windows of ``limit`` octets: the last CRLF of each
+    (``rfind``) ends a run of short lines, and a window without one holds a long line. About ``limit``
+    octets a step rather than a line, thirty times faster on 1 MiB of short lines than a ``find`` per
+    line (issue 16). The regex stays for the rest (a bare CR or LF also ends a line there);
+    ``bare_line_end`` says which ``data`` is (``wire.has_bare_line_end``).
     """
-    if wire.has_bare_line_end(data):
+    if bare_line_end:
         return re.search(rb"(?m)^[^\r\n]{%d}" % (limit - 1), data) is not None
     start, longest = 0, limit - 1
-    while (end := data.find(b"\r\n", start)) >= 0:
-        if end - start >= longest:
+    while len(data) - start >= longest:
+        # The line from ``start`` is short when its CRLF starts within ``longest`` octets.
+        end = data.rfind(b"\r\n", start, start + longest + 1)
+        if end < 0:
             return True
         start = end + 2
-    return len(data) - start >= longest
+    return False
 
 
 def _unstuffed(data: bytes) -> bytes:
@@ -626,9 +637,10 @@ class _Handler:
         return [*kept[:-1], "250-DSN", "250-ENHANCEDSTATUSCODES", kept[-1]]
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert isinstance(envelope, DsnEnvelope)
         raw = envelope.original_content or b""
         for fault, faulty, reason in _DATA_FAULTS:
-            if fault(raw):
+            if fault(envelope, raw):
                 log_event(log, "data-refused", logging.WARNING, peer=self.server._peer(), reason=reason)
                 metrics.message_refused(self.server.config.kind, reason)
                 return faulty

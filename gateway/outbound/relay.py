@@ -272,6 +272,9 @@ class Relay:
                 content = headers.with_nil(content, reference)
             if self.signer is not None:
                 content = await asyncio.to_thread(self.signer.sign, content)
+            # CRLF throughout (the stored copy made so above, the fields in front written so): the
+            # transport need not search it again.
+            content = wire.CrlfBytes(content)
             # What is sent is the stored copy with fields in front of it: the stored copy is not kept
             # beside it (up to ``relay.concurrency`` messages of tens of MB each, issue 11); a delivery
             # report quotes it back from what was sent.

@@ -13,10 +13,8 @@ from gateway.store.repository import NewMessage, Recipient
 from tests.support.relay import run_relay_until, states
 
 
-async def test_a_message_stored_without_x_mss_nil_leaves_with_the_gateway_s(
-    store: Store, tmp_path: Path
-) -> None:
-    # A DSN or MDN the gateway writes, or software submitting its message as it is, writes no X-MSS-NIL.
+async def _relayed(store: Store, tmp_path: Path, raws: list[bytes]) -> list[bytes]:
+    """What the relay writes for each stored message, through the folder transport, sorted."""
     out = tmp_path / "out"
     settings = from_mapping(
         {
@@ -28,19 +26,38 @@ async def test_a_message_stored_without_x_mss_nil_leaves_with_the_gateway_s(
             "routes": [{"domain": "*", "transport": "folder", "path": str(out)}],
         }
     )
-    bare = b"From: app@hopital.test\r\nMessage-ID: <a@hopital.test>\r\nSubject: t\r\n\r\nbody\r\n"
-    own = b"X-MSS-NIL: LPS-42\r\nFrom: app@hopital.test\r\nMessage-ID: <b@hopital.test>\r\n\r\nbody\r\n"
     messages = [
         NewMessage(
-            raw, "app@hopital.test", "outbound", "test", (Recipient("dr@cabinet.test"),), message_id=mid
+            raw,
+            "app@hopital.test",
+            "outbound",
+            "test",
+            (Recipient("dr@cabinet.test"),),
+            message_id=f"<{n}@h>",
         )
-        for raw, mid in ((bare, "<a@hopital.test>"), (own, "<b@hopital.test>"))
+        for n, raw in enumerate(raws)
     ]
     pks = [m.pk for m in store.repository.add_messages(messages, datetime.now(UTC))]
     relay = Relay(
         settings, store.repository, TransportRegistry(settings), None, lambda: datetime.now(UTC), trusts=bool
     )
     await run_relay_until(relay, lambda: states(store, *pks) == {"sent"})
+    return sorted(path.read_bytes() for path in out.glob("*.eml"))
 
-    written = sorted(path.read_bytes() for path in out.glob("*.eml"))
-    assert sorted(written) == sorted([b"X-MSS-NIL: DEV935997\r\n" + bare, own])
+
+async def test_a_message_stored_without_x_mss_nil_leaves_with_the_gateway_s(
+    store: Store, tmp_path: Path
+) -> None:
+    # A DSN or MDN the gateway writes, or software submitting its message as it is, writes no X-MSS-NIL.
+    bare = b"From: app@hopital.test\r\nMessage-ID: <a@hopital.test>\r\nSubject: t\r\n\r\nbody\r\n"
+    own = b"X-MSS-NIL: LPS-42\r\nFrom: app@hopital.test\r\nMessage-ID: <b@hopital.test>\r\n\r\nbody\r\n"
+    written = await _relayed(store, tmp_path, [bare, own])
+    assert written == sorted([b"X-MSS-NIL: DEV935997\r\n" + bare, own])
+
+
+async def test_a_message_stored_with_bare_line_ends_leaves_in_crlf(store: Store, tmp_path: Path) -> None:
+    # What an operator's IMAP server gave the bridge is stored as given; the relay sends it in CRLF.
+    stored = b"From: app@hopital.test\nMessage-ID: <c@hopital.test>\rSubject: t\n\n.body\r\nend\n"
+    written = await _relayed(store, tmp_path, [stored])
+    expected = b"From: app@hopital.test\r\nMessage-ID: <c@hopital.test>\r\nSubject: t\r\n\r\n.body\r\nend\r\n"
+    assert written == [b"X-MSS-NIL: DEV935997\r\n" + expected]

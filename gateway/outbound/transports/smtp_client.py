@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from mappers import wire
 
 _REPLY_LINE_LIMIT = 4096
-_PERIOD_AT_LINE_START = re.compile(rb"(?m)^\.")
 
 
 class SmtpError(Exception):
@@ -66,11 +64,15 @@ class TransactionReplies:
 
 
 def prepare_content(content: bytes) -> bytes:
-    """CRLF line ends, dot-stuffing (RFC 5321 §4.5.2) and the terminating ``.`` line."""
+    """CRLF line ends, dot-stuffing (RFC 5321 §4.5.2) and the terminating ``.`` line.
+
+    Once every line end is a CRLF, a line starts at the first octet or right after a CRLF: one
+    ``replace`` stuffs them all, five times faster on 1 MiB than a multi-line regex (issue 16).
+    """
     normalised = wire.crlf(content)
-    if not normalised.endswith(b"\r\n"):
-        normalised += b"\r\n"
-    return _PERIOD_AT_LINE_START.sub(b"..", normalised) + b".\r\n"
+    lead = b"." if normalised.startswith(b".") else b""
+    end = b".\r\n" if normalised.endswith(b"\r\n") else b"\r\n.\r\n"
+    return b"".join((lead, normalised.replace(b"\r\n.", b"\r\n.."), end))
 
 
 class SmtpConnection:

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.logsetup import JsonFormatter, LogfmtFormatter, log_event
@@ -32,6 +32,16 @@ def test_dot_stuffing_round_trips_and_never_ends_the_data_early(parts: list[str]
     if not expected.endswith(b"\r\n"):
         expected += b"\r\n"
     assert unstuff(wire) == expected
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b".", b"..", b"a", b"\r\n.\r\n"]), max_size=30))
+def test_dot_stuffing_writes_what_the_line_start_regex_wrote(pieces: list[bytes]) -> None:
+    content = b"".join(pieces)
+    normalised = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
+    if not normalised.endswith(b"\r\n"):
+        normalised += b"\r\n"
+    assert prepare_content(content) == re.sub(rb"(?m)^\.", b"..", normalised) + b".\r\n"
 
 
 def record_of(event: str, **fields: object) -> logging.LogRecord:
