@@ -73,13 +73,11 @@ class CommandReader(asyncio.StreamReader):
             raise BareLineFeedError
         return line
 
-    async def read_data(
-        self, sink: Spool, size_limit: int, admit: Callable[[int], bool], line_ends: wire.LineEndScan
-    ) -> bool:
+    async def read_data(self, sink: Spool, size_limit: int, admit: Callable[[int], bool]) -> bool:
         """The message data up to the lone dot (RFC 5321 § 4.1.1.4) written to ``sink`` as it arrives,
-        still dot-stuffed, its last CRLF kept, and fed to ``line_ends`` as it is written; False once more
-        than ``size_limit`` octets (0: no limit) came, ``admit`` refused the octets received so far (the
-        bytes-in-flight cap) or ``sink`` could not keep them: then read to the dot and dropped.
+        still dot-stuffed, its last CRLF kept; False once more than ``size_limit`` octets (0: no limit)
+        came, ``admit`` refused the octets received so far (the bytes-in-flight cap) or ``sink`` could not
+        keep them: then read to the dot and dropped.
 
         The stream buffer is searched for the dot and emptied into ``sink`` as octets come, where
         aiosmtpd reads a line at a time and joins them (a 20 MB message cost its size three times over)
@@ -101,7 +99,6 @@ class CommandReader(asyncio.StreamReader):
             done = max(0, len(buffer) - len(_END_OF_DATA) + 1)
             keep = keep and not (size_limit and moved + done > size_limit) and admit(moved + len(buffer))
             if keep:
-                line_ends.feed(buffer, done)
                 with memoryview(buffer) as view, view[:done] as chunk:
                     keep = sink.write(chunk)
             moved += done
@@ -111,7 +108,6 @@ class CommandReader(asyncio.StreamReader):
         end = found + 2
         keep = keep and not (size_limit and moved + end > size_limit) and admit(moved + end)
         if keep:
-            line_ends.feed(buffer, end)
             with memoryview(buffer) as view, view[:end] as chunk:
                 keep = sink.write(chunk)
         del buffer[: found + len(_END_OF_DATA)]
@@ -314,11 +310,8 @@ class GatewaySMTP(SMTP):
         assert isinstance(self._reader, CommandReader)
         holding = self.inflight.hold()
         spool = Spool(self.config.spool_threshold, self.config.spool_dir)
-        line_ends = wire.LineEndScan()
         try:
-            kept = await self._reader.read_data(
-                spool, self.data_size_limit or 0, self._admit(holding, cap), line_ends
-            )
+            kept = await self._reader.read_data(spool, self.data_size_limit or 0, self._admit(holding, cap))
             if not kept:
                 self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
                 await self._refuse_data(spool, holding)
@@ -328,8 +321,8 @@ class GatewaySMTP(SMTP):
                 data = await spool.read()
                 spool.close()
                 # Unstuffing neither makes nor removes a bare CR or LF (it drops a dot after a CRLF):
-                # one scan, made as DATA came, serves the line limit here and the refusal in ``handle_DATA``.
-                self._txn().bare_line_end = bare = line_ends.bare
+                # one search serves the line limit here and the refusal in ``handle_DATA``.
+                self._txn().bare_line_end = bare = wire.has_bare_line_end(data)
                 if _long_line(data, self.line_length_limit, bare_line_end=bare):
                     del data
                     self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped

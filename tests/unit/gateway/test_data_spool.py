@@ -13,14 +13,11 @@ import pytest
 
 from gateway.inbound.smtp_server import CommandReader
 from gateway.inbound.spool import Spool
-from mappers import wire
 
 DATA = b"Subject: x\r\n\r\n..un point\r\nligne\r\n" * 50
 
 
-async def read(
-    pieces: list[bytes], spool: Spool, size_limit: int = 0, line_ends: wire.LineEndScan | None = None
-) -> tuple[bool, bytes]:
+async def read(pieces: list[bytes], spool: Spool, size_limit: int = 0) -> tuple[bool, bytes]:
     """What ``read_data`` kept, and what it left in the stream after the dot."""
     reader = CommandReader(limit=1001)
 
@@ -31,7 +28,7 @@ async def read(
         reader.feed_eof()
 
     feeding = asyncio.create_task(feed())
-    kept = await reader.read_data(spool, size_limit, lambda size: True, line_ends or wire.LineEndScan())
+    kept = await reader.read_data(spool, size_limit, lambda size: True)
     await feeding
     return kept, await reader.read()
 
@@ -40,27 +37,14 @@ async def read(
 async def test_the_dot_line_is_found_across_any_cut_and_pipelined_octets_stay(
     tmp_path: Path, cut: int
 ) -> None:
-    sent = DATA + b".\r\nQUIT\r\n"
+    wire = DATA + b".\r\nQUIT\r\n"
     spool = Spool(threshold=100, directory=tmp_path)
-    kept, rest = await read([sent[i : i + cut] for i in range(0, len(sent), cut)], spool)
+    kept, rest = await read([wire[i : i + cut] for i in range(0, len(wire), cut)], spool)
     assert kept and spool.spooled
     assert await spool.read() == DATA
     assert rest == b"QUIT\r\n"
     spool.close()
     assert list(tmp_path.iterdir()) == []  # the file never had a name there
-
-
-@pytest.mark.parametrize("cut", [1, 2, 3, 5, 64])
-@pytest.mark.parametrize("data", [DATA, DATA + b"bare\nend\r\n", b"a\r" + DATA, DATA[:-1] + b"\r\r\n"])
-async def test_line_ends_are_scanned_as_the_whole_would_be_across_any_cut(
-    tmp_path: Path, cut: int, data: bytes
-) -> None:
-    sent = data + b".\r\n"
-    spool, line_ends = Spool(threshold=100, directory=tmp_path), wire.LineEndScan()
-    kept, _ = await read([sent[i : i + cut] for i in range(0, len(sent), cut)], spool, line_ends=line_ends)
-    assert kept and await spool.read() == data
-    assert line_ends.bare is wire.has_bare_line_end(data)
-    spool.close()
 
 
 async def test_empty_data_and_data_below_the_threshold_stay_in_memory(tmp_path: Path) -> None:
