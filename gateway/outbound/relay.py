@@ -66,6 +66,13 @@ T = TypeVar("T")
 HEARTBEATS_PER_LEASE = 3
 """Lease renewals per lease period: two may be lost (a store blip) before a live lease could expire."""
 
+CRLF_SOURCES = frozenset({"submission", "operator"})
+"""Sources whose stored copy is in CRLF throughout: what the SMTP listeners take (their ``ListenerKind``).
+The listener refuses DATA with a bare CR or LF; intake stores it as it came, without whole header fields
+(``headers.remove_fields``), or rebuilt by the email package with CRLF line ends (``mappers.mime``). The
+relay sends those copies without searching them again (1.5 ms a MiB; issue 16); everything else (the IMAP
+bridge stores the server's octets as given, the gateway's own notices) goes through ``wire.crlf``."""
+
 # The audit trail's words for what happened to a delivery (the store keeps the state names).
 _AUDIT_EVENTS = {
     DeliveryState.SENT: "delivered",
@@ -263,7 +270,7 @@ class Relay:
             )
             envelope = envelopes[message_pk]
             del envelopes
-            content = wire.crlf(envelope.raw)
+            content = envelope.raw if envelope.source in CRLF_SOURCES else wire.crlf(envelope.raw)
             stored_size = len(content)
             reference = self.settings.gateway.nil_reference
             if destination.kind != "local" and reference.strip():

@@ -23,7 +23,7 @@ from gateway.store.db import Store
 from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
 from gateway.trust import TrustList
-from mappers import cda
+from mappers import cda, wire
 from mappers.mime import parse_message
 from mappers.records import MessageRecord
 from tests.support import cda_header
@@ -274,6 +274,8 @@ async def test_submission_instructions_build_the_package(store: Store) -> None:
     assert result.message_pk is not None, result.verdicts
     stored = store.queue.raw(result.message_pk)
     assert b"X-MSSGW" not in stored
+    # In CRLF as the listener's mail is: the relay sends a submission's stored copy unsearched.
+    assert not wire.has_bare_line_end(stored)
     record = parse_message(stored)
     assert record.patient is not None and record.patient.given_name == "Hélène"
     assert [d.type_code.code for d in record.documents] == ["11490-0"]

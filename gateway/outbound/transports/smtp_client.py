@@ -67,12 +67,15 @@ def prepare_content(content: bytes) -> bytes:
     """CRLF line ends, dot-stuffing (RFC 5321 §4.5.2) and the terminating ``.`` line.
 
     Once every line end is a CRLF, a line starts at the first octet or right after a CRLF: one
-    ``replace`` stuffs them all, five times faster on 1 MiB than a multi-line regex (issue 16).
+    ``replace`` stuffs them all, five times faster on 1 MiB than a multi-line regex (issue 16). It runs
+    only when a line starts with a dot: with nothing to replace, ``replace`` still copies a ``bytes``
+    subclass (the relay's ``wire.CrlfBytes``), and that copy with the join after it cost 1 ms a MiB.
     """
     normalised = wire.crlf(content)
     lead = b"." if normalised.startswith(b".") else b""
     end = b".\r\n" if normalised.endswith(b"\r\n") else b"\r\n.\r\n"
-    return b"".join((lead, normalised.replace(b"\r\n.", b"\r\n.."), end))
+    stuffed = normalised.replace(b"\r\n.", b"\r\n..") if b"\r\n." in normalised else normalised
+    return b"".join((lead, stuffed, end))
 
 
 class SmtpConnection:

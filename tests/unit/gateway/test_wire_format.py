@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.logsetup import JsonFormatter, LogfmtFormatter, log_event
 from gateway.outbound.transports.smtp_client import prepare_content
+from mappers.wire import CrlfBytes, crlf
 
 lines = st.lists(st.text(alphabet=st.sampled_from(".ab \t\r\né"), max_size=12), max_size=12)
 
@@ -42,6 +43,8 @@ def test_dot_stuffing_writes_what_the_line_start_regex_wrote(pieces: list[bytes]
     if not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
     assert prepare_content(content) == re.sub(rb"(?m)^\.", b"..", normalised) + b".\r\n"
+    # What the relay hands over, known CRLF, is stuffed the same.
+    assert prepare_content(CrlfBytes(crlf(content))) == prepare_content(content)
 
 
 def record_of(event: str, **fields: object) -> logging.LogRecord:
