@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, Table, and_, bindparam, case, func, i
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.logsetup import audit
+from gateway.store import pg_batch
 from gateway.store.audit import AUDIT_EVENTS, audit_detail, write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
 from gateway.store.mdms import NewMdm, queue_mdms
@@ -480,14 +481,19 @@ class Repository:
 
     @staticmethod
     def _insert_children(executor: Executor, stored: Sequence[tuple[NewMessage, int]], now: datetime) -> None:
-        """The attachments, queue rows and audit events of messages just inserted, one statement each."""
+        """The attachments, queue rows and audit events of messages just inserted, one statement each (on
+        PostgreSQL one for the queue rows and events, ``pg_batch``)."""
         attachments = [row for new, pk in stored for row in _attachment_rows(new, pk)]
         if attachments:
             executor.execute(_INSERT_ATTACHMENTS, attachments)
         deliveries = [row for new, pk in stored for row in _delivery_rows(new, pk, now)]
+        events = [row for new, pk in stored for row in _audit_rows(new, pk, now)]
+        if isinstance(executor, Connection) and executor.dialect.name == "postgresql":
+            pg_batch.insert_rows(executor, [(DELIVERIES, deliveries), (AUDIT_EVENTS, events)])
+            return
         if deliveries:
             executor.execute(_INSERT_DELIVERIES, deliveries)
-        executor.execute(_INSERT_AUDIT, [row for new, pk in stored for row in _audit_rows(new, pk, now)])
+        executor.execute(_INSERT_AUDIT, events)
 
     @staticmethod
     def _find_hl7(session: Session, key: tuple[str, str]) -> int | None:
@@ -761,10 +767,30 @@ class Repository:
     ) -> list[DeliveryOutcome]:
         """The outcomes of a group in a few statements, whatever its size: which deliveries are still
         this instance's to record (locked until the commit: the write lock on SQLite, ``FOR UPDATE`` on
-        PostgreSQL), then one ``executemany`` each for their updates, attempts and audit events. Returns
-        the outcomes recorded (a delivery another instance took meanwhile is left alone)."""
+        PostgreSQL), then one ``executemany`` each for their updates, attempts and audit events; on
+        PostgreSQL all of it in one statement (``pg_batch``). Returns the outcomes recorded (a delivery
+        another instance took meanwhile is left alone)."""
         if not outcomes:
             return []
+        if connection.dialect.name == "postgresql":
+            recorded = pg_batch.record_outcomes(
+                connection,
+                [
+                    (
+                        o.delivery_pk,
+                        o.state.value,
+                        o.at,
+                        o.code,
+                        o.reply,
+                        o.peer,
+                        o.next_attempt_at,
+                        o.refusal,
+                        audit_detail({"code": o.code} if o.code else None),
+                    )
+                    for o in outcomes
+                ],
+            )
+            return [outcome for outcome in outcomes if outcome.delivery_pk in recorded]
         pks = [outcome.delivery_pk for outcome in outcomes]
         still_sending: dict[int, int] = {
             pk: message_pk for pk, message_pk in connection.execute(_STILL_SENDING, {"pks": pks})

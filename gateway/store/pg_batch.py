@@ -1,0 +1,124 @@
+"""PostgreSQL: the hot writes of a batch in one statement, one round trip whatever the batch's size.
+
+Elsewhere a group of outcomes takes four statements (``Repository._record_outcomes``) and a batch of mail's
+rows one per table, most of them an ``executemany``: on PostgreSQL each is a round trip and psycopg's
+pipeline, which cost more CPU than the rows themselves for the few rows a batch holds. Here the rows travel
+as arrays, one per column, unnested by one statement with data-modifying CTEs. Its text depends only on the
+columns, never on the number of rows, so psycopg prepares it once per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Dialect, Table, TextClause, text
+
+from gateway.store.states import DeliveryState
+from gateway.store.tables import UtcDateTime
+
+# The outcomes are locked in id order, as the heartbeat renews them: two transactions never lock rows
+# crosswise.
+_RECORD = text(
+    """
+WITH given AS (
+    SELECT * FROM unnest(
+        CAST(:pks AS bigint[]), CAST(:states AS varchar[]), CAST(:ats AS timestamp[]),
+        CAST(:codes AS integer[]), CAST(:replies AS text[]), CAST(:peers AS varchar[]),
+        CAST(:retries AS timestamp[]), CAST(:refusals AS varchar[]), CAST(:details AS text[])
+    ) AS given (pk, state, at, code, reply, peer, retry_at, refusal, detail)
+),
+mine AS (
+    SELECT d.id, d.message_pk FROM deliveries d
+    WHERE d.id = ANY(CAST(:pks AS bigint[])) AND d.state = :sending
+    ORDER BY d.id FOR UPDATE
+),
+recorded AS (
+    UPDATE deliveries d SET
+        state = given.state, last_code = given.code, last_reply = given.reply,
+        claimed_by = NULL, claimed_until = NULL, updated_at = given.at,
+        next_attempt_at = COALESCE(given.retry_at, d.next_attempt_at),
+        sent_at = CASE WHEN given.state = :sent THEN given.at ELSE d.sent_at END,
+        receipt_status = COALESCE(given.refusal, d.receipt_status),
+        receipt_detail = CASE WHEN given.refusal IS NULL THEN d.receipt_detail ELSE given.reply END,
+        receipt_at = CASE WHEN given.refusal IS NULL THEN d.receipt_at ELSE given.at END
+    FROM mine JOIN given ON given.pk = mine.id
+    WHERE d.id = mine.id
+    RETURNING d.id, mine.message_pk, given.state, given.at, given.code, given.reply, given.peer, given.detail
+),
+attempts AS (
+    INSERT INTO delivery_attempts (delivery_pk, at, outcome, code, reply, peer)
+    SELECT id, at, state, code, reply, peer FROM recorded
+)
+INSERT INTO audit_events (at, kind, message_pk, delivery_pk, channel_pk, detail)
+SELECT at, state, message_pk, id, NULL, detail FROM recorded
+RETURNING delivery_pk
+"""
+).bindparams(sending=DeliveryState.SENDING.value, sent=DeliveryState.SENT.value)
+
+
+_ARRAYS = ("pks", "states", "ats", "codes", "replies", "peers", "retries", "refusals", "details")
+"""The statement's arrays, in the order of an outcome's fields (``record_outcomes``)."""
+
+_TIMES = ("ats", "retries")
+
+
+def _naive_utc(at: datetime | None) -> datetime | None:
+    """As ``UtcDateTime`` stores it (a text statement binds no column type)."""
+    return None if at is None else at.astimezone(UTC).replace(tzinfo=None)
+
+
+OutcomeRow = tuple[
+    int, str, datetime, int | None, str | None, str | None, datetime | None, str | None, str | None
+]
+"""(delivery id, state, at, code, reply, peer, retry at, refusal, audit detail)."""
+
+
+def record_outcomes(connection: Connection, rows: Sequence[OutcomeRow]) -> set[int]:
+    """Record a group of outcomes; returns the ids recorded (a delivery no longer ``sending`` is left
+    alone)."""
+    params: dict[str, list[object]] = {}
+    for name, column in zip(_ARRAYS, zip(*rows, strict=True), strict=True):
+        params[name] = [_naive_utc(at) for at in column] if name in _TIMES else list(column)
+    return set(connection.execute(_RECORD, params).scalars())
+
+
+_inserts: dict[tuple[tuple[str, tuple[str, ...]], ...], TextClause] = {}
+"""The statement for each set of tables and columns met (a handful: built once each)."""
+
+
+def _insert_statement(dialect: Dialect, shape: tuple[tuple[Table, tuple[str, ...]], ...]) -> TextClause:
+    key = tuple((table.name, columns) for table, columns in shape)
+    statement = _inserts.get(key)
+    if statement is None:
+        parts = []
+        for n, (table, columns) in enumerate(shape):
+            arrays = ", ".join(
+                f"CAST(:t{n}_{column} AS {table.c[column].type.compile(dialect=dialect)}[])"
+                for column in columns
+            )
+            # Names from the store's own tables, never from data.
+            names = ", ".join(columns)
+            parts.append(f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays})")  # noqa: S608
+        *first, last = parts
+        ctes = ", ".join(f"t{n} AS ({part})" for n, part in enumerate(first))
+        statement = _inserts[key] = text(f"WITH {ctes} {last}" if ctes else last)
+    return statement
+
+
+def insert_rows(
+    connection: Connection, batches: Sequence[tuple[Table, Sequence[Mapping[str, object]]]]
+) -> None:
+    """Insert the rows of several tables in one statement; every row of a table has the same keys, and
+    tables without rows are left out."""
+    shape = tuple((table, tuple(rows[0])) for table, rows in batches if rows)
+    params: dict[str, list[object]] = {}
+    for n, (table, columns) in enumerate(shape):
+        rows = next(rows for candidate, rows in batches if candidate is table and rows)
+        for column in columns:
+            values = [row[column] for row in rows]
+            if isinstance(table.c[column].type, UtcDateTime):
+                values = [_naive_utc(value) if isinstance(value, datetime) else value for value in values]
+            params[f"t{n}_{column}"] = values
+    if shape:
+        connection.execute(_insert_statement(connection.dialect, shape), params)
