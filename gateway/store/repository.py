@@ -302,7 +302,8 @@ def _check_kept_aside(new: NewMessage) -> None:
         raise ValueError(f"a message kept {new.state!r} must have no deliveries")
 
 
-def _message_row(new: NewMessage, now: datetime, patient_pk: int | None) -> dict[str, object]:
+def _message_row(new: NewMessage, digest: str, now: datetime, patient_pk: int | None) -> dict[str, object]:
+    """``digest``: ``new.digest``, computed once by the caller (a hash of the whole message)."""
     return {
         "direction": new.direction,
         "source": new.source,
@@ -310,7 +311,7 @@ def _message_row(new: NewMessage, now: datetime, patient_pk: int | None) -> dict
         "state": new.state,
         "state_reason": new.state_reason,
         "message_id": new.message_id,
-        "digest": new.digest,
+        "digest": digest,
         "envelope_from": new.envelope_from,
         "envid": new.envid,
         "ret": new.ret,
@@ -449,27 +450,27 @@ class Repository:
     ) -> list[StoredMessage]:
         """Store plain messages with one ``executemany`` per table; a copy of one stored already, or of
         one earlier in ``run``, is a duplicate."""
-        fresh: list[NewMessage] = []
+        fresh: list[tuple[NewMessage, str]] = []
         copies: dict[int, tuple[str, str]] = {}
         pending: set[tuple[str, str]] = set()
         for index, new in enumerate(run):
-            key = None if new.message_id is None else (new.message_id, new.digest)
+            digest = new.digest  # once: a hash of the whole message, megabytes for large mail
+            key = None if new.message_id is None else (new.message_id, digest)
             if key is not None and (key in known or key in pending):
                 copies[index] = key
                 continue
             if key is not None:
                 pending.add(key)
             _check_kept_aside(new)
-            fresh.append(new)
+            fresh.append((new, digest))
         pks: list[int] = []
         if fresh:
-            pks = list(
-                executor.execute(_INSERT_MESSAGES, [_message_row(new, now, None) for new in fresh]).scalars()
-            )
-            for new, pk in zip(fresh, pks, strict=True):
+            rows = [_message_row(new, digest, now, None) for new, digest in fresh]
+            pks = list(executor.execute(_INSERT_MESSAGES, rows).scalars())
+            for (new, digest), pk in zip(fresh, pks, strict=True):
                 if new.message_id is not None:
-                    known.setdefault((new.message_id, new.digest), pk)
-            self._insert_children(executor, list(zip(fresh, pks, strict=True)), now)
+                    known.setdefault((new.message_id, digest), pk)
+            self._insert_children(executor, [(new, pk) for (new, _), pk in zip(fresh, pks, strict=True)], now)
         fresh_pks = iter(pks)
         results: list[StoredMessage] = []
         for index in range(len(run)):
@@ -518,7 +519,7 @@ class Repository:
         _check_kept_aside(new)
         patient_pk = self._upsert_patient(session, new.patient) if new.patient else None
         pk: int = session.execute(
-            insert(MESSAGES).values(_message_row(new, now, patient_pk)).returning(MESSAGES.c.id)
+            insert(MESSAGES).values(_message_row(new, new.digest, now, patient_pk)).returning(MESSAGES.c.id)
         ).scalar_one()
         self._insert_children(session, [(new, pk)], now)
         if new.hl7_control is not None:
