@@ -83,42 +83,63 @@ def record_outcomes(connection: Connection, rows: Sequence[OutcomeRow]) -> set[i
     return set(connection.execute(_RECORD, params).scalars())
 
 
+Shape = tuple[tuple[Table, tuple[str, ...]], ...]
+"""Tables and the columns given for each: the parent first, then its children."""
+
 _inserts: dict[tuple[tuple[str, tuple[str, ...]], ...], TextClause] = {}
-"""The statement for each set of tables and columns met (a handful: built once each)."""
+"""The statement for each shape met (a handful: built once each)."""
 
 
-def _insert_statement(dialect: Dialect, shape: tuple[tuple[Table, tuple[str, ...]], ...]) -> TextClause:
-    key = tuple((table.name, columns) for table, columns in shape)
-    statement = _inserts.get(key)
-    if statement is None:
-        parts = []
-        for n, (table, columns) in enumerate(shape):
-            arrays = ", ".join(
-                f"CAST(:t{n}_{column} AS {table.c[column].type.compile(dialect=dialect)}[])"
-                for column in columns
-            )
-            # Names from the store's own tables, never from data.
-            names = ", ".join(columns)
-            parts.append(f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays})")  # noqa: S608
-        *first, last = parts
-        ctes = ", ".join(f"t{n} AS ({part})" for n, part in enumerate(first))
-        statement = _inserts[key] = text(f"WITH {ctes} {last}" if ctes else last)
+def _arrays(dialect: Dialect, n: int, table: Table, columns: tuple[str, ...]) -> str:
+    return ", ".join(
+        f"CAST(:t{n}_{column} AS {table.c[column].type.compile(dialect=dialect)}[])" for column in columns
+    )
+
+
+def _family_statement(dialect: Dialect, shape: Shape, key: str) -> TextClause:
+    """Names in it come from the store's own tables, never from data."""
+    cache_key = tuple((table.name, columns) for table, columns in shape)
+    statement = _inserts.get(cache_key)
+    if statement is not None:
+        return statement
+    (parent, columns), *children = shape
+    names = ", ".join(columns)
+    # Ids are drawn from the sequence in ORDER BY order, so sorted they follow the rows given (what
+    # SQLAlchemy's own "insertmanyvalues" relies on): that numbering links each child to its parent.
+    parts = [
+        f"parent AS (INSERT INTO {parent.name} ({names}) SELECT {names} "  # noqa: S608
+        f"FROM unnest({_arrays(dialect, 0, parent, columns)}) WITH ORDINALITY AS given ({names}, n) "
+        "ORDER BY n RETURNING id)",
+        "numbered AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM parent)",
+    ]
+    for n, (table, child_columns) in enumerate(children, start=1):
+        chosen = ", ".join("numbered.id" if column == key else f"given.{column}" for column in child_columns)
+        parts.append(
+            f"t{n} AS (INSERT INTO {table.name} ({', '.join(child_columns)}) SELECT {chosen} "  # noqa: S608
+            f"FROM unnest({_arrays(dialect, n, table, child_columns)}) AS given ({', '.join(child_columns)}) "
+            f"JOIN numbered ON numbered.n = given.{key})"
+        )
+    ctes = ", ".join(parts)
+    statement = _inserts[cache_key] = text(f"WITH {ctes} SELECT id FROM numbered ORDER BY n")  # noqa: S608
     return statement
 
 
-def insert_rows(
-    connection: Connection, batches: Sequence[tuple[Table, Sequence[Mapping[str, object]]]]
-) -> None:
-    """Insert the rows of several tables in one statement; every row of a table has the same keys, and
-    tables without rows are left out."""
-    shape = tuple((table, tuple(rows[0])) for table, rows in batches if rows)
+def insert_family(
+    connection: Connection,
+    parent: tuple[Table, Sequence[Mapping[str, object]]],
+    children: Sequence[tuple[Table, Sequence[Mapping[str, object]]]],
+    key: str,
+) -> list[int]:
+    """Insert parent rows and their children in one statement; a child's ``key`` column gives the index
+    of its parent among the rows given (the statement puts the parent's id there). Every row of a table
+    has the same keys; tables without rows are left out. Returns the parents' ids, in order."""
+    batches = [parent, *(child for child in children if child[1])]
+    shape: Shape = tuple((table, tuple(rows[0])) for table, rows in batches)
     params: dict[str, list[object]] = {}
-    for n, (table, columns) in enumerate(shape):
-        rows = next(rows for candidate, rows in batches if candidate is table and rows)
-        for column in columns:
+    for n, (table, rows) in enumerate(batches):
+        for column in shape[n][1]:
             values = [row[column] for row in rows]
             if isinstance(table.c[column].type, UtcDateTime):
                 values = [_naive_utc(value) if isinstance(value, datetime) else value for value in values]
             params[f"t{n}_{column}"] = values
-    if shape:
-        connection.execute(_insert_statement(connection.dialect, shape), params)
+    return list(connection.execute(_family_statement(connection.dialect, shape, key), params).scalars())

@@ -466,11 +466,15 @@ class Repository:
         pks: list[int] = []
         if fresh:
             rows = [_message_row(new, digest, now, None) for new, digest in fresh]
-            pks = list(executor.execute(_INSERT_MESSAGES, rows).scalars())
+            if isinstance(executor, Connection) and executor.dialect.name == "postgresql":
+                pks = self._insert_on_postgresql(executor, rows, [new for new, _ in fresh], now)
+            else:
+                pks = list(executor.execute(_INSERT_MESSAGES, rows).scalars())
+                stored = [(new, pk) for (new, _), pk in zip(fresh, pks, strict=True)]
+                self._insert_children(executor, stored, now)
             for (new, digest), pk in zip(fresh, pks, strict=True):
                 if new.message_id is not None:
                     known.setdefault((new.message_id, digest), pk)
-            self._insert_children(executor, [(new, pk) for (new, _), pk in zip(fresh, pks, strict=True)], now)
         fresh_pks = iter(pks)
         results: list[StoredMessage] = []
         for index in range(len(run)):
@@ -481,17 +485,31 @@ class Repository:
         return results
 
     @staticmethod
-    def _insert_children(executor: Executor, stored: Sequence[tuple[NewMessage, int]], now: datetime) -> None:
-        """The attachments, queue rows and audit events of messages just inserted, one statement each (on
-        PostgreSQL one for the queue rows and events, ``pg_batch``)."""
+    def _insert_on_postgresql(
+        connection: Connection, rows: Sequence[dict[str, object]], fresh: Sequence[NewMessage], now: datetime
+    ) -> list[int]:
+        """Plain messages, their queue rows and audit events in one statement (``pg_batch``): the rows of
+        the children name their message by its place in ``fresh`` until the statement has its id."""
+        deliveries = [row for n, new in enumerate(fresh) for row in _delivery_rows(new, n, now)]
+        events = [row for n, new in enumerate(fresh) for row in _audit_rows(new, n, now)]
+        pks = pg_batch.insert_family(
+            connection, (MESSAGES, rows), [(DELIVERIES, deliveries), (AUDIT_EVENTS, events)], "message_pk"
+        )
+        Repository._insert_attachments(connection, list(zip(fresh, pks, strict=True)))
+        return pks
+
+    @staticmethod
+    def _insert_attachments(executor: Executor, stored: Sequence[tuple[NewMessage, int]]) -> None:
         attachments = [row for new, pk in stored for row in _attachment_rows(new, pk)]
         if attachments:
             executor.execute(_INSERT_ATTACHMENTS, attachments)
+
+    @staticmethod
+    def _insert_children(executor: Executor, stored: Sequence[tuple[NewMessage, int]], now: datetime) -> None:
+        """The attachments, queue rows and audit events of messages just inserted, one statement each."""
+        Repository._insert_attachments(executor, stored)
         deliveries = [row for new, pk in stored for row in _delivery_rows(new, pk, now)]
         events = [row for new, pk in stored for row in _audit_rows(new, pk, now)]
-        if isinstance(executor, Connection) and executor.dialect.name == "postgresql":
-            pg_batch.insert_rows(executor, [(DELIVERIES, deliveries), (AUDIT_EVENTS, events)])
-            return
         if deliveries:
             executor.execute(_INSERT_DELIVERIES, deliveries)
         executor.execute(_INSERT_AUDIT, events)

@@ -14,7 +14,15 @@ from sqlalchemy import select
 from gateway.batching import Batcher
 from gateway.store.audit import AUDIT_EVENTS
 from gateway.store.db import Store, open_store
-from gateway.store.repository import ATTEMPTS, DELIVERIES, DeliveryOutcome, NewMessage, Recipient
+from gateway.store.repository import (
+    ATTACHMENTS,
+    ATTEMPTS,
+    DELIVERIES,
+    AttachmentInfo,
+    DeliveryOutcome,
+    NewMessage,
+    Recipient,
+)
 from gateway.store.states import KEPT_ASIDE, DeliveryState
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -45,6 +53,28 @@ def test_a_batch_is_committed_with_one_delivery_per_recipient(store: Store) -> N
         (stored[1].pk, "r0@dest.test"),
     ]
     assert all(c.attempts == 1 for c in claimed)
+
+
+def test_a_batch_links_every_row_to_its_own_message(store: Store) -> None:
+    """Queue rows, attachments and audit events name the right message (one statement on PostgreSQL,
+    where a row's message is known only by its place in the batch until the insert)."""
+    batch = [
+        dataclasses.replace(
+            message(n, recipients=n),
+            attachments=(AttachmentInfo.of(f"f{n}.pdf", "application/pdf", b"%PDF"),),
+        )
+        for n in range(4)
+    ]
+    pks = [stored.pk for stored in store.repository.add_messages(batch, T0)]
+    with store.engine.connect() as connection:
+        queued = connection.execute(
+            select(DELIVERIES.c.message_pk, DELIVERIES.c.recipient).order_by(DELIVERIES.c.id)
+        ).all()
+        attached = connection.execute(select(ATTACHMENTS.c.message_pk, ATTACHMENTS.c.filename)).all()
+        accepted = connection.execute(select(AUDIT_EVENTS.c.message_pk, AUDIT_EVENTS.c.kind)).all()
+    assert [tuple(row) for row in queued] == [(pks[n], f"r{i}@dest.test") for n in range(4) for i in range(n)]
+    assert sorted(tuple(row) for row in attached) == [(pks[n], f"f{n}.pdf") for n in range(4)]
+    assert sorted(tuple(row) for row in accepted) == [(pk, "accepted") for pk in pks]
 
 
 def test_the_same_message_twice_is_stored_once(store: Store) -> None:
