@@ -1,20 +1,33 @@
 """PostgreSQL: the hot writes of a batch in one statement, one round trip whatever the batch's size.
 
-Elsewhere a group of outcomes takes four statements (``Repository._record_outcomes``) and a batch of mail's
-rows one per table, most of them an ``executemany``: on PostgreSQL each is a round trip and psycopg's
-pipeline, which cost more CPU than the rows themselves for the few rows a batch holds. Here the rows travel
-as arrays, one per column, unnested by one statement with data-modifying CTEs. Its text depends only on the
-columns, never on the number of rows, so psycopg prepares it once per connection.
+Elsewhere a group of outcomes takes four statements (``Repository._record_outcomes``), a batch of mail's
+rows one per table, most of them an ``executemany``, and a claim two: on PostgreSQL each is a round trip
+and psycopg's pipeline, which cost more CPU than the rows themselves for the few rows a batch holds. Here
+the rows travel as arrays, one per column, unnested by one statement with data-modifying CTEs. Its text
+depends only on the columns, never on the number of rows, so psycopg prepares it once per connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, TextClause, text
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Dialect,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    TextClause,
+    bindparam,
+    text,
+)
+from sqlalchemy import column as typed
 
-from gateway.store.states import DeliveryState
+from gateway.store.states import WAITING, DeliveryState
 from gateway.store.tables import UtcDateTime
 
 # The outcomes are locked in id order, as the heartbeat renews them: two transactions never lock rows
@@ -55,6 +68,72 @@ SELECT at, state, message_pk, id, NULL, detail FROM recorded
 RETURNING delivery_pk
 """
 ).bindparams(sending=DeliveryState.SENDING.value, sent=DeliveryState.SENT.value)
+
+
+# The due deliveries leased, as ``Repository.claim_due``'s statement does elsewhere, with the envelope of
+# each message beside its deliveries and its raw bytes on the first of them while their running total
+# (per message, in id order) fits in ``room``.
+_CLAIM = (
+    text(
+        """
+WITH due AS (
+    SELECT id FROM deliveries
+    WHERE state IN (:queued, :deferred) AND next_attempt_at <= :now
+    ORDER BY next_attempt_at, id LIMIT :limit FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE deliveries d SET state = :sending, claimed_by = :owner, claimed_until = :until,
+        attempts = d.attempts + 1, updated_at = :now
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.message_pk, d.recipient, d.notify, d.orcpt, d.attempts, d.created_at, d.via
+),
+carried AS (
+    SELECT m.id, m.envelope_from, m.message_id, m.envid, m.ret, m.created_at, m.source, m.client,
+        CASE WHEN sum(m.size) OVER (ORDER BY m.id) <= :room THEN m.raw END AS raw
+    FROM messages m WHERE m.id IN (SELECT message_pk FROM claimed)
+)
+SELECT claimed.id, claimed.message_pk, claimed.recipient, claimed.notify, claimed.orcpt, claimed.attempts,
+    claimed.created_at, claimed.via, carried.envelope_from, carried.message_id, carried.envid, carried.ret,
+    carried.created_at AS message_created_at,
+    CASE WHEN row_number() OVER (PARTITION BY claimed.message_pk ORDER BY claimed.id) = 1
+        THEN carried.raw END AS raw,
+    carried.source, carried.client
+FROM claimed JOIN carried ON carried.id = claimed.message_pk
+"""
+    )
+    .bindparams(
+        bindparam("now", type_=UtcDateTime()),
+        bindparam("until", type_=UtcDateTime()),
+        queued=WAITING[0].value,
+        deferred=WAITING[1].value,
+        sending=DeliveryState.SENDING.value,
+    )
+    .columns(
+        typed("id", BigInteger),
+        typed("message_pk", BigInteger),
+        typed("recipient", String),
+        typed("notify", String),
+        typed("orcpt", String),
+        typed("attempts", Integer),
+        typed("created_at", UtcDateTime),
+        typed("via", String),
+        typed("envelope_from", String),
+        typed("message_id", String),
+        typed("envid", String),
+        typed("ret", String),
+        typed("message_created_at", UtcDateTime),
+        typed("raw", LargeBinary),
+        typed("source", String),
+        typed("client", String),
+    )
+)
+
+
+def claim(connection: Connection, params: dict[str, object]) -> list[tuple[Any, ...]]:
+    """Lease the due deliveries (``now``, ``limit``, ``owner``, ``until``, ``room``): per row the
+    delivery's 8 columns as ``Repository.claim_due`` reads them, then its message's envelope as
+    ``Envelope`` takes it, the raw bytes None but on the first row of a message with room for them."""
+    return [tuple(row) for row in connection.execute(_CLAIM, params)]
 
 
 _ARRAYS = ("pks", "states", "ats", "codes", "replies", "peers", "retries", "refusals", "details")

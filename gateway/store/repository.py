@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,9 +75,8 @@ _DUE = (
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
 )
-# One statement picks and leases: on PostgreSQL the subquery locks with ``FOR UPDATE SKIP LOCKED`` so
-# several instances share the queue without waiting on each other; SQLite serialises writers with
-# ``BEGIN IMMEDIATE`` (and has no ``FOR UPDATE``).
+# One statement picks and leases (on SQLite, which serialises writers with ``BEGIN IMMEDIATE``: no
+# ``FOR UPDATE`` there; PostgreSQL's claim, which also brings the envelopes, is ``pg_batch.claim``).
 _CLAIM = (
     update(DELIVERIES)
     .where(_d.id.in_(_DUE.scalar_subquery()))
@@ -591,15 +590,18 @@ class Repository:
         """
         with self.engine.begin() as connection:
             reclaim_due = self._reclaim_expired(connection, owner, now, crash_limit)
-            rows = connection.execute(
-                _CLAIM, {"now": now, "limit": limit, "owner": owner, "until": now + lease}
-            ).all()
+            params: dict[str, object] = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
             envelopes: dict[int, Envelope] = {}
-            if rows:
-                pks = sorted({row[1] for row in rows})
-                for found in connection.execute(_PRELOAD, {"pks": pks, "room": PRELOAD_BYTES}):
-                    if found[6] is not None:
-                        envelopes[found[0]] = Envelope(*found)
+            rows: list[tuple[Any, ...]]
+            if connection.dialect.name == "postgresql":
+                found = pg_batch.claim(connection, {**params, "room": PRELOAD_BYTES})
+                rows = [row[:8] for row in found]
+                for row in found:
+                    if row[13] is not None:
+                        envelopes[row[1]] = Envelope(row[1], *row[8:])
+            else:
+                rows = [tuple(row) for row in connection.execute(_CLAIM, params)]
+                envelopes = self._preload(connection, [row[1] for row in rows])
         if reclaim_due is not None:
             # Only once committed: a claim rolled back has reclaimed nothing.
             self._reclaim_due[owner] = reclaim_due
@@ -611,6 +613,17 @@ class Repository:
         ]
         claimed.sort(key=lambda c: (c.message_pk, c.pk))
         return claimed
+
+    @staticmethod
+    def _preload(connection: Connection, message_pks: Sequence[int]) -> dict[int, Envelope]:
+        """The envelopes of a claim's messages with their raw bytes, while these fit in ``PRELOAD_BYTES``."""
+        if not message_pks:
+            return {}
+        envelopes: dict[int, Envelope] = {}
+        for found in connection.execute(_PRELOAD, {"pks": sorted(set(message_pks)), "room": PRELOAD_BYTES}):
+            if found[6] is not None:
+                envelopes[found[0]] = Envelope(*found)
+        return envelopes
 
     def _reclaim_expired(
         self, connection: Connection, owner: str, now: datetime, crash_limit: int

@@ -18,6 +18,7 @@ from gateway.store.repository import (
     ATTACHMENTS,
     ATTEMPTS,
     DELIVERIES,
+    PRELOAD_BYTES,
     AttachmentInfo,
     DeliveryOutcome,
     NewMessage,
@@ -75,6 +76,22 @@ def test_a_batch_links_every_row_to_its_own_message(store: Store) -> None:
     assert [tuple(row) for row in queued] == [(pks[n], f"r{i}@dest.test") for n in range(4) for i in range(n)]
     assert sorted(tuple(row) for row in attached) == [(pks[n], f"f{n}.pdf") for n in range(4)]
     assert sorted(tuple(row) for row in accepted) == [(pk, "accepted") for pk in pks]
+
+
+def test_a_claim_brings_small_messages_with_it_and_leaves_the_rest_to_be_loaded(store: Store) -> None:
+    """The relay sends what the claim brought without reading it again, up to PRELOAD_BYTES a claim."""
+    repo = store.repository
+    large = dataclasses.replace(message(2), raw=message(2).raw + b"x" * PRELOAD_BYTES)
+    small, big, after = (s.pk for s in repo.add_messages([message(1, recipients=2), large, message(3)], T0))
+    claimed = repo.claim_due("a", T0, LEASE, 100, 3)
+    assert [c.message_pk for c in claimed] == [small, small, big, after]
+    first, second, *rest = claimed
+    assert first.envelope is not None and first.envelope is second.envelope
+    assert first.envelope == repo.load_envelopes([small])[small]
+    assert first.envelope.raw == message(1).raw
+    # Past the room (in id order), the relay loads them one at a time.
+    assert [c.envelope for c in rest] == [None, None]
+    assert repo.load_envelopes([big])[big].raw == large.raw
 
 
 def test_the_same_message_twice_is_stored_once(store: Store) -> None:
