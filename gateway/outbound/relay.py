@@ -264,12 +264,7 @@ class Relay:
         self, message_pk: int, destination: Destination, claims: list[ClaimedDelivery]
     ) -> None:
         try:
-            # Loaded here, not per claimed batch, so at most `concurrency` messages are in memory at once.
-            envelopes = await self._store(
-                "load-envelope", functools.partial(self.repository.load_envelopes, [message_pk])
-            )
-            envelope = envelopes[message_pk]
-            del envelopes
+            envelope = claims[0].envelope or await self._load(message_pk)
             content = envelope.raw if envelope.source in CRLF_SOURCES else wire.crlf(envelope.raw)
             stored_size = len(content)
             reference = self.settings.gateway.nil_reference
@@ -321,6 +316,14 @@ class Relay:
         self._held_leases.difference_update(c.pk for c in claims)
         # A deferral changes when the queue is next due: let the loop look again.
         self.wake()
+
+    async def _load(self, message_pk: int) -> Envelope:
+        """A message the claim did not bring (past its ``PRELOAD_BYTES``): loaded per delivery, not per
+        claimed batch, so that at most ``concurrency`` large messages are in memory at once."""
+        envelopes = await self._store(
+            "load-envelope", functools.partial(self.repository.load_envelopes, [message_pk])
+        )
+        return envelopes[message_pk]
 
     def _report(
         self,

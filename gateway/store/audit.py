@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Connection, Table, insert
 from sqlalchemy.orm import Session
 
 from gateway.store.tables import AuditEvent
@@ -20,7 +20,7 @@ AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
 
 
 def write_audit(
-    session: Session,
+    session: Session | Connection,
     at: datetime,
     kind: str,
     message_pk: int | None,

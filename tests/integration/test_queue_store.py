@@ -9,10 +9,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from gateway.batching import Batcher
+from gateway.store.audit import AUDIT_EVENTS
 from gateway.store.db import Store, open_store
-from gateway.store.repository import DeliveryOutcome, NewMessage, Recipient
+from gateway.store.repository import (
+    ATTACHMENTS,
+    ATTEMPTS,
+    DELIVERIES,
+    PRELOAD_BYTES,
+    AttachmentInfo,
+    DeliveryOutcome,
+    NewMessage,
+    Recipient,
+)
 from gateway.store.states import KEPT_ASIDE, DeliveryState
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -43,6 +54,44 @@ def test_a_batch_is_committed_with_one_delivery_per_recipient(store: Store) -> N
         (stored[1].pk, "r0@dest.test"),
     ]
     assert all(c.attempts == 1 for c in claimed)
+
+
+def test_a_batch_links_every_row_to_its_own_message(store: Store) -> None:
+    """Queue rows, attachments and audit events name the right message (one statement on PostgreSQL,
+    where a row's message is known only by its place in the batch until the insert)."""
+    batch = [
+        dataclasses.replace(
+            message(n, recipients=n),
+            attachments=(AttachmentInfo.of(f"f{n}.pdf", "application/pdf", b"%PDF"),),
+        )
+        for n in range(4)
+    ]
+    pks = [stored.pk for stored in store.repository.add_messages(batch, T0)]
+    with store.engine.connect() as connection:
+        queued = connection.execute(
+            select(DELIVERIES.c.message_pk, DELIVERIES.c.recipient).order_by(DELIVERIES.c.id)
+        ).all()
+        attached = connection.execute(select(ATTACHMENTS.c.message_pk, ATTACHMENTS.c.filename)).all()
+        accepted = connection.execute(select(AUDIT_EVENTS.c.message_pk, AUDIT_EVENTS.c.kind)).all()
+    assert [tuple(row) for row in queued] == [(pks[n], f"r{i}@dest.test") for n in range(4) for i in range(n)]
+    assert sorted(tuple(row) for row in attached) == [(pks[n], f"f{n}.pdf") for n in range(4)]
+    assert sorted(tuple(row) for row in accepted) == [(pk, "accepted") for pk in pks]
+
+
+def test_a_claim_brings_small_messages_with_it_and_leaves_the_rest_to_be_loaded(store: Store) -> None:
+    """The relay sends what the claim brought without reading it again, up to PRELOAD_BYTES a claim."""
+    repo = store.repository
+    large = dataclasses.replace(message(2), raw=message(2).raw + b"x" * PRELOAD_BYTES)
+    small, big, after = (s.pk for s in repo.add_messages([message(1, recipients=2), large, message(3)], T0))
+    claimed = repo.claim_due("a", T0, LEASE, 100, 3)
+    assert [c.message_pk for c in claimed] == [small, small, big, after]
+    first, second, *rest = claimed
+    assert first.envelope is not None and first.envelope is second.envelope
+    assert first.envelope == repo.load_envelopes([small])[small]
+    assert first.envelope.raw == message(1).raw
+    # Past the room (in id order), the relay loads them one at a time.
+    assert [c.envelope for c in rest] == [None, None]
+    assert repo.load_envelopes([big])[big].raw == large.raw
 
 
 def test_the_same_message_twice_is_stored_once(store: Store) -> None:
@@ -214,6 +263,87 @@ def test_a_group_of_outcomes_records_only_the_deliveries_still_leased(store: Sto
         ("deferred", [421]),
     ]
     assert repo.next_wakeup() == retry_at
+
+
+def test_an_outcome_sets_the_columns_it_speaks_of_and_leaves_the_others(store: Store) -> None:
+    """Each store records a group of outcomes its own way (one statement on PostgreSQL): the same columns."""
+    repo = store.repository
+    pk = repo.add_messages([message(1, recipients=3)], T0)[0].pk
+    sent, refused, deferred = repo.claim_due("a", T0, LEASE, 100, 3)
+    later, retry_at = T0 + timedelta(seconds=5), T0 + timedelta(minutes=5)
+    repo.record_outcomes(
+        [
+            DeliveryOutcome(sent.pk, DeliveryState.SENT, later, 250, "250 2.0.0 ok", "op:25"),
+            DeliveryOutcome(
+                refused.pk,
+                DeliveryState.FAILED,
+                later,
+                550,
+                "550 5.7.1 closed",
+                "op:25",
+                refusal="mailbox-closed",
+            ),
+            DeliveryOutcome(deferred.pk, DeliveryState.DEFERRED, later, None, "no route", None, retry_at),
+        ],
+        [],
+        later,
+    )
+    d = DELIVERIES.c
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                d.state,
+                d.last_code,
+                d.last_reply,
+                d.claimed_by,
+                d.claimed_until,
+                d.updated_at,
+                d.next_attempt_at,
+                d.sent_at,
+                d.receipt_status,
+                d.receipt_detail,
+                d.receipt_at,
+            )
+            .where(d.message_pk == pk)
+            .order_by(d.id)
+        ).all()
+        attempts = connection.execute(
+            select(
+                ATTEMPTS.c.outcome, ATTEMPTS.c.code, ATTEMPTS.c.reply, ATTEMPTS.c.peer, ATTEMPTS.c.at
+            ).order_by(ATTEMPTS.c.delivery_pk)
+        ).all()
+        trail = connection.execute(
+            select(AUDIT_EVENTS.c.kind, AUDIT_EVENTS.c.delivery_pk, AUDIT_EVENTS.c.detail, AUDIT_EVENTS.c.at)
+            .where(AUDIT_EVENTS.c.message_pk == pk)
+            .order_by(AUDIT_EVENTS.c.id)
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        ("sent", 250, "250 2.0.0 ok", None, None, later, T0, later, None, None, None),
+        (
+            "failed",
+            550,
+            "550 5.7.1 closed",
+            None,
+            None,
+            later,
+            T0,
+            None,
+            "mailbox-closed",
+            "550 5.7.1 closed",
+            later,
+        ),
+        ("deferred", None, "no route", None, None, later, retry_at, None, None, None, None),
+    ]
+    assert [tuple(row) for row in attempts] == [
+        ("sent", 250, "250 2.0.0 ok", "op:25", later),
+        ("failed", 550, "550 5.7.1 closed", "op:25", later),
+        ("deferred", None, "no route", None, later),
+    ]
+    assert [tuple(row) for row in trail][1:] == [
+        ("sent", sent.pk, '{"code": 250}', later),
+        ("failed", refused.pk, '{"code": 550}', later),
+        ("deferred", deferred.pk, None, later),
+    ]
 
 
 def test_a_read_does_not_wait_for_a_writer(tmp_path: Path) -> None:
