@@ -37,6 +37,7 @@ _PLAIN_ADDRESS = re.compile(
     rf"[ \t]*(?:(?:(?P<name>{_ATEXT}+(?: {_ATEXT}+)*)[ \t]*)?<(?P<local>{_DOT_ATOM})@(?P<domain>{_DOT_ATOM})>"
     rf"|(?P<bare_local>{_DOT_ATOM})@(?P<bare_domain>{_DOT_ATOM}))[ \t]*"
 )
+_PLAIN_ANGLE_ADDR = re.compile(rf"[ \t]*<({_DOT_ATOM}@{_DOT_ATOM})>[ \t]*")
 _PLAIN_TEXT = re.compile(r"[\x20-\x7e\t]*")
 _PLAIN_ID = re.compile(rf"[ \t]*<{_DOT_ATOM}@{_DOT_ATOM}>[ \t]*")
 
@@ -80,6 +81,22 @@ def plain_addresses(value: str) -> tuple[Address, ...] | None:
         else:
             found.append(Address(match["name"] or "", local, domain))
     return tuple(found)
+
+
+def plain_angle_addr(value: str) -> tuple[str, str] | None:
+    """The addr-spec and the rest of a value starting with a plain ``<local@domain>``, as the email
+    package's ``get_angle_addr`` reads them (blanks after ``>`` are its trailing CFWS), else None.
+
+    aiosmtpd reads the path of MAIL, RCPT and VRFY with ``get_angle_addr``; ``GatewaySMTP._getaddr``
+    asks this first.
+    """
+    match = _PLAIN_ANGLE_ADDR.match(value)
+    if match is None:
+        return None
+    rest = value[match.end() :]
+    if rest[:1].isspace() or rest.startswith("("):
+        return None  # other white space (CR, NBSP…) and comments are CFWS to the parser too
+    return match[1], rest
 
 
 def addresses(message: Message, name: str) -> tuple[Address, ...] | None:

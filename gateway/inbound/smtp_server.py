@@ -47,6 +47,7 @@ from gateway.inbound.spool import SPOOL_THRESHOLD, Spool
 from gateway.logsetup import log_event
 from gateway.tls import common_name
 from mappers import wire
+from mappers.header_fields import plain_angle_addr
 from mappers.headers import remove_fields
 
 if TYPE_CHECKING:
@@ -597,6 +598,16 @@ class GatewaySMTP(SMTP):
             ret=envelope.ret,
             authenticated_as=envelope.identity,
         )
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's, with a plain ``<local@domain>`` read directly (``plain_angle_addr``): aiosmtpd's
+        defines a ``typing.Protocol`` class and runs the email package's address parser on every MAIL
+        and RCPT, about 6 % of the daemon's CPU at 1 KiB (issue 16)."""
+        plain = None if self.local_part_limit else plain_angle_addr(arg)
+        if plain is not None:
+            return plain
+        found: tuple[str | None, str | None] = super()._getaddr(arg)
+        return found
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email._header_value_parser import get_angle_addr
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime
@@ -219,3 +220,24 @@ def test_the_record_is_what_the_email_packages_get_gives(
     authors = read_authors(data)
     message = BytesParser(policy=READ_POLICY).parsebytes(data)
     assert authors.from_fields == len(message.get_all("From") or [])
+
+
+_path_value = st.one_of(
+    st.builds(
+        "{}<{}>{}".format, _blank, _addr_spec, st.one_of(_blank, _odd, st.just(" SIZE=123 BODY=8BITMIME"))
+    ),
+    st.builds("{}{}".format, _near_plain, st.text(max_size=10)),
+    st.text(max_size=30),
+)
+
+
+@settings(deadline=None)
+@given(_path_value)
+@example("<a@b.example> SIZE=1")
+@example("<a@b.example> (comment) SIZE=1")
+@example("<a@b.example>SIZE=1")
+def test_a_plain_path_is_read_as_get_angle_addr_reads_it(value: str) -> None:
+    found = header_fields.plain_angle_addr(value)
+    if found is not None:
+        token, rest = get_angle_addr(value)
+        assert found == (token.addr_spec, rest)
