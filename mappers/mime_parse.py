@@ -26,7 +26,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
 
-from mappers import headers, xdm
+from mappers import header_fields, headers, xdm
 from mappers.addresses import from_header_address
 from mappers.archive import ArchiveLimits, UnsafeArchiveError
 from mappers.errors import MappingError
@@ -267,7 +267,7 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
     body, skipped = _body(message)
     leaves = [leaf for leaf in _leaves(message) if not any(leaf is s for s in skipped)]
     attachments = [_attachment(leaf, index) for index, leaf in enumerate(leaves, start=1)]
-    subject = str(message.get("Subject", "") or "")
+    subject = header_fields.text(message, "Subject") or ""
     problems: list[str] = []
     packages = [a for a in attachments if a.filename.casefold() == XDM_FILENAME.casefold()]
     package: xdm.XdmPackage | None = None
@@ -290,13 +290,13 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
         to=tuple(_addresses(message, "To")),
         subject=subject,
         body_text="" if body is None else canonical_body(_text(body)),
-        message_id=_first_id(message.get("Message-ID")),
+        message_id=_first_id(header_fields.text(message, "Message-ID")),
         date=_date(message),
         cc=tuple(_addresses(message, "Cc")),
         on_behalf_of=_first(_addresses(message, "Sender")),
         reply_to=_first(_addresses(message, "Reply-To")),
-        in_reply_to=_first_id(message.get("In-Reply-To")),
-        references=tuple(_MSG_ID.findall(str(message.get("References", "") or ""))),
+        in_reply_to=_first_id(header_fields.text(message, "In-Reply-To")),
+        references=tuple(_MSG_ID.findall(header_fields.text(message, "References") or "")),
         attachments=tuple(attachments),
         patient=None if package is None else package.patient or package.cda_patient,
         documents=() if package is None else package.documents,
@@ -375,8 +375,7 @@ def _names_agree(fields: headers.DocumentSubject, patient: Patient) -> bool:
 
 
 def _header(message: EmailMessage, name: str) -> str | None:
-    value = message.get(name)
-    return None if value is None else str(value)
+    return header_fields.text(message, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,22 +394,21 @@ def read_authors(data: bytes) -> Authors:
     Reads the header block alone, so it costs little beside the full parse.
     """
     fields = BytesParser(policy=READ_POLICY).parsebytes(headers.header_block(data), headersonly=True)
-    froms = fields.get_all("From") or []
-    senders = fields.get_all("Sender") or []
+    froms = header_fields.all_addresses(fields, "From")
+    senders = header_fields.all_addresses(fields, "Sender")
     return Authors(
         len(froms),
-        tuple(m.address for header in froms for m in _mailboxes(header)),
-        tuple(m.address for header in senders for m in _mailboxes(header)),
+        tuple(m.address for found in froms for m in _mailboxes(found)),
+        tuple(m.address for found in senders for m in _mailboxes(found)),
     )
 
 
 def _addresses(message: EmailMessage, name: str) -> list[Mailbox]:
-    header = message.get(name)
-    return [] if header is None else _mailboxes(header)
+    found = header_fields.addresses(message, name)
+    return [] if found is None else _mailboxes(found)
 
 
-def _mailboxes(header: object) -> list[Mailbox]:
-    found: tuple[Address, ...] = getattr(header, "addresses", ())
+def _mailboxes(found: tuple[Address, ...]) -> list[Mailbox]:
     mailboxes: list[Mailbox] = []
     for address in found:
         if address.username or address.domain:
@@ -433,8 +431,7 @@ def _first_id(value: object) -> str | None:
 
 
 def _date(message: EmailMessage) -> datetime | None:
-    header = message.get("Date")
-    moment: datetime | None = getattr(header, "datetime", None) if header is not None else None
+    moment = header_fields.date(message, "Date")
     if moment is not None and moment.tzinfo is None:
         # RFC 5322 § 3.3: "-0000" means UTC with no information about the local zone.
         moment = moment.replace(tzinfo=UTC)

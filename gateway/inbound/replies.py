@@ -118,5 +118,7 @@ def reason(reply: str) -> str:
 def ascii_line(text: str) -> str:
     """``text`` as one line of printable ASCII: letters lose their accents (NFKD: "Santé" → "Sante",
     "…" → "..."), other characters and line breaks are dropped or become spaces."""
+    if text.isascii() and text.isprintable():
+        return text  # what almost every reply is: NFKD and the filter below keep it as it is
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c if " " <= c <= "~" else " " for c in decomposed if c.isascii())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
@@ -365,6 +367,20 @@ def test_control_characters_are_refused(value: str) -> None:
 
 def test_tab_and_unicode_are_ordinary_characters() -> None:
     assert headers.check_header_value("Résultats\tœuf – 東京", field="Subject") == "Résultats\tœuf – 東京"
+
+
+def test_the_refused_characters_are_every_cc_zl_and_zp_but_tab() -> None:
+    # Every code point, against the category rule check_header_value states (its regex must keep to it).
+    for point in range(sys.maxunicode + 1):
+        char = chr(point)
+        refused = char != "\t" and unicodedata.category(char) in ("Cc", "Zl", "Zp")
+        try:
+            headers.check_header_value(f"a{char}", field="Subject")
+        except HeaderInjectionError as error:
+            assert refused, hex(point)
+            assert str(error).startswith(f"Subject: control character U+{point:04X} at position 1 ")
+        else:
+            assert not refused, hex(point)
 
 
 @pytest.mark.hostile_cda  # the forged code breaks the N1 schema: that is the point
