@@ -277,7 +277,9 @@ class Intake:
             return self._not_stored(arrival, verdicts, unavailable)
         self.health.succeeded()
         if new.recipients or new.follow_ups:
-            self.on_commit()
+            # At the loop's next turn: the SMTP 250 is written before it, so the relay's claim does not
+            # take the GIL from the reply (bench latency, 6 pairs: commit → 250 written 0.41 → 0.36 ms).
+            asyncio.get_running_loop().call_soon(self.on_commit)
         if not stored.duplicate:
             metrics.message_accepted(arrival.source)
         log_event(
