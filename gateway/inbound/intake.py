@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
@@ -39,6 +40,7 @@ from gateway.store.repository import AttachmentInfo, NewMessage, StoredMessage
 from gateway.store_health import StoreHealth
 from mappers.documents import HeaderDefaults
 from mappers.errors import MappingError
+from mappers.headers import header_block
 from mappers.mime import MimeLimits, parse_message
 from mappers.patient_match import PatientMismatchError, settle_patient
 from mappers.records import MessageRecord
@@ -71,6 +73,14 @@ line for every accepted recipient. Gets the addresses accepted so far."""
 PARSES_AT_ONCE = 2
 """MIME parses running at once. They are pure Python under the GIL: more threads add no throughput, only
 the memory of each parse (measured: 50 messages of 20 MiB at once, 6 worker threads parsing, ~330 MiB)."""
+READ_ON_LOOP = 16 * 1024
+"""Octets up to which a plain message is read on the event loop rather than in a worker thread: about a
+millisecond of work at most (measured 0.7 ms at 1 KiB, 1.2 ms at 64 KiB of text), within the interpreter's
+5 ms switch interval, so a worker thread running it would hold the GIL, and the loop, as long."""
+_NOT_PLAIN = re.compile(rb"(?im)^(?:x-mssgw-|content-type[ \t]*:(?![ \t]*text/))")
+"""A header field that makes reading slow whatever the size: instructions (a package to build), or a body
+other than one text part (attachments and documents are decoded and read: 9 ms for a 5 KiB message with a
+PDF, 13 ms with an IHE_XDM.zip, 17 ms to package a 12 KiB one)."""
 
 
 class Intake:
@@ -156,29 +166,11 @@ class Intake:
         if reply is None:
             refused = await self.check_sender(arrival)
             reply = refused.reply if refused is not None else None
-        record: MessageRecord | None = None
-        if reply is None:
-            try:
-                # CPU work that grows with the message (up to tens of MB): off the event loop, and only a
-                # few at once (each holds about 2.7 times its message while it runs).
-                async with self._parses:
-                    record = await asyncio.to_thread(parse_message, arrival.raw, limits=self.limits)
-            except MappingError as error:
-                reply = replies.UNREADABLE.format(str(error).splitlines()[0][:200])
-        if reply is None and record is not None:
-            # Reads the header again, which may be large (a thousand fields of 32 000 characters).
-            reply = await asyncio.to_thread(self.policy.author, arrival)
-        raw = arrival.raw
-        if reply is None and record is not None and arrival.source in INTERNAL_SOURCES:
-            outcome = await asyncio.to_thread(self._instructions, arrival, record)
-            if isinstance(outcome, str):
-                reply = outcome
-            else:
-                raw, record = outcome
-            del outcome  # it holds the record as well (see below)
-        if reply is not None:
-            return self._refuse_all(arrival, reply, [refuse(a, reply) for a in addresses])
-        assert record is not None
+        read = reply if reply is not None else await self._read(arrival)
+        if isinstance(read, str):
+            return self._refuse_all(arrival, read, [refuse(a, read) for a in addresses])
+        raw, record = read
+        del read  # it holds the record as well (see below)
         verdicts = [await self.check_recipient(arrival, a, record) for a in addresses]
         prepared = await self._prepare(arrival, raw, record, verdicts)
         # The record holds every decoded part (about 0.75 times a base64 message): not while the commit
@@ -188,10 +180,37 @@ class Intake:
             return prepared
         return await self._commit(arrival, prepared, verdicts)
 
+    async def _read(self, arrival: Arrival) -> tuple[bytes, MessageRecord] | str:
+        """The message to keep and its record (after the internal sender's instructions), or the refusal.
+
+        CPU work that grows with the message (up to tens of MB): off the event loop and only a few at once
+        (each holds about 2.7 times its message while it runs), in one hop. A small plain message is read
+        on the loop: the work holds the GIL whichever thread runs it, and each hop is two wake-ups that
+        wait for a CPU on a busy machine (three hops took 1.6 ms of a 1 KiB message's 250, on the loop
+        1.1 ms).
+        """
+        if len(arrival.raw) <= READ_ON_LOOP and not _NOT_PLAIN.search(header_block(arrival.raw)):
+            return self._read_now(arrival)
+        async with self._parses:
+            return await asyncio.to_thread(self._read_now, arrival)
+
+    def _read_now(self, arrival: Arrival) -> tuple[bytes, MessageRecord] | str:
+        try:
+            record = parse_message(arrival.raw, limits=self.limits)
+        except MappingError as error:
+            return replies.UNREADABLE.format(str(error).splitlines()[0][:200])
+        # Reads the header again, which may be large (a thousand fields of 32 000 characters).
+        reply = self.policy.author(arrival)
+        if reply is not None:
+            return reply
+        if arrival.source in INTERNAL_SOURCES:
+            return self._instructions(arrival, record)
+        return arrival.raw, record
+
     def _instructions(self, arrival: Arrival, record: MessageRecord) -> tuple[bytes, MessageRecord] | str:
         """The message an internal sender asked for (``X-MSSGW-*``), with its one patient, or the refusal.
 
-        Runs in a worker thread: packaging and reading CDAs grow with the message.
+        Packaging and reading CDAs grow with the message (``_read`` runs it off the loop when large).
         """
         try:
             raw, record = apply_instructions(
@@ -258,7 +277,9 @@ class Intake:
             return self._not_stored(arrival, verdicts, unavailable)
         self.health.succeeded()
         if new.recipients or new.follow_ups:
-            self.on_commit()
+            # At the loop's next turn: the SMTP 250 is written before it, so the relay's claim does not
+            # take the GIL from the reply (bench latency, 6 pairs: commit → 250 written 0.41 → 0.36 ms).
+            asyncio.get_running_loop().call_soon(self.on_commit)
         if not stored.duplicate:
             metrics.message_accepted(arrival.source)
         log_event(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -84,7 +85,35 @@ async def test_submission_to_outside_is_committed_with_its_dsn_parameters(store:
     assert rows(store) == (1, [(OUTSIDE, "SUCCESS,FAILURE", f"rfc822;{OUTSIDE}", "queued")])
     envelope = store.repository.load_envelopes([result.message_pk or 0])[result.message_pk or 0]
     assert (envelope.envid, envelope.ret, envelope.envelope_from) == ("abc", "HDRS", APP)
+    assert woken == []  # at the loop's next turn: the listener's 250 goes out first
+    await asyncio.sleep(0)
     assert woken == [1]
+
+
+async def test_only_small_plain_messages_are_read_on_the_event_loop(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attachments, documents and packages take milliseconds to read whatever their size: a worker thread
+    then, so that the loop keeps serving the other sessions."""
+    on_loop: list[bool] = []
+
+    def parse(raw: bytes, **kwargs: object) -> MessageRecord:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return parse_message(raw, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("gateway.inbound.intake.parse_message", parse)
+    intake = make_intake(store)
+    attached = email.message_from_bytes(message(to=OUTSIDE), _class=EmailMessage, policy=email.policy.SMTP)
+    assert isinstance(attached, EmailMessage)
+    attached.add_attachment(b"%PDF-1.4 cr\n", maintype="application", subtype="pdf", filename="cr.pdf")
+    for raw in (
+        message(to=OUTSIDE),
+        message(to=OUTSIDE, body=("x" * 70 + "\n") * 300),
+        attached.as_bytes(),
+        message(to=OUTSIDE, X_MSSGW_Confidentiality="MASQUE_PS"),
+    ):
+        await intake.receive(submission(raw, Recipient(OUTSIDE)))
+    assert on_loop == [True, False, False, False]
 
 
 async def test_mail_for_our_mailbox_is_stored_inbound_without_a_queue_row(store: Store) -> None:

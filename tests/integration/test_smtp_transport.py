@@ -76,6 +76,58 @@ async def test_each_recipient_gets_the_reply_that_decided_it(
     assert received.peer_cn == pki.client_address
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_when_every_recipient_is_refused_nothing_is_sent_and_the_session_goes_on(
+    fake_operator: FakeOperatorFactory, pki: Pki, pipelining: bool
+) -> None:
+    operator = fake_operator(pipelining=pipelining)
+    operator.script(
+        ("RCPT", 550, "5.1.1 unknown mailbox", "nobody@x.test"),
+        ("RCPT", 452, "4.2.2 mailbox full", "full@x.test"),
+    )
+    smtp = transport(operator, pki)
+    refused = await smtp.send(message("nobody@x.test", "full@x.test"))
+    after = await smtp.send(message("a@x.test"))
+    await smtp.close()
+    assert [(r.recipient, r.outcome, r.reply) for r in refused] == [
+        ("nobody@x.test", Outcome.PERMANENT, "550 5.1.1 unknown mailbox"),
+        ("full@x.test", Outcome.TEMPORARY, "452 4.2.2 mailbox full"),
+    ]
+    assert after[0].outcome is Outcome.DELIVERED
+    (received,) = operator.messages
+    assert received.rcpt_tos == ("a@x.test",)
+    assert operator.connections == 1
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_refused_sender_or_message_decides_for_every_recipient_still_accepted(
+    fake_operator: FakeOperatorFactory, pki: Pki, pipelining: bool
+) -> None:
+    operator = fake_operator(pipelining=pipelining)
+    operator.script(
+        ("MAIL", 553, "5.7.1 sender not allowed"),
+        ("RCPT", 550, "5.1.1 unknown mailbox", "nobody@x.test"),
+        ("DATA", 554, "5.6.0 content refused"),
+    )
+    smtp = transport(operator, pki)
+    sender = await smtp.send(message("a@x.test", "b@x.test"))
+    content = await smtp.send(message("a@x.test", "nobody@x.test", "b@x.test"))
+    after = await smtp.send(message("c@x.test"))
+    await smtp.close()
+    assert [(r.recipient, r.outcome, r.code) for r in sender] == [
+        ("a@x.test", Outcome.PERMANENT, 553),
+        ("b@x.test", Outcome.PERMANENT, 553),
+    ]
+    assert [(r.recipient, r.outcome, r.reply) for r in content] == [
+        ("a@x.test", Outcome.PERMANENT, "554 5.6.0 content refused"),
+        ("nobody@x.test", Outcome.PERMANENT, "550 5.1.1 unknown mailbox"),
+        ("b@x.test", Outcome.PERMANENT, "554 5.6.0 content refused"),
+    ]
+    assert after[0].outcome is Outcome.DELIVERED
+    assert [m.rcpt_tos for m in operator.messages] == [("c@x.test",)]
+    assert operator.connections == 1
+
+
 async def test_connections_are_reused_between_messages(fake_operator: FakeOperatorFactory, pki: Pki) -> None:
     operator = fake_operator()
     smtp = transport(operator, pki)

@@ -251,7 +251,9 @@ class SmtpConnection:
 
     async def _read_lines(self) -> tuple[int, list[str]]:
         try:
-            return await asyncio.wait_for(self._read_reply_lines(), self.command_timeout)
+            # A timeout scope, not ``wait_for``: that wraps every reply read in a task of its own.
+            async with asyncio.timeout(self.command_timeout):
+                return await self._read_reply_lines()
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
             self.close()
             raise SmtpError(f"no valid reply from {self.peer}: {error or type(error).__name__}") from error
