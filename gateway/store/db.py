@@ -212,7 +212,7 @@ def _configure_sqlite(engine: Engine, turn: WriteTurn) -> None:
             raise
 
 
-def _begin(connection: Connection, statement: str) -> None:
+def _begin(connection: Any, statement: str) -> None:
     try:
         connection.connection.driver_connection.execute(statement)
     except sqlite3.Error as error:
