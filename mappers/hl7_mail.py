@@ -58,7 +58,7 @@ def transmission_record(
         author=author,
         to=tuple(to),
         subject=documents[0].title,
-        body_text=_body(t),
+        body=_body(t),
         patient=t.patient,
         documents=documents,
         reply_to=Mailbox(t.reply_to) if t.reply_to else None,

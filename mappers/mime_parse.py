@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from mappers.errors import MappingError
 from mappers.folding import READ_POLICY
 from mappers.patient import Patient
 from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
-from mappers.records import Attachment, Mailbox, MessageRecord
+from mappers.records import Attachment, LazyText, Mailbox, MessageRecord
 from mappers.safe_xml import UnsafeXmlError
 
 _MSG_ID = re.compile(r"<[^<>\s]+>")
@@ -109,9 +110,9 @@ def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> Messag
     """Read a received message into a record, refusing it with a ``MimeError`` when it is unsafe."""
     if len(data) > limits.max_bytes:
         raise MimeError(f"message of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
-    _prescan(data, limits)
+    _count_lines(data, limits)
     try:
-        message = _parsed(data)
+        message = _parsed(data, limits)
         _check_structure(message, limits)
         return _to_record(message, limits)
     except MappingError:
@@ -126,19 +127,21 @@ def parse_message(data: bytes, *, limits: MimeLimits = DEFAULT_LIMITS) -> Messag
         raise MimeError(f"unreadable message: {type(exc).__name__}: {exc}") from exc
 
 
-def _parsed(data: bytes) -> EmailMessage:
+def _parsed(data: bytes, limits: MimeLimits) -> EmailMessage:
     """The email package's tree of ``data``.
 
     A message that is one leaf (neither multipart nor message/*) has its header block parsed and the
     rest set as its payload, which is what the parser would make of it after pushing every body line
     through its line buffer one by one (10 % of the work on 1 MiB of short lines; issue 16); only a
-    missing blank line is no longer noted in ``defects``, which nothing here reads. Anything else is
-    parsed whole, fed in chunks.
+    missing blank line is no longer noted in ``defects``, which nothing here reads. Its parts need no
+    counting, having none (which saved a lowered copy of the message and a search over it). Anything
+    else has its parts counted (``_prescan``), then is parsed whole, fed in chunks.
     """
     body_start = _body_start(data)
     leaf = _fed(data[:body_start])
     # A payload already: the parser took a last field "From …" for the first body line.
     if leaf.get_content_maintype() in ("multipart", "message") or leaf.get_payload():
+        _prescan(data, limits)
         return _fed(data)
     leaf.set_payload(data[body_start:].decode("ascii", "surrogateescape"))
     return leaf
@@ -174,15 +177,19 @@ def _body_start(data: bytes) -> int:
     return position
 
 
+def _count_lines(data: bytes, limits: MimeLimits) -> None:
+    """Refuse a message of more lines than ``limits`` allows."""
+    lines = data.count(b"\n")
+    if lines > limits.max_lines:
+        raise MimeError(f"message has {lines} lines; the limit is {limits.max_lines}")
+
+
 def _prescan(data: bytes, limits: MimeLimits) -> None:
     """Refuse what would make the parser work long before its result could be checked.
 
     Every MIME part starts at a delimiter line ``--<boundary>`` (RFC 2046 § 5.1.1), so counting the
     lines that name a declared boundary bounds the parts before the email package builds them.
     """
-    lines = data.count(b"\n")
-    if lines > limits.max_lines:
-        raise MimeError(f"message has {lines} lines; the limit is {limits.max_lines}")
     boundaries = declared_boundaries(data)
     if not boundaries:
         return
@@ -289,7 +296,7 @@ def _to_record(message: EmailMessage, limits: MimeLimits) -> MessageRecord:
         author=authors[0],
         to=tuple(_addresses(message, "To")),
         subject=subject,
-        body_text="" if body is None else canonical_body(_text(body)),
+        body="" if body is None else LazyText(functools.partial(_body_text, body)),
         message_id=_first_id(header_fields.text(message, "Message-ID")),
         date=_date(message),
         cc=tuple(_addresses(message, "Cc")),
@@ -465,6 +472,10 @@ def _leaves(message: Message) -> list[Message]:
         else:
             leaves.append(part)
     return leaves
+
+
+def _body_text(part: MIMEPart) -> str:
+    return canonical_body(_text(part))
 
 
 def _text(part: MIMEPart) -> str:

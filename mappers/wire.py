@@ -295,10 +295,9 @@ def crlf(data: bytes) -> bytes:
 def has_bare_line_end(data: bytes) -> bool:
     """Whether ``data`` holds a CR or an LF that is not part of a CRLF.
 
-    Three ``count`` passes instead of a regex with look-around: about ten times faster on a 1 MiB
-    message, which the listener checks once and the relay for every delivery (issue 16). The one-octet
-    counts come first: they run at memchr speed, while the two-octet one, slower, is needed only when
-    CRs and LFs are as many (then every CR must be followed by an LF).
+    Every CR and LF is in a CRLF when there are twice as many of them as CRLFs (which cannot overlap).
+    Two passes (one deleting every CR and LF, one counting CRLFs) instead of a regex with look-around:
+    about fifteen times faster on a 1 MiB message, which the listener checks once and the relay for
+    every delivery (issue 16), and a third faster than counting CRs, LFs and CRLFs apart.
     """
-    line_ends = data.count(b"\n")
-    return data.count(b"\r") != line_ends or data.count(b"\r\n") != line_ends
+    return len(data) - len(data.translate(None, b"\r\n")) != 2 * data.count(b"\r\n")

@@ -123,7 +123,7 @@ def _record_from(args: argparse.Namespace, defaults: HeaderDefaults) -> MessageR
         author=author,
         to=recipients,
         subject=args.subject,
-        body_text=body,
+        body=body,
         attachments=attachments,
         patient=patient,
         documents=tuple(documents),

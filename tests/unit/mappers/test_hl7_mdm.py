@@ -58,7 +58,7 @@ def received(
         "to": (Mailbox("dpi@chu-y.mssante.fr"),),
         "cc": (Mailbox("radiologie@chu-y.mssante.fr"),),
         "subject": "XDM/1.0/DDM+CR d'imagerie PAT-TROIS DOMINIQUE 28/03/1979",
-        "body_text": "Bonjour,\r\nveuillez trouver le compte rendu.\r\n",
+        "body": "Bonjour,\r\nveuillez trouver le compte rendu.\r\n",
         "message_id": "<cr.2026.42@cabinet.mssante.fr>",
         "reply_to": Mailbox("secretariat@cabinet.mssante.fr"),
         "patient": package.patient,
@@ -276,7 +276,7 @@ def test_any_subject_body_and_names_round_trip_through_er7(
     subject: str, body: str, application: str, consumer: str
 ) -> None:
     mail = MessageRecord(
-        **{**{f: getattr(_MAIL, f) for f in _MAIL.__slots__}, "subject": subject, "body_text": body}
+        **{**{f: getattr(_MAIL, f) for f in _MAIL.__slots__}, "subject": subject, "body": body}
     )  # type: ignore[arg-type]
     header = MdmHeader(application, "CHU|Y", consumer, "CHU^Y")
     built = build_mdm(mail, cda_documents(mail)[0], header=header, control_id="C&1", now=NOW)

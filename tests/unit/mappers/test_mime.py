@@ -53,7 +53,7 @@ def _simple(**changes: object) -> MessageRecord:
         "author": Mailbox("cardio@chu-exemple.mssante.fr", "CHU Exemple – Cardiologie"),
         "to": (Mailbox("marie.martin@medecin.mssante.fr", "Dr_Marie_MARTIN_Cabinet Medical"),),
         "subject": "Compte rendu de consultation",
-        "body_text": "Chère consœur,\nci-joint le compte rendu.",
+        "body": "Chère consœur,\nci-joint le compte rendu.",
     }
     fields.update(changes)
     return MessageRecord(**fields)  # type: ignore[arg-type]
@@ -551,7 +551,7 @@ def _records(draw: st.DrawFn) -> MessageRecord:
         author=draw(_MAILBOX),
         to=tuple(draw(st.lists(_MAILBOX, min_size=1, max_size=3))),
         subject=draw(_HEADER_TEXT),
-        body_text=draw(st.text(st.characters(blacklist_categories=("Cs",)), max_size=400)),
+        body=draw(st.text(st.characters(blacklist_categories=("Cs",)), max_size=400)),
         message_id=draw(_MSG_ID),
         date=draw(_DATE),
         cc=tuple(draw(st.lists(_MAILBOX, max_size=2))),
@@ -598,7 +598,7 @@ def test_any_record_round_trips(record: MessageRecord) -> None:
     expected = replace(
         _strip_display_names(record),
         subject=effective_subject(record),
-        body_text=canonical_body(record.body_text),
+        body=canonical_body(record.body_text),
         end_of_exchange=end_of_exchange(record),
     )
     assert parsed == expected
@@ -686,7 +686,7 @@ def test_document_message_matches_the_reviewed_golden_file() -> None:
         on_behalf_of=Mailbox("marie.martin@hopitala.mssante.fr", "Dr_Marie_MARTIN_Cardiologie"),
         reply_to=Mailbox("cardio@hopitala.mssante.fr", "Hopital A – Secrétariat de cardiologie"),
         disposition_notification_to=Mailbox("cardio-app@hopitala.mssante.fr"),
-        body_text="Madame,\nveuillez trouver ci-joint vos comptes rendus.\nCordialement,\nDr Marie MARTIN",
+        body="Madame,\nveuillez trouver ci-joint vos comptes rendus.\nCordialement,\nDr Marie MARTIN",
         attachments=(Attachment("Consignes après l'examen.txt", "text/plain", b"A jeun."),),
         end_of_exchange=True,
     )

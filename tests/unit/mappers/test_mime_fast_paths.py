@@ -67,6 +67,7 @@ def _full_parse(data: bytes) -> object:
     """``parse_message`` as it was: every message through the email package's parser whole."""
     if len(data) > DEFAULT_LIMITS.max_bytes:
         return parse_message(data)
+    mime_parse._count_lines(data, DEFAULT_LIMITS)
     mime_parse._prescan(data, DEFAULT_LIMITS)
     message = mime_parse._fed(data)
     mime_parse._check_structure(message, DEFAULT_LIMITS)
@@ -100,7 +101,7 @@ def test_a_leaf_read_by_its_header_gives_the_record_of_a_full_parse(data: bytes)
 @settings(max_examples=500, deadline=None)
 @given(_messages())
 def test_the_fast_tree_holds_the_same_fields_and_payload(data: bytes) -> None:
-    fast, full = mime_parse._parsed(data), mime_parse._fed(data)
+    fast, full = mime_parse._parsed(data, DEFAULT_LIMITS), mime_parse._fed(data)
     assert list(fast.raw_items()) == list(full.raw_items())
     assert fast.get_unixfrom() == full.get_unixfrom()
     assert fast.is_multipart() == full.is_multipart()
