@@ -92,6 +92,16 @@ def test_simple_message_round_trips() -> None:
     assert parse_message(_build(record)) == record
 
 
+def test_a_received_body_is_read_when_asked_for_and_a_copy_of_the_record_does_not_read_it() -> None:
+    record = _simple(message_id="<lazy@chu-exemple.fr>", date=NOW)
+    parsed = parse_message(_build(record))
+    copied = replace(parsed, subject="copie")
+
+    assert "<unread>" in repr(parsed.body) and copied.body is parsed.body
+    assert copied.body_text == record.body_text and "<unread>" not in repr(parsed.body)
+    assert parsed == record and hash(parsed) == hash(record)
+
+
 def test_sender_names_the_person_writing_for_an_organisation() -> None:
     record = _simple(on_behalf_of=Mailbox("mathilde@msf.mssante.fr", "MATHILDE"))
     message = build_message(record, nil_reference=NIL, hostname="gw.chu-exemple.fr", now=NOW)
