@@ -15,14 +15,14 @@ T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 BODY = ("X" * 78 + "\r\n") * 1300  # 100 KiB that compress 50 times, as smtp-source writes them
 
 
-def big_message() -> NewMessage:
+def big_message(name: str = "big", body: bytes = BODY.encode()) -> NewMessage:
     return NewMessage(
-        raw=b"Message-ID: <big@test>\r\nSubject: big\r\n\r\n" + BODY.encode(),
+        raw=f"Message-ID: <{name}@test>\r\nSubject: {name}\r\n\r\n".encode() + body,
         envelope_from="app@hopital.test.mssante.fr",
         direction="outbound",
         source="test",
         recipients=(Recipient("r@dest.test"),),
-        message_id="<big@test>",
+        message_id=f"<{name}@test>",
     )
 
 
@@ -94,3 +94,11 @@ def test_a_fresh_store_and_a_migrated_one_keep_bodies_without_pglz(store: Store)
         assert reopened.queue.raw(pk) == big_message().raw  # read back byte for byte
     finally:
         reopened.close()
+
+
+def test_every_octet_of_a_batch_of_bodies_is_read_back_as_given(store: Store) -> None:
+    """On PostgreSQL a batch's bodies travel as one binary array (``pg_batch.BinaryArray``): NUL, quotes,
+    backslashes, braces and commas are what a text array would have had to escape."""
+    batch = [big_message(f"octets{n}", bytes(range(256)) * (n + 1) + b'"\\{},NULL') for n in range(3)]
+    pks = [stored.pk for stored in store.repository.add_messages(batch, T0)]
+    assert [store.queue.raw(pk) for pk in pks] == [new.raw for new in batch]
