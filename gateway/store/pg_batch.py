@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -162,6 +164,16 @@ def record_outcomes(connection: Connection, rows: Sequence[OutcomeRow]) -> set[i
     return set(connection.execute(_RECORD, params).scalars())
 
 
+class BinaryArray(list[object]):
+    """A column of bytes bound as a binary ``bytea[]``. psycopg sends a plain list of bytes as a text
+    array: each body hex-encoded, searched and escaped by regular expressions (29 to 31 ms of our CPU per
+    MiB, 1 in binary), then parsed back by the server (21 to 25 ms of its CPU per MiB, 3 in binary). A lone
+    ``bytes`` parameter is already sent in binary."""
+
+
+psycopg.adapters.register_dumper(BinaryArray, ListBinaryDumper)
+
+
 Shape = tuple[tuple[Table, tuple[str, ...]], ...]
 """Tables and the columns given for each: the parent first, then its children."""
 
@@ -218,7 +230,10 @@ def insert_family(
     for n, (table, rows) in enumerate(batches):
         for column in shape[n][1]:
             values = [row[column] for row in rows]
-            if isinstance(table.c[column].type, UtcDateTime):
+            kind = table.c[column].type
+            if isinstance(kind, UtcDateTime):
                 values = [_naive_utc(value) if isinstance(value, datetime) else value for value in values]
+            elif isinstance(kind, LargeBinary):
+                values = BinaryArray(values)
             params[f"t{n}_{column}"] = values
     return list(connection.execute(_family_statement(connection.dialect, shape, key), params).scalars())

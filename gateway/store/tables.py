@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Bumped with every change to these tables; stored in ``schema_version`` on first start."""
 
 
@@ -387,3 +387,8 @@ class Hl7Mdm(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     mdn_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+
+
+CONTENT_COLUMNS = (Message.__table__.c.raw, Hl7Mdm.__table__.c.payload)
+"""The columns that hold mail and documents, whole: stored without pglz on PostgreSQL
+(``db.store_content_without_pglz``)."""
