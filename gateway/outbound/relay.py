@@ -1,8 +1,11 @@
 """The relay: claims due deliveries from the store, sends them, and records each outcome.
 
 It wakes when work arrives (``wake()``) or when the earliest retry or lease expiry is due; it never polls
-on a tick. Deliveries of one message to one destination go in one SMTP transaction, and the transports
-reuse connections. A delivery is marked sent only after the next hop's 250; a failure (or a success the
+on a tick. Each claim is a write transaction (on SQLite it holds the write lock intake's commits wait
+for), so the relay claims again at once only after a full claim, and an outcome wakes it only when it
+makes work due sooner (a deferral, a notice): a claim per commit woken by, not one per message sent.
+Deliveries of one message to one destination go in one SMTP transaction, and the transports reuse
+connections. A delivery is marked sent only after the next hop's 250; a failure (or a success the
 sender asked to hear of) writes a DSN for the sender in the same transaction, queued back the way the sender
 came (``gateway.report_routes``). An unexpected error while handling a message holds its deliveries.
 
@@ -174,15 +177,19 @@ class Relay:
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
                     continue
-                claimed = await self._store("claim-due", functools.partial(self._claim, free))
+                asked = min(relay.claim_batch, free)
+                claimed = await self._store("claim-due", functools.partial(self._claim, asked))
                 self._held_leases.update(c.pk for c in claimed)
                 if self._stopping:
                     await self._unclaim(owner, claimed)
                     break
-                if claimed:
-                    self._dispatch(claimed)
-                    continue
-                await self._sleep_until_due(owner)
+                self._dispatch(claimed)
+                if len(claimed) < asked:
+                    # Nothing more was due: claiming again now would be a write transaction (on SQLite
+                    # the store's one write lock) for nothing. What makes work due says so: a commit's
+                    # wake, an outcome that defers or queues a notice, or the next due time.
+                    await self._sleep_until_due(owner)
+                # A full claim may have left due work behind: claim again, once a slot is free.
 
     async def _unclaim(self, owner: str, claimed: Sequence[ClaimedDelivery]) -> None:
         """Claimed as the stop began: back to the queue, the attempt not counted. Before ``stop`` goes on
@@ -234,6 +241,8 @@ class Relay:
                 self.health.succeeded()
 
     async def _sleep_until_due(self, owner: str) -> None:
+        if self._wake.is_set():
+            return  # woken during the claim: its commit may have come after the claim looked
         wake_at = await self._store("next-wakeup", lambda: self.repository.next_wakeup(owner))
         timeout = None
         if wake_at is not None:
@@ -314,8 +323,10 @@ class Relay:
         # The next hop's answer is kept until the store has it: never forgotten, never sent again.
         await self.health.retry("record-outcomes", lambda: self._recorder.submit(report))
         self._held_leases.difference_update(c.pk for c in claims)
-        # A deferral changes when the queue is next due: let the loop look again.
-        self.wake()
+        if report.notice is not None or any(o.state is DeliveryState.DEFERRED for o in report.outcomes):
+            # A retry time, or a notice's own deliveries due now: the queue is next due sooner than the
+            # loop, asleep since its last claim, may know. Other outcomes make nothing due.
+            self.wake()
 
     async def _load(self, message_pk: int) -> Envelope:
         """A message the claim did not bring (past its ``PRELOAD_BYTES``): loaded per delivery, not per
