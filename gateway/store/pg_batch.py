@@ -138,6 +138,25 @@ def claim(connection: Connection, params: dict[str, object]) -> list[tuple[Any, 
     return [tuple(row) for row in connection.execute(_CLAIM, params)]
 
 
+_ENVELOPES = """
+SELECT id, envelope_from, message_id, envid, ret, created_at, raw, source, client
+FROM messages WHERE id = ANY(%s)
+"""
+
+
+def load_envelopes(connection: Connection, pks: Sequence[int]) -> list[tuple[Any, ...]]:
+    """The rows ``Envelope`` takes, read in binary: in text, the server hex-encodes a body (twice its
+    size) and psycopg decodes it back, 3.5 ms of our CPU and 4 ms of the wait per MiB against 1.3 ms
+    (measured with psycopg 3.3, a local server). Through the driver: SQLAlchemy asks for text results, so
+    ``created_at`` is made aware here as ``UtcDateTime`` would."""
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    with driver.cursor(binary=True) as cursor:
+        cursor.execute(_ENVELOPES, (list(pks),))
+        rows = cursor.fetchall()
+    return [(*row[:5], row[5].replace(tzinfo=UTC), *row[6:]) for row in rows]
+
+
 _ARRAYS = ("pks", "states", "ats", "codes", "replies", "peers", "retries", "refusals", "details")
 """The statement's arrays, in the order of an outcome's fields (``record_outcomes``)."""
 

@@ -738,8 +738,12 @@ class Repository:
 
     def load_envelopes(self, message_pks: Iterable[int]) -> dict[int, Envelope]:
         """The raw messages and envelopes behind a set of claimed deliveries."""
+        pks = sorted(set(message_pks))
         with self.reads.connect() as connection:
-            rows = connection.execute(_ENVELOPES, {"pks": sorted(set(message_pks))}).all()
+            if connection.dialect.name == "postgresql":
+                rows: Sequence[tuple[Any, ...]] = pg_batch.load_envelopes(connection, pks)
+            else:
+                rows = connection.execute(_ENVELOPES, {"pks": pks}).all()
         return {row[0]: Envelope(*row) for row in rows}
 
     def receipt_original(self, receipt: ReceiptUpdate) -> OriginalSender | None:
