@@ -116,7 +116,8 @@ class Intake:
         """Nothing to start: intake works when called (it is a service so that reload reaches it)."""
 
     async def stop(self, grace: float) -> None:
-        """Nothing to stop: callers wait for their own commits."""
+        """Let the commit under way end: the batcher's thread would not outlive the process to finish it."""
+        await self._batcher.drained()
 
     def prepare_reload(self, settings: Settings) -> Callable[[], None]:
         """New domains, mailboxes, clients, trust list, document defaults; composed extra rules are kept."""
