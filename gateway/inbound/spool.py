@@ -15,10 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-SPOOL_THRESHOLD = 2 * 1024 * 1024
-"""Octets a message may hold in memory while it arrives; a larger one goes to a file. Above ordinary
-large mail (1 MiB and its header), which the round trip through the file cost a write, a read back and
-a thread hop each (issue 16); 100 senders of 1 MiB at once then peaked at 245 MiB of RSS, not 190."""
+SPOOL_THRESHOLD = 1024 * 1024
+"""Octets a message may hold in memory while it arrives; a larger one goes to a file."""
 
 LOADED_AT_ONCE = 4
 """Spooled messages read back into memory at once, from intake's parse to the commit. Parsing, two at a
