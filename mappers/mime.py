@@ -28,6 +28,7 @@ from mappers.mime_parse import (
     MimeLimits,
     canonical_body,
     parse_message,
+    parse_with_authors,
     read_authors,
 )
 from mappers.pdf_copies import PDF_MIME_TYPE, pdf_copy
@@ -46,6 +47,7 @@ __all__ = [
     "effective_subject",
     "end_of_exchange",
     "parse_message",
+    "parse_with_authors",
     "read_authors",
 ]
 

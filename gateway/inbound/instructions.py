@@ -58,6 +58,9 @@ WRAPPER_SOURCES: dict[cda.HeaderValue, tuple[str, str, str]] = {
 """Where each mandatory header value is given: field, its parameter, and the ``[documents]`` key."""
 _PARAMETER = re.compile(r'\s*([A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*(?:;|$)')
 _SUBMISSION_HEADER = re.compile(rb"^x-mssgw-[A-Za-z0-9-]*:", re.IGNORECASE)
+_MAY_INSTRUCT = re.compile(rb"(?:^|[\r\n])x-mssgw-", re.IGNORECASE)
+"""A line of the header block starting as our fields do (the email package ends a line at CR, LF or
+CRLF): without one, the message carries no instruction and its header need not be parsed."""
 
 
 class InstructionError(MappingError):
@@ -80,7 +83,11 @@ def apply_instructions(
     package, is refused, since the sender believes it was followed (a document meant to be hidden from the
     patient would reach Mon Espace Santé unmasked).
     """
-    fields = BytesHeaderParser(policy=default).parsebytes(headers.header_block(raw))
+    block = headers.header_block(raw)
+    if _MAY_INSTRUCT.search(block) is None:
+        # Most mail asks nothing: the header parse below was a tenth of a 1 KiB message's intake (issue 16).
+        return raw, record
+    fields = BytesHeaderParser(policy=default).parsebytes(block)
     _check_names(fields.keys())
     patient_field, type_field = fields.get(PATIENT), fields.get(DOCUMENT_TYPE)
     author_field = fields.get(AUTHOR)

@@ -18,12 +18,14 @@ from gateway.settings import InboundSettings, MailboxSettings, SubmissionClientS
 from mappers import ins
 from mappers.addresses import check_address
 from mappers.errors import MappingError
-from mappers.mime import read_authors
+from mappers.mime import Authors
 from mappers.records import MessageRecord
 
 INTERNAL_SOURCES = frozenset({"submission", "cli", "hl7"})
 """Sources whose senders are ours: the only ones whose mail may leave for outside domains (``hl7``: a
 configured producer over MLLP, named in ``authenticated_as``)."""
+AUTHORS_CHECKED = frozenset({"submission"})
+"""Sources whose message authors ``Policy.author`` checks against the client's senders."""
 
 
 class RecipientRule(Protocol):
@@ -148,15 +150,14 @@ class Policy:
             return False
         return not self.trusted(domain_of(address))
 
-    def author(self, arrival: Arrival) -> str | None:
-        """The refusal of the message's authors, if any: a submission client writes only as itself, in
-        every address of its From field (one field: RFC 5322 § 3.6) and of Sender."""
-        if arrival.source != "submission":
+    def author(self, arrival: Arrival, authors: Authors | None) -> str | None:
+        """The refusal of the message's authors (``mappers.mime.read_authors``, needed for the sources
+        of ``AUTHORS_CHECKED``), if any: a submission client writes only as itself, in every address of
+        its From field (one field: RFC 5322 § 3.6) and of Sender."""
+        if arrival.source not in AUTHORS_CHECKED:
             return None
-        try:
-            authors = read_authors(arrival.raw)
-        except MappingError as error:
-            return replies.UNREADABLE.format(str(error).splitlines()[0][:200])
+        if authors is None:
+            raise ValueError(f"the authors of a {arrival.source} message are checked: read them")
         if authors.from_fields > 1:
             return replies.TWO_FROM_FIELDS.format(authors.from_fields)
         checked = [(a, replies.FROM_NOT_YOURS) for a in authors.from_addresses]

@@ -25,7 +25,7 @@ from gateway.store.repository import NewMessage, StoredMessage
 from gateway.store.tables import Delivery, Message
 from gateway.trust import TrustList
 from mappers import cda, wire
-from mappers.mime import parse_message
+from mappers.mime import Authors, parse_message, parse_with_authors
 from mappers.records import MessageRecord
 from tests.support import cda_header
 from tests.support.mail import (
@@ -97,11 +97,12 @@ async def test_only_small_plain_messages_are_read_on_the_event_loop(
     then, so that the loop keeps serving the other sessions."""
     on_loop: list[bool] = []
 
-    def parse(raw: bytes, **kwargs: object) -> MessageRecord:
+    def parse(raw: bytes, **kwargs: object) -> tuple[MessageRecord, Authors]:
         on_loop.append(threading.current_thread() is threading.main_thread())
-        return parse_message(raw, **kwargs)  # type: ignore[arg-type]
+        return parse_with_authors(raw, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("gateway.inbound.intake.parse_message", parse)
+    # A submission's authors are read in the same parse.
+    monkeypatch.setattr("gateway.inbound.intake.parse_with_authors", parse)
     intake = make_intake(store)
     attached = email.message_from_bytes(message(to=OUTSIDE), _class=EmailMessage, policy=email.policy.SMTP)
     assert isinstance(attached, EmailMessage)
@@ -391,6 +392,17 @@ async def test_a_bad_author_field_is_refused(store: Store, author: str, reason: 
     )
     result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
     assert result.verdicts[0].reply.startswith(f"554 5.6.0 Submission instruction refused: {reason}")
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\r", b"\n"])
+async def test_an_unknown_instruction_is_refused_after_any_line_end(store: Store, line_end: bytes) -> None:
+    """The email package ends a header line at CR, LF or CRLF: an instruction after any of them is read
+    (the check for messages with no instruction at all must see it too)."""
+    raw = message(to=OUTSIDE).replace(b"\r\nSubject:", line_end + b"X-MSSGW-Urgent: yes\r\nSubject:", 1)
+    result = await make_intake(store).receive(submission(raw, Recipient(OUTSIDE)))
+    assert result.verdicts[0].reply.startswith(
+        "554 5.6.0 Submission instruction refused: X-MSSGW-Urgent: unknown field"
+    ), result.verdicts[0].reply
 
 
 async def test_messages_arriving_together_share_commits(store: Store) -> None:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from mappers import header_fields
 from mappers.addresses import from_header_address
 from mappers.errors import MappingError
-from mappers.mime_parse import parse_message, read_authors
+from mappers.mime_parse import parse_message, parse_with_authors, read_authors
 from mappers.records import Mailbox
 from mappers.wire import READ_POLICY
 
@@ -220,6 +220,7 @@ def test_the_record_is_what_the_email_packages_get_gives(
     authors = read_authors(data)
     message = BytesParser(policy=READ_POLICY).parsebytes(data)
     assert authors.from_fields == len(message.get_all("From") or [])
+    assert parse_with_authors(data) == (record, authors)
 
 
 _path_value = st.one_of(
