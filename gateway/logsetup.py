@@ -8,6 +8,7 @@ could carry bodies, subjects, attachment names or credentials, whoever logged th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -81,11 +82,21 @@ class RedactionFilter(logging.Filter):
 
 
 def _redact_field(key: str, value: object) -> object:
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or type(value) in _NUMBERS or isinstance(value, bool | int | float):
         return value
-    if _WITHHELD.search(key):
+    if _withheld(key):
         return _REDACTED
     return redact(str(value))
+
+
+_NUMBERS = frozenset({bool, int, float})
+"""The types of most field values (ids, counts, flags), found without ``isinstance`` walking a union."""
+
+
+@functools.lru_cache(maxsize=256)
+def _withheld(key: str) -> bool:
+    """Field names are the keywords of ``log_event`` calls: a few dozen, each looked up once."""
+    return _WITHHELD.search(key) is not None
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -96,7 +107,14 @@ class LogfmtFormatter(logging.Formatter):
         pairs.update(getattr(record, _FIELDS, {}))
         if exception := _exception(self, record):
             pairs["exception"] = exception.replace("\n", " | ")
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items() if value is not None)
+        # Numbers written as they are without a call each: most values are ids and counts.
+        return " ".join(
+            [
+                f"{key}={value}" if type(value) in _NUMBERS else f"{key}={_logfmt_value(value)}"
+                for key, value in pairs.items()
+                if value is not None
+            ]
+        )
 
 
 class JsonFormatter(logging.Formatter):
