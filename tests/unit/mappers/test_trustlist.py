@@ -89,3 +89,35 @@ def test_any_text_is_either_a_domain_or_a_trust_list_error(text: str) -> None:
     except TrustListError:
         return
     assert normal.isascii() and len(normal) <= 253
+
+
+def _by_idna(name: str) -> str | None:
+    """What the IDNA codec and the label rules make of ``name`` (None: refused), the fast path aside."""
+    text = name.strip().rstrip(".")
+    try:
+        ascii_form = text.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    labels = ascii_form.split(".")
+    valid = all(
+        0 < len(label) <= 63
+        and label[0] != "-"
+        and label[-1] != "-"
+        and all(c.isalnum() or c == "-" for c in label)
+        for label in labels
+    )
+    spaced = any(c.isspace() for c in text)
+    return (
+        ascii_form if text and not spaced and valid and len(labels) >= 2 and len(ascii_form) <= 253 else None
+    )
+
+
+@given(
+    st.lists(st.text(alphabet="aZ09-_ .Kä", min_size=0, max_size=66), min_size=1, max_size=5).map(".".join)
+)
+def test_a_plain_ascii_name_reads_as_the_idna_codec_reads_it(name: str) -> None:
+    try:
+        found: str | None = normalise_domain(name)
+    except TrustListError:
+        found = None
+    assert found == _by_idna(name)
