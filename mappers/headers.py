@@ -173,18 +173,20 @@ def nil_value(reference: str) -> str:
     return reference
 
 
-def with_nil(raw: bytes, reference: str) -> bytes:
-    """``raw`` (CRLF line ends) with ``X-MSS-NIL`` first unless its header block has one already.
+def nil_field(raw: bytes, reference: str) -> bytes:
+    """The ``X-MSS-NIL`` field to write in front of ``raw`` (CRLF line ends); nothing when its header block
+    has one already.
 
     ECO.2.4.3 asks for it on every sent mail, whoever built the message (internal software submitting
-    as it is, a DSN or MDN the gateway writes); a reference the sending software wrote itself is kept.
+    as it is, a DSN or MDN the gateway writes); a reference the sending software wrote itself is kept. The
+    field alone, not the message with it: the relay writes it and the stored copy in one join (issue 16).
     """
     end = raw.find(b"\r\n\r\n")
     block = raw if end < 0 else raw[: end + 2]
     if _NIL_FIELD.search(block):
-        return raw
+        return b""
     field = wire.text_header(X_MSS_NIL, nil_value(reference))
-    return field.fold(policy=SMTP).encode("ascii") + raw
+    return field.fold(policy=SMTP).encode("ascii")
 
 
 def mss_headers(

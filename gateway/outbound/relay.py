@@ -274,23 +274,24 @@ class Relay:
     ) -> None:
         try:
             envelope = claims[0].envelope or await self._load(message_pk)
-            content = envelope.raw if envelope.source in CRLF_SOURCES else wire.crlf(envelope.raw)
-            stored_size = len(content)
+            stored = envelope.raw if envelope.source in CRLF_SOURCES else wire.crlf(envelope.raw)
+            fields = b""
             reference = self.settings.gateway.nil_reference
             if destination.kind != "local" and reference.strip():
                 # Every message leaving the gateway names the product, as MSSanté asks (ECO.2.4.3); mail
                 # for our own mailboxes keeps the reference its sender wrote.
-                content = headers.with_nil(content, reference)
+                fields = headers.nil_field(stored, reference)
             if self.signer is not None:
-                content = await asyncio.to_thread(self.signer.sign, content)
-            # CRLF throughout (the stored copy made so above, the fields in front written so): the
-            # transport need not search it again.
-            content = wire.CrlfBytes(content)
-            # What is sent is the stored copy with fields in front of it: the stored copy is not kept
-            # beside it (up to ``relay.concurrency`` messages of tens of MB each, issue 11); a delivery
-            # report quotes it back from what was sent.
+                signed = fields + stored if fields else stored
+                fields = await asyncio.to_thread(self.signer.signature, signed) + fields
+            # The fields in front and the stored copy in one join, or the stored copy itself: each copy of a
+            # large message costs (issue 16). What is sent is that, not the stored copy beside it (up to
+            # ``relay.concurrency`` messages of tens of MB each, issue 11); a delivery report quotes the
+            # stored copy back from what was sent.
+            content = b"".join((fields, stored)) if fields else stored
+            del stored
             envelope = dataclasses.replace(envelope, raw=b"")
-            added = len(content) - stored_size
+            added = len(fields)
             message = OutboundMessage(
                 envelope_from=envelope.envelope_from,
                 recipients=tuple(OutboundRecipient(c.recipient, c.notify, c.orcpt) for c in claims),
@@ -298,6 +299,9 @@ class Relay:
                 envid=envelope.envid,
                 ret=envelope.ret,
                 queue_id=envelope.pk,
+                # CRLF throughout (the stored copy made so above, the fields written so): the transport
+                # need not search it again.
+                crlf=True,
             )
             if destination.kind == "mx" and not self.trusts(destination.host):
                 # DESIGN.md §3.3: in operator mode nothing leaves for a domain off the MSSanté trust list.

@@ -53,6 +53,8 @@ class OutboundMessage:
     envid: str | None = None
     ret: str | None = None
     queue_id: int | None = None
+    crlf: bool = False
+    """Every line end of ``content`` is known to be a CRLF (the relay made it so): not searched again."""
 
 
 class Transport(Protocol):

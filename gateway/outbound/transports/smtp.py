@@ -92,6 +92,7 @@ class SmtpTransport:
                     _mail_params(connection, message),
                     [(r.address, _rcpt_params(connection, r.notify, r.orcpt)) for r in message.recipients],
                     message.content,
+                    crlf=message.crlf,
                 )
             except (SmtpError, OSError) as error:
                 await connection.discard()

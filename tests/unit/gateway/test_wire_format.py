@@ -26,7 +26,7 @@ def unstuff(data: bytes) -> bytes:
 @given(lines)
 def test_dot_stuffing_round_trips_and_never_ends_the_data_early(parts: list[str]) -> None:
     content = "\n".join(parts).encode()
-    wire = prepare_content(content)
+    wire = b"".join(prepare_content(content))
     assert b"\r\n.\r\n" not in wire[:-5] and not wire[:-3].startswith(b".\r\n")
     assert re.search(rb"(?<!\r)\n|\r(?!\n)", wire) is None
     expected = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
@@ -42,8 +42,9 @@ def test_dot_stuffing_writes_what_the_line_start_regex_wrote(pieces: list[bytes]
     normalised = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
     if not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
-    assert prepare_content(content) == re.sub(rb"(?m)^\.", b"..", normalised) + b".\r\n"
+    assert b"".join(prepare_content(content)) == re.sub(rb"(?m)^\.", b"..", normalised) + b".\r\n"
     # What the relay hands over, known CRLF, is stuffed the same.
+    assert prepare_content(crlf(content), crlf=True) == prepare_content(content)
     assert prepare_content(CrlfBytes(crlf(content))) == prepare_content(content)
 
 

@@ -407,10 +407,10 @@ def test_cda_code_with_spaces_is_refused() -> None:
         headers.codecda_value([document])
 
 
-def test_with_nil_puts_the_product_reference_first_once() -> None:
+def test_nil_field_puts_the_product_reference_first_once() -> None:
     raw = b"From: a@b.test\r\nSubject: x\r\n\r\nX-MSS-NIL: in the body does not count\r\n"
-    assert headers.with_nil(raw, "DEV935997") == b"X-MSS-NIL: DEV935997\r\n" + raw
+    assert headers.nil_field(raw, "DEV935997") == b"X-MSS-NIL: DEV935997\r\n"
     own = b"From: a@b.test\r\nx-mss-nil : LPS-42\r\n\r\nbody\r\n"
-    assert headers.with_nil(own, "DEV935997") == own
+    assert headers.nil_field(own, "DEV935997") == b""
     with pytest.raises(headers.HeaderValueError, match="X-MSS-NIL: the product reference is empty"):
-        headers.with_nil(raw, " ")
+        headers.nil_field(raw, " ")
