@@ -5,6 +5,8 @@ rows one per table, most of them an ``executemany``, and a claim two: on Postgre
 and psycopg's pipeline, which cost more CPU than the rows themselves for the few rows a batch holds. Here
 the rows travel as arrays, one per column, unnested by one statement with data-modifying CTEs. Its text
 depends only on the columns, never on the number of rows, so psycopg prepares it once per connection.
+A batch of mail's statement also finds the copies of stored messages itself: being the whole transaction,
+it is sent in autocommit, ``BEGIN`` and ``COMMIT`` riding on its one round trip.
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ psycopg.adapters.register_dumper(BinaryArray, ListBinaryDumper)
 Shape = tuple[tuple[Table, tuple[str, ...]], ...]
 """Tables and the columns given for each: the parent first, then its children."""
 
-_inserts: dict[tuple[tuple[str, tuple[str, ...]], ...], TextClause] = {}
+_inserts: dict[tuple[tuple[tuple[str, tuple[str, ...]], ...], str, tuple[str, ...]], TextClause] = {}
 """The statement for each shape met (a handful: built once each)."""
 
 
@@ -206,21 +208,33 @@ def _arrays(dialect: Dialect, n: int, table: Table, columns: tuple[str, ...]) ->
     )
 
 
-def _family_statement(dialect: Dialect, shape: Shape, key: str) -> TextClause:
+def _family_statement(dialect: Dialect, shape: Shape, key: str, same: tuple[str, ...]) -> TextClause:
     """Names in it come from the store's own tables, never from data."""
-    cache_key = tuple((table.name, columns) for table, columns in shape)
+    cache_key = (tuple((table.name, columns) for table, columns in shape), key, same)
     statement = _inserts.get(cache_key)
     if statement is not None:
         return statement
     (parent, columns), *children = shape
     names = ", ".join(columns)
-    # Ids are drawn from the sequence in ORDER BY order, so sorted they follow the rows given (what
-    # SQLAlchemy's own "insertmanyvalues" relies on): that numbering links each child to its parent.
+    matched = " AND ".join(f"stored.{column} = given.{column}" for column in same)
+    # A row given is a copy when a stored one has the same ``same`` columns (the oldest is its original);
+    # only the others are inserted. Ids are drawn from the sequence in ORDER BY order, so sorted they
+    # follow the rows inserted (what SQLAlchemy's own "insertmanyvalues" relies on): that numbering, matched
+    # with the places of the rows inserted, links each child to its parent. The parent's rows are read once,
+    # by the insert (a copy is found from ``same`` alone): bodies are never held in a CTE.
     parts = [
+        f"known AS (SELECT DISTINCT ON (given.n) given.n - 1 AS n, stored.id "  # noqa: S608
+        f"FROM unnest({_arrays(dialect, 0, parent, same)}) WITH ORDINALITY AS given ({', '.join(same)}, n) "
+        f"JOIN {parent.name} stored ON {matched} ORDER BY given.n, stored.id)",
         f"parent AS (INSERT INTO {parent.name} ({names}) SELECT {names} "  # noqa: S608
         f"FROM unnest({_arrays(dialect, 0, parent, columns)}) WITH ORDINALITY AS given ({names}, n) "
-        "ORDER BY n RETURNING id)",
-        "numbered AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM parent)",
+        "WHERE given.n - 1 NOT IN (SELECT n FROM known) ORDER BY n RETURNING id)",
+        "places AS (SELECT n, row_number() OVER (ORDER BY n) AS k "  # noqa: S608
+        f"FROM generate_series(0, cardinality(CAST(:t0_{same[0]} AS "
+        f"{parent.c[same[0]].type.compile(dialect=dialect)}[])) - 1) AS n "
+        "WHERE n NOT IN (SELECT n FROM known))",
+        "numbered AS (SELECT ids.id, places.n FROM "
+        "(SELECT id, row_number() OVER (ORDER BY id) AS k FROM parent) AS ids JOIN places USING (k))",
     ]
     for n, (table, child_columns) in enumerate(children, start=1):
         chosen = ", ".join("numbered.id" if column == key else f"given.{column}" for column in child_columns)
@@ -230,7 +244,9 @@ def _family_statement(dialect: Dialect, shape: Shape, key: str) -> TextClause:
             f"JOIN numbered ON numbered.n = given.{key})"
         )
     ctes = ", ".join(parts)
-    statement = _inserts[cache_key] = text(f"WITH {ctes} SELECT id FROM numbered ORDER BY n")  # noqa: S608
+    statement = _inserts[cache_key] = text(
+        f"WITH {ctes} SELECT n, id, false FROM numbered UNION ALL SELECT n, id, true FROM known ORDER BY 1"  # noqa: S608
+    )
     return statement
 
 
@@ -239,10 +255,14 @@ def insert_family(
     parent: tuple[Table, Sequence[Mapping[str, object]]],
     children: Sequence[tuple[Table, Sequence[Mapping[str, object]]]],
     key: str,
-) -> list[int]:
-    """Insert parent rows and their children in one statement; a child's ``key`` column gives the index
-    of its parent among the rows given (the statement puts the parent's id there). Every row of a table
-    has the same keys; tables without rows are left out. Returns the parents' ids, in order."""
+    same: tuple[str, ...],
+) -> list[tuple[int, bool]]:
+    """Insert parent rows and their children in one statement, but for a parent row whose ``same`` columns
+    are those of a stored row (a copy: neither it nor its children are inserted); a child's ``key`` column
+    gives the index of its parent among the rows given (the statement puts the parent's id there). Every
+    row of a table has the same keys; tables without rows are left out. Returns per parent row given, in
+    order, its id and whether it was a copy (the id then the stored row's). One statement is one
+    transaction: on a connection in autocommit it is one round trip, commit included."""
     batches = [parent, *(child for child in children if child[1])]
     shape: Shape = tuple((table, tuple(rows[0])) for table, rows in batches)
     params: dict[str, list[object]] = {}
@@ -255,4 +275,5 @@ def insert_family(
             elif isinstance(kind, LargeBinary):
                 values = BinaryArray(values)
             params[f"t{n}_{column}"] = values
-    return list(connection.execute(_family_statement(connection.dialect, shape, key), params).scalars())
+    statement = _family_statement(connection.dialect, shape, key, same)
+    return [(pk, copy) for _, pk, copy in connection.execute(statement, params)]

@@ -374,6 +374,36 @@ def _audit_rows(new: NewMessage, pk: int, now: datetime) -> list[dict[str, objec
     ]
 
 
+def _dedup_key(new: NewMessage, digest: str) -> tuple[str, str] | None:
+    """What makes two copies the same message (None: no Message-ID, never a copy)."""
+    return None if new.message_id is None else (new.message_id, digest)
+
+
+def _distinct(run: Sequence[NewMessage]) -> tuple[list[tuple[NewMessage, str]], list[tuple[int, bool]]]:
+    """The messages of ``run`` but for copies of one earlier in it, each with its digest (computed once:
+    a hash of the whole message, megabytes for large mail); and per message of ``run``, its place among
+    them and whether it is such a copy."""
+    firsts: list[tuple[NewMessage, str]] = []
+    places: list[tuple[int, bool]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for new in run:
+        digest = new.digest
+        key = _dedup_key(new, digest)
+        if key is not None and key in seen:
+            places.append((seen[key], True))
+            continue
+        if key is not None:
+            seen[key] = len(firsts)
+        places.append((len(firsts), False))
+        firsts.append((new, digest))
+    return firsts, places
+
+
+def _results(outcomes: Sequence[tuple[int, bool]], places: Sequence[tuple[int, bool]]) -> list[StoredMessage]:
+    """Per message of a run, from the (id, stored already) of the distinct ones and its ``places``."""
+    return [StoredMessage(outcomes[n][0], later or outcomes[n][1]) for n, later in places]
+
+
 class Repository:
     """The store's write and queue operations over one session factory."""
 
@@ -382,6 +412,8 @@ class Repository:
         self.engine: Engine = sessions.kw["bind"]
         self.reads = read_engine(self.engine)
         """For look-ups that never write: on SQLite they take no write lock (``gateway.store.reads``)."""
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        """For a transaction of one statement on PostgreSQL: no ``BEGIN`` and ``COMMIT`` round trips."""
         self._reclaim_due: dict[str, datetime] = {}
         """Per owner: when its next claim looks for other owners' expired leases (``_reclaim_expired``)."""
 
@@ -402,9 +434,12 @@ class Repository:
         in a few statements per batch, whatever its size, on a plain connection; the rest one message at a
         time, in order, through the ORM.
         """
+        plain = all(_is_plain(new) for new in batch)
+        if plain and self.engine.dialect.name == "postgresql":
+            return self._add_plain_on_postgresql(batch, now)
         with self.engine.begin() as connection:
             known = self._stored_ids(connection, [new for new in batch if _is_plain(new)])
-            if all(_is_plain(new) for new in batch):
+            if plain:
                 return self._insert_plain(connection, batch, now, known)
             with self._orm(connection) as session:
                 return self._add_mixed(session, batch, now, known)
@@ -449,53 +484,59 @@ class Repository:
     ) -> list[StoredMessage]:
         """Store plain messages with one ``executemany`` per table; a copy of one stored already, or of
         one earlier in ``run``, is a duplicate."""
-        fresh: list[tuple[NewMessage, str]] = []
-        copies: dict[int, tuple[str, str]] = {}
-        pending: set[tuple[str, str]] = set()
-        for index, new in enumerate(run):
-            digest = new.digest  # once: a hash of the whole message, megabytes for large mail
-            key = None if new.message_id is None else (new.message_id, digest)
-            if key is not None and (key in known or key in pending):
-                copies[index] = key
-                continue
-            if key is not None:
-                pending.add(key)
-            _check_kept_aside(new)
-            fresh.append((new, digest))
-        pks: list[int] = []
+        firsts, places = _distinct(run)
+        keys = [_dedup_key(new, digest) for new, digest in firsts]
+        copies = [key is not None and key in known for key in keys]
+        fresh = [first for first, copy in zip(firsts, copies, strict=True) if not copy]
+        pks: Iterator[int] = iter(())
         if fresh:
+            for new, _ in fresh:
+                _check_kept_aside(new)
             rows = [_message_row(new, digest, now, None) for new, digest in fresh]
-            if isinstance(executor, Connection) and executor.dialect.name == "postgresql":
-                pks = self._insert_on_postgresql(executor, rows, [new for new, _ in fresh], now)
-            else:
-                pks = list(executor.execute(_INSERT_MESSAGES, rows).scalars())
-                stored = [(new, pk) for (new, _), pk in zip(fresh, pks, strict=True)]
-                self._insert_children(executor, stored, now)
-            for (new, digest), pk in zip(fresh, pks, strict=True):
-                if new.message_id is not None:
-                    known.setdefault((new.message_id, digest), pk)
-        fresh_pks = iter(pks)
-        results: list[StoredMessage] = []
-        for index in range(len(run)):
-            if index in copies:
-                results.append(StoredMessage(known[copies[index]], duplicate=True))
-            else:
-                results.append(StoredMessage(next(fresh_pks), duplicate=False))
-        return results
+            inserted = list(executor.execute(_INSERT_MESSAGES, rows).scalars())
+            self._insert_children(
+                executor, [(new, pk) for (new, _), pk in zip(fresh, inserted, strict=True)], now
+            )
+            pks = iter(inserted)
+        outcomes: list[tuple[int, bool]] = []
+        for key, copy in zip(keys, copies, strict=True):
+            if copy:
+                assert key is not None
+                outcomes.append((known[key], True))
+                continue
+            pk = next(pks)
+            if key is not None:
+                known.setdefault(key, pk)
+            outcomes.append((pk, False))
+        return _results(outcomes, places)
 
-    @staticmethod
-    def _insert_on_postgresql(
-        connection: Connection, rows: Sequence[dict[str, object]], fresh: Sequence[NewMessage], now: datetime
-    ) -> list[int]:
-        """Plain messages, their queue rows and audit events in one statement (``pg_batch``): the rows of
-        the children name their message by its place in ``fresh`` until the statement has its id."""
-        deliveries = [row for n, new in enumerate(fresh) for row in _delivery_rows(new, n, now)]
-        events = [row for n, new in enumerate(fresh) for row in _audit_rows(new, n, now)]
-        pks = pg_batch.insert_family(
-            connection, (MESSAGES, rows), [(DELIVERIES, deliveries), (AUDIT_EVENTS, events)], "message_pk"
-        )
-        Repository._insert_attachments(connection, list(zip(fresh, pks, strict=True)))
-        return pks
+    def _add_plain_on_postgresql(self, batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
+        """Plain messages, their queue rows and audit events in one statement (``pg_batch``), copies of
+        stored messages found by the statement itself: without attachments, that statement is the whole
+        transaction, sent in autocommit, one round trip where ``BEGIN``, the look-up, the insert and
+        ``COMMIT`` took four. The rows of the children name their message by its place in the batch until
+        the statement has its id."""
+        firsts, places = _distinct(batch)
+        for new, _ in firsts:
+            _check_kept_aside(new)
+        rows = [_message_row(new, digest, now, None) for new, digest in firsts]
+        deliveries = [row for n, (new, _) in enumerate(firsts) for row in _delivery_rows(new, n, now)]
+        events = [row for n, (new, _) in enumerate(firsts) for row in _audit_rows(new, n, now)]
+        attached = any(new.attachments for new, _ in firsts)
+        with (self.engine if attached else self._autocommit).begin() as connection:
+            outcomes = pg_batch.insert_family(
+                connection,
+                (MESSAGES, rows),
+                [(DELIVERIES, deliveries), (AUDIT_EVENTS, events)],
+                "message_pk",
+                ("message_id", "digest"),
+            )
+            if attached:
+                stored = [
+                    (new, pk) for (new, _), (pk, copy) in zip(firsts, outcomes, strict=True) if not copy
+                ]
+                self._insert_attachments(connection, stored)
+        return _results(outcomes, places)
 
     @staticmethod
     def _insert_attachments(executor: Executor, stored: Sequence[tuple[NewMessage, int]]) -> None:

@@ -115,6 +115,28 @@ def test_copies_within_one_batch_and_around_an_hl7_message_are_duplicates(store:
     assert [kind for _, kind, _ in store.queue.show(stored[4].pk).events] == ["accepted"]
 
 
+def test_copies_in_a_batch_of_plain_mail_are_duplicates_and_get_no_rows(store: Store) -> None:
+    """The plain path (one statement on PostgreSQL, the look-up inside it): a stored copy and a copy
+    earlier in the batch get their original's id; their deliveries and events are not written."""
+    repo = store.repository
+    old = repo.add_messages([message(1, recipients=2)], T0)[0]
+    anonymous = dataclasses.replace(message(4), message_id=None)
+    batch = [message(2), message(1, recipients=2), anonymous, message(2), message(3, recipients=2), anonymous]
+    stored = repo.add_messages(batch, T0)
+    assert [s.duplicate for s in stored] == [False, True, False, True, False, False]
+    assert stored[1].pk == old.pk and stored[3].pk == stored[0].pk
+    assert stored[0].pk < stored[2].pk < stored[4].pk < stored[5].pk
+    claimed = repo.claim_due("a", T0, LEASE, 100, 3)
+    assert sorted((c.message_pk, c.recipient) for c in claimed) == sorted(
+        [(old.pk, "r0@dest.test"), (old.pk, "r1@dest.test"), (stored[0].pk, "r0@dest.test")]
+        + [(stored[2].pk, "r0@dest.test"), (stored[4].pk, "r0@dest.test"), (stored[4].pk, "r1@dest.test")]
+        + [(stored[5].pk, "r0@dest.test")]
+    )
+    for s in (stored[0], stored[2], stored[4]):
+        assert [kind for _, kind, _ in store.queue.show(s.pk).events] == ["accepted"]
+    assert [kind for _, kind, _ in store.queue.show(old.pk).events] == ["accepted"]
+
+
 def test_a_message_kept_aside_never_gets_a_delivery_row(store: Store) -> None:
     """A refused message is for a person, not for a mailbox: the store will not queue it (issue 10)."""
     repo = store.repository
