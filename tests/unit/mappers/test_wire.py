@@ -98,11 +98,6 @@ def test_crlf_makes_every_line_end_crlf_and_keeps_crlf_mail_as_it_is(pieces: lis
         assert made is data
 
 
-def test_octets_known_to_be_crlf_are_handed_back_unsearched() -> None:
-    known = wire.CrlfBytes(b"Subject: x\r\n\r\nbody\r\n")
-    assert wire.crlf(known) is known and known == b"Subject: x\r\n\r\nbody\r\n"
-
-
 def test_date_and_ids_keep_the_attributes_of_the_email_package() -> None:
     date = wire.date_header("Date", datetime(2024, 1, 16, 15, 11, 12, tzinfo=UTC))
     ids = wire.ids_header("References", [f"<{n}.{'x' * 30}@gw.chu-exemple.fr>" for n in range(5)])
