@@ -19,7 +19,6 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import SchemaMismatch, StoreError
@@ -31,6 +30,7 @@ from gateway.store.mdms import MdmQueue
 from gateway.store.queue_admin import QueueAdmin
 from gateway.store.reads import READ_ONLY
 from gateway.store.repository import Repository
+from gateway.store.sqlite_batch import driver_errors
 from gateway.store.stats import StoreStats
 from gateway.store.tables import (
     CONTENT_COLUMNS,
@@ -244,10 +244,8 @@ def _configure_sqlite(engine: Engine, turn: WriteTurn) -> None:
 
 
 def _begin(connection: Any, statement: str) -> None:
-    try:
+    with driver_errors(statement):
         connection.connection.driver_connection.execute(statement)
-    except sqlite3.Error as error:
-        raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
 
 
 class Store:

@@ -11,7 +11,7 @@ it is sent in autocommit, ``BEGIN`` and ``COMMIT`` riding on its one round trip.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import column as typed
 
+from gateway.store.family import Family
 from gateway.store.states import WAITING, DeliveryState
 from gateway.store.tables import UtcDateTime
 
@@ -250,24 +251,16 @@ def _family_statement(dialect: Dialect, shape: Shape, key: str, same: tuple[str,
     return statement
 
 
-def insert_family(
-    connection: Connection,
-    parent: tuple[Table, Sequence[Mapping[str, object]]],
-    children: Sequence[tuple[Table, Sequence[Mapping[str, object]]]],
-    key: str,
-    same: tuple[str, ...],
-) -> list[tuple[int, bool]]:
-    """Insert parent rows and their children in one statement, but for a parent row whose ``same`` columns
-    are those of a stored row (a copy: neither it nor its children are inserted); a child's ``key`` column
-    gives the index of its parent among the rows given (the statement puts the parent's id there). Every
-    row of a table has the same keys; tables without rows are left out. Returns per parent row given, in
-    order, its id and whether it was a copy (the id then the stored row's). One statement is one
-    transaction: on a connection in autocommit it is one round trip, commit included."""
-    batches = [parent, *(child for child in children if child[1])]
-    shape: Shape = tuple((table, tuple(rows[0])) for table, rows in batches)
+def insert_family(connection: Connection, family: Family) -> list[tuple[int, bool]]:
+    """Insert ``family`` in one statement (the statement puts the parent's id in the children's ``key``
+    column). Returns per parent row given, in order, its id and whether it was a copy (the id then the
+    stored row's). One statement is one transaction: on a connection in autocommit it is one round
+    trip, commit included."""
+    batches = family.tables()
+    shape: Shape = tuple((table, columns) for table, columns, _ in batches)
     params: dict[str, list[object]] = {}
-    for n, (table, rows) in enumerate(batches):
-        for column in shape[n][1]:
+    for n, (table, columns, rows) in enumerate(batches):
+        for column in columns:
             values = [row[column] for row in rows]
             kind = table.c[column].type
             if isinstance(kind, UtcDateTime):
@@ -275,5 +268,5 @@ def insert_family(
             elif isinstance(kind, LargeBinary):
                 values = BinaryArray(values)
             params[f"t{n}_{column}"] = values
-    statement = _family_statement(connection.dialect, shape, key, same)
+    statement = _family_statement(connection.dialect, shape, family.key, family.same)
     return [(pk, copy) for _, pk, copy in connection.execute(statement, params)]

@@ -20,9 +20,10 @@ from sqlalchemy import Connection, Engine, Table, and_, bindparam, case, func, i
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.logsetup import audit
-from gateway.store import pg_batch
+from gateway.store import pg_batch, sqlite_batch
 from gateway.store.audit import AUDIT_EVENTS, audit_detail, write_audit
 from gateway.store.channels import ChannelIntent, apply_intent
+from gateway.store.family import Family
 from gateway.store.mdms import NewMdm, queue_mdms
 from gateway.store.reads import read_engine
 from gateway.store.receipts import UNMATCHED, ReceiptUpdate, apply_receipt, original_of
@@ -118,6 +119,8 @@ _INSERT_ATTACHMENTS = insert(ATTACHMENTS)
 _INSERT_DELIVERIES = insert(DELIVERIES)
 _INSERT_ATTEMPTS = insert(ATTEMPTS)
 _INSERT_AUDIT = insert(AUDIT_EVENTS)
+_COPIES = ("message_pk", ("message_id", "digest"))
+"""A batch's children name their message in ``message_pk``; a message is a copy by these columns."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,12 +438,10 @@ class Repository:
         time, in order, through the ORM.
         """
         plain = all(_is_plain(new) for new in batch)
-        if plain and self.engine.dialect.name == "postgresql":
-            return self._add_plain_on_postgresql(batch, now)
+        if plain:
+            return self._add_plain(batch, now)
         with self.engine.begin() as connection:
             known = self._stored_ids(connection, [new for new in batch if _is_plain(new)])
-            if plain:
-                return self._insert_plain(connection, batch, now, known)
             with self._orm(connection) as session:
                 return self._add_mixed(session, batch, now, known)
 
@@ -510,27 +511,28 @@ class Repository:
             outcomes.append((pk, False))
         return _results(outcomes, places)
 
-    def _add_plain_on_postgresql(self, batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
-        """Plain messages, their queue rows and audit events in one statement (``pg_batch``), copies of
-        stored messages found by the statement itself: without attachments, that statement is the whole
-        transaction, sent in autocommit, one round trip where ``BEGIN``, the look-up, the insert and
-        ``COMMIT`` took four. The rows of the children name their message by its place in the batch until
-        the statement has its id."""
+    def _add_plain(self, batch: Sequence[NewMessage], now: datetime) -> list[StoredMessage]:
+        """Plain messages, their queue rows and audit events in one batch, copies of stored messages found
+        by the batch's writer (``pg_batch``, ``sqlite_batch``). The rows of the children name their message
+        by its place in the batch until the writer has its id. On PostgreSQL one statement: without
+        attachments, it is the whole transaction, sent in autocommit, one round trip where ``BEGIN``, the
+        look-up, the insert and ``COMMIT`` took four."""
         firsts, places = _distinct(batch)
         for new, _ in firsts:
             _check_kept_aside(new)
         rows = [_message_row(new, digest, now, None) for new, digest in firsts]
         deliveries = [row for n, (new, _) in enumerate(firsts) for row in _delivery_rows(new, n, now)]
         events = [row for n, (new, _) in enumerate(firsts) for row in _audit_rows(new, n, now)]
+        children = [(DELIVERIES, deliveries), (AUDIT_EVENTS, events)]
+        if self.engine.dialect.name != "postgresql":
+            attachments = [row for n, (new, _) in enumerate(firsts) for row in _attachment_rows(new, n)]
+            family = Family((MESSAGES, rows), [(ATTACHMENTS, attachments), *children], *_COPIES)
+            with self.engine.begin() as connection:
+                outcomes = sqlite_batch.insert_family(connection, family)
+            return _results(outcomes, places)
         attached = any(new.attachments for new, _ in firsts)
         with (self.engine if attached else self._autocommit).begin() as connection:
-            outcomes = pg_batch.insert_family(
-                connection,
-                (MESSAGES, rows),
-                [(DELIVERIES, deliveries), (AUDIT_EVENTS, events)],
-                "message_pk",
-                ("message_id", "digest"),
-            )
+            outcomes = pg_batch.insert_family(connection, Family((MESSAGES, rows), children, *_COPIES))
             if attached:
                 stored = [
                     (new, pk) for (new, _), (pk, copy) in zip(firsts, outcomes, strict=True) if not copy

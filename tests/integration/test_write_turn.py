@@ -11,11 +11,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from gateway.store.db import Store, open_store
+from gateway.store.faults import STORE_FAULTS
+from gateway.store.repository import NewMessage, Recipient
 
 
 @pytest.fixture
@@ -114,3 +118,27 @@ with open_store(sys.argv[1]).engine.begin() as writer:
     print("holding", flush=True)
     time.sleep(60)
 """
+
+
+def test_a_batch_failing_in_the_driver_is_a_store_fault_that_keeps_nothing(
+    database: tuple[Store, Path],
+) -> None:
+    """The batch of plain mail is written on the driver's connection (``sqlite_batch``): its error still
+    reaches the intake as SQLAlchemy's (a store fault: the client gets a 4xx), the batch is rolled back
+    whole and the turn given back."""
+    store, turn = database
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER no_room BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'no room'); END"
+        )
+    batch = [
+        NewMessage(
+            b"Subject: x\r\n\r\nx\r\n", "a@b.fr", "outbound", "smtp", (Recipient("c@d.fr"),), "<1@b.fr>"
+        )
+    ]
+    with pytest.raises(STORE_FAULTS) as raised:
+        store.repository.add_messages(batch, datetime.now(UTC))
+    assert isinstance(raised.value, DBAPIError) and "no room" in str(raised.value.orig)
+    assert turn_is_free(turn)
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM messages").scalar() == 0
