@@ -919,13 +919,12 @@ class Repository:
         leased = Delivery.state == DeliveryState.SENDING.value
         if owner is not None:
             leased = and_(leased, Delivery.claimed_by != owner)
-        with self.reads.connect() as session:
-            due = session.execute(
-                select(func.min(Delivery.next_attempt_at)).where(
-                    Delivery.state.in_([s.value for s in WAITING])
-                )
-            ).scalar()
-            lease = session.execute(select(func.min(Delivery.claimed_until)).where(leased)).scalar()
+        due_at = select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.state.in_([s.value for s in WAITING])
+        )
+        expiry = select(func.min(Delivery.claimed_until)).where(leased)
+        with self.reads.connect() as connection:  # one statement: one round trip on PostgreSQL (issue 16)
+            due, lease = connection.execute(select(due_at.scalar_subquery(), expiry.scalar_subquery())).one()
         look = None if owner is None else self._reclaim_due.get(owner)
         if lease is not None and look is not None:
             # An expired lease is taken back when the claims look next, not before (``_reclaim_expired``).

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import select
 
@@ -400,3 +401,21 @@ def test_concurrent_submissions_share_commits(store: Store) -> None:
     assert len(results) == 120
     assert sum(batches) == 120 and len(batches) < 120
     assert len(repo.claim_due("a", T0, LEASE, 500, 3)) == 120
+
+
+def test_the_relay_reads_open_no_transaction_on_postgresql(store: Store) -> None:
+    """On PostgreSQL a read is its statement alone (autocommit): no ``BEGIN`` and ``ROLLBACK`` round trips
+    (``gateway.store.reads``). It still sees every commit, and the next due time and lease expiry at once."""
+    repo = store.repository
+    [stored] = repo.add_messages([message(1)], T0)
+    with repo.reads.connect() as connection:
+        connection.execute(select(DELIVERIES.c.id)).all()
+        driver = connection.connection.driver_connection
+        if store.backend == "postgresql":
+            assert isinstance(driver, psycopg.Connection)
+            assert driver.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+    assert repo.next_wakeup() == T0
+    [claimed] = repo.claim_due("a", T0, LEASE, 10, 3)
+    assert repo.next_wakeup("b") == T0 + LEASE and repo.next_wakeup("a") is None
+    assert set(repo.load_envelopes([claimed.message_pk])) == {stored.pk}
+    assert repo.queue_depth() == {"sending": 1}
