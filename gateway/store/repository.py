@@ -631,12 +631,16 @@ class Repository:
         On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED`` so several instances can share
         the queue without waiting on each other; SQLite serialises writers with ``BEGIN IMMEDIATE``.
         """
-        with self.engine.begin() as connection:
+        postgresql = self.engine.dialect.name == "postgresql"
+        # Without a look for expired leases, PostgreSQL's claim is one statement: the whole transaction, sent
+        # in autocommit, one round trip where ``BEGIN``, the claim and ``COMMIT`` took three (issue 16).
+        alone = postgresql and not self._looks_for_expired(owner, now)
+        with (self._autocommit if alone else self.engine).begin() as connection:
             reclaim_due = self._reclaim_expired(connection, owner, now, crash_limit)
             params: dict[str, object] = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
             envelopes: dict[int, Envelope] = {}
             rows: list[tuple[Any, ...]]
-            if connection.dialect.name == "postgresql":
+            if postgresql:
                 found = pg_batch.claim(connection, {**params, "room": PRELOAD_BYTES})
                 rows = [row[:8] for row in found]
                 for row in found:
@@ -668,6 +672,11 @@ class Repository:
                 envelopes[found[0]] = Envelope(*found)
         return envelopes
 
+    def _looks_for_expired(self, owner: str, now: datetime) -> bool:
+        """Whether ``owner``'s claim at ``now`` looks for other owners' expired leases."""
+        due = self._reclaim_due.get(owner)
+        return due is None or now >= due
+
     def _reclaim_expired(
         self, connection: Connection, owner: str, now: datetime, crash_limit: int
     ) -> datetime | None:
@@ -678,8 +687,7 @@ class Repository:
         expire next; leases they take afterwards last their ``relay.lease``, minutes, so a look every
         ``RECLAIM_RECHECK`` sees them in time.
         """
-        due = self._reclaim_due.get(owner)
-        if due is not None and now < due:
+        if not self._looks_for_expired(owner, now):
             return None
         leases = connection.execute(_LEASED_BY_OTHERS, {"owner": owner}).all()
         expired = [(pk, message_pk, crashes) for pk, message_pk, crashes, until in leases if until < now]

@@ -7,10 +7,11 @@ import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from gateway.batching import Batcher
 from gateway.store.audit import AUDIT_EVENTS
@@ -419,3 +420,26 @@ def test_the_relay_reads_open_no_transaction_on_postgresql(store: Store) -> None
     assert repo.next_wakeup("b") == T0 + LEASE and repo.next_wakeup("a") is None
     assert set(repo.load_envelopes([claimed.message_pk])) == {stored.pk}
     assert repo.queue_depth() == {"sending": 1}
+
+
+def test_a_claim_between_looks_for_expired_leases_is_one_statement_on_postgresql(store: Store) -> None:
+    """Only a claim that looks for expired leases needs a transaction around its statements; the others
+    are the claim's statement alone, in autocommit on PostgreSQL, and still lease each delivery once."""
+    repo = store.repository
+    repo.add_messages([message(n) for n in range(3)], T0)
+    assert len(repo.claim_due("a", T0, LEASE, 1, 3)) == 1  # the first claim looks
+    statements: list[tuple[str, bool]] = []
+
+    def seen(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        driver = connection.connection.driver_connection
+        statements.append((statement, getattr(driver, "autocommit", False)))
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        assert len(repo.claim_due("a", T0 + timedelta(seconds=1), LEASE, 1, 3)) == 1
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    if store.backend == "postgresql":
+        assert [autocommit for _, autocommit in statements] == [True]
+    assert len(repo.claim_due("b", T0 + timedelta(seconds=2), LEASE, 5, 3)) == 1
+    assert repo.queue_depth() == {"sending": 3}
