@@ -70,13 +70,13 @@ def prepare_content(content: bytes, *, crlf: bool = False) -> tuple[bytes, ...]:
 
     Once every line end is a CRLF (``crlf``: the caller knows it is so, no search), a line starts at the
     first octet or right after a CRLF: one ``replace`` stuffs them all, five times faster on 1 MiB than a
-    multi-line regex. It runs only when a line starts with a dot: with nothing to replace, ``replace``
-    still copies.
+    multi-line regex. With nothing to replace, ``replace`` returns ``normalised`` itself, not a copy: no
+    search beforehand, which would be a second pass over the message (0.7 ms a MiB, issue 16).
     """
     normalised = content if crlf else wire.crlf(content)
     lead = (b".",) if normalised.startswith(b".") else ()
     end = b".\r\n" if normalised.endswith(b"\r\n") else b"\r\n.\r\n"
-    stuffed = normalised.replace(b"\r\n.", b"\r\n..") if b"\r\n." in normalised else normalised
+    stuffed = normalised.replace(b"\r\n.", b"\r\n..")
     return (*lead, stuffed, end)
 
 

@@ -47,6 +47,11 @@ def test_dot_stuffing_writes_what_the_line_start_regex_wrote(pieces: list[bytes]
     assert prepare_content(crlf(content), crlf=True) == prepare_content(content)
 
 
+def test_a_message_no_line_of_which_starts_with_a_dot_is_written_as_it_is_not_copied() -> None:
+    content = b"Subject: x\r\n\r\n" + b"a line of text.\r\n" * 70_000
+    assert prepare_content(content, crlf=True)[0] is content
+
+
 def record_of(event: str, **fields: object) -> logging.LogRecord:
     records: list[logging.LogRecord] = []
 
