@@ -33,6 +33,8 @@ class Spool:
         self.size = 0
         self.error: OSError | None = None
         """Why the file could not be written (a full disk): the message was not kept."""
+        self.dot_lines = True
+        """Whether a line after the first may start with a dot (stuffed); the reader says when none does."""
         self._memory = bytearray()
         self._file: BinaryIO | None = None
 
