@@ -443,17 +443,17 @@ class GatewaySMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         assert isinstance(self._reader, CommandReader)
         holding = self.inflight.hold()
-        spool = Spool(self.config.spool_threshold, self.config.spool_dir)
+        spool = Spool(self.config.spool_threshold, self.config.spool_dir, self.inflight.memory)
         try:
             kept = await self._reader.read_data(spool, self.data_size_limit or 0, self._admit(holding, cap))
             if not kept:
                 self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
                 await self._refuse_data(spool, holding)
                 return
-            # A large message waits on disk for its turn: only a few are in memory from here to the commit.
-            async with self.inflight.loading if spool.spooled else contextlib.nullcontext():
+            # A large message waits (on disk or in the memory budget) for its turn: only a few are being
+            # taken in from here to the commit, with the copies that makes.
+            async with self.inflight.loading if spool.large else contextlib.nullcontext():
                 data = await spool.read()
-                spool.close()
                 # Unstuffing neither makes nor removes a bare CR or LF (it drops a dot after a CRLF):
                 # one search serves the line limit here and the refusal in ``handle_DATA``.
                 self._txn().bare_line_end = bare = wire.has_bare_line_end(data)
@@ -470,7 +470,8 @@ class GatewaySMTP(SMTP):
                 # The message leaves memory with the envelope, before the next one takes the turn.
                 self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
         finally:
-            # Committed, refused, cut off or failed: the octets are no longer this transaction's.
+            # Committed, refused, cut off or failed: the octets (and their share of the memory budget) are
+            # no longer this transaction's.
             spool.close()
             holding.release()
         await self.push("250 OK" if status is MISSING else status)
