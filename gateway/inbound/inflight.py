@@ -6,23 +6,25 @@ bytes in flight do. One ``InflightBytes`` per daemon is shared by every listener
 sends counts) and is given back once the message is committed or refused, whatever happened. Over the
 cap the listener answers ``452 4.3.1`` and keeps nothing, so the client tries again later (RFC 5321
 § 4.5.3.1.10). All of it runs on the daemon's event loop: no lock. A large message waits for intake on
-disk (``gateway.inbound.spool``): the cap then bounds the spool's disk space, and ``loading`` how many of
-them are back in memory at once.
+disk (``gateway.inbound.spool``) once it passes its own threshold or the shared ``memory`` budget: the
+cap then bounds the spool's disk space, and ``loading`` how many of them are back in memory at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from gateway.inbound.spool import LOADED_AT_ONCE
+from gateway.inbound.spool import LOADED_AT_ONCE, MemoryBudget
 
 
 class InflightBytes:
-    """What the transactions of every listener hold now (``held``, in octets)."""
+    """What the transactions of every listener hold now (``held``, in octets); ``memory``: what part of
+    it may wait in memory rather than in spool files."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: MemoryBudget | None = None) -> None:
         self.held = 0
         self.loading = asyncio.Semaphore(LOADED_AT_ONCE)
+        self.memory = MemoryBudget() if memory is None else memory
 
     def fits(self, size: int, cap: int) -> bool:
         """Whether ``size`` more octets fit under ``cap`` (0: no cap)."""

@@ -64,6 +64,7 @@ _DATA_FAULTS: tuple[tuple[Callable[[DsnEnvelope, bytes], bool], str, str], ...] 
 )
 _SOURCE_ROUTE = re.compile(r"\s*<\s*@")
 _END_OF_DATA = b"\r\n.\r\n"
+_LINE_DOT = b"\r\n."
 
 
 class BareLineFeedError(Exception):
@@ -104,8 +105,11 @@ class CommandReader(asyncio.StreamReader):
             del buffer[:3]
             self._maybe_resume_transport()  # type: ignore[attr-defined]
             return True
-        moved, keep = 0, True
-        while (found := buffer.find(_END_OF_DATA)) < 0:
+        moved, keep, dot_lines = 0, True, False
+        while True:
+            found, dot_lines = _end_of_data(buffer, dot_lines)
+            if found >= 0:
+                break
             # Every octet but those that may start the dot line goes on (a CRLF already moved on cannot
             # end the data: the dot line's own CRLF.CRLF is searched whole, 4 octets are kept back).
             done = max(0, len(buffer) - len(_END_OF_DATA) + 1)
@@ -124,12 +128,31 @@ class CommandReader(asyncio.StreamReader):
                 keep = sink.write(chunk)
         del buffer[: found + len(_END_OF_DATA)]
         self._maybe_resume_transport()  # type: ignore[attr-defined]
+        sink.dot_lines = dot_lines
         return keep
 
     async def _wait_or_fail(self) -> None:
         if self._eof:  # type: ignore[attr-defined]
             raise asyncio.IncompleteReadError(bytes(self._buffer), None)  # type: ignore[attr-defined]
         await self._wait_for_data("read_data")  # type: ignore[attr-defined]
+
+
+def _end_of_data(buffer: bytearray, dot_lines: bool) -> tuple[int, bool]:
+    """Where the dot line's CRLF.CRLF starts in ``buffer`` (-1: not there yet), and whether a line before
+    it starts with a dot (``dot_lines``: one already did, before ``buffer``).
+
+    While no line has, the search is for CRLF "." (the start of the dot line or of a stuffed one): one
+    pass says both, and ``_unstuffed`` skips its own over the whole message (issue 16). A CRLF "." in the
+    buffer's last four octets is decided when more come (``read_data`` keeps those four back).
+    """
+    if dot_lines:
+        return buffer.find(_END_OF_DATA), True
+    found = buffer.find(_LINE_DOT)
+    if found < 0 or len(buffer) < found + len(_END_OF_DATA):
+        return -1, False
+    if buffer.startswith(_END_OF_DATA, found):
+        return found, False
+    return buffer.find(_END_OF_DATA, found), True
 
 
 class IntakePort(Protocol):
@@ -420,17 +443,17 @@ class GatewaySMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         assert isinstance(self._reader, CommandReader)
         holding = self.inflight.hold()
-        spool = Spool(self.config.spool_threshold, self.config.spool_dir)
+        spool = Spool(self.config.spool_threshold, self.config.spool_dir, self.inflight.memory)
         try:
             kept = await self._reader.read_data(spool, self.data_size_limit or 0, self._admit(holding, cap))
             if not kept:
                 self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
                 await self._refuse_data(spool, holding)
                 return
-            # A large message waits on disk for its turn: only a few are in memory from here to the commit.
-            async with self.inflight.loading if spool.spooled else contextlib.nullcontext():
+            # A large message waits (on disk or in the memory budget) for its turn: only a few are being
+            # taken in from here to the commit, with the copies that makes.
+            async with self.inflight.loading if spool.large else contextlib.nullcontext():
                 data = await spool.read()
-                spool.close()
                 # Unstuffing neither makes nor removes a bare CR or LF (it drops a dot after a CRLF):
                 # one search serves the line limit here and the refusal in ``handle_DATA``.
                 self._txn().bare_line_end = bare = wire.has_bare_line_end(data)
@@ -439,13 +462,16 @@ class GatewaySMTP(SMTP):
                     self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
                     await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
                     return
-                self.envelope.content = self.envelope.original_content = _unstuffed(data)
+                self.envelope.content = self.envelope.original_content = _unstuffed(
+                    data, dot_lines=spool.dot_lines
+                )
                 del data
                 status = await self._call_handler_hook("DATA")
                 # The message leaves memory with the envelope, before the next one takes the turn.
                 self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
         finally:
-            # Committed, refused, cut off or failed: the octets are no longer this transaction's.
+            # Committed, refused, cut off or failed: the octets (and their share of the memory budget) are
+            # no longer this transaction's.
             spool.close()
             holding.release()
         await self.push("250 OK" if status is MISSING else status)
@@ -712,11 +738,16 @@ def _long_line(data: bytes, limit: int, *, bare_line_end: bool) -> bool:
     return False
 
 
-def _unstuffed(data: bytes) -> bytes:
-    """``data`` without the dot that starts a line (RFC 5321 § 4.5.2); no copy when none does."""
+def _unstuffed(data: bytes, *, dot_lines: bool) -> bytes:
+    """``data`` without the dot that starts a line (RFC 5321 § 4.5.2); no copy when none does.
+
+    ``dot_lines``: whether a line after the first may start with one (``Spool.dot_lines``); when none
+    does, the whole message is not searched again (issue 16). ``bytes.replace`` returns ``data`` itself
+    when nothing matches, so no search of its own is needed first either.
+    """
     if data.startswith(b"."):
         data = data[1:]
-    return data.replace(b"\r\n.", b"\r\n") if b"\r\n." in data else data
+    return data.replace(_LINE_DOT, b"\r\n") if dot_lines else data
 
 
 def _source_route(path: str | None, template: str) -> str | None:

@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from gateway.inbound.spool import LOADED_AT_ONCE, SPOOL_THRESHOLD
+from gateway.inbound.spool import LOADED_AT_ONCE, SPOOL_THRESHOLD, MemoryBudget
 from tests.integration.test_inflight_cap import send_whole, transaction, until
 from tests.support.listener import open_submission_settings, running
 from tests.support.mail import message
@@ -20,7 +20,8 @@ from tests.support.smtp_wire import Wire
 
 def large(subject: str) -> bytes:
     """A message over the spool threshold whose lines often start with a dot (stuffed on the wire)."""
-    body = "".join(f".{n:06d} compte rendu, ligne qui commence par un point\n" for n in range(30_000))
+    line = ".000000 compte rendu, ligne qui commence par un point\n"
+    body = "".join(f".{n:06d}{line[7:]}" for n in range(SPOOL_THRESHOLD // len(line) + 1))
     content = message(subject=subject, body=body)
     assert len(content) > SPOOL_THRESHOLD and b"\r\n.0" in content
     return content
@@ -103,3 +104,33 @@ async def test_data_the_spool_cannot_write_is_refused_temporarily_and_the_sessio
         await wire.close()
         assert gateway.messages() == []
         assert listener.inflight.held == 0
+
+
+async def test_messages_past_the_shared_memory_budget_wait_in_files_and_are_all_committed(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """Each message is under its own threshold; together they pass the budget: at most two stay in
+    memory, the rest go to files, every one is committed intact and the budget is all given back."""
+    settings = open_submission_settings(tmp_path, pki)
+    state = settings.gateway.state_dir
+    async with running(settings, "submission") as gateway:
+        inflight = gateway.listener.inflight
+        contents = [message(subject=f"budget {n}", body=f".{n} ligne\n" * 20_000) for n in range(6)]
+        size = max(len(stuffed(c)) for c in contents)
+        assert size < SPOOL_THRESHOLD
+        inflight.memory = MemoryBudget(2 * size)
+        wires = [await Wire.connect(gateway.port) for _ in contents]
+        for wire, content in zip(wires, contents, strict=True):
+            assert (await transaction(wire)).startswith("354")
+            wire.writer.write(stuffed(content))  # all but the final dot: every one still arriving
+        await until(lambda: inflight.held >= sum(len(stuffed(c)) for c in contents))
+        # Two fit at most (fewer when their octets came interleaved and neither could finish in memory).
+        assert len(spool_files(state)) >= len(contents) - 2
+        assert inflight.memory.held <= inflight.memory.limit
+
+        replies = [await wire.send(b".\r\n") for wire in wires]
+        assert all(r.startswith("250 2.0.0 Queued as") for r in replies), replies
+        for wire in wires:
+            await wire.close()
+        assert sorted(raw for _, _, raw in gateway.messages()) == sorted(contents)
+        assert spool_files(state) == [] and inflight.memory.held == 0 and inflight.held == 0

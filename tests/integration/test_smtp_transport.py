@@ -139,6 +139,20 @@ async def test_connections_are_reused_between_messages(fake_operator: FakeOperat
     assert operator.connections == 1
 
 
+async def test_a_large_message_written_in_pieces_arrives_whole(
+    fake_operator: FakeOperatorFactory, pki: Pki
+) -> None:
+    operator = fake_operator()
+    smtp = transport(operator, pki)
+    # Not a multiple of the piece size, with dot lines on either side of a piece boundary.
+    content = b"Subject: t\r\n\r\n" + b"".join(b".line %d\r\n" % n for n in range(100_000))
+    results = await smtp.send(message("a@x.test", content=content))
+    await smtp.close()
+    assert results[0].outcome is Outcome.DELIVERED
+    (received,) = operator.messages
+    assert received.content.endswith(content[content.index(b"\r\n\r\n") :])
+
+
 async def test_a_message_larger_than_the_peer_accepts_is_refused_before_sending(
     fake_operator: FakeOperatorFactory, pki: Pki
 ) -> None:

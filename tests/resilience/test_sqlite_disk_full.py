@@ -131,7 +131,7 @@ def test_a_full_disk_refuses_with_452_and_keeps_delivering(
 def test_a_large_message_on_a_full_disk_gets_452_from_the_spool_and_nothing_accepted_is_lost(
     tmp_path: Path, pki: Pki, fake_operator: FakeOperatorFactory, gateways: list[Gateway], small_disk: Path
 ) -> None:
-    """The state directory is on the full disk too: a message past the spool threshold (1 MiB) is refused
+    """The state directory is on the full disk too: a message past the spool threshold (2 MiB) is refused
     while it arrives, before intake or the store see it, and the reply is still ``452 4.3.1`` over the
     real socket; the session goes on, and what was accepted before still leaves, once."""
     operator = fake_operator()
@@ -145,7 +145,7 @@ def test_a_large_message_on_a_full_disk_gets_452_from_the_spool_and_nothing_acce
     operator.wait_for_held(1)
 
     filler = fill(small_disk)
-    code, text = submit(gateway, pki, 4, lines=20_000)  # 1.5 MB: spooled
+    code, text = submit(gateway, pki, 4, lines=30_000)  # 2.2 MB: spooled
     assert (code, text[:5]) == (452, "4.3.1"), text
     output = gateway.output()
     assert "event=data-refused" in output and "reason=spool" in output and "error=ENOSPC" in output
@@ -154,7 +154,7 @@ def test_a_large_message_on_a_full_disk_gets_452_from_the_spool_and_nothing_acce
     assert gateway.process is not None and gateway.process.poll() is None, gateway.output()
 
     filler.unlink()
-    assert submit(gateway, pki, 5, lines=20_000)[0] == 250
+    assert submit(gateway, pki, 5, lines=30_000)[0] == 250
     operator.wait_until(
         lambda: len(delivered(operator)) == 4, timeout=30, what="the large message after the room came"
     )

@@ -19,6 +19,11 @@ from mappers import wire
 
 _REPLY_LINE_LIMIT = 4096
 
+_WRITE_PIECE = 256 * 1024
+"""Bytes handed to the transport at a time. The TLS transport encrypts each write into a buffer of its size
+and copies that on to the socket's: a 1 MiB message in one write costs a fifth more CPU (fresh megabyte
+buffers, 2.6 -> 2.1 ms a MiB, both ends of a local TLS connection) than in 256 KiB views (issue 16)."""
+
 
 class SmtpError(Exception):
     """The session cannot go on (network, TLS, protocol); the connection must be dropped."""
@@ -249,7 +254,12 @@ class SmtpConnection:
     def _write(self, data: bytes) -> None:
         if self.broken or self.writer.is_closing():
             raise SmtpError(f"connection to {self.peer} is closed")
-        self.writer.write(data)
+        if len(data) <= _WRITE_PIECE:
+            self.writer.write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), _WRITE_PIECE):
+            self.writer.write(view[start : start + _WRITE_PIECE])
 
     async def read_reply(self) -> Reply:
         code, lines = await self._read_lines()

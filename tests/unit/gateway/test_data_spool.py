@@ -10,8 +10,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from gateway.inbound.smtp_server import CommandReader
+from gateway.inbound.smtp_server import CommandReader, _unstuffed
 from gateway.inbound.spool import Spool
 
 DATA = b"Subject: x\r\n\r\n..un point\r\nligne\r\n" * 50
@@ -31,6 +33,49 @@ async def read(pieces: list[bytes], spool: Spool, size_limit: int = 0) -> tuple[
     kept = await reader.read_data(spool, size_limit, lambda size: True)
     await feeding
     return kept, await reader.read()
+
+
+def _unstuffed_by_lines(data: bytes) -> bytes:
+    """RFC 5321 § 4.5.2 read literally: each CRLF-ended line loses the dot it starts with."""
+    return b"\r\n".join(line[1:] if line.startswith(b".") else line for line in data.split(b"\r\n"))
+
+
+_PIECES = st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b".", b"..", b"\r\n.", b"\r\n.\r"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_PIECES, max_size=40).map(b"".join),
+    st.lists(st.integers(min_value=1, max_value=12), max_size=30),
+)
+def test_what_is_kept_unstuffs_as_the_lines_say_wherever_the_octets_are_cut(
+    body: bytes, cuts: list[int]
+) -> None:
+    # The reader's one search for CRLF "." tells ``_unstuffed`` whether to search again: it must never
+    # say "no dot line" when there is one, wherever a piece of the stream ends.
+    data = body + b"\r\n" if body else b""
+    assume(not (b"\r\n" + data).count(b"\r\n.\r\n"))  # a line of a lone dot would end the data there
+    stream, pieces, start = data + b".\r\nQUIT\r\n", [], 0
+    for cut in cuts:
+        pieces.append(stream[start : start + cut])
+        start += cut
+    pieces.append(stream[start:])
+    spool = Spool()
+    kept, rest = asyncio.run(read(pieces, spool))
+    received = asyncio.run(spool.read())
+    assert kept and rest == b"QUIT\r\n" and received == data
+    assert spool.dot_lines or b"\r\n." not in received
+    assert _unstuffed(received, dot_lines=spool.dot_lines) == _unstuffed_by_lines(received)
+
+
+async def test_data_without_a_stuffed_line_is_not_searched_again(tmp_path: Path) -> None:
+    data = b".Subject: x\r\n\r\nsans point.\r\n\r.\n\r\n"  # a dot after CR or LF alone is not stuffing
+    for cut in range(1, len(data) + 5):
+        wire = data + b".\r\n"
+        spool = Spool(directory=tmp_path)
+        assert (await read([wire[:cut], wire[cut:]], spool)) == (True, b"")
+        assert await spool.read() == data
+        assert not spool.dot_lines
 
 
 @pytest.mark.parametrize("cut", [1, 2, 3, 4, 5, 7, 64])
